@@ -1,0 +1,171 @@
+"""Carrying out a plan: dependency order, independent changes in parallel, failures contained.
+
+A failed change does not stop the others; only the changes that depend on it are skipped.
+Nothing is recorded here: the next plan reads live state again and shows what is left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from .addresses import Address
+from .errors import MlopsError, StalePlanError
+from .graph import edges
+from .plan import Action, Change, Plan
+from .project import Project
+from .resources import Live, Resource
+
+Notify = Callable[[Change, str], None]
+"""Progress callback: (change, event) where event is "start", a step text, or "done"/"failed"."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    change: Change
+    ok: bool
+    elapsed: float
+    error: str | None = None
+    skipped: bool = False
+
+
+def check_fresh(plan: Plan, desired: Mapping[Address, Resource], live: Mapping[Address, Live]) -> None:
+    """A saved plan still applies only if what it touches is as it was when planned.
+
+    Staleness is per resource: unrelated writes since the plan do not matter.
+    """
+    problems = []
+    for change in plan.actionable:
+        now = live.get(change.address)
+        now_fp = now.fingerprint if now else None
+        if now_fp != change.live_fingerprint:
+            what = "was removed" if now is None else ("now exists" if change.live_fingerprint is None else "changed")
+            problems.append(f"{change.address} {what} since the plan was made")
+        if not plan.destroy and change.action is not Action.DELETE:
+            want = desired.get(change.address)
+            if want is None or want.fingerprint != change.desired_fingerprint:
+                problems.append(f"{change.address}: the manifest or its files changed since the plan was made")
+        elif not plan.destroy and change.address in desired:
+            problems.append(f"{change.address} is back in the manifest since the plan was made")
+    if problems:
+        raise StalePlanError(
+            "Saved plan is stale: " + "; ".join(problems) + ". Run `mlops plan -o FILE` again and apply the new plan."
+        )
+
+
+def apply_plan(
+    project: Project,
+    plan: Plan,
+    desired: Mapping[Address, Resource],
+    live: Mapping[Address, Live],
+    *,
+    parallelism: int = 4,
+    notify: Notify = lambda change, event: None,
+) -> list[Outcome]:
+    changes = {c.address: c for c in plan.actionable}
+    waits = edges(changes.values())
+    dependents: dict[Address, set[Address]] = {a: set() for a in changes}
+    for a, ws in waits.items():
+        for w in ws:
+            dependents[w].add(a)
+    pending = {a: set(w) for a, w in waits.items()}
+    outcomes: dict[Address, Outcome] = {}
+    running: dict[Future[Outcome], Address] = {}
+
+    def skip_dependents(failed: Address) -> None:
+        for d in sorted(dependents[failed]):
+            if d in outcomes or d not in pending:
+                continue
+            pending.pop(d)
+            outcomes[d] = Outcome(changes[d], ok=False, elapsed=0.0, skipped=True,
+                                  error=f"skipped because {failed} failed")
+            notify(changes[d], "skipped")
+            skip_dependents(d)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="apply") as pool:
+        while pending or running:
+            for a in sorted(a for a, w in pending.items() if not w):
+                if len(running) >= max(1, parallelism):
+                    break
+                del pending[a]
+                running[pool.submit(_run, project, changes[a], desired, live, notify)] = a
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                a = running.pop(fut)
+                outcome = fut.result()
+                outcomes[a] = outcome
+                if outcome.ok:
+                    for d in dependents[a]:
+                        if d in pending:
+                            pending[d].discard(a)
+                else:
+                    skip_dependents(a)
+    return [outcomes[a] for a in sorted(outcomes)]
+
+
+def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
+         live: Mapping[Address, Live], notify: Notify) -> Outcome:
+    started = time.monotonic()
+    notify(change, "start")
+    try:
+        _execute(project, change, desired.get(change.address), live.get(change.address),
+                 lambda step: notify(change, step))
+    except MlopsError as exc:
+        notify(change, "failed")
+        return Outcome(change, ok=False, elapsed=time.monotonic() - started, error=str(exc))
+    except Exception as exc:  # a provider bug: contain it, report it plainly
+        notify(change, "failed")
+        return Outcome(change, ok=False, elapsed=time.monotonic() - started,
+                       error=f"unexpected {type(exc).__name__}: {exc}")
+    notify(change, "done")
+    return Outcome(change, ok=True, elapsed=time.monotonic() - started)
+
+
+def _execute(project: Project, change: Change, desired: Resource | None, live: Live | None,
+             progress: Callable[[str], None]) -> None:
+    kind, action = change.address.kind, change.action
+    if kind in ("model", "environment"):
+        store = project.store
+        if action is Action.DELETE:
+            (store.delete_model if kind == "model" else store.delete_environment)(change.address.name)
+        else:
+            progress("registering" if kind == "model" else "recording spec")
+            (store.apply_model if kind == "model" else store.apply_environment)(_need(desired, change))
+        return
+    # Services: the old and the new side may live on different targets.
+    old = project.provider_for(live) if live else None
+    new = project.provider_for(desired.target) if desired and desired.target else None
+    if action is Action.CREATE:
+        _need_provider(new, change).create(_need(desired, change), progress)
+    elif action is Action.UPDATE:
+        if live is None:
+            _need_provider(new, change).create(_need(desired, change), progress)
+        else:
+            _need_provider(new, change).update(_need(desired, change), live, progress)
+    elif action is Action.CREATE_THEN_DELETE:
+        _need_provider(new, change).create(_need(desired, change), progress)
+        if live:
+            progress("removing the previous instance")
+            _need_provider(old, change).delete(live, progress)
+    elif action is Action.DELETE_THEN_CREATE:
+        if live:
+            _need_provider(old, change).delete(live, progress)
+        _need_provider(new, change).create(_need(desired, change), progress)
+    elif action is Action.DELETE and live:
+        _need_provider(old, change).delete(live, progress)
+
+
+def _need(desired: Resource | None, change: Change) -> Resource:
+    if desired is None:
+        raise MlopsError(f"{change.address}: not in the manifest any more; run `mlops plan` again")
+    return desired
+
+
+def _need_provider(provider, change: Change):
+    if provider is None:
+        raise MlopsError(f"{change.address}: no provider for its target; check the manifest's targets")
+    return provider

@@ -1,0 +1,336 @@
+"""The `mlops` command: the only module that prints or exits.
+
+Known errors (MlopsError) print as one line ``Error: ...`` and exit 1; tracebacks only with
+--debug. Plan exit codes follow Terraform's -detailed-exitcode: 0 no changes, 1 error, 2 changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .addresses import Address
+from .apply import Outcome, apply_plan, check_fresh
+from .errors import ManifestError, MlopsError
+from .lock import apply_lock
+from .manifest import load_manifest
+from .plan import Plan
+from .planning import make_plan
+from .progress import ProgressPrinter
+from .project import Project
+from .render_json import render_json
+from .render_text import render_plan
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-f", "--file", default="ml.yaml", type=Path, help="manifest (default: ml.yaml)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    parser = argparse.ArgumentParser(prog="mlops", description="Declarative GitOps for ML model deployments.")
+    parser.add_argument("--version", action="version", version=f"mlops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("validate", parents=[common], help="check the manifest (schema and references)")
+
+    p = sub.add_parser("plan", parents=[common], help="show what apply would change")
+    p.add_argument("-o", "--out", type=Path, help="save the plan as JSON for `mlops apply FILE`")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
+    p.add_argument("--target", action="append", default=[], metavar="ADDRESS", help="limit to a resource")
+    p.add_argument("--destroy", action="store_true", help="plan the removal of everything")
+
+    for name, text in (("apply", "make the deployment match the manifest"),
+                       ("destroy", "remove everything this project owns")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        if name == "apply":
+            p.add_argument("planfile", nargs="?", type=Path, help="a plan saved with `mlops plan -o`")
+        p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+        p.add_argument("--parallelism", type=int, default=4, metavar="N", help="changes at once (default 4)")
+        p.add_argument("--target", action="append", default=[], metavar="ADDRESS", help="limit to a resource")
+
+    p = sub.add_parser("status", parents=[common], help="show services: state, endpoint, models, commit")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("models", parents=[common], help="list registered models and versions")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("logs", parents=[common], help="print a service's logs")
+    p.add_argument("service")
+    p.add_argument("--follow", action="store_true")
+    p.add_argument("--tail", type=int, metavar="N")
+
+    p = sub.add_parser("call", parents=[common], help="score a service (default: its sample request)")
+    p.add_argument("service")
+    p.add_argument("--data", help="JSON body, or @FILE")
+
+    p = sub.add_parser("serve", help="run the scoring runtime on an entry script (like azmlinfsrv)",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from providers.runtime.cli import main as serve_main
+
+        return serve_main(args.args)
+    try:
+        return COMMANDS[args.command](args)
+    except ManifestError as exc:
+        if args.debug:
+            raise
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"Error: the manifest has {len(exc.problems)} problem(s).", file=sys.stderr)
+        return 1
+    except MlopsError as exc:
+        if args.debug:
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    m = load_manifest(args.file)
+    counts = {k: len(m.section(k)) for k in ("models", "environments", "services")}
+    print(f"The manifest is valid: {counts['models']} models, {counts['environments']} environments, "
+          f"{counts['services']} services, {len(m.targets)} targets.")
+    return 0
+
+
+def _targets(args: argparse.Namespace) -> list[Address]:
+    return [Address.parse(t) for t in args.target]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    project = Project.load(args.file)
+    plan = make_plan(project, targets=_targets(args), destroy=args.destroy)
+    if args.json:
+        sys.stdout.write(render_json(plan))
+    else:
+        sys.stdout.write(render_plan(plan))
+    if args.out:
+        args.out.write_text(render_json(plan))
+        if not args.json:
+            print(f"\nSaved the plan to: {args.out}\nTo perform exactly these actions, run:\n"
+                  f"    mlops apply -f {args.file} {args.out}")
+    return 2 if (args.detailed_exitcode and plan.has_changes) else 0
+
+
+def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
+    project = Project.load(args.file)
+    with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"):
+        desired, live = project.desired(), project.live()
+        planfile = getattr(args, "planfile", None)
+        if planfile:
+            plan = _load_plan(planfile, project)
+            check_fresh(plan, desired, live)
+            print(f"Applying the saved plan {planfile} (what it touches is unchanged since it was made).")
+        else:
+            plan = make_plan(project, targets=_targets(args), destroy=destroy, desired=desired, live=live)
+            sys.stdout.write(render_plan(plan))
+            if not plan.has_changes:
+                return 0
+            if not args.auto_approve and not _confirm(destroy):
+                print("Apply cancelled.")
+                return 1
+        if not plan.has_changes:
+            print("No changes. Nothing to apply.")
+            return 0
+        print()
+        with ProgressPrinter(sys.stdout) as printer:
+            outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism, notify=printer)
+    return _report(outcomes, destroy)
+
+
+def _load_plan(path: Path, project: Project) -> Plan:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise MlopsError(f"{path}: cannot read plan file: {exc.strerror}") from None
+    except ValueError as exc:
+        raise MlopsError(f"{path}: not a plan file (invalid JSON: {exc})") from None
+    plan = Plan.from_json(data)
+    if plan.project != project.manifest.project:
+        raise MlopsError(f"{path}: this plan is for project {plan.project!r}, the manifest declares "
+                         f"{project.manifest.project!r}")
+    return plan
+
+
+def _confirm(destroy: bool) -> bool:
+    if not sys.stdin.isatty():
+        raise MlopsError("refusing to apply without confirmation: stdin is not a terminal "
+                         "(pass --auto-approve to apply non-interactively)")
+    what = "destroy all resources" if destroy else "perform these actions"
+    print(f"\nDo you really want to {what}?\n  Only 'yes' will be accepted to approve.\n")
+    try:
+        return input("  Enter a value: ").strip() == "yes"
+    except EOFError:
+        return False
+
+
+def _report(outcomes: list[Outcome], destroy: bool) -> int:
+    failed = [o for o in outcomes if not o.ok]
+    ok = [o for o in outcomes if o.ok]
+    added = sum(1 for o in ok if o.change.action.value in ("create",) or o.change.action.is_replace)
+    changed = sum(1 for o in ok if o.change.action.value == "update")
+    destroyed = sum(1 for o in ok if o.change.action.value == "delete" or o.change.action.is_replace)
+    print()
+    for o in failed:
+        print(f"Error: {o.change.address}: {o.error}", file=sys.stderr)
+    if failed:
+        print(f"Apply failed: {len(failed)} of {len(outcomes)} changes did not complete "
+              f"({added} added, {changed} changed, {destroyed} destroyed). "
+              "Run `mlops plan` to see what is left.", file=sys.stderr)
+        return 1
+    verb = "Destroy" if destroy else "Apply"
+    print(f"{verb} complete! Resources: {added} added, {changed} changed, {destroyed} destroyed.")
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    return cmd_apply(args, destroy=True)
+
+
+def _service_rows(project: Project) -> list[dict[str, Any]]:
+    live = project.live()
+    rows = []
+    declared = project.manifest.section("services")
+    for name in sorted(set(declared) | {a.name for a in live if a.kind == "service"}):
+        lv = live.get(Address("service", name))
+        if lv is None:
+            rows.append({"service": name, "target": declared[name].get("target", "local"), "state": "NotDeployed",
+                         "endpoint": None, "models": [], "fingerprint": None, "git_commit": None,
+                         "dirty": None, "message": "not deployed; run `mlops apply`"})
+            continue
+        git = lv.details.get("git") or {}
+        from .hashing import digest
+
+        rows.append({
+            "service": name, "target": lv.target, "state": lv.status, "endpoint": lv.details.get("endpoint"),
+            "models": list(lv.spec.get("models", [])), "fingerprint": digest(dict(lv.spec))[:12],
+            "git_commit": git.get("commit"), "dirty": git.get("dirty"), "message": lv.details.get("message") or "",
+            "in_manifest": name in declared,
+        })
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = _service_rows(Project.load(args.file))
+    if args.json:
+        print(json.dumps({"format_version": "1.0", "services": rows}, indent=2, sort_keys=True))
+        return 0
+    if not rows:
+        print("No services declared or running.")
+        return 0
+    table = [["SERVICE", "TARGET", "STATE", "ENDPOINT", "MODELS", "FINGERPRINT", "COMMIT"]]
+    for r in rows:
+        commit = (r["git_commit"] or "-")[:10] + ("+dirty" if r["dirty"] else "")
+        table.append([r["service"], r["target"] or "-", r["state"], r["endpoint"] or "-",
+                      ",".join(m.split("@")[0] for m in r["models"]) or "-", r["fingerprint"] or "-", commit])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for r in rows:
+        if r["message"] and r["state"] != "Healthy":
+            print(f"{r['service']}: {r['message']}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    project = Project.load(args.file)
+    models = []
+    for lv in project.store.read_models():
+        versions = project.store.versions(lv.address.name)
+        models.append({
+            "name": lv.address.name, "current_version": lv.spec["version"], "tags": lv.spec["tags"],
+            "description": lv.spec["description"],
+            "versions": [{"version": v, "sha256": meta.get("sha256"), "created": meta.get("created"),
+                          "source": meta.get("source"), "git_commit": (meta.get("git") or {}).get("commit")}
+                         for v, meta in versions.items()],
+        })
+    if args.json:
+        print(json.dumps({"format_version": "1.0", "models": models}, indent=2, sort_keys=True))
+        return 0
+    if not models:
+        print("No models registered. Run `mlops apply` to register the manifest's models.")
+    for m in models:
+        tags = ", ".join(f"{k}={v}" for k, v in m["tags"].items())
+        print(f"{m['name']}  (current: {m['current_version']}){'  tags: ' + tags if tags else ''}")
+        for v in m["versions"]:
+            mark = "*" if v["version"] == m["current_version"] else " "
+            print(f"  {mark} {v['version']:>3}  sha256:{(v['sha256'] or '')[:12]}  {v['created'] or ''}  "
+                  f"{v['source'] or ''}")
+    return 0
+
+
+def _live_service(project: Project, name: str):
+    live = project.live().get(Address("service", name))
+    if live is None:
+        declared = ", ".join(sorted(project.manifest.section("services"))) or "none"
+        raise MlopsError(f"service {name!r} is not running (services in the manifest: {declared}; "
+                         "run `mlops apply` first)")
+    return live
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    project = Project.load(args.file)
+    live = _live_service(project, args.service)
+    try:
+        for line in project.provider_for(live).logs(live, follow=args.follow, tail=args.tail):
+            print(line, flush=args.follow)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from providers.local.httpcheck import request
+
+    project = Project.load(args.file)
+    live = _live_service(project, args.service)
+    if args.data is None:
+        sample = project.manifest.section("services").get(args.service, {}).get("sample_request")
+        if not sample:
+            raise MlopsError(f"service {args.service!r} has no sample_request; pass --data JSON or --data @FILE")
+        body = (project.manifest.root / sample).read_text()
+    elif args.data.startswith("@"):
+        try:
+            body = Path(args.data[1:]).read_text()
+        except OSError as exc:
+            raise MlopsError(f"--data {args.data}: cannot read file: {exc.strerror}") from None
+    else:
+        body = args.data
+    endpoint = project.provider_for(live).endpoint(live)
+    try:
+        reply = request(endpoint.scoring_url, data=body.encode(),
+                        headers={**endpoint.headers, "Content-Type": "application/json"}, timeout=120)
+    except OSError as exc:
+        raise MlopsError(f"cannot reach {endpoint.scoring_url}: {exc} (see `mlops status`)") from None
+    text = reply.body.decode(errors="replace")
+    with contextlib.suppress(ValueError):
+        text = json.dumps(json.loads(text), indent=2)
+    if reply.status != 200:
+        print(text, file=sys.stderr)
+        raise MlopsError(f"{args.service} answered HTTP {reply.status}")
+    print(text)
+    return 0
+
+
+COMMANDS = {
+    "validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "destroy": cmd_destroy,
+    "status": cmd_status, "models": cmd_models, "logs": cmd_logs, "call": cmd_call,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

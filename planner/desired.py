@@ -1,0 +1,97 @@
+"""Manifest -> desired resources: normalised specs, content digests, dependencies, secrets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .addresses import Address
+from .hashing import ContentHasher, digest, secret_digest
+from .manifest import DEFAULT_TARGET, SENSITIVE_NAME, Manifest
+from .resources import Resource
+
+SHORT = 12
+
+
+def build_desired(
+    manifest: Manifest, providers: Mapping[str, Any], store: Any, hasher: ContentHasher
+) -> dict[Address, Resource]:
+    """Every resource the manifest asks for, keyed by address."""
+    out: dict[Address, Resource] = {}
+    models: dict[str, Resource] = {}
+    for name, m in manifest.section("models").items():
+        source = (manifest.root / m["path"]).resolve()
+        sha = hasher.tree_hash(source)
+        spec = {
+            "path": m["path"],
+            "sha256": sha,
+            "version": store.planned_version(name, sha),
+            "tags": {k: str(v) for k, v in sorted((m.get("tags") or {}).items())},
+            "description": m.get("description", ""),
+        }
+        res = Resource(Address("model", name), spec, inputs={"source_path": str(source)})
+        models[name] = out[res.address] = res
+
+    environments: dict[str, Resource] = {}
+    for name, e in manifest.section("environments").items():
+        spec = {"python": e.get("python", "3.11"), "pip": list(e.get("pip") or [])}
+        if e.get("base_image"):
+            spec["base_image"] = e["base_image"]
+        res = Resource(Address("environment", name), spec)
+        environments[name] = out[res.address] = res
+
+    for name, s in manifest.section("services").items():
+        target = s.get("target", DEFAULT_TARGET)
+        provider = providers[target]
+        deploy, secrets, sensitive = _split_secrets(provider.normalize_deploy(s.get("deploy") or {}), manifest.project)
+        env = environments[s["environment"]]
+        source_dir = (manifest.root / s["source_dir"]).resolve()
+        model_refs = {m: models[m] for m in s["models"]}
+        spec = {
+            "models": [f"{m}:{r.spec['version']}@{r.spec['sha256'][:SHORT]}" for m, r in model_refs.items()],
+            "environment": f"{env.address.name}@{digest(env.spec)[:SHORT]}",
+            "source": f"{s['source_dir']}@{hasher.tree_hash(source_dir)[:SHORT]}",
+            "entry_script": s["entry_script"],
+            "runtime": provider.runtime_version(),
+            "deploy": deploy,
+        }
+        sample = s.get("sample_request")
+        inputs = {
+            "source_dir": str(source_dir),
+            "entry_script": s["entry_script"],
+            "models": {m: {"version": r.spec["version"], "path": str(store.model_path(m, r.spec["version"]))}
+                       for m, r in model_refs.items()},
+            "environment": dict(env.spec),
+            "environment_name": env.address.name,
+            "sample_request": _read_sample(manifest.root / sample) if sample else None,
+        }
+        res = Resource(
+            Address("service", name), spec,
+            depends_on=tuple(sorted([*(r.address for r in model_refs.values()), env.address])),
+            target=target, sensitive=frozenset(sensitive), secrets=secrets, inputs=inputs,
+        )
+        out[res.address] = res
+    return out
+
+
+def _split_secrets(deploy: Mapping[str, Any], salt: str) -> tuple[dict[str, Any], dict[str, str], set[str]]:
+    """Secret values leave the spec (replaced by a salted digest) and go to ``secrets``."""
+    clean: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    sensitive: set[str] = set()
+    for key, value in deploy.items():
+        if SENSITIVE_NAME.search(key) and isinstance(value, str):
+            secrets[key] = value
+            clean[key] = secret_digest(salt, value)
+            sensitive.add(f"deploy.{key}")
+        else:
+            clean[key] = value
+    return clean, secrets, sensitive
+
+
+def _read_sample(path: Path) -> str:
+    text = path.read_text()
+    json.loads(text)  # validated by the manifest already; fail loudly if it changed since
+    return text

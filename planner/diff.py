@@ -1,0 +1,75 @@
+"""Deciding what to do about one resource: a pure function of desired, live and the rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .errors import MlopsError
+from .plan import Action, Change, flatten
+from .resources import BROKEN_STATES, Live, Resource
+
+
+def decide(
+    desired: Resource | None,
+    live: Live | None,
+    *,
+    replace_paths: Iterable[str] = (),
+    replace_order: Action = Action.CREATE_THEN_DELETE,
+) -> Change:
+    """Create, update, replace, delete or no-op — the first rule that applies wins."""
+    if desired is None and live is None:
+        raise MlopsError("internal error: decide() needs a desired or a live resource")
+    address = desired.address if desired else live.address  # type: ignore[union-attr]
+    common = {
+        "address": address,
+        "before": dict(live.spec) if live else None,
+        "after": dict(desired.spec) if desired else None,
+        "before_target": live.target if live else None,
+        "after_target": desired.target if desired else None,
+        "live_status": live.status if live else None,
+        "live_fingerprint": live.fingerprint if live else None,
+        "desired_fingerprint": desired.fingerprint if desired else None,
+        "depends_on": desired.depends_on if desired else (),
+        "sensitive": (desired.sensitive if desired else frozenset()) | (live.sensitive if live else frozenset()),
+    }
+
+    # Not in the manifest any more: it goes.
+    if desired is None:
+        return Change(action=Action.DELETE, reason="delete_because_no_resource_config", **common)
+
+    # Nothing runs yet (or it was removed behind our back): make it.
+    if live is None:
+        return Change(action=Action.CREATE, **common)
+
+    # Moving between targets cannot be done in place; the old one is on another target.
+    if live.target != desired.target:
+        return Change(
+            action=Action.DELETE_THEN_CREATE, replace_paths=("target",),
+            reason="replace_because_target_changed", **common,
+        )
+
+    # A broken instance is replaced even when its spec matches (Terraform's "tainted").
+    if live.status in BROKEN_STATES:
+        return Change(action=Action.DELETE_THEN_CREATE, reason=f"replace_because_{live.status.lower()}", **common)
+
+    changed = _changed(live, desired)
+    if not changed:
+        return Change(action=Action.NOOP, **common)
+
+    # Some attributes cannot change in place on this target.
+    forcing = tuple(p for p in changed if _matches(p, replace_paths))
+    if forcing:
+        return Change(
+            action=replace_order, replace_paths=forcing, reason="replace_because_cannot_update", **common
+        )
+
+    return Change(action=Action.UPDATE, **common)
+
+
+def _changed(live: Live, desired: Resource) -> list[str]:
+    old, new = flatten(live.spec), flatten(desired.spec)
+    return sorted(p for p in set(old) | set(new) if old.get(p) != new.get(p))
+
+
+def _matches(path: str, patterns: Iterable[str]) -> bool:
+    return any(path == p or path.startswith(p + ".") for p in patterns)

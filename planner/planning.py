@@ -1,0 +1,74 @@
+"""Desired vs live -> Plan. The only place that pairs the two and asks providers to decide."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from . import __version__
+from .addresses import Address
+from .diff import decide
+from .errors import MlopsError
+from .graph import edges
+from .plan import Change, Plan, fingerprint_all
+from .project import Project
+from .resources import Live, Resource
+
+
+def make_plan(
+    project: Project,
+    *,
+    targets: Iterable[Address] = (),
+    destroy: bool = False,
+    desired: dict[Address, Resource] | None = None,
+    live: dict[Address, Live] | None = None,
+) -> Plan:
+    desired = project.desired() if desired is None else desired
+    live = project.live() if live is None else live
+    wanted = {} if destroy else desired
+    changes: list[Change] = []
+    for address in sorted(set(wanted) | set(live)):
+        changes.append(_decide(project, wanted.get(address), live.get(address)))
+    targets = tuple(targets)
+    if targets:
+        changes = _restrict(changes, targets)
+    return Plan(
+        changes=tuple(changes),
+        manifest=project.manifest.display,
+        project=project.manifest.project,
+        manifest_fingerprint=fingerprint_all({str(a): r.fingerprint for a, r in desired.items()}),
+        live_fingerprint=fingerprint_all({str(a): lv.fingerprint for a, lv in live.items()}),
+        git=project.git(),
+        targeted=tuple(str(t) for t in targets),
+        destroy=destroy,
+        tool_version=__version__,
+    )
+
+
+def _decide(project: Project, desired: Resource | None, live: Live | None) -> Change:
+    address = desired.address if desired else live.address  # type: ignore[union-attr]
+    if address.kind != "service":
+        return decide(desired, live)
+    provider = project.provider_for(desired.target) if desired else project.provider_for(live)  # type: ignore[arg-type]
+    change = provider.plan(desired, live)
+    if change.address != address:
+        raise MlopsError(f"provider {provider.kind!r} bug: asked to plan {address}, answered {change.address}")
+    return change
+
+
+def _restrict(changes: list[Change], targets: tuple[Address, ...]) -> list[Change]:
+    """``--target``: the named resources plus what they need (Terraform includes dependencies)."""
+    by_address = {c.address: c for c in changes}
+    unknown = [t for t in targets if t not in by_address]
+    if unknown:
+        known = ", ".join(str(a) for a in sorted(by_address)) or "none"
+        raise MlopsError(f"--target {unknown[0]}: no such resource in the manifest or live state (known: {known})")
+    waits = edges(changes)
+    keep: set[Address] = set()
+    stack = list(targets)
+    while stack:
+        a = stack.pop()
+        if a in keep:
+            continue
+        keep.add(a)
+        stack.extend(waits.get(a, ()))
+    return [c for c in changes if c.address in keep]

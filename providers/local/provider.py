@@ -1,0 +1,304 @@
+"""The embedded default target: each service is a detached scoring-runtime process on 127.0.0.1.
+
+Records of what runs are kept beside the registry (``<state>/local/<service>.json``); live state
+is those records checked against reality: is the process (pid + start time) alive, does its
+readiness route answer. An update starts the new instance on the same port (SO_REUSEPORT), waits
+for it to be ready and to answer the sample request on a private probe port, then retires the
+old one, so the endpoint never goes dark and a bad version never takes over.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from planner.addresses import Address
+from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource
+
+from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError, wait_until
+from ..store import _read_json, _write_json, ensure_state_dir
+from . import processes
+from .httpcheck import is_ready, smoke_test
+from .venvs import ensure_venv, venv_python
+
+HOST = "127.0.0.1"
+DEFAULTS: dict[str, Any] = {"port": "auto", "auth": "none", "workers": 1, "scoring_timeout_ms": 60000,
+                            "startup_timeout_s": 120}
+
+
+class LocalProvider(Provider):
+    kind: ClassVar[str] = "local"
+    replace_paths: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
+
+    @classmethod
+    def target_schema(cls) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "provider": {"const": "local"},
+                "engine": {"enum": ["process"], "description": "process: a local process per service."},
+            },
+        }
+
+    @classmethod
+    def deploy_schema(cls) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "port": {"anyOf": [{"type": "integer", "minimum": 1024, "maximum": 65535}, {"const": "auto"}],
+                         "description": "a port from 1024 to 65535, or auto"},
+                "auth": {"enum": ["key", "none"]},
+                "primary_key": {"type": "string", "minLength": 16},
+                "secondary_key": {"type": "string", "minLength": 16},
+                "workers": {"type": "integer", "minimum": 1, "maximum": 64},
+                "scoring_timeout_ms": {"type": "integer", "minimum": 1},
+                "startup_timeout_s": {"type": "integer", "minimum": 1},
+                "environment_variables": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        }
+
+    def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
+        out = {**DEFAULTS, **deploy}
+        if out.get("environment_variables") == {}:
+            del out["environment_variables"]
+        return dict(sorted(out.items()))
+
+    # -- records ----------------------------------------------------------------------------------
+    @staticmethod
+    def _records_dir(context: ProjectContext) -> Path:
+        return context.state_dir / "local"
+
+    def _record_file(self, name: str) -> Path:
+        return self._records_dir(self.context) / f"{name}.json"
+
+    def _log_file(self, name: str) -> Path:
+        return self._records_dir(self.context) / "logs" / f"{name}.log"
+
+    def _instance_dir(self, name: str, instance: str) -> Path:
+        return self._records_dir(self.context) / "instances" / f"{name}-{instance}"
+
+    # -- live state -------------------------------------------------------------------------------
+    def read(self) -> list[Live]:
+        return [live for live in self._read_all(self.context) if live.target == self.target]
+
+    @classmethod
+    def read_orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[Live]:
+        return [live for live in cls._read_all(context) if live.target not in declared_targets]
+
+    @classmethod
+    def _read_all(cls, context: ProjectContext) -> list[Live]:
+        folder = cls._records_dir(context)
+        if not folder.is_dir():
+            return []
+        return [cls._live_from(_read_json(f), f.parent) for f in sorted(folder.glob("*.json"))]
+
+    @staticmethod
+    def _live_from(record: dict[str, Any], folder: Path) -> Live:
+        alive = processes.is_running(record["pid"], record["start_id"])
+        base = f"http://{HOST}:{record['port']}"
+        message = ""
+        if not alive:
+            status = FAILED
+            lines = [ln for ln in processes.tail(folder / "logs" / f"{record['name']}.log", 40) if ln.strip()]
+            message = "process exited" + (f": {lines[-1].strip()}" if lines else "")
+        elif is_ready(base):
+            status = HEALTHY
+        elif time.time() - record["started"] < record["spec"]["deploy"].get("startup_timeout_s", 120):
+            status = TRANSITIONING
+        else:
+            status = UNHEALTHY
+            message = f"{base}/ready does not answer 200"
+        details = {
+            "endpoint": f"{base}/score",
+            "swagger": f"{base}/swagger.json",
+            "pid": record["pid"],
+            "port": record["port"],
+            "instance": record["instance"],
+            "git": record.get("git", {}),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record["started"])),
+            "auth": record["spec"]["deploy"].get("auth", "none"),
+            "message": message,
+            "log": str(folder / "logs" / f"{record['name']}.log"),
+        }
+        return Live(Address("service", record["name"]), record["spec"], status, target=record["target"],
+                    provider="local", details=details,
+                    sensitive=frozenset(k for k in record.get("sensitive", [])))
+
+    # -- acting ---------------------------------------------------------------------------------
+    def create(self, desired: Resource, progress: Progress) -> Live:
+        port = desired.spec["deploy"]["port"]
+        if port == "auto":
+            port = processes.free_port(HOST)
+        elif processes.port_in_use(int(port), HOST):
+            raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
+                                "(stop it or choose another deploy.port)")
+        keys = self._keys(desired, previous=None)
+        record = self._start(desired, int(port), keys, progress, probe=False)
+        return self._live_from(record, self._records_dir(self.context))
+
+    def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
+        previous = _read_json(self._record_file(desired.address.name))
+        port = int(live.details["port"])
+        keys = self._keys(desired, previous=previous)
+        record = self._start(desired, port, keys, progress, probe=True)
+        progress("retiring the previous instance")
+        processes.stop(int(live.details["pid"]), previous["start_id"] if previous else "")
+        if previous:
+            shutil.rmtree(self._instance_dir(previous["name"], previous["instance"]), ignore_errors=True)
+        return self._live_from(record, self._records_dir(self.context))
+
+    def delete(self, live: Live, progress: Progress) -> None:
+        name = live.address.name
+        record = _read_json(self._record_file(name))
+        if record is None:
+            return
+        if record["instance"] != live.details.get("instance"):
+            # Someone replaced it since it was read; the newer instance is not ours to remove.
+            raise ProviderError(f"{live.address}: it changed since the plan was made; run `mlops plan` again")
+        progress("stopping process")
+        processes.stop(record["pid"], record["start_id"])
+        shutil.rmtree(self._instance_dir(name, record["instance"]), ignore_errors=True)
+        self._record_file(name).unlink(missing_ok=True)
+        (self._records_dir(self.context) / f"{name}.keys.json").unlink(missing_ok=True)
+
+    def _keys(self, desired: Resource, previous: dict[str, Any] | None) -> dict[str, str]:
+        """Explicit keys from the manifest win; else keep the ones clients already have."""
+        if desired.spec["deploy"].get("auth") != "key":
+            return {}
+        old = _read_json(self._records_dir(self.context) / f"{desired.address.name}.keys.json") or {}
+        return {
+            "primary": desired.secrets.get("primary_key") or old.get("primary") or secrets.token_urlsafe(32),
+            "secondary": desired.secrets.get("secondary_key") or old.get("secondary") or secrets.token_urlsafe(32),
+        }
+
+    def _start(self, desired: Resource, port: int, keys: dict[str, str], progress: Progress, *,
+               probe: bool) -> dict[str, Any]:
+        """Start one instance; return its record once it is ready and passed the smoke test."""
+        name, spec, inputs = desired.address.name, desired.spec, desired.inputs
+        venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress)
+        instance = uuid.uuid4().hex[:8]
+        instance_dir = self._instance_dir(name, instance)
+        model_dir = self._model_dir(inputs["models"], instance_dir)
+        probe_port = processes.free_port(HOST) if probe else port
+        deploy = spec["deploy"]
+        cmd = [str(venv_python(venv)), "-m", "mlops_runtime",
+               "--entry-script", str(Path(inputs["source_dir"]) / inputs["entry_script"]),
+               "--model-dir", str(model_dir), "--host", HOST, "--port", str(port),
+               "--workers", str(deploy.get("workers", 1)), "--reuse-port"]
+        if probe:
+            cmd += ["--probe-port", str(probe_port)]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            **{k: str(v) for k, v in deploy.get("environment_variables", {}).items()},
+            "AZUREML_MODEL_DIR": str(model_dir),
+            "AZUREML_ENTRY_SCRIPT": inputs["entry_script"],
+            "AML_APP_ROOT": inputs["source_dir"],
+            "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
+            "SERVICE_NAME": name,
+            "PYTHONUNBUFFERED": "1",
+        }
+        if keys:
+            env["MLOPS_PRIMARY_KEY"], env["MLOPS_SECONDARY_KEY"] = keys["primary"], keys["secondary"]
+        log_file = self._log_file(name)
+        with log_file.open("a") if log_file.parent.exists() else _mkopen(log_file) as log:
+            log.write(f"--- mlops: starting instance {instance} of {name} on port {port} "
+                      f"({spec['runtime']}, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})\n")
+        progress(f"starting process on {HOST}:{port}")
+        pid, start_id = processes.start_detached(cmd, cwd=Path(inputs["source_dir"]), env=env, log_file=log_file)
+        try:
+            self._wait_ready(desired, pid, start_id, probe_port, log_file, progress)
+            sample = inputs.get("sample_request")
+            if sample is not None:
+                progress("sending the sample request")
+                headers = {"Authorization": f"Bearer {keys['primary']}"} if keys else {}
+                problem = smoke_test(f"http://{HOST}:{probe_port}/score", sample, headers)
+                if problem:
+                    raise ProviderError(f"{desired.address}: smoke test failed: {problem}")
+        except BaseException:
+            processes.stop(pid, start_id, timeout=5)
+            shutil.rmtree(instance_dir, ignore_errors=True)
+            raise
+        record = {
+            "name": name, "target": self.target, "instance": instance, "pid": pid, "start_id": start_id,
+            "port": port, "spec": dict(spec), "fingerprint": desired.fingerprint, "git": dict(self.context.git),
+            "started": time.time(), "sensitive": sorted(desired.sensitive), "venv": str(venv),
+        }
+        ensure_state_dir(self.context.state_dir)
+        if keys:
+            key_file = self._records_dir(self.context) / f"{name}.keys.json"
+            _write_json(key_file, keys)
+            os.chmod(key_file, 0o600)
+        _write_json(self._record_file(name), record)
+        return record
+
+    def _wait_ready(self, desired: Resource, pid: int, start_id: str, port: int, log_file: Path,
+                    progress: Progress) -> None:
+        progress("waiting for readiness (init() running)")
+        timeout = desired.spec["deploy"].get("startup_timeout_s", 120)
+        base = f"http://{HOST}:{port}"
+        ready = wait_until(lambda: is_ready(base, timeout=0.5) or not processes.is_running(pid, start_id),
+                           timeout=timeout, interval=0.05)
+        if ready and is_ready(base, timeout=2):
+            return
+        lines = [ln for ln in processes.tail(log_file, 200) if ln.strip()]
+        started = max((i for i, ln in enumerate(lines) if ln.startswith("--- mlops: starting")), default=0)
+        cause = " | ".join(ln.strip() for ln in lines[started + 1:][-3:]) or "no output"
+        if not processes.is_running(pid, start_id):
+            raise ProviderError(f"{desired.address}: the service process exited during start-up: {cause}")
+        raise ProviderError(f"{desired.address}: not ready after {timeout}s (deploy.startup_timeout_s): {cause}")
+
+    def _model_dir(self, models: Mapping[str, Mapping[str, Any]], instance_dir: Path) -> Path:
+        """Azure ML's layout: one model -> its version folder; several -> azureml-models/<name>/<v>."""
+        for name, m in models.items():
+            if not Path(m["path"]).is_dir():
+                raise ProviderError(f"model {name} version {m['version']} is not registered; apply the model first")
+        if len(models) == 1:
+            return Path(next(iter(models.values()))["path"])
+        root = instance_dir / "azureml-models"
+        for name, m in models.items():
+            link = root / name / str(m["version"])
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(m["path"], target_is_directory=True)
+        return root
+
+    # -- using ----------------------------------------------------------------------------------
+    def endpoint(self, live: Live) -> Endpoint:
+        headers = {}
+        if live.details.get("auth") == "key":
+            keys = _read_json(self._records_dir(self.context) / f"{live.address.name}.keys.json") or {}
+            if keys.get("primary"):
+                headers["Authorization"] = f"Bearer {keys['primary']}"
+        return Endpoint(scoring_url=live.details["endpoint"], headers=headers, swagger_url=live.details["swagger"])
+
+    def logs(self, live: Live, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        path = Path(live.details["log"])
+        if not path.exists():
+            return
+        lines = processes.tail(path, tail) if tail else path.read_text(errors="replace").splitlines()
+        yield from lines
+        if not follow:
+            return
+        with path.open(errors="replace") as fh:
+            fh.seek(0, os.SEEK_END)
+            while True:
+                line = fh.readline()
+                if line:
+                    yield line.rstrip("\n")
+                else:
+                    time.sleep(0.2)
+
+
+def _mkopen(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a")

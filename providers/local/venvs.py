@@ -1,0 +1,87 @@
+"""One virtualenv per environment fingerprint, built once and shared by every project.
+
+A venv is built in a temporary folder and renamed into place only when complete, under a file
+lock, so concurrent applies that need the same environment build it once and never see half.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from planner.hashing import digest
+
+from ..base import ProviderError
+from ..bundle import install_runtime, requirements, runtime_version
+
+
+def find_python(version: str) -> str:
+    """The interpreter for ``3.X``: ``python3.X`` on PATH, or this one if it matches."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        return sys.executable
+    found = shutil.which(f"python{version}")
+    if found:
+        probe = subprocess.run([found, "-c", "import sys; print(sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0:
+            return found
+    raise ProviderError(
+        f"Python {version} is not installed here (no working python{version} on PATH); "
+        f"install it or set the environment's python to {sys.version_info.major}.{sys.version_info.minor}"
+    )
+
+
+def venv_key(env_spec: Mapping[str, Any]) -> str:
+    return digest({"python": env_spec["python"], "pip": list(env_spec.get("pip", [])),
+                   "runtime": runtime_version()})[:16]
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable[[str], None]) -> Path:
+    """Return a ready virtualenv for this environment spec, building it if needed."""
+    root = cache_dir / "venvs"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / venv_key(env_spec)
+    if (final / ".complete").exists():
+        return final
+    with (root / f"{final.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / ".complete").exists():
+            return final
+        shutil.rmtree(final, ignore_errors=True)
+        build = Path(tempfile.mkdtemp(dir=root, prefix=f".build-{final.name}-"))
+        try:
+            progress(f"creating virtualenv (python {env_spec['python']})")
+            _run([find_python(env_spec["python"]), "-m", "venv", str(build)], "python -m venv")
+            packages = [*env_spec.get("pip", []), *requirements()]
+            progress(f"installing {len(packages)} packages with pip")
+            _run([str(venv_python(build)), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                  *packages], "pip install")
+            site = Path(subprocess.run(
+                [str(venv_python(build)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                capture_output=True, text=True, check=True).stdout.strip())
+            install_runtime(site)
+            # A venv records its own path in scripts; we only ever run `bin/python -m`, which
+            # resolves relative to the interpreter, so renaming the folder is safe.
+            (build / ".complete").write_text(runtime_version() + "\n")
+            build.rename(final)
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    return final
+
+
+def _run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        tail = " | ".join(lines[-4:]) or f"exit code {proc.returncode}"
+        raise ProviderError(f"{what} failed: {tail}")
