@@ -1,0 +1,360 @@
+"""The HTTP surface: a plain ASGI application (no web framework: it is the hot path).
+
+Routes, status codes, error bodies and headers follow Azure's ``azureml-inference-server-http``:
+
+* ``GET /`` -> ``Healthy`` (liveness; always open, answers even while ``init()`` runs)
+* ``GET /ready`` -> 200 once ``init()`` finished in this worker, 503 before (readiness; open)
+* ``POST /score``, ``GET /score?…`` -> ``run()``; ``OPTIONS /score`` -> 200
+* ``GET /swagger.json?version=2|3|3.1`` -> the OpenAPI document
+
+Every error body is JSON ``{"message": …}``. Requests to ``/score`` that arrive before
+``init()`` finished wait for it (as they would queue in front of Azure's server), up to the
+scoring timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+from . import logs
+from .auth import KeyCheck
+from .inputs import InputError, arguments_for
+from .scorer import Busy, Outcome, Scorer, ScoringTimeout
+from .script import EntryScript
+from .swagger import Swagger, SwaggerNotFound
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+log = logging.getLogger("mlops.runtime")
+
+HEADER_LIMIT = 100
+"""Longest request id accepted (Azure's limit; longer ones answer 431)."""
+NOT_FOUND = (
+    "The requested URL was not found on the server. If you entered the URL manually please check "
+    "your spelling and try again."
+)
+METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
+RUN_FAILED = "An unexpected error occurred in scoring script. Check the logs for more info."
+_JSON = (b"content-type", b"application/json")
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_CLOSE = (b"connection", b"close")
+_ALLOWED = {
+    "/": (b"GET, HEAD", ("GET", "HEAD")),
+    "/ready": (b"GET, HEAD", ("GET", "HEAD")),
+    "/score": (b"GET, OPTIONS, POST", ("GET", "POST", "OPTIONS", "HEAD")),
+    "/swagger.json": (b"GET, HEAD", ("GET", "HEAD")),
+}
+
+
+def _message(text: str) -> bytes:
+    return json.dumps({"message": text}).encode()
+
+
+class _Request:
+    """The parts of an ASGI request the routes look at, read from the headers in one pass."""
+
+    __slots__ = (
+        "method", "path", "query", "content_type", "content_length", "authorization",
+        "request_id", "client_request_id", "legacy_request_id", "trace_id", "headers",
+    )
+
+    def __init__(self, scope: Scope) -> None:
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self.headers: Headers = scope["headers"]
+        self.content_type: str | None = None
+        self.content_length: int | None = None
+        self.authorization: bytes | None = None
+        self.request_id: str = ""
+        self.client_request_id = ""
+        self.legacy_request_id = ""
+        self.trace_id: bytes | None = None
+        for name, value in self.headers:
+            if name == b"content-type":
+                self.content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                self.content_length = int(value) if value.isdigit() else None
+            elif name == b"authorization":
+                self.authorization = value
+            elif name == b"x-request-id":
+                self.request_id = value.decode("latin-1")
+            elif name == b"x-ms-client-request-id":
+                self.client_request_id = value.decode("latin-1")
+            elif name == b"x-ms-request-id":
+                self.legacy_request_id = value.decode("latin-1")
+            elif name == b"traceid":
+                self.trace_id = value
+
+    def id_problem(self) -> str | None:
+        """Azure's request-id rules: echo or generate ``x-request-id``; too long -> 431."""
+        if len(self.request_id) > HEADER_LIMIT:
+            self.request_id = ""
+            return f"x-request-id must not exceed {HEADER_LIMIT} characters"
+        if not self.request_id:
+            self.request_id = str(uuid.uuid4())
+        if self.legacy_request_id:
+            self.client_request_id = self.client_request_id or self.legacy_request_id
+        else:
+            self.legacy_request_id = self.client_request_id or self.request_id
+        if max(len(self.client_request_id), len(self.legacy_request_id)) > HEADER_LIMIT:
+            self.client_request_id = self.legacy_request_id = ""
+            return (
+                f"x-ms-request-id and x-ms-client-request-id must not exceed {HEADER_LIMIT} characters"
+            )
+        return None
+
+    def id_headers(self) -> Headers:
+        headers: Headers = []
+        if self.request_id:
+            headers.append((b"x-request-id", self.request_id.encode("latin-1")))
+        if self.legacy_request_id:
+            headers.append((b"x-ms-request-id", self.legacy_request_id.encode("latin-1")))
+        if self.client_request_id:
+            headers.append((b"x-ms-client-request-id", self.client_request_id.encode("latin-1")))
+        if self.trace_id is not None:
+            headers.append((b"traceid", self.trace_id))
+        return headers
+
+    def headers_for_run(self, drop_authorization: bool) -> dict[str, str]:
+        """Headers as ``run(request_headers=…)`` gets them from Azure (Title-Case names, repeats
+        joined by commas). The Authorization header is dropped when it carries our key."""
+        result: dict[str, str] = {}
+        for name, value in self.headers:
+            if drop_authorization and name == b"authorization":
+                continue
+            key = name.decode("latin-1").title()
+            text = value.decode("latin-1")
+            result[key] = f"{result[key]},{text}" if key in result else text
+        return result
+
+
+class RuntimeApp:
+    """The ASGI application of one worker; ``ready`` flips when ``init()`` has finished."""
+
+    def __init__(
+        self,
+        script: EntryScript,
+        scorer: Scorer,
+        keys: KeyCheck,
+        *,
+        max_body_bytes: int,
+        make_swagger: Callable[[], Swagger],
+        on_init_failed: Callable[[BaseException], None],
+    ) -> None:
+        self._script = script
+        self._scorer = scorer
+        self._keys = keys
+        self._max_body = max_body_bytes
+        self._make_swagger = make_swagger
+        self._on_init_failed = on_init_failed
+        self._swagger: Swagger | None = None
+        self._ready = asyncio.Event()
+        self._init_task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _initialise(self) -> None:
+        try:
+            seconds = await self._scorer.init()
+            self._swagger = self._make_swagger()
+        except BaseException as exc:  # noqa: BLE001 - reported, then the worker exits
+            self._on_init_failed(exc)
+            return
+        self._ready.set()
+        log.info("init() finished in %.2fs; worker ready", seconds)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # Not awaited: the server must answer liveness while a long init() runs.
+                self._init_task = asyncio.get_running_loop().create_task(self._initialise())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._scorer.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _respond(
+        self, send: Send, request: _Request, status: int, body: bytes, headers: Headers, started: float
+    ) -> None:
+        headers.append((b"content-length", str(len(body)).encode()))
+        headers.extend(request.id_headers())
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        logs.access(
+            request.method, request.path, status, len(body),
+            (time.perf_counter() - started) * 1000, request.request_id,
+        )
+
+    async def _error(
+        self, send: Send, request: _Request, status: int, text: str, started: float,
+        extra: Headers | None = None,
+    ) -> None:
+        await self._respond(send, request, status, _message(text), [_JSON, *(extra or [])], started)
+
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The request body, or None once it grows past the limit (the rest is not read)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self._max_body:
+                    return None
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # -- routes --------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        started = time.perf_counter()
+        request = _Request(scope)
+        allowed = _ALLOWED.get(request.path)
+        if allowed is None:
+            await self._error(send, request, 404, NOT_FOUND, started)
+            return
+        problem = request.id_problem()
+        if problem is not None:
+            await self._error(send, request, 431, problem, started)
+            return
+        path = request.path
+        if path in ("/score", "/swagger.json"):
+            denied = self._keys.problem(request.authorization)
+            if denied is not None:
+                await self._error(
+                    send, request, 401, denied, started, [(b"www-authenticate", b"Bearer")]
+                )
+                return
+        if request.method not in allowed[1]:
+            await self._error(
+                send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", allowed[0])]
+            )
+            return
+        if path == "/score":
+            await self._score(request, receive, send, started)
+        elif path == "/":
+            await self._respond(send, request, 200, b"Healthy", [_TEXT], started)
+        elif path == "/ready":
+            if self.ready:
+                await self._respond(send, request, 200, b"Ready", [_TEXT], started)
+            else:
+                await self._error(send, request, 503, "Not ready: init() has not finished", started)
+        else:
+            await self._swagger_route(request, send, started)
+
+    async def _swagger_route(self, request: _Request, send: Send, started: float) -> None:
+        if not await self._wait_ready():
+            await self._error(send, request, 503, "Not ready: init() has not finished", started)
+            return
+        assert self._swagger is not None
+        version = None
+        if request.query:
+            version = parse_qs(request.query.decode("latin-1")).get("version", [None])[0]
+        try:
+            document = self._swagger.get(version)
+        except SwaggerNotFound as exc:
+            await self._error(send, request, 404, str(exc), started)
+            return
+        await self._respond(send, request, 200, document, [_JSON], started)
+
+    async def _wait_ready(self) -> bool:
+        if self._ready.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._ready.wait(), self._scorer.timeout_ms / 1000)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _score(self, request: _Request, receive: Receive, send: Send, started: float) -> None:
+        method = request.method
+        if method == "OPTIONS":
+            await self._respond(send, request, 200, b"", [], started)
+            return
+        if method == "HEAD":
+            await self._error(send, request, 405, "Method not allowed", started)
+            return
+        if request.content_length is not None and request.content_length > self._max_body:
+            await self._too_large(send, request, started)
+            return
+        body = await self._body(receive) if method == "POST" else b""
+        if body is None:
+            await self._too_large(send, request, started)
+            return
+        if not await self._wait_ready():
+            await self._error(send, request, 503, "Not ready: init() has not finished", started)
+            return
+        script = self._script
+        try:
+            kwargs = arguments_for(script, method, request.query, request.content_type, body)
+        except InputError as exc:
+            await self._error(send, request, exc.status, exc.message, started)
+            return
+        if script.wants_headers:
+            kwargs["request_headers"] = request.headers_for_run(self._keys.enabled)
+        try:
+            outcome = await self._scorer.score(kwargs)
+        except Busy:
+            await self._error(
+                send, request, 503, "Server busy: too many requests queued, retry later",
+                started, [(b"retry-after", b"1")],
+            )
+            return
+        except ScoringTimeout:
+            log.error("run() timed out after %d ms (request_id=%s)",
+                      self._scorer.timeout_ms, request.request_id)
+            await self._error(
+                send, request, 504, f"Scoring timeout after {self._scorer.timeout_ms} ms",
+                started, [(b"x-ms-run-function-failed", b"True")],
+            )
+            return
+        await self._send_outcome(send, request, outcome, started)
+
+    async def _send_outcome(
+        self, send: Send, request: _Request, outcome: Outcome, started: float
+    ) -> None:
+        timing = (b"x-ms-run-fn-exec-ms", f"{outcome.run_ms:.3f}".encode())
+        if outcome.failure is not None:
+            log.error("run() raised (request_id=%s)", request.request_id, exc_info=outcome.failure)
+            await self._error(
+                send, request, 500, RUN_FAILED, started,
+                [(b"x-ms-run-function-failed", b"True"), timing],
+            )
+            return
+        failed = b"True" if outcome.status >= 500 else b"False"
+        headers = [*outcome.headers, (b"x-ms-run-function-failed", failed), timing]
+        await self._respond(send, request, outcome.status, outcome.body, headers, started)
+
+    async def _too_large(self, send: Send, request: _Request, started: float) -> None:
+        await self._error(
+            send, request, 413,
+            f"Request body is larger than the limit of {self._max_body} bytes", started, [_CLOSE],
+        )

@@ -1,0 +1,88 @@
+"""Command line: ``python -m mlops_runtime --entry-script score.py [--model-dir DIR] [--port N] …``.
+
+``mlops serve`` calls ``main(argv)`` with its remaining arguments, and the local target runs the
+same module in the environment's virtualenv, so both behave identically. Flags win over the
+environment variables Azure's server reads (``AZUREML_ENTRY_SCRIPT``, ``AZUREML_MODEL_DIR``,
+``WORKER_COUNT``, …); keys are only ever taken from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from . import __version__, exitcodes, logs, settings
+from .supervisor import serve
+
+ENVIRONMENT_HELP = """\
+environment variables (flags win over them):
+  AZUREML_ENTRY_SCRIPT    entry script, relative to AML_APP_ROOT
+  AZUREML_MODEL_DIR       model directory, passed on to the script
+  AML_APP_ROOT            application root, added to sys.path (default: working directory)
+  SCORING_TIMEOUT_MS      per-request timeout, 504 past it (default 60000)
+  WORKER_COUNT            worker processes (default 1)
+  MLOPS_PRIMARY_KEY, MLOPS_SECONDARY_KEY
+                          turn on key auth for /score and /swagger.json (Authorization: Bearer KEY)
+  MLOPS_MAX_BODY_BYTES    largest request body, 413 past it (default 10485760)
+  MLOPS_MAX_CONCURRENT_REQUESTS
+                          run() calls at once per worker, in threads (default 1)
+  MLOPS_MAX_QUEUED_REQUESTS
+                          requests waiting per worker before 503 (default 64)
+  MLOPS_LOG_LEVEL         DEBUG, INFO, WARNING, ERROR (default INFO)
+
+exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime error, 2 usage or configuration error,
+3 the entry script failed to load or its init() raised
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlops serve",
+        description="Serve an Azure ML style entry script (init()/run()) over HTTP.",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--entry-script", metavar="PATH", help="the score script defining init() and run()")
+    parser.add_argument("--model-dir", metavar="DIR", help="sets AZUREML_MODEL_DIR for the script")
+    parser.add_argument("--port", type=int, metavar="N", help="port to listen on (default 5001)")
+    parser.add_argument("--host", metavar="HOST", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
+    parser.add_argument(
+        "--log-level", type=str.upper, choices=settings.LOG_LEVELS, help="log level (default INFO)"
+    )
+    parser.add_argument("--version", action="version", version=f"mlops-runtime {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, serve until stopped, and return the exit code (see ``exitcodes``)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error already printed
+        return exit_.code if isinstance(exit_.code, int) else exitcodes.USAGE
+    try:
+        chosen = settings.load(
+            os.environ,
+            entry_script=args.entry_script,
+            model_dir=args.model_dir,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
+    except settings.SettingsError as exc:
+        print(f"mlops serve: error: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    logs.configure(chosen.log_level)
+    # What the script sees, as under Azure's server.
+    os.environ["AZUREML_ENTRY_SCRIPT"] = str(chosen.entry_script)
+    os.environ.setdefault("AML_APP_ROOT", str(chosen.app_root))
+    if chosen.model_dir:
+        os.environ["AZUREML_MODEL_DIR"] = chosen.model_dir
+    try:
+        return serve(chosen)
+    except Exception:  # noqa: BLE001 - last resort: one line, traceback only at DEBUG
+        logging.getLogger("mlops.runtime").exception("the runtime failed")
+        return exitcodes.ERROR

@@ -1,0 +1,176 @@
+"""Runtime settings: command-line flags over environment variables over defaults.
+
+The environment variable names are Azure ML's where Azure has one (``AZUREML_ENTRY_SCRIPT``,
+``AZUREML_MODEL_DIR``, ``AML_APP_ROOT``, ``SCORING_TIMEOUT_MS``, ``WORKER_COUNT``), so a container
+or script configured for Azure's server works unchanged; our own additions are ``MLOPS_*``.
+Keys are read from the environment only (never flags, which show in ``ps``) and are removed
+from it, so the user's script cannot read or log them by accident.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 5001
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_SCORING_TIMEOUT_MS = 60_000
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_CONCURRENT = 1
+DEFAULT_MAX_QUEUED = 64
+KEY_VARIABLES = ("MLOPS_PRIMARY_KEY", "MLOPS_SECONDARY_KEY")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable has a value the runtime cannot use; the message says which."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs to serve; built once in the parent, inherited by workers."""
+
+    entry_script: Path
+    """Absolute path of the user's score script."""
+    app_root: Path
+    """Azure's ``AML_APP_ROOT``: added to ``sys.path``; user swagger files are read from it."""
+    model_dir: str | None
+    """``AZUREML_MODEL_DIR`` as the script will see it (absolute), or None when unset."""
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    scoring_timeout_ms: int = DEFAULT_SCORING_TIMEOUT_MS
+    """Per request, from admission to the end of ``run()``; 504 past it."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    """``run()`` calls executing at once in one worker (threads); 1 = Azure's behaviour."""
+    max_queued: int = DEFAULT_MAX_QUEUED
+    """Requests allowed to wait for a free slot in one worker; 503 past it."""
+    log_level: str = "INFO"
+    service_name: str = "ML service"
+    service_version: str = "1.0"
+    service_path_prefix: str = ""
+    source_dir: Path | None = None
+    keys: tuple[str, ...] = field(default=(), repr=False)
+    """Accepted API keys; empty means auth is off. Never printed (``repr=False``)."""
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.keys)
+
+    @property
+    def graceful_timeout_s(self) -> float:
+        """How long SIGTERM waits for in-flight requests: one scoring timeout plus a margin."""
+        return self.scoring_timeout_ms / 1000 + 5
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _pick(flag: object, env_value: object, default: object) -> object:
+    """CLI > environment > default, the same precedence as Azure's server."""
+    if flag is not None:
+        return flag
+    if env_value is not None:
+        return env_value
+    return default
+
+
+def take_keys(env: MutableMapping[str, str]) -> tuple[str, ...]:
+    """Read the API keys and remove them from ``env`` so user code never sees them."""
+    keys = []
+    for name in KEY_VARIABLES:
+        value = env.pop(name, "")
+        if value:
+            keys.append(value)
+    return tuple(keys)
+
+
+def resolve_entry_script(flag: str | None, env: Mapping[str, str], app_root: Path) -> Path:
+    """Find the score script the way Azure's server does, failing with a line saying where we looked.
+
+    ``--entry-script`` is relative to the working directory; ``AZUREML_ENTRY_SCRIPT`` is
+    relative to ``AML_APP_ROOT``; with neither, Azure imports ``main`` from the app root.
+    """
+    if flag:
+        path = Path(flag).expanduser().resolve()
+        source = "--entry-script"
+    elif env.get("AZUREML_ENTRY_SCRIPT"):
+        path = (app_root / env["AZUREML_ENTRY_SCRIPT"]).resolve()
+        source = "AZUREML_ENTRY_SCRIPT"
+    else:
+        path = (app_root / "main.py").resolve()
+        if not path.is_file():
+            raise SettingsError(
+                f"no entry script: pass --entry-script PATH or set AZUREML_ENTRY_SCRIPT "
+                f"(looked for {path})"
+            )
+        return path
+    if not path.is_file():
+        raise SettingsError(f"entry script {path} (from {source}) does not exist or is not a file")
+    return path
+
+
+def load(
+    env: MutableMapping[str, str],
+    *,
+    entry_script: str | None = None,
+    model_dir: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    log_level: str | None = None,
+) -> Settings:
+    """Build the settings from flags (None = not given) and ``env``; raises SettingsError."""
+    app_root = Path(env.get("AML_APP_ROOT") or os.getcwd()).expanduser().resolve()
+    script = resolve_entry_script(entry_script, env, app_root)
+
+    chosen_model_dir = model_dir if model_dir is not None else env.get("AZUREML_MODEL_DIR")
+    if chosen_model_dir:
+        chosen_model_dir = str(Path(chosen_model_dir).expanduser().resolve())
+
+    level = str(
+        _pick(log_level, env.get("MLOPS_LOG_LEVEL") or env.get("AZUREML_LOG_LEVEL"), "INFO")
+    ).upper()
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+
+    env_workers = _int(env, "WORKER_COUNT", 1, 1)
+    chosen_workers = int(_pick(workers, env_workers, 1))  # type: ignore[arg-type]
+    if chosen_workers < 1:
+        raise SettingsError(f"--workers must be at least 1, got {chosen_workers}")
+    chosen_port = int(_pick(port, _int(env, "SERVER_PORT", DEFAULT_PORT, 0), DEFAULT_PORT))  # type: ignore[arg-type]
+    if not 0 <= chosen_port <= 65535:
+        raise SettingsError(f"--port must be between 0 and 65535, got {chosen_port}")
+
+    source_dir = env.get("AZUREML_SOURCE_DIRECTORY")
+    return Settings(
+        entry_script=script,
+        app_root=app_root,
+        model_dir=chosen_model_dir or None,
+        host=str(_pick(host, None, DEFAULT_HOST)),
+        port=chosen_port,
+        workers=chosen_workers,
+        scoring_timeout_ms=_int(env, "SCORING_TIMEOUT_MS", DEFAULT_SCORING_TIMEOUT_MS, 1),
+        max_body_bytes=_int(env, "MLOPS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1),
+        max_concurrent=_int(env, "MLOPS_MAX_CONCURRENT_REQUESTS", DEFAULT_MAX_CONCURRENT, 1),
+        max_queued=_int(env, "MLOPS_MAX_QUEUED_REQUESTS", DEFAULT_MAX_QUEUED, 0),
+        log_level=level,
+        service_name=env.get("SERVICE_NAME", "ML service"),
+        service_version=env.get("SERVICE_VERSION", "1.0"),
+        service_path_prefix=env.get("SERVICE_PATH_PREFIX", ""),
+        source_dir=(app_root / source_dir) if source_dir else None,
+        keys=take_keys(env),
+    )

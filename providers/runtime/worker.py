@@ -1,0 +1,132 @@
+"""One worker process: load the entry script, serve the shared socket with uvicorn, exit with a code.
+
+Each worker imports the script and calls ``init()`` itself (as Azure's gunicorn workers do), so
+nothing of the user's is shared between workers. ``init()`` runs after the server started
+listening, so liveness answers during a long model load and readiness tells when it is done.
+
+Exit codes (see ``exitcodes``): 0 after SIGTERM/SIGINT once in-flight requests finished; 3 when
+the script fails to load or ``init()`` raises, after logging one line that says why; 75 when a
+``run()`` call is stuck past its timeout and the worker must be replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import exitcodes, logs
+from .app import RuntimeApp
+from .auth import KeyCheck
+from .scorer import Scorer
+from .script import ScriptError, load
+from .settings import Settings
+from .swagger import Swagger
+
+log = logging.getLogger("mlops.runtime")
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
+def _fail_script(what: str, exc: BaseException) -> None:
+    """Log the traceback, then the one clear line last (providers read the tail of the log)."""
+    log.error("%s", "".join(traceback.format_exception(exc)).rstrip())
+    log.error("%s: %s: %s", what, type(exc).__name__, exc)
+    _flush()
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT before uvicorn took over the signals (or after it gave them back)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.server: Any = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self.server is not None:
+            self.server.should_exit = True
+
+
+def run_worker(settings: Settings, sock: socket.socket) -> int:
+    """Serve ``sock`` until told to stop; returns the process exit code."""
+    stop = _StopFlag()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logs.configure(settings.log_level)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # the script's print()s, in order with logs
+
+    try:
+        script = load(settings.entry_script, settings.app_root, settings.source_dir)
+    except ScriptError as exc:
+        if exc.__cause__ is not None:
+            log.error("%s", "".join(traceback.format_exception(exc.__cause__)).rstrip())
+        log.error("%s", exc)
+        _flush()
+        return exitcodes.SCRIPT_FAILED
+
+    import uvicorn  # here, not at module level: keeps `import mlops_runtime` light
+
+    exit_code = exitcodes.OK
+
+    def wedged() -> None:
+        nonlocal exit_code
+        log.error(
+            "run() is still running %d ms after its timeout; replacing this worker",
+            settings.scoring_timeout_ms,
+        )
+        exit_code = exitcodes.REPLACE_WORKER
+        server.should_exit = True
+
+    def init_failed(exc: BaseException) -> None:
+        _fail_script("init() failed", exc)
+        os._exit(exitcodes.SCRIPT_FAILED)
+
+    scorer = Scorer(
+        script,
+        max_concurrent=settings.max_concurrent,
+        max_queued=settings.max_queued,
+        timeout_ms=settings.scoring_timeout_ms,
+        on_wedged=wedged,
+    )
+    app = RuntimeApp(
+        script,
+        scorer,
+        KeyCheck(settings.keys),
+        max_body_bytes=settings.max_body_bytes,
+        make_swagger=lambda: Swagger(
+            Path(settings.app_root), script.run, script.schema_decorated,
+            title=settings.service_name, version=settings.service_version,
+            path_prefix=settings.service_path_prefix,
+        ),
+        on_init_failed=init_failed,
+    )
+    config = uvicorn.Config(
+        app,
+        http="auto",  # httptools when installed
+        loop="auto",  # uvloop when installed
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+    )
+    server = uvicorn.Server(config)
+    stop.server = server
+    if stop.requested:
+        return exitcodes.OK
+    server.run(sockets=[sock])
+    _flush()
+    return exit_code
