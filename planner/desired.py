@@ -9,7 +9,7 @@ from typing import Any
 
 from .addresses import Address
 from .hashing import ContentHasher, digest, secret_digest
-from .manifest import DEFAULT_TARGET, SENSITIVE_NAME, Manifest
+from .manifest import SENSITIVE_NAME, Manifest
 from .resources import Resource
 
 SHORT = 12
@@ -43,7 +43,7 @@ def build_desired(
         environments[name] = out[res.address] = res
 
     for name, s in manifest.section("services").items():
-        target = s.get("target", DEFAULT_TARGET)
+        target = manifest.service_target(s)
         provider = providers[target]
         deploy, secrets, sensitive = _split_secrets(provider.normalize_deploy(s.get("deploy") or {}), manifest.project)
         env = environments[s["environment"]]

@@ -27,6 +27,7 @@ def decide(
         "before_target": live.target if live else None,
         "after_target": desired.target if desired else None,
         "live_status": live.status if live else None,
+        "live_message": (live.details.get("message") or None) if live else None,
         "live_fingerprint": live.fingerprint if live else None,
         "desired_fingerprint": desired.fingerprint if desired else None,
         "depends_on": desired.depends_on if desired else (),

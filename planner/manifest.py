@@ -62,10 +62,21 @@ class Manifest:
 
     @property
     def targets(self) -> dict[str, dict[str, Any]]:
-        return dict(self.data.get("targets") or {DEFAULT_TARGET: {"provider": "local"}})
+        return self.section("targets") or {DEFAULT_TARGET: {"provider": "local"}}
+
+    def service_target(self, service: Mapping[str, Any]) -> Any:
+        """A service's target: as given, else the only declared target, else ``local``."""
+        if "target" in service:
+            return service["target"]
+        targets = self.targets
+        return next(iter(targets)) if len(targets) == 1 else DEFAULT_TARGET
 
     def section(self, name: str) -> dict[str, dict[str, Any]]:
-        return dict(self.data.get(name) or {})
+        """A top-level mapping of named entries; entries of the wrong shape are left out."""
+        value = self.data.get(name)
+        if not isinstance(value, dict):
+            return {}
+        return {k: v for k, v in value.items() if isinstance(v, dict)}
 
     def where(self, *path: str | int, key: bool = False) -> str:
         line, col = self.positions.of(path, key=key)
@@ -106,9 +117,10 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
     data = _interpolate(data, (), env, report)
     _check_schema(data, report)
     manifest = Manifest(path, data, positions)
-    if not problems:
-        _check_targets_and_deploy(manifest, report)
-        _check_references(manifest, report)
+    # Later checks run even when the schema found problems (all errors at once); they skip
+    # entries whose shape is already reported as wrong.
+    _check_targets_and_deploy(manifest, report)
+    _check_references(manifest, report)
     if problems:
         raise ManifestError(problems)
     return manifest
@@ -208,6 +220,8 @@ def _check_targets_and_deploy(manifest: Manifest, report) -> None:
     target_kinds: dict[str, str] = {}
     for name, config in manifest.targets.items():
         kind = config.get("provider")
+        if not isinstance(kind, str):
+            continue  # reported by the schema
         if kind not in kinds:
             report(("targets", name, "provider"),
                    f"targets.{name}.provider: unknown provider {kind!r} (installed: {', '.join(sorted(kinds))})")
@@ -217,16 +231,25 @@ def _check_targets_and_deploy(manifest: Manifest, report) -> None:
         for error in validator.iter_errors(config):
             _report_schema_error(error, report, ("targets", name))
     for name, service in manifest.section("services").items():
-        target = service.get("target", DEFAULT_TARGET)
+        target = manifest.service_target(service)
+        if not isinstance(target, str):
+            continue
         if target not in manifest.targets:
             known = ", ".join(sorted(manifest.targets))
-            report(("services", name, "target") if "target" in service else ("services", name),
-                   f"services.{name}.target: unknown target {target!r} (declared targets: {known})")
+            if "target" in service:
+                report(("services", name, "target"),
+                       f"services.{name}.target: unknown target {target!r} (declared targets: {known})")
+            else:
+                report(("services", name), f"services.{name}: no target given and several targets declared "
+                       f"(add `target:` with one of: {known})", key=True)
             continue
         if target not in target_kinds:
             continue
+        deploy = service.get("deploy") or {}
+        if not isinstance(deploy, dict):
+            continue
         validator = jsonschema.Draft202012Validator(kinds[target_kinds[target]].deploy_schema())
-        for error in validator.iter_errors(service.get("deploy") or {}):
+        for error in validator.iter_errors(deploy):
             _report_schema_error(error, report, ("services", name, "deploy"))
 
 
@@ -239,7 +262,7 @@ def _check_references(manifest: Manifest, report) -> None:
     def inside(rel: str, where: tuple, field_name: str, *, kind: str) -> Path | None:
         p = (manifest.root / rel).resolve()
         if not p.is_relative_to(root):
-            report(where, f"{field_name}: {rel!r} is outside the project folder {root} (use a path inside it)")
+            report(where, f"{field_name}: {rel!r} is outside the project folder (use a path inside the manifest's folder)")
             return None
         if not p.exists():
             report(where, f"{field_name}: {kind} {rel!r} does not exist (path is relative to the manifest)")
@@ -247,27 +270,31 @@ def _check_references(manifest: Manifest, report) -> None:
         return p
 
     for name, model in models.items():
-        inside(model["path"], ("models", name, "path"), f"models.{name}.path", kind="file or folder")
+        if isinstance(model.get("path"), str):
+            inside(model["path"], ("models", name, "path"), f"models.{name}.path", kind="file or folder")
     for name, service in manifest.section("services").items():
         base = ("services", name)
-        for i, ref in enumerate(service["models"]):
-            if ref not in models:
+        refs = service.get("models")
+        for i, ref in enumerate(refs if isinstance(refs, list) else []):
+            if isinstance(ref, str) and ref not in models:
                 known = ", ".join(sorted(models)) or "none declared"
                 report((*base, "models", i), f"services.{name}.models: unknown model {ref!r} (models: {known})")
-        env_name = service["environment"]
-        if env_name not in environments:
+        env_name = service.get("environment")
+        if isinstance(env_name, str) and env_name not in environments:
             known = ", ".join(sorted(environments)) or "none declared"
             report((*base, "environment"),
                    f"services.{name}.environment: unknown environment {env_name!r} (environments: {known})")
+        if not isinstance(service.get("source_dir"), str):
+            continue
         src = inside(service["source_dir"], (*base, "source_dir"), f"services.{name}.source_dir", kind="folder")
-        if src is not None:
+        if src is not None and isinstance(service.get("entry_script"), str):
             if not src.is_dir():
                 report((*base, "source_dir"), f"services.{name}.source_dir: {service['source_dir']!r} is not a folder")
             elif not (src / service["entry_script"]).is_file():
                 report((*base, "entry_script"),
                        f"services.{name}.entry_script: {service['entry_script']!r} not found in "
                        f"{service['source_dir']} (it is relative to source_dir)")
-        if "sample_request" in service:
+        if isinstance(service.get("sample_request"), str):
             sample = inside(service["sample_request"], (*base, "sample_request"),
                             f"services.{name}.sample_request", kind="file")
             if sample is not None:

@@ -82,6 +82,7 @@ class Change:
     replace_paths: tuple[str, ...] = ()
     reason: str | None = None
     live_status: str | None = None
+    live_message: str | None = None
     live_fingerprint: str | None = None
     desired_fingerprint: str | None = None
     depends_on: tuple[Address, ...] = ()
@@ -93,7 +94,7 @@ class Change:
         return sorted(p for p in set(old) | set(new) if old.get(p, _MISSING) != new.get(p, _MISSING))
 
     def is_sensitive(self, path: str) -> bool:
-        return path in self.sensitive or path.split(".")[-1] in self.sensitive
+        return path in self.sensitive
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,8 +103,8 @@ class Change:
             "name": self.address.name,
             "change": {
                 "actions": self.action.steps,
-                "before": _mask(self.before, self),
-                "after": _mask(self.after, self),
+                "before": _mask(self.before, self, self.after),
+                "after": _mask(self.after, self, self.before, after=True),
                 "before_target": self.before_target,
                 "after_target": self.after_target,
                 "replace_paths": list(self.replace_paths),
@@ -111,6 +112,7 @@ class Change:
             },
             "action_reason": self.reason,
             "live_status": self.live_status,
+            "live_message": self.live_message,
             "live_fingerprint": self.live_fingerprint,
             "desired_fingerprint": self.desired_fingerprint,
             "depends_on": [str(a) for a in self.depends_on],
@@ -129,6 +131,7 @@ class Change:
             replace_paths=tuple(ch.get("replace_paths", ())),
             reason=data.get("action_reason"),
             live_status=data.get("live_status"),
+            live_message=data.get("live_message"),
             live_fingerprint=data.get("live_fingerprint"),
             desired_fingerprint=data.get("desired_fingerprint"),
             depends_on=tuple(Address.parse(a) for a in data.get("depends_on", ())),
@@ -139,11 +142,29 @@ class Change:
 _MISSING = object()
 
 
-def _mask(spec: Mapping[str, Any] | None, change: Change) -> Any:
-    """Secrets are stored as salted digests already; mask them again so no plan shows even those."""
+def _mask(spec: Mapping[str, Any] | None, change: Change, other: Mapping[str, Any] | None = None,
+          prefix: str = "", *, after: bool = False) -> Any:
+    """Secrets are stored as salted digests already; mask them again so no plan file holds even those.
+
+    A masked ``after`` value that differs from ``before`` reads ``(sensitive, changed)``, so that a
+    plan loaded back from JSON still knows a secret changed without knowing either value.
+    """
     if spec is None:
         return None
-    return {k: ("(sensitive)" if change.is_sensitive(k) and v is not None else v) for k, v in spec.items()}
+    compare = other is not None
+    other = other or {}
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, Mapping):
+            sub = other.get(key)
+            out[key] = _mask(value, change, sub if isinstance(sub, Mapping) else ({} if compare else None), path,
+                             after=after)
+        elif change.is_sensitive(path) and value is not None:
+            out[key] = "(sensitive, changed)" if after and compare and other.get(key) != value else "(sensitive)"
+        else:
+            out[key] = value
+    return out
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ def headline(change: Change) -> list[str]:
     elif reason == "replace_because_target_changed":
         out.append(f"# (because its target changes from {change.before_target} to {change.after_target})")
     elif reason.startswith("replace_because_") and change.live_status and reason != "replace_because_cannot_update":
-        out.append(f"# (because its live status is {change.live_status})")
+        detail = f": {change.live_message}" if change.live_message else ""
+        out.append(f"# (because its live status is {change.live_status}{detail})")
     return out
 
 
@@ -84,7 +85,9 @@ def render_change(change: Change) -> list[str]:
     out.append(f"{symbol:>3} {kind} \"{name}\" {{")
     before, after = _display(change.before, change.before_target), _display(change.after, change.after_target)
     paths = sorted(set(before) | set(after))
-    width = max((len(p) for p in paths), default=0)
+    shown = [p for p in paths if change.action in (Action.CREATE, Action.DELETE) or before.get(p, _ABSENT)
+             != after.get(p, _ABSENT)]
+    width = max((len(p) for p in shown), default=0)
     hidden = 0
     forcing = set(change.replace_paths)
     for path in paths:
