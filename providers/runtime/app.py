@@ -64,8 +64,17 @@ class _Request:
     """The parts of an ASGI request the routes look at, read from the headers in one pass."""
 
     __slots__ = (
-        "method", "path", "query", "content_type", "content_length", "authorization",
-        "request_id", "client_request_id", "legacy_request_id", "trace_id", "headers",
+        "method",
+        "path",
+        "query",
+        "content_type",
+        "content_length",
+        "authorization",
+        "request_id",
+        "client_request_id",
+        "legacy_request_id",
+        "trace_id",
+        "headers",
     )
 
     def __init__(self, scope: Scope) -> None:
@@ -109,9 +118,7 @@ class _Request:
             self.legacy_request_id = self.client_request_id or self.request_id
         if max(len(self.client_request_id), len(self.legacy_request_id)) > HEADER_LIMIT:
             self.client_request_id = self.legacy_request_id = ""
-            return (
-                f"x-ms-request-id and x-ms-client-request-id must not exceed {HEADER_LIMIT} characters"
-            )
+            return f"x-ms-request-id and x-ms-client-request-id must not exceed {HEADER_LIMIT} characters"
         return None
 
     def id_headers(self) -> Headers:
@@ -159,6 +166,7 @@ class RuntimeApp:
         self._make_swagger = make_swagger
         self._on_init_failed = on_init_failed
         self._swagger: Swagger | None = None
+        self._access = logs.AccessLog()
         self._ready = asyncio.Event()
         self._init_task: asyncio.Task[None] | None = None
 
@@ -187,6 +195,7 @@ class RuntimeApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._scorer.close()
+                self._access.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -199,13 +208,22 @@ class RuntimeApp:
         headers.extend(request.id_headers())
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        logs.access(
-            request.method, request.path, status, len(body),
-            (time.perf_counter() - started) * 1000, request.request_id,
+        self._access.write(
+            request.method,
+            request.path,
+            status,
+            len(body),
+            (time.perf_counter() - started) * 1000,
+            request.request_id,
         )
 
     async def _error(
-        self, send: Send, request: _Request, status: int, text: str, started: float,
+        self,
+        send: Send,
+        request: _Request,
+        status: int,
+        text: str,
+        started: float,
         extra: Headers | None = None,
     ) -> None:
         await self._respond(send, request, status, _message(text), [_JSON, *(extra or [])], started)
@@ -249,14 +267,10 @@ class RuntimeApp:
         if path in ("/score", "/swagger.json"):
             denied = self._keys.problem(request.authorization)
             if denied is not None:
-                await self._error(
-                    send, request, 401, denied, started, [(b"www-authenticate", b"Bearer")]
-                )
+                await self._error(send, request, 401, denied, started, [(b"www-authenticate", b"Bearer")])
                 return
         if request.method not in allowed[1]:
-            await self._error(
-                send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", allowed[0])]
-            )
+            await self._error(send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", allowed[0])])
             return
         if path == "/score":
             await self._score(request, receive, send, started)
@@ -324,28 +338,37 @@ class RuntimeApp:
             outcome = await self._scorer.score(kwargs)
         except Busy:
             await self._error(
-                send, request, 503, "Server busy: too many requests queued, retry later",
-                started, [(b"retry-after", b"1")],
+                send,
+                request,
+                503,
+                "Server busy: too many requests queued, retry later",
+                started,
+                [(b"retry-after", b"1")],
             )
             return
         except ScoringTimeout:
-            log.error("run() timed out after %d ms (request_id=%s)",
-                      self._scorer.timeout_ms, request.request_id)
+            log.error("run() timed out after %d ms (request_id=%s)", self._scorer.timeout_ms, request.request_id)
             await self._error(
-                send, request, 504, f"Scoring timeout after {self._scorer.timeout_ms} ms",
-                started, [(b"x-ms-run-function-failed", b"True")],
+                send,
+                request,
+                504,
+                f"Scoring timeout after {self._scorer.timeout_ms} ms",
+                started,
+                [(b"x-ms-run-function-failed", b"True")],
             )
             return
         await self._send_outcome(send, request, outcome, started)
 
-    async def _send_outcome(
-        self, send: Send, request: _Request, outcome: Outcome, started: float
-    ) -> None:
+    async def _send_outcome(self, send: Send, request: _Request, outcome: Outcome, started: float) -> None:
         timing = (b"x-ms-run-fn-exec-ms", f"{outcome.run_ms:.3f}".encode())
         if outcome.failure is not None:
             log.error("run() raised (request_id=%s)", request.request_id, exc_info=outcome.failure)
             await self._error(
-                send, request, 500, RUN_FAILED, started,
+                send,
+                request,
+                500,
+                RUN_FAILED,
+                started,
                 [(b"x-ms-run-function-failed", b"True"), timing],
             )
             return
@@ -355,6 +378,10 @@ class RuntimeApp:
 
     async def _too_large(self, send: Send, request: _Request, started: float) -> None:
         await self._error(
-            send, request, 413,
-            f"Request body is larger than the limit of {self._max_body} bytes", started, [_CLOSE],
+            send,
+            request,
+            413,
+            f"Request body is larger than the limit of {self._max_body} bytes",
+            started,
+            [_CLOSE],
         )

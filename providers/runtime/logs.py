@@ -8,8 +8,13 @@ the log.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
 import sys
+import time
+from typing import TextIO
 
 RUNTIME = "mlops.runtime"
 ACCESS = "mlops.runtime.access"
@@ -36,12 +41,69 @@ def configure(level: str) -> None:
         logging.getLogger(name).setLevel(server_level)
 
 
-def access(method: str, path: str, status: int, size: int, ms: float, request_id: str) -> None:
-    """Write the single access line of a request."""
-    level = logging.DEBUG if path in ("/", "/ready") else logging.INFO
-    if access_log.isEnabledFor(level):
-        access_log.log(
-            level,
-            "method=%s path=%s status=%d bytes=%d ms=%.3f request_id=%s",
-            method, path, status, size, ms, request_id,
+def _safe(value: str) -> str:
+    """Quote values that could break the line format (spaces, decoded newlines in a path)."""
+    if value.isprintable() and " " not in value:
+        return value
+    return json.dumps(value)
+
+
+class AccessLog:
+    """One line per request, written in batches: at most one ``write(2)`` per event-loop turn.
+
+    Going through ``logging`` costs about a third of the throughput of a trivial ``run()``;
+    this writes the same format as the other log lines, honours the configured level, and
+    flushes before the loop does anything else, so lines are late by one loop turn at most.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._pending: list[str] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._second = -1
+        self._stamp = ""
+        pid = os.getpid()
+        self._prefixes = {
+            lvl: f" {logging.getLevelName(lvl)} [{pid}] {ACCESS}: " for lvl in (logging.DEBUG, logging.INFO)
+        }
+
+    def _timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp},{int((now - second) * 1000):03d}"
+
+    def flush(self) -> None:
+        """Write the pending lines now (also called at shutdown)."""
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        stream = self._stream or sys.stderr
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def write(self, method: str, path: str, status: int, size: int, ms: float, request_id: str) -> None:
+        """Record one request (probe routes only at DEBUG)."""
+        level = logging.DEBUG if path in ("/", "/ready") else logging.INFO
+        if not access_log.isEnabledFor(level):
+            return
+        path, request_id = _safe(path), _safe(request_id)
+        line = (
+            f"{self._timestamp()}{self._prefixes[level]}"
+            f"method={method} path={path} status={status} bytes={size} ms={ms:.3f} request_id={request_id}\n"
         )
+        self._pending.append(line)
+        if len(self._pending) == 1:
+            try:
+                loop = self._loop or asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._loop = loop
+            loop.call_soon(self.flush)

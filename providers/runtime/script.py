@@ -56,9 +56,7 @@ def _import(path: Path) -> ModuleType:
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:  # noqa: BLE001 - anything the user's top level raises
-        raise ScriptError(
-            f"entry script {path} failed to load: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ScriptError(f"entry script {path} failed to load: {type(exc).__name__}: {exc}") from exc
     return module
 
 
@@ -82,9 +80,7 @@ def analyse(path: Path, init: Callable[[], Any], run: Callable[..., Any]) -> Ent
         raise ScriptError(f"run() in {path} has no inspectable signature: {exc}") from exc
     allowed = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     if any(p.kind not in allowed for p in params):
-        raise ScriptError(
-            f"run() in {path} cannot accept positional-only arguments, *args, or **kwargs"
-        )
+        raise ScriptError(f"run() in {path} cannot accept positional-only arguments, *args, or **kwargs")
     wants_headers = any(p.name == "request_headers" for p in params)
     inputs = [p for p in params if p.name != "request_headers"]
     if not inputs:

@@ -114,8 +114,7 @@ def resolve_entry_script(flag: str | None, env: Mapping[str, str], app_root: Pat
         path = (app_root / "main.py").resolve()
         if not path.is_file():
             raise SettingsError(
-                f"no entry script: pass --entry-script PATH or set AZUREML_ENTRY_SCRIPT "
-                f"(looked for {path})"
+                f"no entry script: pass --entry-script PATH or set AZUREML_ENTRY_SCRIPT (looked for {path})"
             )
         return path
     if not path.is_file():
@@ -141,9 +140,7 @@ def load(
     if chosen_model_dir:
         chosen_model_dir = str(Path(chosen_model_dir).expanduser().resolve())
 
-    level = str(
-        _pick(log_level, env.get("MLOPS_LOG_LEVEL") or env.get("AZUREML_LOG_LEVEL"), "INFO")
-    ).upper()
+    level = str(_pick(log_level, env.get("MLOPS_LOG_LEVEL") or env.get("AZUREML_LOG_LEVEL"), "INFO")).upper()
     if level not in LOG_LEVELS:
         raise SettingsError(f"log level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
 

@@ -121,8 +121,7 @@ class Supervisor:
         else:
             log.error("worker %d died (%s); starting a new one", pid, _describe(code))
             if self._crash_loop():
-                log.error("workers died %d times within %ds; giving up", MAX_CRASHES + 1,
-                          int(CRASH_WINDOW_S))
+                log.error("workers died %d times within %ds; giving up", MAX_CRASHES + 1, int(CRASH_WINDOW_S))
                 self._result = exitcodes.ERROR
                 self._stop_all()
                 return
@@ -156,7 +155,11 @@ def serve(settings: Settings) -> int:
     shown = f"[{host}]" if ":" in host else host
     log.info(
         "listening on http://%s:%d (entry script %s, workers %d, auth %s, scoring timeout %d ms)",
-        shown, port, settings.entry_script, settings.workers,
-        "on" if settings.auth_enabled else "off", settings.scoring_timeout_ms,
+        shown,
+        port,
+        settings.entry_script,
+        settings.workers,
+        "on" if settings.auth_enabled else "off",
+        settings.scoring_timeout_ms,
     )
     return Supervisor(settings, sock).run()

@@ -28,12 +28,8 @@ _DEFAULT_INPUT = {
     "properties": {"param": {"type": "object", "additionalProperties": {"type": "object"}}},
 }
 _DEFAULT_OUTPUT = {"type": "object", "additionalProperties": {"type": "object"}}
-_HEALTH_DESCRIPTION = (
-    "If service is up and running, this response will be returned with the content 'Healthy'"
-)
-_SCORE_DESCRIPTION = (
-    "The service processed the input correctly and provided a result prediction, if applicable."
-)
+_HEALTH_DESCRIPTION = "If service is up and running, this response will be returned with the content 'Healthy'"
+_SCORE_DESCRIPTION = "The service processed the input correctly and provided a result prediction, if applicable."
 _FAILED = "The service failed to execute due to an error."
 _BEARER = {
     "type": "apiKey",
@@ -61,41 +57,52 @@ def _swagger2(title: str, version: str, prefix: str, inp: Any, out: Any) -> dict
         "produces": ["application/json"],
         "securityDefinitions": {"Bearer": dict(_BEARER)},
         "paths": {
-            f"{prefix}/": {"get": {
-                "operationId": "ServiceHealthCheck",
-                "description": "Simple health check endpoint to ensure the service is up at any given point.",
-                "responses": {
-                    "200": {"description": _HEALTH_DESCRIPTION, "schema": {"type": "string"},
-                            "examples": {"application/json": "Healthy"}},
-                    "default": error,
-                },
-            }},
-            f"{prefix}/score": {"post": {
-                "operationId": "RunMLService",
-                "description": "Run web service's model and get the prediction output",
-                "security": [{"Bearer": []}],
-                "parameters": [{
-                    "name": "serviceInputPayload",
-                    "in": "body",
-                    "description": "The input payload for executing the real-time machine learning service.",
-                    "schema": {"$ref": "#/definitions/ServiceInput"},
-                }],
-                "responses": {
-                    "200": {"description": _SCORE_DESCRIPTION,
-                            "schema": {"$ref": "#/definitions/ServiceOutput"}},
-                    "default": error,
-                },
-            }},
-            f"{prefix}/swagger.json": {"get": {
-                "operationId": "GetSwaggerSpec",
-                "description": "Get the Swagger specification.",
-                "parameters": [{"name": "version", "in": "query", "required": False,
-                                "type": "integer", "enum": [2, 3]}],
-                "responses": {
-                    "200": {"description": "The Swagger specification.", "schema": {"type": "string"}},
-                    "default": error,
-                },
-            }},
+            f"{prefix}/": {
+                "get": {
+                    "operationId": "ServiceHealthCheck",
+                    "description": "Simple health check endpoint to ensure the service is up at any given point.",
+                    "responses": {
+                        "200": {
+                            "description": _HEALTH_DESCRIPTION,
+                            "schema": {"type": "string"},
+                            "examples": {"application/json": "Healthy"},
+                        },
+                        "default": error,
+                    },
+                }
+            },
+            f"{prefix}/score": {
+                "post": {
+                    "operationId": "RunMLService",
+                    "description": "Run web service's model and get the prediction output",
+                    "security": [{"Bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "serviceInputPayload",
+                            "in": "body",
+                            "description": "The input payload for executing the real-time machine learning service.",
+                            "schema": {"$ref": "#/definitions/ServiceInput"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {"description": _SCORE_DESCRIPTION, "schema": {"$ref": "#/definitions/ServiceOutput"}},
+                        "default": error,
+                    },
+                }
+            },
+            f"{prefix}/swagger.json": {
+                "get": {
+                    "operationId": "GetSwaggerSpec",
+                    "description": "Get the Swagger specification.",
+                    "parameters": [
+                        {"name": "version", "in": "query", "required": False, "type": "integer", "enum": [2, 3]}
+                    ],
+                    "responses": {
+                        "200": {"description": "The Swagger specification.", "schema": {"type": "string"}},
+                        "default": error,
+                    },
+                }
+            },
         },
         "definitions": {"ServiceInput": inp, "ServiceOutput": out, "ErrorResponse": _ERROR_SCHEMA},
     }
@@ -115,39 +122,55 @@ def _openapi3(title: str, version: str, prefix: str, inp: Any, out: Any) -> dict
         },
         "security": [{"Bearer": []}],
         "paths": {
-            f"{prefix}/": {"get": {
-                "operationId": "ServiceHealthCheck",
-                "description": "Simple health check endpoint to ensure the service is up at any given point.",
-                "responses": {
-                    "200": {"description": _HEALTH_DESCRIPTION, "content": {
-                        "text/plain": {"schema": {"type": "string", "example": "Healthy"}}}},
-                    "default": error,
-                },
-            }},
-            f"{prefix}/score": {"post": {
-                "operationId": "RunMLService",
-                "description": "Run web service's model and get the prediction output",
-                "security": [{"Bearer": []}],
-                "requestBody": {
-                    "description": "The input payload for executing the real-time machine learning service.",
-                    "content": json_ref("ServiceInput"),
-                },
-                "responses": {
-                    "200": {"description": _SCORE_DESCRIPTION, "content": json_ref("ServiceOutput")},
-                    "default": error,
-                },
-            }},
-            f"{prefix}/swagger.json": {"get": {
-                "operationId": "GetSwaggerSpec",
-                "description": "Get the Swagger specification.",
-                "parameters": [{"name": "version", "in": "query", "required": False,
-                                "schema": {"type": "integer", "enum": [2, 3]}}],
-                "responses": {
-                    "200": {"description": "The Swagger specification.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}}},
-                    "default": error,
-                },
-            }},
+            f"{prefix}/": {
+                "get": {
+                    "operationId": "ServiceHealthCheck",
+                    "description": "Simple health check endpoint to ensure the service is up at any given point.",
+                    "responses": {
+                        "200": {
+                            "description": _HEALTH_DESCRIPTION,
+                            "content": {"text/plain": {"schema": {"type": "string", "example": "Healthy"}}},
+                        },
+                        "default": error,
+                    },
+                }
+            },
+            f"{prefix}/score": {
+                "post": {
+                    "operationId": "RunMLService",
+                    "description": "Run web service's model and get the prediction output",
+                    "security": [{"Bearer": []}],
+                    "requestBody": {
+                        "description": "The input payload for executing the real-time machine learning service.",
+                        "content": json_ref("ServiceInput"),
+                    },
+                    "responses": {
+                        "200": {"description": _SCORE_DESCRIPTION, "content": json_ref("ServiceOutput")},
+                        "default": error,
+                    },
+                }
+            },
+            f"{prefix}/swagger.json": {
+                "get": {
+                    "operationId": "GetSwaggerSpec",
+                    "description": "Get the Swagger specification.",
+                    "parameters": [
+                        {
+                            "name": "version",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "enum": [2, 3]},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The Swagger specification.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "default": error,
+                    },
+                }
+            },
         },
         "components": {
             "schemas": {"ServiceInput": inp, "ServiceOutput": out, "ErrorResponse": _ERROR_SCHEMA},
@@ -210,9 +233,7 @@ class Swagger:
         listed = ", ".join(self.supported)
         name = VERSION_ALIASES.get(requested)
         if name is None:
-            raise SwaggerNotFound(
-                f"Swagger version [{requested}] is not valid. Supported versions: [{listed}]."
-            )
+            raise SwaggerNotFound(f"Swagger version [{requested}] is not valid. Supported versions: [{listed}].")
         if name not in self._encoded:
             raise SwaggerNotFound(
                 f"Swagger version [{requested}] is not supported for the scoring script. "

@@ -107,8 +107,11 @@ def run_worker(settings: Settings, sock: socket.socket) -> int:
         KeyCheck(settings.keys),
         max_body_bytes=settings.max_body_bytes,
         make_swagger=lambda: Swagger(
-            Path(settings.app_root), script.run, script.schema_decorated,
-            title=settings.service_name, version=settings.service_version,
+            Path(settings.app_root),
+            script.run,
+            script.schema_decorated,
+            title=settings.service_name,
+            version=settings.service_version,
             path_prefix=settings.service_path_prefix,
         ),
         on_init_failed=init_failed,
