@@ -118,7 +118,11 @@ class Provider(ABC):
 
     @abstractmethod
     def delete(self, live: Live, progress: Progress) -> None:
-        """Remove a service and everything it owns on this target. Missing is not an error."""
+        """Remove the instance ``live`` describes and what it owns. Missing is not an error.
+
+        Only that instance: in a create-then-delete replacement the new one, with the same name,
+        already runs when this is called.
+        """
 
     # -- using ----------------------------------------------------------------------------------
     @abstractmethod

@@ -14,6 +14,7 @@ from planner.resources import FAILED, HEALTHY, Live, Resource
 from providers.base import Endpoint, Progress, Provider, ProviderError
 
 STATE: dict[tuple[str, str], dict[str, Live]] = {}
+_instances = 0
 
 
 class MemoryProvider(Provider):
@@ -46,8 +47,11 @@ class MemoryProvider(Provider):
     def _live(self, desired: Resource) -> Live:
         if desired.spec["deploy"].get("fail"):
             raise ProviderError(f"{desired.address}: start failed (deploy.fail is set)")
+        global _instances
+        _instances += 1
         return Live(desired.address, dict(desired.spec), HEALTHY, target=self.target, provider=self.kind,
-                    details={"endpoint": f"memory://{desired.address.name}"}, sensitive=desired.sensitive)
+                    details={"endpoint": f"memory://{desired.address.name}", "instance": _instances},
+                    sensitive=desired.sensitive)
 
     def create(self, desired: Resource, progress: Progress) -> Live:
         progress("creating in memory")
@@ -59,7 +63,10 @@ class MemoryProvider(Provider):
         return self.create(desired, progress)
 
     def delete(self, live: Live, progress: Progress) -> None:
-        self._services.pop(live.address.name, None)
+        # Only the instance that was read: a replacement created first has the same name.
+        current = self._services.get(live.address.name)
+        if current is not None and current.details["instance"] == live.details["instance"]:
+            del self._services[live.address.name]
 
     def kill(self, name: str) -> None:
         """Simulate a crash behind the tool's back."""

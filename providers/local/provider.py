@@ -120,6 +120,7 @@ class LocalProvider(Provider):
             "endpoint": f"{base}/score",
             "swagger": f"{base}/swagger.json",
             "pid": record["pid"],
+            "start_id": record["start_id"],
             "port": record["port"],
             "instance": record["instance"],
             "git": record.get("git", {}),
@@ -140,36 +141,31 @@ class LocalProvider(Provider):
         elif processes.port_in_use(int(port), HOST):
             raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
                                 "(stop it or choose another deploy.port)")
-        keys = self._keys(desired, previous=None)
+        keys = self._keys(desired)
         record = self._start(desired, int(port), keys, progress, probe=False)
         return self._live_from(record, self._records_dir(self.context))
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
-        previous = _read_json(self._record_file(desired.address.name))
         port = int(live.details["port"])
-        keys = self._keys(desired, previous=previous)
+        keys = self._keys(desired)
         record = self._start(desired, port, keys, progress, probe=True)
         progress("retiring the previous instance")
-        processes.stop(int(live.details["pid"]), previous["start_id"] if previous else "")
-        if previous:
-            shutil.rmtree(self._instance_dir(previous["name"], previous["instance"]), ignore_errors=True)
+        processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
+        shutil.rmtree(self._instance_dir(live.address.name, str(live.details["instance"])), ignore_errors=True)
         return self._live_from(record, self._records_dir(self.context))
 
     def delete(self, live: Live, progress: Progress) -> None:
         name = live.address.name
-        record = _read_json(self._record_file(name))
-        if record is None:
-            return
-        if record["instance"] != live.details.get("instance"):
-            # Someone replaced it since it was read; the newer instance is not ours to remove.
-            raise ProviderError(f"{live.address}: it changed since the plan was made; run `mlops plan` again")
         progress("stopping process")
-        processes.stop(record["pid"], record["start_id"])
-        shutil.rmtree(self._instance_dir(name, record["instance"]), ignore_errors=True)
+        processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
+        shutil.rmtree(self._instance_dir(name, str(live.details["instance"])), ignore_errors=True)
+        record = _read_json(self._record_file(name))
+        if record is not None and record["instance"] != live.details["instance"]:
+            return  # a replacement already runs under this name; its record stays
         self._record_file(name).unlink(missing_ok=True)
         (self._records_dir(self.context) / f"{name}.keys.json").unlink(missing_ok=True)
 
-    def _keys(self, desired: Resource, previous: dict[str, Any] | None) -> dict[str, str]:
+    def _keys(self, desired: Resource) -> dict[str, str]:
         """Explicit keys from the manifest win; else keep the ones clients already have."""
         if desired.spec["deploy"].get("auth") != "key":
             return {}
@@ -210,7 +206,8 @@ class LocalProvider(Provider):
         if keys:
             env["MLOPS_PRIMARY_KEY"], env["MLOPS_SECONDARY_KEY"] = keys["primary"], keys["secondary"]
         log_file = self._log_file(name)
-        with log_file.open("a") if log_file.parent.exists() else _mkopen(log_file) as log:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("a") as log:
             log.write(f"--- mlops: starting instance {instance} of {name} on port {port} "
                       f"({spec['runtime']}, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})\n")
         progress(f"starting process on {HOST}:{port}")
@@ -298,7 +295,3 @@ class LocalProvider(Provider):
                 else:
                     time.sleep(0.2)
 
-
-def _mkopen(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("a")
