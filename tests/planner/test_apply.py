@@ -79,7 +79,8 @@ def test_a_failure_is_contained_and_the_next_plan_shows_what_is_left(project: Pa
     assert "Error: service.two-api: service.two-api: start failed (deploy.fail is set)" in result.err
     assert "Apply failed: 1 of 5 changes did not complete" in result.err
     plan = json.loads(run_cli("plan", "--json", "-f", str(project)).out)
-    left = {c["address"]: c["change"]["actions"] for c in plan["resource_changes"] if c["change"]["actions"] != ["no-op"]}
+    left = {c["address"]: c["change"]["actions"] for c in plan["resource_changes"]
+            if c["change"]["actions"] != ["no-op"]}
     assert left == {"service.two-api": ["create"]}
 
 
