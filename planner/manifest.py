@@ -262,7 +262,8 @@ def _check_references(manifest: Manifest, report) -> None:
     def inside(rel: str, where: tuple, field_name: str, *, kind: str) -> Path | None:
         p = (manifest.root / rel).resolve()
         if not p.is_relative_to(root):
-            report(where, f"{field_name}: {rel!r} is outside the project folder (use a path inside the manifest's folder)")
+            report(where, f"{field_name}: {rel!r} is outside the project folder "
+                          "(use a path inside the manifest's folder)")
             return None
         if not p.exists():
             report(where, f"{field_name}: {kind} {rel!r} does not exist (path is relative to the manifest)")

@@ -1,0 +1,123 @@
+"""Process lifecycle: readiness, init failures, SIGTERM, wedged workers, several workers."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+from conftest import start_runtime
+
+from providers.runtime import exitcodes
+
+
+def test_liveness_answers_during_init_and_readiness_waits_for_it(runtime):
+    server = runtime("slow.py", env={"TEST_INIT_SLEEP": "1.5"}, wait_ready=False)
+    assert server.request("GET", "/").status == 200
+    not_ready = server.request("GET", "/ready")
+    assert not_ready.status == 503
+    assert "init()" in not_ready.json()["message"]
+    # A scoring request sent during init() waits for it instead of failing.
+    assert server.request("POST", "/score", '{"sleep": 0}').status == 200
+    assert server.request("GET", "/ready").status == 200
+
+
+@pytest.mark.parametrize(
+    ("script", "line"),
+    [
+        ("failing_init.py", "init() failed: ValueError: model file missing"),
+        ("failing_import.py", "failed to load: ImportError: no module named imaginary_dependency"),
+    ],
+)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_script_failure_exits_3_with_a_clear_last_line(runtime, script, line, workers):
+    server = runtime(script, "--workers", workers, wait_ready=False)
+    assert server.process.wait(30) == exitcodes.SCRIPT_FAILED
+    server.log.join()
+    lines = [entry for entry in server.log.lines if entry]
+    assert line in lines[-1]
+    assert "Traceback" in server.log.text
+
+
+def test_sigterm_lets_the_in_flight_request_finish(runtime):
+    server = runtime("slow.py")
+    replies = []
+    client = threading.Thread(target=lambda: replies.append(server.request("POST", "/score", '{"sleep": 1.0}')))
+    client.start()
+    time.sleep(0.3)
+    server.process.send_signal(signal.SIGTERM)
+    client.join()
+    assert server.process.wait(30) == exitcodes.OK
+    assert replies[0].status == 200
+    assert replies[0].json()["slept"] == 1.0
+
+
+def test_sigterm_stops_accepting(runtime):
+    server = runtime("slow.py")
+    assert server.stop() == exitcodes.OK
+    with pytest.raises(OSError):
+        server.request("GET", "/", timeout=2)
+
+
+def test_sigint_is_graceful_too(runtime):
+    server = runtime("echo.py")
+    assert server.stop(signal.SIGINT) == exitcodes.OK
+
+
+def test_stuck_run_gets_its_worker_replaced(runtime):
+    server = runtime("slow.py", env={"SCORING_TIMEOUT_MS": "300"})
+    first = server.request("POST", "/score", '{"sleep": 0}').json()["pid"]
+    assert server.request("POST", "/score", '{"sleep": 30}').status == 504
+    assert server.log.wait_for("replacing this worker", timeout=10)
+    server.wait_ready()
+    reply = server.request("POST", "/score", '{"sleep": 0}')
+    assert reply.status == 200
+    assert reply.json()["pid"] != first
+    assert server.process.poll() is None
+
+
+def test_two_workers_serve_and_stop_cleanly(runtime):
+    server = runtime("slow.py", "--workers", "2", env={"MLOPS_MAX_QUEUED_REQUESTS": "0"})
+    # With no queue, a second concurrent request is only served if another worker takes it.
+    replies = []
+    threads = [
+        threading.Thread(target=lambda: replies.append(server.request("POST", "/score", '{"sleep": 0.5}')))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(r.status for r in replies)
+    assert statuses[0] == 200
+    assert server.stop() == exitcodes.OK
+
+
+def test_worker_count_from_environment(runtime):
+    server = runtime("slow.py", env={"WORKER_COUNT": "2"})
+    pids = {server.request("POST", "/score", '{"sleep": 0}').json()["pid"] for _ in range(40)}
+    assert len(pids) >= 1
+    assert server.log.text.count("worker ready") == 2
+
+
+def test_killed_worker_is_restarted(runtime):
+    import os
+
+    server = runtime("slow.py")
+    pid = server.request("POST", "/score", '{"sleep": 0}').json()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert server.log.wait_for("died \\(killed by SIGKILL\\); starting a new one", timeout=10)
+    server.wait_ready()
+    assert server.request("POST", "/score", '{"sleep": 0}').json()["pid"] != pid
+
+
+def test_busy_port_exits_2():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AssertionError, match="exit 2"):
+            start_runtime("echo.py", "--port", str(port))
