@@ -1,0 +1,195 @@
+"""End to end through the real `mlops` command on the real local provider, in a temporary git
+repository: real virtualenvs, real detached processes, real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import git
+import pytest
+from conftest import copy_example, make_project
+
+pytestmark = pytest.mark.slow
+
+MANIFEST = """\
+version: 1
+project: e2e
+models:
+  m: {path: model.txt, tags: {stage: dev}}
+environments:
+  e: {python: "3.11"}
+services:
+  echo-api:
+    models: [m]
+    environment: e
+    source_dir: src
+    entry_script: score.py
+    sample_request: sample.json
+    deploy: {port: auto, auth: key}
+"""
+
+
+def mlops(*args: str, cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "planner.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env=os.environ.copy())
+    if check and proc.returncode not in (0,):
+        raise AssertionError(f"mlops {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def processes_under(path: Path) -> list[int]:
+    """PIDs whose command line mentions ``path`` (our services and their workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if str(path) in cmdline and stat[stat.rindex(")") + 2] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def status(cwd: Path) -> dict:
+    return {r["service"]: r for r in json.loads(mlops("status", "--json", cwd=cwd).stdout)["services"]}
+
+
+def commit(root: Path, message: str) -> None:
+    repo = git.Repo(root)
+    repo.git.add(A=True)
+    repo.index.commit(message)
+
+
+def test_lifecycle_on_the_local_target(tmp_path: Path):
+    root = tmp_path / "repo"
+    make_project(root, MANIFEST)
+    try:
+        assert mlops("validate", cwd=root).returncode == 0
+        assert mlops("plan", "--detailed-exitcode", cwd=root, check=False).returncode == 2
+
+        applied = mlops("apply", "--auto-approve", cwd=root)
+        assert "Apply complete! Resources: 3 added, 0 changed, 0 destroyed." in applied.stdout
+        assert "service.diabetes" not in applied.stdout
+        st = status(root)["echo-api"]
+        assert st["state"] == "Healthy" and st["models"][0].startswith("m:1@")
+        assert st["git_commit"] == git.Repo(root).head.commit.hexsha
+
+        called = json.loads(mlops("call", "echo-api", "--data", '{"x": 1}', cwd=root).stdout)
+        assert called == {"model": "v1", "echo": {"x": 1}}
+        assert json.loads(mlops("call", "echo-api", cwd=root).stdout)["echo"] == {"data": [1, 2, 3]}
+        endpoint = st["endpoint"]
+        assert mlops("plan", "--detailed-exitcode", cwd=root, check=False).returncode == 0
+
+        # A tag is an in-place update of the model only; the service keeps running untouched.
+        (root / "ml.yaml").write_text(MANIFEST.replace("stage: dev", "stage: prod"))
+        commit(root, "tag")
+        plan = mlops("plan", cwd=root).stdout
+        assert '~ tags.stage = "dev" -> "prod"' in plan and "Plan: 0 to add, 1 to change, 0 to destroy." in plan
+        mlops("apply", "--auto-approve", cwd=root)
+        assert mlops("plan", "--detailed-exitcode", cwd=root, check=False).returncode == 0
+
+        # New model bytes: a new version, and the service is updated in place on the same endpoint.
+        (root / "model.txt").write_text("v2\n")
+        commit(root, "model v2")
+        plan = mlops("plan", cwd=root).stdout
+        assert "~ version = 1 -> 2" in plan and "# service.echo-api will be updated in-place" in plan
+        mlops("apply", "--auto-approve", cwd=root)
+        after = status(root)["echo-api"]
+        assert after["endpoint"] == endpoint and after["models"][0].startswith("m:2@")
+        assert json.loads(mlops("call", "echo-api", "--data", "{}", cwd=root).stdout)["model"] == "v2"
+        models = json.loads(mlops("models", "--json", cwd=root).stdout)["models"]
+        assert [v["version"] for v in models[0]["versions"]] == [1, 2]
+
+        # A port change forces a replacement.
+        port = int(endpoint.split(":")[2].split("/")[0])
+        new_port = port + 1 if port < 65000 else port - 1
+        (root / "ml.yaml").write_text(MANIFEST.replace("stage: dev", "stage: prod")
+                                      .replace("port: auto", f"port: {new_port}"))
+        commit(root, "port")
+        plan = mlops("plan", cwd=root).stdout
+        assert "# service.echo-api must be replaced" in plan
+        assert f'~ deploy.port = "auto" -> {new_port} # forces replacement' in plan
+        mlops("apply", "--auto-approve", cwd=root)
+        assert status(root)["echo-api"]["endpoint"] == f"http://127.0.0.1:{new_port}/score"
+        assert json.loads(mlops("call", "echo-api", "--data", "{}", cwd=root).stdout)["model"] == "v2"
+        logs = mlops("logs", "echo-api", cwd=root).stdout
+        assert "mlops: starting instance" in logs and f"listening on http://127.0.0.1:{new_port}" in logs
+        assert mlops("plan", "--detailed-exitcode", cwd=root, check=False).returncode == 0
+
+        destroyed = mlops("destroy", "--auto-approve", cwd=root)
+        assert "Destroy complete! Resources: 0 added, 0 changed, 3 destroyed." in destroyed.stdout
+        assert status(root)["echo-api"]["state"] == "NotDeployed"
+        assert processes_under(root) == []
+    finally:
+        mlops("destroy", "--auto-approve", cwd=root, check=False)
+
+
+def test_failing_start_is_reported_and_next_plan_shows_it(tmp_path: Path):
+    root = tmp_path / "repo"
+    make_project(root, MANIFEST, score="def init():\n    raise ValueError('no model here')\n\n"
+                                      "def run(data):\n    return data\n")
+    try:
+        result = mlops("apply", "--auto-approve", cwd=root, check=False)
+        assert result.returncode == 1
+        assert "service.echo-api" in result.stderr and "no model here" in result.stderr
+        plan = mlops("plan", cwd=root).stdout
+        assert "# service.echo-api will be created" in plan and "Plan: 1 to add, 0 to change, 0 to destroy." in plan
+        assert processes_under(root) == []
+    finally:
+        mlops("destroy", "--auto-approve", cwd=root, check=False)
+
+
+def test_killed_process_shows_failed_and_is_replaced(tmp_path: Path):
+    root = tmp_path / "repo"
+    make_project(root, MANIFEST)
+    try:
+        mlops("apply", "--auto-approve", cwd=root)
+        for pid in processes_under(root):
+            os.kill(pid, 9)
+        deadline = time.monotonic() + 10
+        while processes_under(root) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status(root)["echo-api"]["state"] == "Failed"
+        plan = mlops("plan", cwd=root).stdout
+        assert "# service.echo-api must be replaced" in plan and "live status is Failed" in plan
+        mlops("apply", "--auto-approve", cwd=root)
+        assert status(root)["echo-api"]["state"] == "Healthy"
+    finally:
+        mlops("destroy", "--auto-approve", cwd=root, check=False)
+
+
+def test_bad_update_keeps_the_previous_version_serving(tmp_path: Path):
+    root = tmp_path / "repo"
+    make_project(root, MANIFEST)
+    try:
+        mlops("apply", "--auto-approve", cwd=root)
+        before = status(root)["echo-api"]
+        (root / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(data):\n    raise RuntimeError('x')\n")
+        result = mlops("apply", "--auto-approve", cwd=root, check=False)
+        assert result.returncode == 1 and "smoke test failed: sample request answered 500" in result.stderr
+        after = status(root)["echo-api"]
+        assert after["state"] == "Healthy" and after["fingerprint"] == before["fingerprint"]
+        assert json.loads(mlops("call", "echo-api", "--data", "{}", cwd=root).stdout)["model"] == "v1"
+        assert mlops("plan", "--detailed-exitcode", cwd=root, check=False).returncode == 2
+    finally:
+        mlops("destroy", "--auto-approve", cwd=root, check=False)
+
+
+def test_the_example_serves_real_predictions(tmp_path: Path):
+    """The README's first command, on a copy of the repository's example (real scikit-learn model)."""
+    manifest = copy_example(tmp_path)
+    try:
+        mlops("apply", "--auto-approve", "-f", manifest.name, cwd=tmp_path)
+        reply = json.loads(mlops("call", "diabetes-api", "-f", manifest.name, cwd=tmp_path).stdout)
+        predictions = reply["predictions"]
+        assert len(predictions) == 2 and all(isinstance(p, float) for p in predictions)
+        assert 50 < predictions[0] < 350  # diabetes progression scores live in 25..346
+    finally:
+        mlops("destroy", "--auto-approve", "-f", manifest.name, cwd=tmp_path, check=False)
