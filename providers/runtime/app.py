@@ -174,6 +174,10 @@ class RuntimeApp:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    def mark_unready(self) -> None:
+        """Readiness answers 503 from now on (the worker is being replaced)."""
+        self._ready.clear()
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def _initialise(self) -> None:

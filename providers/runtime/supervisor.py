@@ -108,7 +108,7 @@ class Supervisor:
     def _reap(self, pid: int, code: int) -> None:
         self._children.discard(pid)
         if self._stopping:
-            if code not in (exitcodes.OK, -signal.SIGTERM, -signal.SIGINT):
+            if code not in (exitcodes.OK, exitcodes.SCRIPT_FAILED, -signal.SIGTERM, -signal.SIGINT):
                 log.warning("worker %d stopped with %s", pid, _describe(code))
             return
         if code == exitcodes.SCRIPT_FAILED:

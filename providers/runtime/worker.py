@@ -88,6 +88,9 @@ def run_worker(settings: Settings, sock: socket.socket) -> int:
             settings.scoring_timeout_ms,
         )
         exit_code = exitcodes.REPLACE_WORKER
+        app.mark_unready()
+        for listener in getattr(server, "servers", []):
+            listener.close()  # stop accepting now; the supervisor starts a fresh worker
         server.should_exit = True
 
     def init_failed(exc: BaseException) -> None:

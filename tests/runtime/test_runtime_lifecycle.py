@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-from conftest import start_runtime
 
 from providers.runtime import exitcodes
 
@@ -112,7 +111,7 @@ def test_killed_worker_is_restarted(runtime):
     assert server.request("POST", "/score", '{"sleep": 0}').json()["pid"] != pid
 
 
-def test_busy_port_exits_2():
+def test_busy_port_exits_2(runtime):
     import socket
 
     with socket.socket() as taken:
@@ -120,4 +119,4 @@ def test_busy_port_exits_2():
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(AssertionError, match="exit 2"):
-            start_runtime("echo.py", "--port", str(port))
+            runtime("echo.py", "--port", str(port))
