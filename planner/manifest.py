@@ -217,7 +217,7 @@ def _check_targets_and_deploy(manifest: Manifest, report) -> None:
     from providers.registry import available
 
     kinds = available()
-    target_kinds: dict[str, str] = {}
+    variants: dict[str, Any] = {}
     for name, config in manifest.targets.items():
         kind = config.get("provider")
         if not isinstance(kind, str):
@@ -226,10 +226,12 @@ def _check_targets_and_deploy(manifest: Manifest, report) -> None:
             report(("targets", name, "provider"),
                    f"targets.{name}.provider: unknown provider {kind!r} (installed: {', '.join(sorted(kinds))})")
             continue
-        target_kinds[name] = kind
         validator = jsonschema.Draft202012Validator(kinds[kind].target_schema())
-        for error in validator.iter_errors(config):
+        errors = list(validator.iter_errors(config))
+        for error in errors:
             _report_schema_error(error, report, ("targets", name))
+        if not errors:
+            variants[name] = kinds[kind].variant(config)
     for name, service in manifest.section("services").items():
         target = manifest.service_target(service)
         if not isinstance(target, str):
@@ -243,12 +245,12 @@ def _check_targets_and_deploy(manifest: Manifest, report) -> None:
                 report(("services", name), f"services.{name}: no target given and several targets declared "
                        f"(add `target:` with one of: {known})", key=True)
             continue
-        if target not in target_kinds:
+        if target not in variants:
             continue
         deploy = service.get("deploy") or {}
         if not isinstance(deploy, dict):
             continue
-        validator = jsonschema.Draft202012Validator(kinds[target_kinds[target]].deploy_schema())
+        validator = jsonschema.Draft202012Validator(variants[target].deploy_schema())
         for error in validator.iter_errors(deploy):
             _report_schema_error(error, report, ("services", name, "deploy"))
 

@@ -47,7 +47,7 @@ class Project:
     def providers(self) -> dict[str, Provider]:
         """One provider per declared target."""
         return {
-            name: provider_class(config["provider"])(target=name, config=config, context=self.context)
+            name: provider_class(config["provider"], config)(target=name, config=config, context=self.context)
             for name, config in self.manifest.targets.items()
         }
 

@@ -59,6 +59,15 @@ class Provider(ABC):
         self.config = dict(config)
         self.context = context
 
+    @classmethod
+    def variant(cls, config: Mapping[str, Any]) -> type[Provider]:
+        """The class that serves this target's settings (e.g. the local kind's ``engine: docker``).
+
+        One kind may have variants that share its name and target schema but act differently;
+        everything that instantiates or validates a target goes through here.
+        """
+        return cls
+
     # -- schema -------------------------------------------------------------------------------
     @classmethod
     def target_schema(cls) -> dict[str, Any]:

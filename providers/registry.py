@@ -6,8 +6,10 @@ object is checked before use so a broken plugin gets an error naming it, not a t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import entry_points
+from typing import Any
 
 from planner.errors import MlopsError
 
@@ -49,8 +51,11 @@ def available() -> dict[str, type[Provider]]:
     return found
 
 
-def provider_class(kind: str) -> type[Provider]:
+def provider_class(kind: str, config: Mapping[str, Any] | None = None) -> type[Provider]:
+    """The class for a target kind, resolved to the variant its settings ask for."""
     kinds = available()
     if kind not in kinds:
         raise MlopsError(f"unknown provider {kind!r} (installed: {', '.join(sorted(kinds)) or 'none'})")
-    return kinds[kind]
+    cls = kinds[kind].variant(config or {"provider": kind})
+    _check(kind, cls)
+    return cls
