@@ -226,12 +226,13 @@ def _check_targets_and_deploy(manifest: Manifest, report) -> None:
             report(("targets", name, "provider"),
                    f"targets.{name}.provider: unknown provider {kind!r} (installed: {', '.join(sorted(kinds))})")
             continue
-        validator = jsonschema.Draft202012Validator(kinds[kind].target_schema())
+        variant = kinds[kind].variant(config)
+        validator = jsonschema.Draft202012Validator(variant.target_schema())
         errors = list(validator.iter_errors(config))
         for error in errors:
             _report_schema_error(error, report, ("targets", name))
         if not errors:
-            variants[name] = kinds[kind].variant(config)
+            variants[name] = variant
     for name, service in manifest.section("services").items():
         target = manifest.service_target(service)
         if not isinstance(target, str):

@@ -37,13 +37,23 @@ class LocalProvider(Provider):
     replace_paths: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
 
     @classmethod
+    def variant(cls, config: Mapping[str, Any]) -> type[Provider]:
+        """``engine: docker`` runs each service as a container in a Docker engine instead."""
+        if config.get("engine") == "docker":
+            from ..docker import DockerLocalProvider
+
+            return DockerLocalProvider
+        return cls
+
+    @classmethod
     def target_schema(cls) -> dict[str, Any]:
         return {
             "type": "object",
             "additionalProperties": False,
             "properties": {
                 "provider": {"const": "local"},
-                "engine": {"enum": ["process"], "description": "process: a local process per service."},
+                "engine": {"enum": ["process", "docker"],
+                           "description": "process (default): a local process per service; docker: a container"},
             },
         }
 

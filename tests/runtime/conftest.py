@@ -265,3 +265,27 @@ def azureml_server(azureml_python: Path) -> Iterator[Callable[..., Server]]:
             except subprocess.TimeoutExpired:
                 server.process.kill()
                 server.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server_pair(azureml_python: Path) -> Iterator[Callable[..., tuple[Server, Server]]]:
+    """Factory: ``server_pair("echo.py", env)`` -> (this runtime, Azure's server) on the same
+    script and environment, started once per module and script."""
+    pairs: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Server, Server]] = {}
+
+    def start(script: str, env: dict[str, str] | None = None) -> tuple[Server, Server]:
+        key = (script, tuple(sorted((env or {}).items())))
+        if key not in pairs:
+            pairs[key] = (start_runtime(script, env=env), start_azureml(azureml_python, script, env))
+        return pairs[key]
+
+    yield start
+    for pair in pairs.values():
+        for server in pair:
+            if server.process.poll() is None:
+                server.process.terminate()
+                try:
+                    server.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    server.process.kill()
+                    server.process.wait()
