@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, metavar="N", help="port to listen on (default 5001)")
     parser.add_argument("--host", metavar="HOST", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="set SO_REUSEPORT so a new version can take over the port without a gap")
+    parser.add_argument("--probe-port", type=int, metavar="N",
+                        help="also listen on this private port (readiness and smoke tests of this instance)")
     parser.add_argument("--log-level", type=str.upper, choices=settings.LOG_LEVELS, help="log level (default INFO)")
     parser.add_argument("--version", action="version", version=f"mlops-runtime {__version__}")
     return parser
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            reuse_port=args.reuse_port,
+            probe_port=args.probe_port,
         )
     except settings.SettingsError as exc:
         print(f"mlops serve: error: {exc}", file=sys.stderr)

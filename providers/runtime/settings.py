@@ -53,6 +53,12 @@ class Settings:
     service_version: str = "1.0"
     service_path_prefix: str = ""
     source_dir: Path | None = None
+    reuse_port: bool = False
+    """SO_REUSEPORT on the listener, so a new version can bind the same port before the old one
+    stops (blue/green on one endpoint; the kernel spreads connections across both)."""
+    probe_port: int | None = None
+    """A second, private listener on the same host, so a deployer can probe readiness and send
+    its smoke test to this very instance while another one shares the main port."""
     keys: tuple[str, ...] = field(default=(), repr=False)
     """Accepted API keys; empty means auth is off. Never printed (``repr=False``)."""
 
@@ -131,6 +137,8 @@ def load(
     port: int | None = None,
     workers: int | None = None,
     log_level: str | None = None,
+    reuse_port: bool = False,
+    probe_port: int | None = None,
 ) -> Settings:
     """Build the settings from flags (None = not given) and ``env``; raises SettingsError."""
     app_root = Path(env.get("AML_APP_ROOT") or os.getcwd()).expanduser().resolve()
@@ -152,6 +160,9 @@ def load(
     if not 0 <= chosen_port <= 65535:
         raise SettingsError(f"--port must be between 0 and 65535, got {chosen_port}")
 
+    if probe_port is not None and not 0 <= probe_port <= 65535:
+        raise SettingsError(f"--probe-port must be between 0 and 65535, got {probe_port}")
+
     source_dir = env.get("AZUREML_SOURCE_DIRECTORY")
     return Settings(
         entry_script=script,
@@ -169,5 +180,7 @@ def load(
         service_version=env.get("SERVICE_VERSION", "1.0"),
         service_path_prefix=env.get("SERVICE_PATH_PREFIX", ""),
         source_dir=(app_root / source_dir) if source_dir else None,
+        reuse_port=reuse_port,
+        probe_port=probe_port,
         keys=take_keys(env),
     )

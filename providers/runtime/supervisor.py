@@ -31,10 +31,10 @@ MAX_CRASHES = 5
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """Bind and listen; IPv6 when the host is an IPv6 address. Raises OSError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    sock = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=reuse_port)
     sock.set_inheritable(True)
     return sock
 
@@ -51,9 +51,9 @@ def _describe(code: int) -> str:
 class Supervisor:
     """Keeps ``settings.workers`` workers alive until told to stop."""
 
-    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+    def __init__(self, settings: Settings, sockets: list[socket.socket]) -> None:
         self._settings = settings
-        self._sock = sock
+        self._sockets = sockets
         self._children: set[int] = set()
         self._stopping = False
         self._result = exitcodes.OK
@@ -90,7 +90,7 @@ class Supervisor:
             for signum in _STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-            code = run_worker(self._settings, self._sock)
+            code = run_worker(self._settings, self._sockets)
         except BaseException:  # noqa: BLE001 - a worker must always leave through os._exit
             traceback.print_exc()
         finally:
@@ -140,14 +140,18 @@ class Supervisor:
             except ChildProcessError:
                 break
             self._reap(pid, os.waitstatus_to_exitcode(status))
-        self._sock.close()
+        for sock in self._sockets:
+            sock.close()
         return self._result
 
 
 def serve(settings: Settings) -> int:
     """Listen, announce the address, run the workers; returns the exit code."""
     try:
-        sock = listen(settings.host, settings.port)
+        sock = listen(settings.host, settings.port, reuse_port=settings.reuse_port)
+        sockets = [sock]
+        if settings.probe_port is not None:
+            sockets.append(listen(settings.host, settings.probe_port))
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
         return exitcodes.USAGE
@@ -162,4 +166,4 @@ def serve(settings: Settings) -> int:
         "on" if settings.auth_enabled else "off",
         settings.scoring_timeout_ms,
     )
-    return Supervisor(settings, sock).run()
+    return Supervisor(settings, sockets).run()

@@ -59,8 +59,8 @@ class _StopFlag:
             self.server.should_exit = True
 
 
-def run_worker(settings: Settings, sock: socket.socket) -> int:
-    """Serve ``sock`` until told to stop; returns the process exit code."""
+def run_worker(settings: Settings, sockets: list[socket.socket]) -> int:
+    """Serve ``sockets`` until told to stop; returns the process exit code."""
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -133,6 +133,6 @@ def run_worker(settings: Settings, sock: socket.socket) -> int:
     stop.server = server
     if stop.requested:
         return exitcodes.OK
-    server.run(sockets=[sock])
+    server.run(sockets=sockets)
     _flush()
     return exit_code
