@@ -186,7 +186,9 @@ def _report(outcomes: list[Outcome], destroy: bool) -> int:
     destroyed = sum(1 for o in ok if o.change.action.value == "delete" or o.change.action.is_replace)
     print()
     for o in failed:
-        print(f"Error: {o.change.address}: {o.error}", file=sys.stderr)
+        error = o.error or "failed"
+        prefix = f"{o.change.address}: "
+        print(f"Error: {prefix}{error.removeprefix(prefix)}", file=sys.stderr)
     if failed:
         print(f"Apply failed: {len(failed)} of {len(outcomes)} changes did not complete "
               f"({added} added, {changed} changed, {destroyed} destroyed). "

@@ -89,6 +89,10 @@ class LocalProvider(Provider):
     def _record_file(self, name: str) -> Path:
         return self._records_dir(self.context) / f"{name}.json"
 
+    def _key_file(self, name: str) -> Path:
+        """Keys live apart from the records (mode 0600) so nothing that reads records sees them."""
+        return self._records_dir(self.context) / "keys" / f"{name}.json"
+
     def _log_file(self, name: str) -> Path:
         return self._records_dir(self.context) / "logs" / f"{name}.log"
 
@@ -173,13 +177,13 @@ class LocalProvider(Provider):
         if record is not None and record["instance"] != live.details["instance"]:
             return  # a replacement already runs under this name; its record stays
         self._record_file(name).unlink(missing_ok=True)
-        (self._records_dir(self.context) / f"{name}.keys.json").unlink(missing_ok=True)
+        self._key_file(name).unlink(missing_ok=True)
 
     def _keys(self, desired: Resource) -> dict[str, str]:
         """Explicit keys from the manifest win; else keep the ones clients already have."""
         if desired.spec["deploy"].get("auth") != "key":
             return {}
-        old = _read_json(self._records_dir(self.context) / f"{desired.address.name}.keys.json") or {}
+        old = _read_json(self._key_file(desired.address.name)) or {}
         return {
             "primary": desired.secrets.get("primary_key") or old.get("primary") or secrets.token_urlsafe(32),
             "secondary": desired.secrets.get("secondary_key") or old.get("secondary") or secrets.token_urlsafe(32),
@@ -242,7 +246,7 @@ class LocalProvider(Provider):
         }
         ensure_state_dir(self.context.state_dir)
         if keys:
-            key_file = self._records_dir(self.context) / f"{name}.keys.json"
+            key_file = self._key_file(name)
             _write_json(key_file, keys)
             os.chmod(key_file, 0o600)
         _write_json(self._record_file(name), record)
@@ -283,7 +287,7 @@ class LocalProvider(Provider):
     def endpoint(self, live: Live) -> Endpoint:
         headers = {}
         if live.details.get("auth") == "key":
-            keys = _read_json(self._records_dir(self.context) / f"{live.address.name}.keys.json") or {}
+            keys = _read_json(self._key_file(live.address.name)) or {}
             if keys.get("primary"):
                 headers["Authorization"] = f"Bearer {keys['primary']}"
         return Endpoint(scoring_url=live.details["endpoint"], headers=headers, swagger_url=live.details["swagger"])

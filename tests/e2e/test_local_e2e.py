@@ -14,6 +14,8 @@ import git
 import pytest
 from conftest import copy_example, make_project
 
+from providers.local.processes import free_port
+
 pytestmark = pytest.mark.slow
 
 MANIFEST = """\
@@ -108,8 +110,7 @@ def test_lifecycle_on_the_local_target(tmp_path: Path):
         assert [v["version"] for v in models[0]["versions"]] == [1, 2]
 
         # A port change forces a replacement.
-        port = int(endpoint.split(":")[2].split("/")[0])
-        new_port = port + 1 if port < 65000 else port - 1
+        new_port = free_port()
         (root / "ml.yaml").write_text(MANIFEST.replace("stage: dev", "stage: prod")
                                       .replace("port: auto", f"port: {new_port}"))
         commit(root, "port")

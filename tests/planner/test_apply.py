@@ -76,7 +76,7 @@ def test_a_failure_is_contained_and_the_next_plan_shows_what_is_left(project: Pa
     project.write_text(MANIFEST.replace("deploy: {port: 8002}", "deploy: {port: 8002, fail: true}"))
     result = run_cli("apply", "--auto-approve", "-f", str(project))
     assert result.code == 1
-    assert "Error: service.two-api: service.two-api: start failed (deploy.fail is set)" in result.err
+    assert "Error: service.two-api: start failed (deploy.fail is set)" in result.err
     assert "Apply failed: 1 of 5 changes did not complete" in result.err
     plan = json.loads(run_cli("plan", "--json", "-f", str(project)).out)
     left = {c["address"]: c["change"]["actions"] for c in plan["resource_changes"]
