@@ -158,6 +158,7 @@ class RuntimeApp:
         max_body_bytes: int,
         make_swagger: Callable[[], Swagger],
         on_init_failed: Callable[[BaseException], None],
+        on_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._script = script
         self._scorer = scorer
@@ -165,6 +166,7 @@ class RuntimeApp:
         self._max_body = max_body_bytes
         self._make_swagger = make_swagger
         self._on_init_failed = on_init_failed
+        self._on_ready = on_ready
         self._swagger: Swagger | None = None
         self._access = logs.AccessLog()
         self._ready = asyncio.Event()
@@ -189,6 +191,8 @@ class RuntimeApp:
             return
         self._ready.set()
         log.info("init() finished in %.2fs; worker ready", seconds)
+        if self._on_ready is not None:
+            await self._on_ready()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

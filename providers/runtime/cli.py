@@ -49,10 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, metavar="N", help="port to listen on (default 5001)")
     parser.add_argument("--host", metavar="HOST", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
-    parser.add_argument("--reuse-port", action="store_true",
-                        help="set SO_REUSEPORT so a new version can take over the port without a gap")
-    parser.add_argument("--probe-port", type=int, metavar="N",
-                        help="also listen on this private port (readiness and smoke tests of this instance)")
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="set SO_REUSEPORT so a new version can take over the port without a gap",
+    )
+    parser.add_argument(
+        "--probe-port",
+        type=int,
+        metavar="N",
+        help="also listen on this private port at once, and join the main port only after init() "
+        "finished (readiness and smoke tests of this very instance)",
+    )
     parser.add_argument("--log-level", type=str.upper, choices=settings.LOG_LEVELS, help="log level (default INFO)")
     parser.add_argument("--version", action="version", version=f"mlops-runtime {__version__}")
     return parser

@@ -31,10 +31,25 @@ MAX_CRASHES = 5
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """Bind and listen; IPv6 when the host is an IPv6 address. Raises OSError."""
+def bind(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv6 for an IPv6 host), listening unless told not to.
+
+    A socket bound but not yet listening holds the port while receiving no connections: that is
+    how the public port waits for ``init()`` when a probe port is used. Raises OSError.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=BACKLOG, reuse_port=reuse_port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if os.name != "nt":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        if listen:
+            sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 
@@ -51,9 +66,10 @@ def _describe(code: int) -> str:
 class Supervisor:
     """Keeps ``settings.workers`` workers alive until told to stop."""
 
-    def __init__(self, settings: Settings, sockets: list[socket.socket]) -> None:
+    def __init__(self, settings: Settings, sockets: list[socket.socket], deferred: socket.socket | None = None) -> None:
         self._settings = settings
         self._sockets = sockets
+        self._deferred = deferred
         self._children: set[int] = set()
         self._stopping = False
         self._result = exitcodes.OK
@@ -90,7 +106,7 @@ class Supervisor:
             for signum in _STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-            code = run_worker(self._settings, self._sockets)
+            code = run_worker(self._settings, self._sockets, self._deferred)
         except BaseException:  # noqa: BLE001 - a worker must always leave through os._exit
             traceback.print_exc()
         finally:
@@ -140,30 +156,47 @@ class Supervisor:
             except ChildProcessError:
                 break
             self._reap(pid, os.waitstatus_to_exitcode(status))
-        for sock in self._sockets:
+        for sock in [*self._sockets, *([self._deferred] if self._deferred else [])]:
             sock.close()
         return self._result
 
 
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def serve(settings: Settings) -> int:
-    """Listen, announce the address, run the workers; returns the exit code."""
+    """Bind, announce the address, run the workers; returns the exit code.
+
+    With a probe port, the probe listener serves at once and the public port is joined by each
+    worker only when its ``init()`` has finished: an instance that fails to start never takes
+    traffic from the one it is meant to replace (``--reuse-port``).
+    """
+    probing = settings.probe_port is not None
     try:
-        sock = listen(settings.host, settings.port, reuse_port=settings.reuse_port)
-        sockets = [sock]
-        if settings.probe_port is not None:
-            sockets.append(listen(settings.host, settings.probe_port))
+        public = bind(settings.host, settings.port, reuse_port=settings.reuse_port, listen=not probing)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
         return exitcodes.USAGE
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
+    probe = None
+    if settings.probe_port is not None:
+        try:
+            probe = bind(settings.host, settings.probe_port)
+        except OSError as exc:
+            public.close()
+            log.error("cannot listen on %s:%d: %s", settings.host, settings.probe_port, exc.strerror or exc)
+            return exitcodes.USAGE
     log.info(
-        "listening on http://%s:%d (entry script %s, workers %d, auth %s, scoring timeout %d ms)",
-        shown,
-        port,
+        "listening on %s (entry script %s, workers %d, auth %s, scoring timeout %d ms%s)",
+        _address(public),
         settings.entry_script,
         settings.workers,
         "on" if settings.auth_enabled else "off",
         settings.scoring_timeout_ms,
+        ", reuse-port" if settings.reuse_port else "",
     )
-    return Supervisor(settings, sockets).run()
+    if probe is not None:
+        log.info("probe listener on %s; the public port is served once init() has finished", _address(probe))
+        return Supervisor(settings, [probe], deferred=public).run()
+    return Supervisor(settings, [public]).run()

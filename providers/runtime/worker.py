@@ -59,8 +59,9 @@ class _StopFlag:
             self.server.should_exit = True
 
 
-def run_worker(settings: Settings, sockets: list[socket.socket]) -> int:
-    """Serve ``sockets`` until told to stop; returns the process exit code."""
+def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socket.socket | None = None) -> int:
+    """Serve ``sockets`` until told to stop, and ``deferred`` as well once ``init()`` finished;
+    returns the process exit code."""
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -77,7 +78,7 @@ def run_worker(settings: Settings, sockets: list[socket.socket]) -> int:
         _flush()
         return exitcodes.SCRIPT_FAILED
 
-    import uvicorn  # here, not at module level: keeps `import mlops_runtime` light
+    from .server import make_server  # here, not at module level: keeps `import mlops_runtime` light
 
     exit_code = exitcodes.OK
 
@@ -89,13 +90,17 @@ def run_worker(settings: Settings, sockets: list[socket.socket]) -> int:
         )
         exit_code = exitcodes.REPLACE_WORKER
         app.mark_unready()
-        for listener in getattr(server, "servers", []):
-            listener.close()  # stop accepting now; the supervisor starts a fresh worker
+        server.stop_accepting()  # the supervisor starts a fresh worker meanwhile
         server.should_exit = True
 
     def init_failed(exc: BaseException) -> None:
         _fail_script("init() failed", exc)
         os._exit(exitcodes.SCRIPT_FAILED)
+
+    async def ready() -> None:
+        if deferred is not None:
+            await server.add_listener(deferred)
+            log.info("serving the public port")
 
     scorer = Scorer(
         script,
@@ -118,18 +123,9 @@ def run_worker(settings: Settings, sockets: list[socket.socket]) -> int:
             path_prefix=settings.service_path_prefix,
         ),
         on_init_failed=init_failed,
+        on_ready=ready,
     )
-    config = uvicorn.Config(
-        app,
-        http="auto",  # httptools when installed
-        loop="auto",  # uvloop when installed
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
-    )
-    server = uvicorn.Server(config)
+    server = make_server(app, settings.graceful_timeout_s)
     stop.server = server
     if stop.requested:
         return exitcodes.OK

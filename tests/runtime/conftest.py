@@ -120,16 +120,16 @@ class Server:
         self.log = log
         self.port = port
 
-    def request(self, method: str, path: str, body=None, headers=None, **kwargs) -> Reply:
-        return http_request(self.port, method, path, body, headers, **kwargs)
+    def request(self, method: str, path: str, body=None, headers=None, port: int | None = None, **kwargs) -> Reply:
+        return http_request(port or self.port, method, path, body, headers, **kwargs)
 
-    def wait_ready(self, path: str = "/ready", timeout: float = 30) -> None:
+    def wait_ready(self, path: str = "/ready", timeout: float = 30, port: int | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log.text}")
             try:
-                if self.request("GET", path, timeout=2).status == 200:
+                if self.request("GET", path, timeout=2, port=port).status == 200:
                     return
             except OSError:
                 pass
@@ -142,6 +142,11 @@ class Server:
         code = self.process.wait(timeout)
         self.log.join()
         return code
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
 
 
 def free_port() -> int:

@@ -120,3 +120,28 @@ def test_busy_port_exits_2(runtime):
         port = taken.getsockname()[1]
         with pytest.raises(AssertionError, match="exit 2"):
             runtime("echo.py", "--port", str(port))
+
+
+def test_probe_port_serves_at_once_and_the_public_port_after_init(runtime, unused_port):
+    server = runtime("slow.py", "--probe-port", str(unused_port), env={"TEST_INIT_SLEEP": "1.5"}, wait_ready=False)
+    assert server.request("GET", "/", port=unused_port).status == 200
+    assert server.request("GET", "/ready", port=unused_port).status == 503
+    with pytest.raises(ConnectionRefusedError):  # bound (the port is held) but not accepting yet
+        server.request("GET", "/")
+    server.wait_ready(port=unused_port)
+    assert server.log.wait_for("serving the public port", timeout=5)
+    assert server.request("POST", "/score", '{"sleep": 0}').status == 200
+    assert server.request("POST", "/score", '{"sleep": 0}', port=unused_port).status == 200
+
+
+def test_reuse_port_lets_a_new_instance_take_over_without_a_gap(runtime, unused_port):
+    old = runtime("slow.py", "--reuse-port")
+    old_pid = old.request("POST", "/score", '{"sleep": 0}').json()["pid"]
+    new = runtime(
+        "slow.py", "--reuse-port", "--port", str(old.port), "--probe-port", str(unused_port), wait_ready=False
+    )
+    new.wait_ready(port=unused_port)
+    new_pid = new.request("POST", "/score", '{"sleep": 0}', port=unused_port).json()["pid"]
+    assert old.stop() == exitcodes.OK
+    pids = {old.request("POST", "/score", '{"sleep": 0}').json()["pid"] for _ in range(10)}
+    assert pids == {new_pid} and old_pid not in pids

@@ -1,0 +1,54 @@
+"""The glue to uvicorn, the HTTP server: kept in one module so the rest never imports it.
+
+Imported only inside worker processes (``import mlops_runtime`` must stay light). uvicorn runs
+our raw ASGI app with its fastest pieces when installed (httptools parser, uvloop loop) and
+does the graceful part of SIGTERM: stop accepting, let in-flight requests finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import uvicorn
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, plus a listener that can be added once the worker is ready."""
+
+    async def add_listener(self, sock: socket.socket) -> None:
+        """Start accepting on ``sock`` too (the public port, joined only after ``init()``).
+
+        Builds the protocol exactly as ``uvicorn.Server.startup`` does for its own sockets.
+        """
+        if self.should_exit:
+            return
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        listener = await asyncio.get_running_loop().create_server(create_protocol, sock=sock, backlog=config.backlog)
+        self.servers.append(listener)
+
+    def stop_accepting(self) -> None:
+        """Close every listener now (the graceful shutdown that follows finds them closed)."""
+        for listener in getattr(self, "servers", []):
+            listener.close()
+
+
+def make_server(app: Any, graceful_timeout_s: float) -> Server:
+    config = uvicorn.Config(
+        app,
+        http="auto",  # httptools when installed
+        loop="auto",  # uvloop when installed
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(graceful_timeout_s),
+    )
+    return Server(config)
