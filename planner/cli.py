@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ from typing import Any
 from . import __version__
 from .addresses import Address
 from .apply import Outcome, apply_plan, check_fresh
+from .changes import ChangeReport, changed_since
 from .errors import ManifestError, MlopsError
+from .github import ActionsContext, GitHub, fetch_reviewed_plan, upsert_comments
+from .gitops import Choice, choose_plan, render_summary, require_clean
 from .lock import apply_lock
 from .manifest import load_manifest
 from .plan import Plan
@@ -24,6 +28,7 @@ from .planning import make_plan
 from .progress import ProgressPrinter
 from .project import Project
 from .render_json import render_json
+from .render_markdown import Provenance, render_markdown
 from .render_text import render_plan
 
 
@@ -40,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", parents=[common], help="show what apply would change")
     p.add_argument("-o", "--out", type=Path, help="save the plan as JSON for `mlops apply FILE`")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="text (default), json, or markdown (a pull-request comment)")
+    p.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
+    p.add_argument("--changed-since", metavar="REF",
+                   help="say which files and manifest entries changed since REF (e.g. origin/main)")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
     p.add_argument("--target", action="append", default=[], metavar="ADDRESS", help="limit to a resource")
     p.add_argument("--destroy", action="store_true", help="plan the removal of everything")
@@ -53,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
         p.add_argument("--parallelism", type=int, default=4, metavar="N", help="changes at once (default 4)")
         p.add_argument("--target", action="append", default=[], metavar="ADDRESS", help="limit to a resource")
+        p.add_argument("--require-clean", action="store_true",
+                       help="refuse a dirty work tree or a commit that is not on --branch")
+        p.add_argument("--branch", default="main", help="the branch --require-clean expects (default main)")
+        if name == "apply":
+            p.add_argument("--reviewed", type=Path, metavar="PLANFILE",
+                           help="apply this reviewed plan if it is still exactly right, else plan again and "
+                                "say why (a missing file also plans again)")
+
+    p = sub.add_parser("comment", help="post or update the plan as a sticky pull-request comment")
+    p.add_argument("planfile", type=Path, help="a plan saved with `mlops plan -o FILE`")
+    p.add_argument("--repo", help="OWNER/REPO (default: $GITHUB_REPOSITORY)")
+    p.add_argument("--pr", type=int, help="pull request number (default: from $GITHUB_EVENT_PATH)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    p = sub.add_parser("fetch-plan", help="download the plan reviewed on the pull request merged as $GITHUB_SHA")
+    p.add_argument("--artifact", required=True, metavar="PREFIX",
+                   help="artifact name prefix; the pull request's head SHA is appended")
+    p.add_argument("-o", "--out", type=Path, required=True, help="where to write the plan")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
     p = sub.add_parser("status", parents=[common], help="show services: state, endpoint, models, commit")
     p.add_argument("--json", action="store_true")
@@ -114,52 +142,97 @@ def _targets(args: argparse.Namespace) -> list[Address]:
 def cmd_plan(args: argparse.Namespace) -> int:
     project = Project.load(args.file)
     plan = make_plan(project, targets=_targets(args), destroy=args.destroy)
-    if args.json:
-        sys.stdout.write(render_json(plan))
+    report = changed_since(project.manifest, args.changed_since) if args.changed_since else None
+    if args.format == "json":
+        sys.stdout.write(_plan_json(plan, report))
+    elif args.format == "markdown":
+        why = Provenance(report.ref, report.reasons) if report else None
+        sys.stdout.write("\n".join(render_markdown(plan, manifest=plan.manifest, why=why)))
     else:
+        if report:
+            sys.stdout.write(_render_changes(report))
         sys.stdout.write(render_plan(plan))
     if args.out:
-        args.out.write_text(render_json(plan))
-        if not args.json:
+        args.out.write_text(_plan_json(plan, report))
+        if args.format == "text":
             print(f"\nSaved the plan to: {args.out}\nTo perform exactly these actions, run:\n"
                   f"    mlops apply -f {args.file} {args.out}")
     return 2 if (args.detailed_exitcode and plan.has_changes) else 0
 
 
+def _plan_json(plan: Plan, report: ChangeReport | None) -> str:
+    """The JSON plan; with --changed-since it also carries why, for `mlops comment` to show."""
+    if report is None:
+        return render_json(plan)
+    data = plan.to_json()
+    data["changed_since"] = report.to_json()
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _render_changes(report: ChangeReport) -> str:
+    lines = [f"Changes since {report.ref} (merge base {report.base[:12]}): {len(report.files)} files."]
+    for address, reasons in report.reasons.items():
+        lines.append(f"  {address}: {'; '.join(reasons)}".replace("`", ""))
+    return "\n".join(lines) + "\n\n"
+
+
 def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     project = Project.load(args.file)
+    if args.require_clean:
+        require_clean(project.manifest.root, args.branch)
+    choice: Choice | None = None
     with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"):
         desired, live = project.desired(), project.live()
         planfile = getattr(args, "planfile", None)
+        reviewed = getattr(args, "reviewed", None)
+        if planfile and reviewed:
+            raise MlopsError("pass either a plan file or --reviewed PLANFILE, not both")
         if planfile:
             plan = _load_plan(planfile, project)
             check_fresh(plan, desired, live)
             print(f"Applying the saved plan {planfile} (what it touches is unchanged since it was made).")
+        elif reviewed:
+            saved = _load_plan(reviewed, project) if reviewed.exists() else None
+            choice = choose_plan(project, saved, desired, live, source=f"the reviewed plan {reviewed}")
+            plan = choice.plan
+            print(choice.note)
+            if not choice.reviewed:
+                sys.stdout.write(render_plan(plan))
+                if plan.has_changes and not args.auto_approve and not _confirm(destroy):
+                    print("Apply cancelled.")
+                    return 1
         else:
             plan = make_plan(project, targets=_targets(args), destroy=destroy, desired=desired, live=live)
             sys.stdout.write(render_plan(plan))
-            if not plan.has_changes:
-                return 0
-            if not args.auto_approve and not _confirm(destroy):
+            if plan.has_changes and not args.auto_approve and not _confirm(destroy):
                 print("Apply cancelled.")
                 return 1
+        outcomes: list[Outcome] = []
         if not plan.has_changes:
-            print("No changes. Nothing to apply.")
-            return 0
-        print()
-        with ProgressPrinter(sys.stdout) as printer:
-            outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism, notify=printer)
-    return _report(outcomes, destroy)
-
-
-def _load_plan(path: Path, project: Project) -> Plan:
+            if planfile or reviewed:
+                print("No changes. Nothing to apply.")
+            code, result = 0, "No changes. Nothing to apply."
+        else:
+            print()
+            with ProgressPrinter(sys.stdout) as printer:
+                outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism, notify=printer)
+            code, result = _report(outcomes, destroy)
+    _job_summary(project, plan, choice, outcomes, result)
+    return code
+def _read_plan_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except OSError as exc:
         raise MlopsError(f"{path}: cannot read plan file: {exc.strerror}") from None
     except ValueError as exc:
         raise MlopsError(f"{path}: not a plan file (invalid JSON: {exc})") from None
-    plan = Plan.from_json(data)
+    if not isinstance(data, dict) or "resource_changes" not in data:
+        raise MlopsError(f"{path}: not a plan file (make one with `mlops plan -o FILE`)")
+    return data
+
+
+def _load_plan(path: Path, project: Project) -> Plan:
+    plan = Plan.from_json(_read_plan_json(path))
     if plan.project != project.manifest.project:
         raise MlopsError(f"{path}: this plan is for project {plan.project!r}, the manifest declares "
                          f"{project.manifest.project!r}")
@@ -178,7 +251,7 @@ def _confirm(destroy: bool) -> bool:
         return False
 
 
-def _report(outcomes: list[Outcome], destroy: bool) -> int:
+def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:
     failed = [o for o in outcomes if not o.ok]
     ok = [o for o in outcomes if o.ok]
     added = sum(1 for o in ok if o.change.action.value in ("create",) or o.change.action.is_replace)
@@ -190,12 +263,60 @@ def _report(outcomes: list[Outcome], destroy: bool) -> int:
         prefix = f"{o.change.address}: "
         print(f"Error: {prefix}{error.removeprefix(prefix)}", file=sys.stderr)
     if failed:
-        print(f"Apply failed: {len(failed)} of {len(outcomes)} changes did not complete "
-              f"({added} added, {changed} changed, {destroyed} destroyed). "
-              "Run `mlops plan` to see what is left.", file=sys.stderr)
-        return 1
+        result = (f"Apply failed: {len(failed)} of {len(outcomes)} changes did not complete "
+                  f"({added} added, {changed} changed, {destroyed} destroyed). Run `mlops plan` to see what is left.")
+        print(result, file=sys.stderr)
+        return 1, result
     verb = "Destroy" if destroy else "Apply"
-    print(f"{verb} complete! Resources: {added} added, {changed} changed, {destroyed} destroyed.")
+    result = f"{verb} complete! Resources: {added} added, {changed} changed, {destroyed} destroyed."
+    print(result)
+    return 0, result
+
+
+def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: list[Outcome], result: str) -> None:
+    """In GitHub Actions, append the apply's result and every service's health to the job summary."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    text = render_summary(manifest=project.manifest.display, choice=choice, plan=plan, outcomes=outcomes,
+                          services=_service_rows(project), result=result)
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        print(f"Warning: cannot write the job summary to {path}: {exc.strerror}", file=sys.stderr)
+
+
+def cmd_comment(args: argparse.Namespace) -> int:
+    data = _read_plan_json(args.planfile)
+    plan = Plan.from_json(data)
+    since = data.get("changed_since")
+    why = Provenance(since["ref"], since.get("resources", {})) if isinstance(since, dict) else None
+    parts = render_markdown(plan, manifest=plan.manifest, why=why)
+    env = dict(os.environ)
+    if args.repo:
+        env["GITHUB_REPOSITORY"] = args.repo
+    ctx = ActionsContext.from_env(env)
+    number = args.pr or ctx.pr_number
+    if not number:
+        raise MlopsError("no pull request number: run on a pull_request event, or pass --pr N")
+    for posted in upsert_comments(GitHub.from_context(ctx), number, plan.manifest, parts):
+        where = f": {posted.url}" if posted.url else ""
+        print(f"Plan comment part {posted.part} {posted.action} (comment {posted.comment_id}){where}")
+    return 0
+
+
+def cmd_fetch_plan(args: argparse.Namespace) -> int:
+    ctx = ActionsContext.from_env(os.environ)
+    if not ctx.sha:
+        raise MlopsError("GITHUB_SHA is not set: fetch-plan runs on the push that merged a pull request")
+    found = fetch_reviewed_plan(GitHub.from_context(ctx), ctx.sha, args.artifact)
+    if isinstance(found, str):
+        print(f"No reviewed plan: {found}. `mlops apply --reviewed` will plan again.", file=sys.stderr)
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(found.plan)
+    print(f"Fetched the plan reviewed on pull request #{found.number} (head {found.head_sha[:12]}) to {args.out}.")
     return 0
 
 
@@ -331,6 +452,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 COMMANDS = {
     "validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "destroy": cmd_destroy,
     "status": cmd_status, "models": cmd_models, "logs": cmd_logs, "call": cmd_call,
+    "comment": cmd_comment, "fetch-plan": cmd_fetch_plan,
 }
 
 
