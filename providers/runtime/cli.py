@@ -23,6 +23,7 @@ environment variables (flags win over them):
   AML_APP_ROOT            application root, added to sys.path (default: working directory)
   SCORING_TIMEOUT_MS      per-request timeout, 504 past it (default 60000)
   WORKER_COUNT            worker processes (default 1)
+  SERVER_PORT             port (default 5001)
   MLOPS_PRIMARY_KEY, MLOPS_SECONDARY_KEY
                           turn on key auth for /score and /swagger.json (Authorization: Bearer KEY)
   MLOPS_MAX_BODY_BYTES    largest request body, 413 past it (default 10485760)
