@@ -1,0 +1,378 @@
+"""The local target's ``engine: docker``: each service is a container built from its own image.
+
+What differs from the process engine is where things run and where state lives; the rest (deploy
+settings, keys, readiness, the sample-request smoke test, blue/green updates on one port) is the
+same, so this class extends ``LocalProvider`` and reuses its helpers. Live state is read from the
+engine by our labels, so there is no record to drift: a container that exited is Failed with its
+last log lines, one removed by hand is missing and gets recreated.
+
+An update starts the new container on the same port (the runtime's ``--reuse-port``, possible
+because every container shares the host's network) plus a private probe port, waits for it to be
+ready and to answer the sample request there, and only then stops the old container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from planner.addresses import Address
+from planner.hashing import canonical_json
+from planner.resources import Live, Resource
+
+from ..base import Endpoint, Progress, ProjectContext, ProviderError
+from ..local import LocalProvider, processes
+from ..local.httpcheck import is_ready, smoke_test
+from ..store import _write_json, ensure_state_dir
+from . import build as builds
+from . import containers, engine
+from .engine import label
+from .image import APP_ROOT, Recipe, recipe_for
+
+HOST = containers.HOST
+REGISTRY_PATTERN = r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$"
+
+
+class DockerLocalProvider(LocalProvider):
+    """``provider: local`` with ``engine: docker``."""
+
+    kind: ClassVar[str] = "local"
+    engine_name: ClassVar[str] = "docker"
+    replace_paths: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
+
+    # -- schema -------------------------------------------------------------------------------
+    @classmethod
+    def target_schema(cls) -> dict[str, Any]:
+        schema = LocalProvider.target_schema()
+        schema["properties"] = {
+            **schema["properties"],
+            "engine": {"const": "docker", "description": "docker: each service is a container in a Docker engine"},
+            "registry": {"type": "string", "pattern": REGISTRY_PATTERN,
+                         "description": "push every image here (host[:port][/path]); credentials come from "
+                                        f"{builds.REGISTRY_USER_ENV} / {builds.REGISTRY_PASSWORD_ENV}"},
+        }
+        return schema
+
+    @classmethod
+    def deploy_schema(cls) -> dict[str, Any]:
+        schema = LocalProvider.deploy_schema()
+        schema["properties"] = {
+            **schema["properties"],
+            "cpu": {"type": "number", "exclusiveMinimum": 0, "maximum": 256,
+                    "description": "CPU cores the container may use (a limit, not a reservation)"},
+            "memory_gb": {"type": "number", "exclusiveMinimum": 0, "maximum": 4096,
+                          "description": "memory limit of the container in GiB"},
+        }
+        return schema
+
+    def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The spec plus the image it runs, so a plan shows ``image: "…:old" -> "…:new"``.
+
+        The image name is derived from the spec alone (content address), so planning never asks
+        the engine; with a registry the name carries it, so adding one shows as a change.
+        """
+        return {**spec, "image": self.recipe_ref(name, spec)}
+
+    def recipe_ref(self, name: str, spec: Mapping[str, Any]) -> str:
+        from .image import image_repository, image_tag
+
+        return f"{image_repository(self.context.project, name, self.registry)}:{image_tag(spec)}"
+
+    @property
+    def registry(self) -> str | None:
+        return self.config.get("registry") or None
+
+    # -- where things live ----------------------------------------------------------------------
+    @staticmethod
+    def _records_dir(context: ProjectContext) -> Path:
+        """Keys of docker services (0600); the containers themselves are the live state."""
+        return context.state_dir / "docker"
+
+    def build_log_file(self, name: str) -> Path:
+        return self._records_dir(self.context) / "builds" / f"{name}.log"
+
+    # -- images ---------------------------------------------------------------------------------
+    def recipe(self, desired: Resource, model_sources: Mapping[str, Path] | None = None) -> Recipe:
+        return recipe_for(project=self.context.project, service=desired.address.name, spec=desired.spec,
+                          inputs=desired.inputs, registry=self.registry, git=self.context.git,
+                          model_sources=model_sources)
+
+    def ensure_image(self, desired: Resource, progress: Progress, *,
+                     model_sources: Mapping[str, Path] | None = None) -> builds.BuiltImage:
+        """Build the service's image unless its tag exists; push it when the target has a registry."""
+        cli = engine.client()
+        recipe = self.recipe(desired, model_sources)
+        log_file = self.build_log_file(desired.address.name)
+        try:
+            built = builds.build(cli, recipe, progress=progress, log_path=log_file)
+        except ProviderError as exc:
+            raise ProviderError(f"{desired.address}: {exc}") from None
+        if built.built:
+            progress(f"image {recipe.tag} built in {built.seconds:.0f}s ({built.cached_steps} of {built.steps} "
+                     "steps from cache)")
+        if not self.registry:
+            return built
+        try:
+            digest_ref = builds.push(cli, recipe, progress=progress, log_path=log_file)
+        except ProviderError as exc:
+            raise ProviderError(f"{desired.address}: {exc}") from None
+        return builds.BuiltImage(built.ref, built.image_id, built.built, built.seconds, digest_ref,
+                                 built.cached_steps, built.steps)
+
+    # -- live state -------------------------------------------------------------------------------
+    def read(self) -> list[Live]:
+        cli = engine.client()
+        found = cli.containers.list(all=True, filters={"label": [f"{label('project')}={self.context.project}",
+                                                                 f"{label('target')}={self.target}"]})
+        return [self._live(c) for c in _newest_per_service(found)]
+
+    @classmethod
+    def read_orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[Live]:
+        """Our containers on targets no longer declared; nothing when no engine answers."""
+        if not engine.reachable():
+            return []
+        found = engine.client().containers.list(all=True, filters={"label": f"{label('project')}={context.project}"})
+        orphans = [c for c in found if c.labels.get(label("target")) not in declared_targets]
+        out = []
+        for c in _newest_per_service(orphans):
+            target = c.labels.get(label("target"), "")
+            provider = cls(target=target, config={"provider": "local", "engine": "docker"}, context=context)
+            out.append(provider._live(c))
+        return out
+
+    def _live(self, container: Any) -> Live:
+        labels = container.labels
+        status, message = containers.state_of(container)
+        port = int(labels[label("port")])
+        base = f"http://{HOST}:{port}"
+        details = {
+            "endpoint": f"{base}/score",
+            "swagger": f"{base}/swagger.json",
+            "port": port,
+            "instance": labels.get(label("instance")),
+            "container": container.id,
+            "container_name": container.name,
+            "image": labels.get(label("image")),
+            "engine": self.engine_name,
+            "git": {"commit": labels.get(label("git-commit")) or None,
+                    "dirty": labels.get(label("git-dirty")) == "true"},
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(containers.started_at(container))),
+            "auth": labels.get(label("auth"), "none"),
+            "message": message,
+        }
+        return Live(Address("service", labels[label("service")]), json.loads(labels[label("spec")]), status,
+                    target=labels.get(label("target")), provider=self.kind, details=details,
+                    sensitive=frozenset(json.loads(labels.get(label("sensitive"), "[]"))))
+
+    # -- acting ---------------------------------------------------------------------------------
+    def create(self, desired: Resource, progress: Progress) -> Live:
+        engine.client()   # fail before anything else when there is no engine
+        image = self.ensure_image(desired, progress)
+        port = desired.spec["deploy"]["port"]
+        if port == "auto":
+            port = processes.free_port(HOST)
+        elif processes.port_in_use(int(port), HOST):
+            raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
+                                "(stop it or choose another deploy.port)")
+        container = self._start(desired, image, int(port), self._keys(desired), progress, probe=False)
+        return self._live(container)
+
+    def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
+        engine.client()
+        image = self.ensure_image(desired, progress)
+        container = self._start(desired, image, int(live.details["port"]), self._keys(desired), progress, probe=True)
+        progress("retiring the previous container")
+        self._remove(str(live.details["container"]))
+        self._prune_images(live.address.name, final=False)
+        return self._live(container)
+
+    def delete(self, live: Live, progress: Progress) -> None:
+        cli = engine.client()
+        name = live.address.name
+        progress("stopping container")
+        self._remove(str(live.details["container"]))
+        # Stopped leftovers of the same service (a failed start that could not clean up) go too;
+        # a running sibling is the replacement of a create-then-delete and stays.
+        remaining = []
+        for c in self._service_containers(cli, name):
+            if c.status == "running":
+                remaining.append(c)
+            else:
+                self._remove(c.id)
+        if remaining:
+            return
+        (self._records_dir(self.context) / f"{name}.keys.json").unlink(missing_ok=True)
+        progress("removing images")
+        self._prune_images(name, final=True)
+
+    def _service_containers(self, cli: Any, name: str) -> list[Any]:
+        return cli.containers.list(all=True, filters={"label": [f"{label('project')}={self.context.project}",
+                                                                f"{label('service')}={name}"]})
+
+    def _remove(self, container_id: str) -> None:
+        """Stop (SIGTERM, in-flight requests finish) and remove one container; missing is fine."""
+        import docker.errors
+
+        cli = engine.client()
+        try:
+            c = cli.containers.get(container_id)
+            if c.status in ("running", "restarting", "paused"):
+                c.stop(timeout=15)
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 404 and "is already in progress" not in str(exc):
+                raise ProviderError(f"cannot remove container {container_id[:12]}: {exc.explanation or exc}") from None
+
+    def _prune_images(self, name: str, *, final: bool) -> None:
+        """Remove this service's images that no container uses; with ``final``, its package stages too."""
+        import docker.errors
+
+        cli = engine.client()
+        in_use = {c.attrs.get("Image") for c in cli.containers.list(all=True)}
+        filters = [f"{label('project')}={self.context.project}", f"{label('service')}={name}"]
+        images = cli.images.list(all=True, filters={"label": filters})
+        service_images = [i for i in images if i.labels.get(label("role")) == "service"]
+        removable = [i for i in service_images if i.id not in in_use]
+        if final and len(removable) == len(service_images):
+            removable += [i for i in images if i.labels.get(label("role")) == "packages"]
+        for image in removable:
+            try:
+                cli.images.remove(image.id, force=True)
+            except docker.errors.ImageNotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:   # a child or a container of someone else holds it: keep it
+                    raise ProviderError(f"cannot remove image {image.id[:19]}: {exc.explanation or exc}") from None
+
+    def _start(self, desired: Resource, image: builds.BuiltImage, port: int, keys: dict[str, str],
+               progress: Progress, *, probe: bool) -> Any:
+        """Start one container; return it once it is ready and passed the smoke test."""
+        import docker.errors
+
+        name, spec, inputs = desired.address.name, desired.spec, desired.inputs
+        recipe = self.recipe(desired)
+        deploy = spec["deploy"]
+        instance = uuid.uuid4().hex[:8]
+        probe_port = processes.free_port(HOST) if probe else port
+        command = ["--entry-script", f"{APP_ROOT}/{inputs['entry_script']}", "--model-dir", recipe.model_dir,
+                   "--host", HOST, "--port", str(port), "--workers", str(deploy.get("workers", 1)), "--reuse-port"]
+        if probe:
+            command += ["--probe-port", str(probe_port)]
+        env = {
+            **{k: str(v) for k, v in deploy.get("environment_variables", {}).items()},
+            "AZUREML_MODEL_DIR": recipe.model_dir,
+            "AZUREML_ENTRY_SCRIPT": inputs["entry_script"],
+            "AML_APP_ROOT": APP_ROOT,
+            "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
+            "SERVICE_NAME": name,
+        }
+        if keys:
+            env["MLOPS_PRIMARY_KEY"], env["MLOPS_SECONDARY_KEY"] = keys["primary"], keys["secondary"]
+        git = self.context.git
+        labels = {
+            label("project"): self.context.project, label("target"): self.target, label("service"): name,
+            label("instance"): instance, label("port"): str(port), label("fingerprint"): desired.fingerprint,
+            label("image"): image.digest_ref or image.ref, label("spec"): canonical_json(dict(spec)),
+            label("sensitive"): json.dumps(sorted(desired.sensitive)), label("auth"): deploy.get("auth", "none"),
+            label("git-commit"): str(git.get("commit") or ""), label("git-dirty"): str(bool(git.get("dirty"))).lower(),
+        }
+        progress(f"starting container on {HOST}:{port}")
+        try:
+            container = containers.run_service(
+                engine.client(), image=image.digest_ref or image.image_id,
+                name=f"{self.context.project}-{name}-{instance}", command=command, env=env, labels=labels,
+                port=port, deploy=deploy)
+        except docker.errors.APIError as exc:
+            raise ProviderError(f"{desired.address}: the engine refused to start the container: "
+                                f"{exc.explanation or exc}") from None
+        try:
+            self._wait_ready(desired, container, probe_port, progress)
+            sample = inputs.get("sample_request")
+            if sample is not None:
+                progress("sending the sample request")
+                headers = {"Authorization": f"Bearer {keys['primary']}"} if keys else {}
+                problem = smoke_test(f"http://{HOST}:{probe_port}/score", sample, headers)
+                if problem:
+                    raise ProviderError(f"{desired.address}: smoke test failed: {problem}")
+        except BaseException:
+            self._remove(container.id)
+            raise
+        if keys:
+            ensure_state_dir(self.context.state_dir)
+            key_file = self._records_dir(self.context) / f"{name}.keys.json"
+            _write_json(key_file, keys)
+            os.chmod(key_file, 0o600)
+        container.reload()
+        return container
+
+    def _wait_ready(self, desired: Resource, container: Any, port: int, progress: Progress) -> None:
+        progress("waiting for readiness (init() running)")
+        timeout = desired.spec["deploy"].get("startup_timeout_s", 120)
+        base = f"http://{HOST}:{port}"
+        deadline = time.monotonic() + timeout
+        while not is_ready(base, timeout=0.5):
+            container.reload()
+            state = container.attrs.get("State", {})
+            if state.get("Status") in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0):
+                cause = " | ".join(containers.last_lines(container)) or "no output"
+                raise ProviderError(f"{desired.address}: the container exited during start-up "
+                                    f"(code {state.get('ExitCode')}): {cause}")
+            if time.monotonic() >= deadline:
+                cause = " | ".join(containers.last_lines(container)) or "no output"
+                raise ProviderError(f"{desired.address}: not ready after {timeout}s "
+                                    f"(deploy.startup_timeout_s): {cause}")
+            time.sleep(0.1)
+
+    # -- using ----------------------------------------------------------------------------------
+    def endpoint(self, live: Live) -> Endpoint:
+        """As the process engine; when the key file is gone, the container's own environment has them."""
+        found = super().endpoint(live)
+        if live.details.get("auth") != "key" or found.headers:
+            return found
+        import docker.errors
+
+        try:
+            env = engine.client().containers.get(str(live.details["container"])).attrs["Config"]["Env"] or []
+        except docker.errors.NotFound:
+            return found
+        key = next((e.split("=", 1)[1] for e in env if e.startswith("MLOPS_PRIMARY_KEY=")), None)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return Endpoint(scoring_url=found.scoring_url, headers=headers, swagger_url=found.swagger_url)
+
+    def logs(self, live: Live, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+        import docker.errors
+
+        try:
+            container = engine.client().containers.get(str(live.details["container"]))
+        except docker.errors.NotFound:
+            raise ProviderError(f"{live.address}: its container is gone; run `mlops apply` to recreate it") from None
+        yield from containers.log_lines(container, follow=follow, tail=tail)
+
+    def build_log(self, name: str) -> Iterator[str]:
+        path = self.build_log_file(name)
+        if not path.exists():
+            raise ProviderError(f"no image build log for service {name!r} yet; run `mlops build {name}`")
+        with path.open(errors="replace") as fh:
+            for line in fh:
+                yield line.rstrip("\n")
+
+
+def _newest_per_service(found: list[Any]) -> list[Any]:
+    """One container per service: a running one before a stopped one, then the newest."""
+    best: dict[str, Any] = {}
+    for c in found:
+        name = c.labels.get(label("service"))
+        if not name or label("spec") not in c.labels:
+            continue
+        key = (c.status == "running", c.attrs.get("Created", ""))
+        if name not in best or key > (best[name].status == "running", best[name].attrs.get("Created", "")):
+            best[name] = c
+    return [best[n] for n in sorted(best)]
+
