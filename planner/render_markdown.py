@@ -123,9 +123,9 @@ def _risk(plan: Plan) -> list[str]:
     losing = [_traffic(c) for c in changes if c.address.kind == "service" and _traffic(c)]
     if losing:
         shown = losing[:LIST_LIMIT] + ([f"and {len(losing) - LIST_LIMIT} more"] if len(losing) > LIST_LIMIT else [])
-        lines.append(f"> **Services that lose traffic:** {'; '.join(shown)}.")
+        lines += [">", f"> **Services that lose traffic:** {'; '.join(shown)}."]
     else:
-        lines.append("> **Services that lose traffic:** none (replacements start the new instance first).")
+        lines += [">", "> **Services that lose traffic:** none (replacements start the new instance first)."]
     return lines
 
 
@@ -227,7 +227,7 @@ def _split(plan: Plan, manifest: str, head: str, lines: list[str], limit: int, m
     """Greedy split of the diff lines across comments; past ``max_parts`` the middle is cut."""
     footer = _footer(plan)
     cut_note_room = 200
-    reserve = size(_block(["x"], True, "Show plan (part 99 of 99)")) + size(CONTINUED) + cut_note_room + 80
+    reserve = size(_block(["x"], True, "Show plan, part 99 of 99")) + size(CONTINUED) + cut_note_room + 80
     budgets = [limit - size(head) - size(footer) - reserve] + [
         limit - size(marker(manifest, 99)) - size(footer) - reserve - 60] * (max_parts - 1)
     if budgets[0] < 200:
@@ -255,7 +255,7 @@ def _split(plan: Plan, manifest: str, head: str, lines: list[str], limit: int, m
     total = len(chunks)
     parts = []
     for i, chunk in enumerate(chunks, start=1):
-        block = _block(chunk, True, f"Show plan (part {i} of {total})")
+        block = _block(chunk, True, f"Show plan, part {i} of {total}")
         last = i == total
         if i == 1:
             body = head + block
