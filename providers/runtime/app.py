@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -26,6 +25,7 @@ from urllib.parse import parse_qs
 from . import logs
 from .auth import KeyCheck
 from .inputs import InputError, arguments_for
+from .request import Headers, Request
 from .scorer import Busy, Outcome, Scorer, ScoringTimeout
 from .script import EntryScript
 from .swagger import Swagger, SwaggerNotFound
@@ -33,12 +33,9 @@ from .swagger import Swagger, SwaggerNotFound
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 
 log = logging.getLogger("mlops.runtime")
 
-HEADER_LIMIT = 100
-"""Longest request id accepted (Azure's limit; longer ones answer 431)."""
 NOT_FOUND = (
     "The requested URL was not found on the server. If you entered the URL manually please check "
     "your spelling and try again."
@@ -58,92 +55,6 @@ _ALLOWED = {
 
 def _message(text: str) -> bytes:
     return json.dumps({"message": text}).encode()
-
-
-class _Request:
-    """The parts of an ASGI request the routes look at, read from the headers in one pass."""
-
-    __slots__ = (
-        "method",
-        "path",
-        "query",
-        "content_type",
-        "content_length",
-        "authorization",
-        "request_id",
-        "client_request_id",
-        "legacy_request_id",
-        "trace_id",
-        "headers",
-    )
-
-    def __init__(self, scope: Scope) -> None:
-        self.method: str = scope["method"]
-        self.path: str = scope["path"]
-        self.query: bytes = scope.get("query_string", b"")
-        self.headers: Headers = scope["headers"]
-        self.content_type: str | None = None
-        self.content_length: int | None = None
-        self.authorization: bytes | None = None
-        self.request_id: str = ""
-        self.client_request_id = ""
-        self.legacy_request_id = ""
-        self.trace_id: bytes | None = None
-        for name, value in self.headers:
-            if name == b"content-type":
-                self.content_type = value.decode("latin-1")
-            elif name == b"content-length":
-                self.content_length = int(value) if value.isdigit() else None
-            elif name == b"authorization":
-                self.authorization = value
-            elif name == b"x-request-id":
-                self.request_id = value.decode("latin-1")
-            elif name == b"x-ms-client-request-id":
-                self.client_request_id = value.decode("latin-1")
-            elif name == b"x-ms-request-id":
-                self.legacy_request_id = value.decode("latin-1")
-            elif name == b"traceid":
-                self.trace_id = value
-
-    def id_problem(self) -> str | None:
-        """Azure's request-id rules: echo or generate ``x-request-id``; too long -> 431."""
-        if len(self.request_id) > HEADER_LIMIT:
-            self.request_id = ""
-            return f"x-request-id must not exceed {HEADER_LIMIT} characters"
-        if not self.request_id:
-            self.request_id = str(uuid.uuid4())
-        if self.legacy_request_id:
-            self.client_request_id = self.client_request_id or self.legacy_request_id
-        else:
-            self.legacy_request_id = self.client_request_id or self.request_id
-        if max(len(self.client_request_id), len(self.legacy_request_id)) > HEADER_LIMIT:
-            self.client_request_id = self.legacy_request_id = ""
-            return f"x-ms-request-id and x-ms-client-request-id must not exceed {HEADER_LIMIT} characters"
-        return None
-
-    def id_headers(self) -> Headers:
-        headers: Headers = []
-        if self.request_id:
-            headers.append((b"x-request-id", self.request_id.encode("latin-1")))
-        if self.legacy_request_id:
-            headers.append((b"x-ms-request-id", self.legacy_request_id.encode("latin-1")))
-        if self.client_request_id:
-            headers.append((b"x-ms-client-request-id", self.client_request_id.encode("latin-1")))
-        if self.trace_id is not None:
-            headers.append((b"traceid", self.trace_id))
-        return headers
-
-    def headers_for_run(self, drop_authorization: bool) -> dict[str, str]:
-        """Headers as ``run(request_headers=…)`` gets them from Azure (Title-Case names, repeats
-        joined by commas). The Authorization header is dropped when it carries our key."""
-        result: dict[str, str] = {}
-        for name, value in self.headers:
-            if drop_authorization and name == b"authorization":
-                continue
-            key = name.decode("latin-1").title()
-            text = value.decode("latin-1")
-            result[key] = f"{result[key]},{text}" if key in result else text
-        return result
 
 
 class RuntimeApp:
@@ -210,7 +121,7 @@ class RuntimeApp:
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _respond(
-        self, send: Send, request: _Request, status: int, body: bytes, headers: Headers, started: float
+        self, send: Send, request: Request, status: int, body: bytes, headers: Headers, started: float
     ) -> None:
         headers.append((b"content-length", str(len(body)).encode()))
         headers.extend(request.id_headers())
@@ -228,7 +139,7 @@ class RuntimeApp:
     async def _error(
         self,
         send: Send,
-        request: _Request,
+        request: Request,
         status: int,
         text: str,
         started: float,
@@ -262,7 +173,7 @@ class RuntimeApp:
         if kind != "http":
             return
         started = time.perf_counter()
-        request = _Request(scope)
+        request = Request(scope)
         allowed = _ALLOWED.get(request.path)
         if allowed is None:
             await self._error(send, request, 404, NOT_FOUND, started)
@@ -292,7 +203,7 @@ class RuntimeApp:
         else:
             await self._swagger_route(request, send, started)
 
-    async def _swagger_route(self, request: _Request, send: Send, started: float) -> None:
+    async def _swagger_route(self, request: Request, send: Send, started: float) -> None:
         if not await self._wait_ready():
             await self._error(send, request, 503, "Not ready: init() has not finished", started)
             return
@@ -316,7 +227,7 @@ class RuntimeApp:
             return False
         return True
 
-    async def _score(self, request: _Request, receive: Receive, send: Send, started: float) -> None:
+    async def _score(self, request: Request, receive: Receive, send: Send, started: float) -> None:
         method = request.method
         if method == "OPTIONS":
             await self._respond(send, request, 200, b"", [], started)
@@ -367,7 +278,7 @@ class RuntimeApp:
             return
         await self._send_outcome(send, request, outcome, started)
 
-    async def _send_outcome(self, send: Send, request: _Request, outcome: Outcome, started: float) -> None:
+    async def _send_outcome(self, send: Send, request: Request, outcome: Outcome, started: float) -> None:
         timing = (b"x-ms-run-fn-exec-ms", f"{outcome.run_ms:.3f}".encode())
         if outcome.failure is not None:
             log.error("run() raised (request_id=%s)", request.request_id, exc_info=outcome.failure)
@@ -384,7 +295,7 @@ class RuntimeApp:
         headers = [*outcome.headers, (b"x-ms-run-function-failed", failed), timing]
         await self._respond(send, request, outcome.status, outcome.body, headers, started)
 
-    async def _too_large(self, send: Send, request: _Request, started: float) -> None:
+    async def _too_large(self, send: Send, request: Request, started: float) -> None:
         await self._error(
             send,
             request,
