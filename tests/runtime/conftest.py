@@ -29,8 +29,12 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 LISTENING = re.compile(r"listening on http://(\S+):(\d+)")
 AZUREML_PACKAGE = "azureml-inference-server-http"
 AZUREML_VENV = Path(
-    os.environ.get("MLOPS_AZUREML_VENV", Path.home() / ".cache" / "mlops" / "venvs" / "azureml-inference-server-http")
+    os.environ.get("MLOPS_AZUREML_VENV")
+    or Path(os.environ.get("MLOPS_TEST_CACHE") or Path.home() / ".cache" / "mlops" / "venvs")
+    / "azureml-inference-server-http"
 )
+"""Where the compatibility tests keep Azure's server: ``MLOPS_AZUREML_VENV``, else inside the
+test cache (``MLOPS_TEST_CACHE``, as CI sets it), else ``~/.cache/mlops/venvs``."""
 
 
 @dataclass
