@@ -20,7 +20,7 @@ from .apply import Outcome, apply_plan, check_fresh
 from .changes import ChangeReport, changed_since
 from .errors import ManifestError, MlopsError
 from .github import ActionsContext, GitHub, fetch_reviewed_plan, upsert_comments
-from .gitops import Choice, choose_plan, render_summary, require_clean
+from .gitops import Choice, choose_plan, manifest_key, render_summary, require_clean
 from .lock import apply_lock
 from .manifest import load_manifest
 from .plan import Plan
@@ -147,7 +147,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         sys.stdout.write(_plan_json(plan, report))
     elif args.format == "markdown":
         why = Provenance(report.ref, report.reasons) if report else None
-        sys.stdout.write("\n".join(render_markdown(plan, manifest=plan.manifest, why=why)))
+        sys.stdout.write("\n".join(render_markdown(plan, manifest=manifest_key(args.file), why=why)))
     else:
         if report:
             sys.stdout.write(_render_changes(report))
@@ -292,7 +292,8 @@ def cmd_comment(args: argparse.Namespace) -> int:
     plan = Plan.from_json(data)
     since = data.get("changed_since")
     why = Provenance(since["ref"], since.get("resources", {})) if isinstance(since, dict) else None
-    parts = render_markdown(plan, manifest=plan.manifest, why=why)
+    key = manifest_key(Path(plan.manifest))
+    parts = render_markdown(plan, manifest=key, why=why)
     env = dict(os.environ)
     if args.repo:
         env["GITHUB_REPOSITORY"] = args.repo
@@ -300,7 +301,7 @@ def cmd_comment(args: argparse.Namespace) -> int:
     number = args.pr or ctx.pr_number
     if not number:
         raise MlopsError("no pull request number: run on a pull_request event, or pass --pr N")
-    for posted in upsert_comments(GitHub.from_context(ctx), number, plan.manifest, parts):
+    for posted in upsert_comments(GitHub.from_context(ctx), number, key, parts):
         where = f": {posted.url}" if posted.url else ""
         print(f"Plan comment part {posted.part} {posted.action} (comment {posted.comment_id}){where}")
     return 0

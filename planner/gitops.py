@@ -80,6 +80,18 @@ def require_clean(root: Path, branch: str) -> str:
     return head.hexsha
 
 
+def manifest_key(path: Path) -> str:
+    """The manifest's path from the repository root: one sticky comment per manifest, whatever the cwd."""
+    resolved = Path(path).resolve()
+    try:
+        top = git.Repo(resolved.parent, search_parent_directories=True).working_tree_dir
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        top = None
+    if top is None:
+        return Path(path).as_posix()
+    return resolved.relative_to(Path(top).resolve()).as_posix()
+
+
 def _exists(repo: git.Repo, ref: str) -> bool:
     try:
         repo.commit(ref)
