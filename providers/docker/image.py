@@ -7,7 +7,8 @@ inputs give the same tag, so an unchanged service never rebuilds, and a tag that
 plan means something inside the image changed.
 
 Layers go from what changes least to what changes most: base, packages (one virtualenv), the
-scoring runtime, the models, the source folder. A change of score.py or of a model therefore
+scoring runtime, the settings (environment, entry point), the models, the source folder, and the
+labels that name this very build. A change of score.py or of a model therefore
 reuses the package layer. The packages are installed in a separate build stage that alone sees
 the host's pip settings (they may hold index credentials); the final image copies only the venv.
 """
@@ -34,7 +35,7 @@ DEFAULT_BASE_IMAGE = "mlops/python-base:bookworm"
 """Debian bookworm (minbase) with python3 3.11, venv, pip and CA certificates, built from Debian's
 packages by ``.ci/docker-up.sh`` (no registry needed). Override per environment with ``base_image:``."""
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 """Bump when the Dockerfile below changes, so every image tag changes with it."""
 
 APP_ROOT = "/var/azureml-app"
@@ -133,15 +134,13 @@ def dockerfile(recipe: Recipe) -> str:
         "COPY pip/ /etc/mlops-pip/",
         "COPY requirements.txt /tmp/mlops-requirements.txt",
         f"RUN PIP_CONFIG_FILE=/etc/mlops-pip/pip.conf python3 -m venv {VENV} && "
-        f"PIP_CONFIG_FILE=/etc/mlops-pip/pip.conf {VENV}/bin/pip install --no-cache-dir --no-compile "
+        f"PIP_CONFIG_FILE=/etc/mlops-pip/pip.conf {VENV}/bin/pip install --no-cache-dir "
         f"-r /tmp/mlops-requirements.txt",
         f"LABEL {deps_labels}",
         "",
         f"FROM {recipe.base_image}",
         f"COPY --from=packages {VENV} {VENV}",
         f"COPY runtime/ {RUNTIME_PATH}/{PACKAGE_NAME}/",
-        f"COPY models/ {MODELS_ROOT}/",
-        f"COPY app/ {APP_ROOT}/",
         f"ENV PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "
         f"PYTHONPATH={RUNTIME_PATH} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 "
         f"AML_APP_ROOT={APP_ROOT} AZUREML_ENTRY_SCRIPT={_q(recipe.entry_script)} "
@@ -149,6 +148,8 @@ def dockerfile(recipe: Recipe) -> str:
         f"WORKDIR {APP_ROOT}",
         f"ENTRYPOINT [\"{VENV}/bin/python\", \"-m\", \"{PACKAGE_NAME}\"]",
         f"CMD {json.dumps(cmd)}",
+        f"COPY models/ {MODELS_ROOT}/",
+        f"COPY app/ {APP_ROOT}/",
         f"LABEL {labels}",
         "",
     ])
