@@ -54,6 +54,20 @@ def bind(host: str, port: int, *, reuse_port: bool = False, listen: bool = True)
     return sock
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel send SIGTERM to this worker when the supervisor dies, even by
+    SIGKILL, so that no orphaned worker keeps serving (and holding the port) on its own."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+    if os.getppid() != parent:  # the supervisor died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _describe(code: int) -> str:
     if code < 0:
         try:
@@ -74,6 +88,7 @@ class Supervisor:
         self._stopping = False
         self._result = exitcodes.OK
         self._crashes: list[float] = []
+        self._pid = os.getpid()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self._stopping:
@@ -102,6 +117,8 @@ class Supervisor:
         code = exitcodes.ERROR
         try:
             from .worker import run_worker
+
+            _die_with_parent(self._pid)
 
             for signum in _STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)

@@ -183,8 +183,12 @@ def start_runtime(
     log = LogReader(process.stdout)
     found = log.wait_for(LISTENING, timeout=30)
     if found is None:
-        process.kill()
-        process.wait()
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
         log.join()
         raise AssertionError(f"runtime did not start (exit {process.returncode}):\n{log.text}")
     server = Server(process, log, int(found.group(2)))
@@ -205,7 +209,16 @@ def runtime() -> Iterator[Callable[..., Server]]:
 
     yield start
     for server in started:
-        if server.process.poll() is None:
+        _stop(server)
+
+
+def _stop(server: Server) -> None:
+    """SIGTERM (the supervisor stops its workers), SIGKILL only if that hangs."""
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(15)
+        except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
 
@@ -267,13 +280,7 @@ def azureml_server(azureml_python: Path) -> Iterator[Callable[..., Server]]:
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.terminate()
-            try:
-                server.process.wait(10)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+        _stop(server)
 
 
 @pytest.fixture(scope="module")
@@ -291,10 +298,4 @@ def server_pair(azureml_python: Path) -> Iterator[Callable[..., tuple[Server, Se
     yield start
     for pair in pairs.values():
         for server in pair:
-            if server.process.poll() is None:
-                server.process.terminate()
-                try:
-                    server.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    server.process.kill()
-                    server.process.wait()
+            _stop(server)

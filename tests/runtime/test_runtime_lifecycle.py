@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 
@@ -145,3 +146,23 @@ def test_reuse_port_lets_a_new_instance_take_over_without_a_gap(runtime, unused_
     assert old.stop() == exitcodes.OK
     pids = {old.request("POST", "/score", '{"sleep": 0}').json()["pid"] for _ in range(10)}
     assert pids == {new_pid} and old_pid not in pids
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_workers_do_not_outlive_a_killed_supervisor(runtime):
+    server = runtime("slow.py", "--workers", "2")
+    pids = {server.request("POST", "/score", '{"sleep": 0}').json()["pid"] for _ in range(20)}
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in pids)
