@@ -10,7 +10,7 @@ This runtime is installed the way the local target installs it: the ``providers/
 directory copied into the virtualenv's site-packages as ``mlops_runtime``, run with
 ``python -m mlops_runtime``; its venv holds only ``REQUIREMENTS`` (plus scikit-learn).
 
-Usage: python benchmarks/runtime_bench.py [--duration 10] [--workers 1 2] [--scenarios echo sklearn]
+Usage: python benchmarks/runtime_bench.py [--duration 10] [--repeat 3] [--workers 1 2] [--scenarios echo sklearn]
 Needs: wrk (Debian: apt-get install wrk), pip access to install the two virtualenvs once.
 """
 
@@ -227,9 +227,11 @@ def measure(
         if status != 200:
             raise RuntimeError(f"{kind} answered {status} to the benchmark body: {sample[:200]!r}")
         run_wrk(port, lua, args, args.warmup)
-        rps, p50, p99, non_2xx, errors = parse_wrk(run_wrk(port, lua, args, args.duration))
+        runs = [parse_wrk(run_wrk(port, lua, args, args.duration)) for _ in range(args.repeat)]
     finally:
         stop_server(process)
+    # The median run by req/s: one noisy run (another process on the machine) does not decide.
+    rps, p50, p99, non_2xx, errors = sorted(runs)[len(runs) // 2]
     return Result(scenario, kind, workers, rps, p50, p99, non_2xx, errors)
 
 
@@ -257,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds of measured load per run")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load first")
+    parser.add_argument("--repeat", type=int, default=3, help="measured runs per server; the median is kept")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--connections", type=int, default=8, help="wrk keep-alive connections")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -279,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
             model_dirs[kind] = work / f"model-{kind}"
             subprocess.run([str(python), str(HERE / "train_ridge.py"), str(model_dirs[kind])], check=True)
         print(
-            f"cpus: {os.cpu_count()}, python {sysconfig.get_python_version()}, "
-            f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s",
+            f"load average before: {os.getloadavg()[0]:.2f}; cpus: {os.cpu_count()}, "
+            f"python {sysconfig.get_python_version()}, "
+            f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, median of {args.repeat} runs",
             flush=True,
         )
         for scenario in args.scenarios:
@@ -294,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     results.append(result)
     report(results)
+    print(f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     return 0
