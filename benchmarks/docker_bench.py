@@ -18,6 +18,7 @@ and is destroyed at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -195,10 +196,8 @@ def main() -> None:
         destroy(process_manifest)
         cli = engine.client()
         for image in cli.images.list(all=True, filters={"label": f"mlops.project={project}"}):
-            try:
+            with contextlib.suppress(Exception):  # removed with a parent already
                 cli.images.remove(image.id, force=True)
-            except Exception:  # noqa: BLE001 - removed with a parent already
-                pass
         shutil.rmtree(tmp, ignore_errors=True)
 
 
