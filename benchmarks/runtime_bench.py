@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -230,8 +231,10 @@ def measure(
         runs = [parse_wrk(run_wrk(port, lua, args, args.duration)) for _ in range(args.repeat)]
     finally:
         stop_server(process)
-    # The median run by req/s: one noisy run (another process on the machine) does not decide.
-    rps, p50, p99, non_2xx, errors = sorted(runs)[len(runs) // 2]
+    # Each figure is the median over the runs: one noisy run (another busy process on the
+    # machine) does not decide it. Errors are summed.
+    rps, p50, p99 = (statistics.median(run[i] for run in runs) for i in range(3))
+    non_2xx, errors = sum(run[3] for run in runs), sum(run[4] for run in runs)
     return Result(scenario, kind, workers, rps, p50, p99, non_2xx, errors)
 
 
