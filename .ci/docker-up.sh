@@ -55,6 +55,10 @@ start_dockerd() {
   command -v dockerd >/dev/null || return 1
   mkdir -p "$STATE"
   rm -f "$STATE/docker.sock" "$STATE/dockerd.pid"
+  # A dockerd that was killed (not stopped by docker-down.sh) leaves its mounts; clear them first.
+  awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
   # setsid: the engine outlives this script and is not hit by the caller's job-control signals.
   setsid dockerd --storage-driver=overlay2 --iptables=false --ip-masq=false --bridge=none \
     -H "$SOCK" --data-root "$STATE/data" --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" \
