@@ -55,7 +55,13 @@ def client(*, timeout: int = 120) -> Any:
 
 
 def reachable() -> bool:
-    """True when an engine answers at DOCKER_HOST (for quiet look-ups such as orphan searches)."""
+    """True when an engine answers at DOCKER_HOST (for quiet look-ups such as orphan searches).
+
+    Without DOCKER_HOST and without the default socket there is nothing to ask: answer at once,
+    so projects that never use docker pay nothing for the look-up.
+    """
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+        return False
     try:
         client(timeout=10)
     except ProviderError:
