@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service")
     p.add_argument("--follow", action="store_true")
     p.add_argument("--tail", type=int, metavar="N")
+    p.add_argument("--build", action="store_true", help="the output of the service's last image build")
+
+    p = sub.add_parser("build", parents=[common], help="build (and push) services' images without deploying")
+    p.add_argument("services", nargs="*", metavar="SERVICE", help="default: every service that runs an image")
 
     p = sub.add_parser("call", parents=[common], help="score a service (default: its sample request)")
     p.add_argument("service")
@@ -406,8 +411,32 @@ def _live_service(project: Project, name: str):
     return live
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from .build import build_services
+
+    project = Project.load(args.file)
+    started: dict[str, float] = {}
+
+    def progress(service: str, step: str) -> None:
+        started.setdefault(service, time.monotonic())
+        print(f"service.{service}: {step} [{time.monotonic() - started[service]:.0f}s elapsed]", flush=True)
+
+    for r in build_services(project, args.services, progress):
+        what = f"built in {r.seconds:.1f}s ({r.cached_steps} of {r.steps} steps from cache)" if r.built \
+            else "up to date (not rebuilt)"
+        pushed = f", pushed as {r.pushed}" if r.pushed else ""
+        print(f"{r.service}: {r.image} {what}{pushed}")
+    return 0
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     project = Project.load(args.file)
+    if args.build:
+        from .build import build_log
+
+        for line in build_log(project, args.service):
+            print(line)
+        return 0
     live = _live_service(project, args.service)
     try:
         for line in project.provider_for(live).logs(live, follow=args.follow, tail=args.tail):
@@ -452,7 +481,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "destroy": cmd_destroy,
-    "status": cmd_status, "models": cmd_models, "logs": cmd_logs, "call": cmd_call,
+    "status": cmd_status, "models": cmd_models, "logs": cmd_logs, "call": cmd_call, "build": cmd_build,
     "comment": cmd_comment, "fetch-plan": cmd_fetch_plan,
 }
 

@@ -57,6 +57,7 @@ def build_desired(
             "runtime": provider.runtime_version(),
             "deploy": deploy,
         }
+        spec = provider.service_spec(name, spec)
         sample = s.get("sample_request")
         inputs = {
             "source_dir": str(source_dir),

@@ -59,7 +59,10 @@ class Project:
         if target in self.providers:
             return self.providers[target]
         kind = live_or_target.provider or "local"
-        return provider_class(kind)(target=target, config={"provider": kind}, context=self.context)
+        config = {"provider": kind}
+        if live_or_target.details.get("engine"):
+            config["engine"] = live_or_target.details["engine"]
+        return provider_class(kind, config)(target=target, config=config, context=self.context)
 
     def desired(self) -> dict[Address, Resource]:
         try:
@@ -76,7 +79,8 @@ class Project:
             seen_kinds.add(provider.kind)
         # Services left on targets removed from the manifest are still ours: find them too.
         for kind in sorted(seen_kinds | {"local"}):
-            found.extend(provider_class(kind).read_orphans(self.context, set(self.providers)))
+            for variant in provider_class(kind).variants():
+                found.extend(variant.read_orphans(self.context, set(self.providers)))
         out: dict[Address, Live] = {}
         for live in found:
             out.setdefault(live.address, live)

@@ -47,10 +47,26 @@ class Endpoint:
     swagger_url: str | None = None
 
 
+@dataclass(frozen=True)
+class BuildResult:
+    """One service's image after a build (targets that run images)."""
+
+    service: str
+    image: str                 # repository:tag (the content address)
+    image_id: str
+    built: bool                # False: the tag existed, nothing was rebuilt
+    seconds: float
+    pushed: str | None         # repository@sha256:… when the target has a registry
+    cached_steps: int
+    steps: int
+
+
 class Provider(ABC):
     """One target kind. Subclasses set ``kind`` and implement the abstract methods."""
 
     kind: ClassVar[str]
+    builds_images: ClassVar[bool] = False
+    """Whether `mlops build` applies: the target runs an image built from the service."""
     replace_paths: ClassVar[frozenset[str]] = frozenset()
     """Attribute paths of a service spec whose change cannot be made in place."""
 
@@ -68,6 +84,11 @@ class Provider(ABC):
         """
         return cls
 
+    @classmethod
+    def variants(cls) -> list[type[Provider]]:
+        """Every class ``variant()`` can answer, so live state on undeclared targets is found too."""
+        return [cls]
+
     # -- schema -------------------------------------------------------------------------------
     @classmethod
     def target_schema(cls) -> dict[str, Any]:
@@ -84,6 +105,10 @@ class Provider(ABC):
         from .bundle import runtime_version
 
         return runtime_version()
+
+    def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The service spec as this target runs it; a target may add what it derives (an image)."""
+        return dict(spec)
 
     def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
         """Deploy settings with defaults filled in, so that omitting a default is not a diff."""
@@ -141,6 +166,15 @@ class Provider(ABC):
     @abstractmethod
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """The service's log lines, oldest first; with ``follow``, keep yielding new ones."""
+
+    def build_image(self, desired: Resource, progress: Progress, *,
+                    model_sources: Mapping[str, Path] | None = None) -> BuildResult:
+        """Build (and push) the service's image without deploying it; only if ``builds_images``."""
+        raise ProviderError(f"{desired.address}: target {self.target!r} ({self.kind}) builds no image")
+
+    def build_log(self, name: str) -> Iterator[str]:
+        """The full output of the service's last image build."""
+        raise ProviderError(f"service {name!r} has no image build (target {self.target!r} builds no image)")
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:

@@ -1,6 +1,6 @@
 """The Docker engine: services as containers built from content-addressed images.
 
-``DockerLocalProvider`` is the local target's ``engine: docker`` variant; ``commands`` holds what
+``DockerLocalProvider`` is the local target's ``engine: docker`` variant; planner.build drives what
 the CLI wires to ``mlops build`` and ``mlops logs --build``.
 """
 

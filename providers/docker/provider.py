@@ -25,7 +25,7 @@ from planner.addresses import Address
 from planner.hashing import canonical_json
 from planner.resources import Live, Resource
 
-from ..base import Endpoint, Progress, ProjectContext, ProviderError
+from ..base import BuildResult, Endpoint, Progress, ProjectContext, ProviderError
 from ..local import LocalProvider, processes
 from ..local.httpcheck import is_ready, smoke_test
 from ..store import _write_json, ensure_state_dir
@@ -43,6 +43,7 @@ class DockerLocalProvider(LocalProvider):
 
     kind: ClassVar[str] = "local"
     engine_name: ClassVar[str] = "docker"
+    builds_images: ClassVar[bool] = True
     replace_paths: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
 
     # -- schema -------------------------------------------------------------------------------
@@ -354,6 +355,12 @@ class DockerLocalProvider(LocalProvider):
         except docker.errors.NotFound:
             raise ProviderError(f"{live.address}: its container is gone; run `mlops apply` to recreate it") from None
         yield from containers.log_lines(container, follow=follow, tail=tail)
+
+    def build_image(self, desired: Resource, progress: Progress, *,
+                    model_sources: Mapping[str, Path] | None = None) -> BuildResult:
+        built = self.ensure_image(desired, progress, model_sources=model_sources)
+        return BuildResult(desired.address.name, built.ref, built.image_id, built.built, built.seconds,
+                           built.digest_ref, built.cached_steps, built.steps)
 
     def build_log(self, name: str) -> Iterator[str]:
         path = self.build_log_file(name)

@@ -46,6 +46,12 @@ class LocalProvider(Provider):
         return cls
 
     @classmethod
+    def variants(cls) -> list[type[Provider]]:
+        from ..docker import DockerLocalProvider
+
+        return [LocalProvider, DockerLocalProvider]
+
+    @classmethod
     def target_schema(cls) -> dict[str, Any]:
         return {
             "type": "object",

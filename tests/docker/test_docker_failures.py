@@ -93,8 +93,8 @@ def test_a_failing_build_shows_the_pip_error(tmp_path, engine, project_name):  #
     assert "mlops logs --build echo-api" in line
     assert containers_of(engine, project_name) == []
 
+    from planner.build import build_log
     from planner.project import Project
-    from providers.docker.commands import build_log
 
     log = list(build_log(Project.load(manifest), "echo-api"))
     assert log[0].startswith("--- mlops: building ")

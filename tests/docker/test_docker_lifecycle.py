@@ -13,8 +13,8 @@ import pytest
 from conftest import copy_example, run_cli
 from docker_fixtures import commit_all, containers_of, engine, images_of, project_name  # noqa: F401
 
+from planner.build import build_log, build_services
 from planner.project import Project
-from providers.docker.commands import build_log, build_services
 from providers.docker.image import DEFAULT_BASE_IMAGE
 
 pytestmark = pytest.mark.docker
