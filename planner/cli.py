@@ -108,11 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "serve":
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        # Everything after `serve` belongs to the runtime's own parser (argparse.REMAINDER
+        # would not pass options such as --entry-script through a subcommand).
         from providers.runtime.cli import main as serve_main
 
-        return serve_main(args.args)
+        return serve_main(argv[1:])
+    args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ManifestError as exc:

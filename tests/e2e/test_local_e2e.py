@@ -3,6 +3,7 @@ repository: real virtualenvs, real detached processes, real HTTP on 127.0.0.1.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -57,6 +58,15 @@ def processes_under(path: Path) -> list[int]:
             if str(path) in cmdline and stat[stat.rindex(")") + 2] != "Z":
                 found.append(int(entry.name))
     return found
+
+
+@pytest.fixture(autouse=True)
+def _no_strays(tmp_path: Path):
+    """Whatever a failing test left running under its folder is killed, so it cannot leak."""
+    yield
+    for pid in processes_under(tmp_path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
 
 
 def status(cwd: Path) -> dict:
