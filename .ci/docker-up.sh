@@ -59,10 +59,11 @@ start_dockerd() {
   awk -v s="$STATE/" 'index($2, s) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
-  # setsid: the engine outlives this script and is not hit by the caller's job-control signals.
+  # setsid: the engine outlives this script and is not hit by the caller's job-control signals;
+  # 3>&-: it must not hold the caller's stdout (fd 3), or `eval "$(bash .ci/docker-up.sh)"` waits forever.
   setsid dockerd --storage-driver=overlay2 --iptables=false --ip-masq=false --bridge=none \
     -H "$SOCK" --data-root "$STATE/data" --exec-root "$STATE/exec" --pidfile "$STATE/dockerd.pid" \
-    >"$STATE/dockerd.log" 2>&1 </dev/null &
+    >"$STATE/dockerd.log" 2>&1 </dev/null 3>&- &
   for _ in $(seq 1 150); do
     docker -H "$SOCK" info >/dev/null 2>&1 && { echo "docker-up: engine ready at $SOCK" >&2; return 0; }
     sleep 0.2
@@ -128,7 +129,7 @@ storage:
 http:
   addr: 127.0.0.1:$port
 EOF
-  setsid docker-registry serve "$STATE/registry.yml" >"$STATE/registry.log" 2>&1 </dev/null &
+  setsid docker-registry serve "$STATE/registry.yml" >"$STATE/registry.log" 2>&1 </dev/null 3>&- &
   echo $! >"$STATE/registry.pid"
   echo "$port" >"$STATE/registry.port"
   for _ in $(seq 1 50); do

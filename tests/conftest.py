@@ -1,83 +1,14 @@
-"""Shared fixtures: temporary git projects, an in-process CLI runner, golden-file comparison."""
+"""Fixtures shared by every test folder; the helpers themselves live in support.py."""
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import sys
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 
-import git
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-GOLDEN = Path(__file__).resolve().parent / "golden"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def check_golden(name: str, actual: str) -> None:
-    """Compare with tests/golden/<name>; UPDATE_GOLDEN=1 rewrites the file instead."""
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN") == "1" or not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(actual)
-        if os.environ.get("UPDATE_GOLDEN") != "1":
-            pytest.fail(f"golden file {path} did not exist; written now, check it in")
-    assert actual == path.read_text(), f"output differs from golden file {path} (UPDATE_GOLDEN=1 to accept)"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> Result:
-    """Run `mlops ARGS` in this process (fast); stdin is not a terminal, as in CI."""
-    from planner.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    old = Path.cwd()
-    try:
-        if cwd:
-            os.chdir(cwd)
-        with redirect_stdout(out), redirect_stderr(err):
-            try:
-                code = main(list(args))
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-    finally:
-        os.chdir(old)
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-ECHO_SCORE = '''\
-import json, os
-
-def init():
-    global prefix
-    prefix = open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.txt")).read().strip()
-
-def run(raw_data):
-    return {"model": prefix, "echo": json.loads(raw_data)}
-'''
-
-
-def make_project(root: Path, manifest: str, *, score: str = ECHO_SCORE, model: str = "v1\n") -> Path:
-    """A git repository with a manifest, a one-file model and an entry script; returns the manifest."""
-    (root / "src").mkdir(parents=True, exist_ok=True)
-    (root / "src" / "score.py").write_text(score)
-    (root / "model.txt").write_text(model)
-    (root / "sample.json").write_text('{"data": [1, 2, 3]}\n')
-    (root / "ml.yaml").write_text(manifest)
-    repo = git.Repo.init(root)
-    repo.git.add(A=True)
-    repo.index.commit("initial")
-    return root / "ml.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -90,10 +21,3 @@ def shared_cache(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(shared_cache, monkeypatch):
     monkeypatch.setenv("MLOPS_CACHE_DIR", str(shared_cache))
-
-
-def copy_example(dest: Path) -> Path:
-    for rel in ("ml.yaml.example", "examples"):
-        src = ROOT / rel
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / rel)
-    return dest / "ml.yaml.example"

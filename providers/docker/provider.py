@@ -188,6 +188,9 @@ class DockerLocalProvider(LocalProvider):
         image = self.ensure_image(desired, progress)
         container = self._start(desired, image, int(live.details["port"]), self._keys(desired), progress, probe=True)
         progress("retiring the previous container")
+        note = processes.cutover_note()
+        if note:
+            progress(f"note: {note}")
         self._remove(str(live.details["container"]))
         self._prune_images(live.address.name, final=False)
         return self._live(container)

@@ -93,6 +93,26 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+
+
+def cutover_note() -> str | None:
+    """Why an update on a shared port might reset a few connections, or None when it will not.
+
+    Two instances share the port with SO_REUSEPORT, each with its own accept queue; when the old
+    one closes its listener, connections still queued on it are reset unless the kernel migrates
+    them to the new listener (net.ipv4.tcp_migrate_req=1, Linux 5.14+).
+    """
+    try:
+        enabled = MIGRATE_REQ.read_text().strip() == "1"
+    except OSError:
+        return "this kernel cannot migrate queued connections (no tcp_migrate_req); a few may be reset"
+    if enabled:
+        return None
+    return ("net.ipv4.tcp_migrate_req is 0: connections queued on the old instance at cut-over may be reset "
+            "(sysctl -w net.ipv4.tcp_migrate_req=1 hands them to the new one)")
+
+
 def tail(path: Path, lines: int = 20) -> list[str]:
     """Last ``lines`` lines of a log file, read from the end (logs can be large)."""
     try:

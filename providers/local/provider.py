@@ -170,6 +170,9 @@ class LocalProvider(Provider):
         keys = self._keys(desired)
         record = self._start(desired, port, keys, progress, probe=True)
         progress("retiring the previous instance")
+        note = processes.cutover_note()
+        if note:
+            progress(f"note: {note}")
         processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
         shutil.rmtree(self._instance_dir(live.address.name, str(live.details["instance"])), ignore_errors=True)
         return self._live_from(record, self._records_dir(self.context))

@@ -34,10 +34,24 @@ class Server(uvicorn.Server):
         listener = await asyncio.get_running_loop().create_server(create_protocol, sock=sock, backlog=config.backlog)
         self.servers.append(listener)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's graceful shutdown, after a short drain of just-accepted connections."""
+        self.stop_accepting()
+        for sock in sockets or []:
+            sock.close()
+        await asyncio.sleep(DRAIN_S)
+        await super().shutdown(sockets=None)
+
     def stop_accepting(self) -> None:
         """Close every listener now (the graceful shutdown that follows finds them closed)."""
         for listener in getattr(self, "servers", []):
             listener.close()
+
+
+DRAIN_S = 0.25
+"""After the listeners close, how long connections accepted a moment ago get to deliver their
+request before uvicorn closes the ones it sees idle (an idle close under a request on its way
+would reset it)."""
 
 
 def make_server(app: Any, graceful_timeout_s: float) -> Server:

@@ -97,6 +97,11 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         self._stopping = True
+        # The parent's copies of the listeners go now: the kernel closes a listener only when its
+        # last descriptor does, and until then connections would queue where no one accepts them
+        # (with SO_REUSEPORT they could be going to the instance that replaces this one).
+        for sock in self._sockets:
+            sock.close()
         for pid in list(self._children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

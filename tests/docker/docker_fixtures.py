@@ -1,7 +1,7 @@
 """Fixtures for tests against a real Docker engine (started by `.ci/docker-up.sh`).
 
 Not a conftest.py: test folders here have no __init__.py, so a second conftest would replace
-the top one in sys.modules and break `from conftest import ...` in folders collected later.
+the top one in sys.modules and break `from support import ...` in folders collected later.
 Test modules import these fixtures by name instead.
 
 Every test gets its own project name, so its containers and images are told apart by label, and

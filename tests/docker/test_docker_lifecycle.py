@@ -10,8 +10,8 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import copy_example, run_cli
 from docker_fixtures import commit_all, containers_of, engine, images_of, project_name  # noqa: F401
+from support import copy_example, run_cli
 
 from planner.build import build_log, build_services
 from planner.project import Project

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import ECHO_SCORE
+from support import ECHO_SCORE
 
 from providers.local.processes import free_port
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_project, run_cli
 from memory_provider import STATE, MemoryProvider
+from support import make_project, run_cli
 
 from providers import registry
 

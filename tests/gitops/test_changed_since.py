@@ -7,8 +7,8 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import make_project, run_cli
 from memory_provider import STATE, MemoryProvider
+from support import make_project, run_cli
 
 from planner.changes import changed_since
 from planner.manifest import load_manifest

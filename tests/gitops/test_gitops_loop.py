@@ -21,9 +21,9 @@ from typing import Any
 import git
 import pytest
 from action_runner import ACTION, ActionRun, run_action
-from conftest import make_project
 from github_double import GitHubDouble
 from mlops_shim import install_shim
+from support import make_project
 
 MANIFEST = """\
 version: 1

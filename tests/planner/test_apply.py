@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_project, run_cli
 from memory_provider import STATE, MemoryProvider
+from support import make_project, run_cli
 
 from planner.addresses import Address
 from planner.apply import apply_plan

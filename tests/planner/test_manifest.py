@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import GOLDEN, check_golden, make_project, run_cli
+from support import GOLDEN, check_golden, make_project, run_cli
 
 from planner.manifest import load_manifest
 

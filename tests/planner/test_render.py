@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import check_golden
+from support import check_golden
 
 from planner.addresses import Address
 from planner.diff import decide
