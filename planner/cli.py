@@ -450,7 +450,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from providers.local.httpcheck import request
+    from providers.http import request
 
     project = Project.load(args.file)
     live = _live_service(project, args.service)

@@ -21,3 +21,16 @@ def shared_cache(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(shared_cache, monkeypatch):
     monkeypatch.setenv("MLOPS_CACHE_DIR", str(shared_cache))
+
+
+@pytest.fixture
+def memory_target():
+    """The in-memory test provider, registered as kind ``memory`` for one test."""
+    from memory_provider import STATE, MemoryProvider
+
+    from providers import registry
+
+    registry.register("memory", MemoryProvider)
+    yield MemoryProvider
+    registry.unregister("memory")
+    STATE.clear()

@@ -86,3 +86,41 @@ def copy_example(dest: Path) -> Path:
         src = ROOT / rel
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / rel)
     return dest / "ml.yaml.example"
+
+
+class Hammer:
+    """Scores an endpoint in a loop on a thread while something else happens (an update).
+
+    ``answers`` holds each reply's ``model`` field; ``failures`` each error or non-200 status.
+    """
+
+    def __init__(self, endpoint: str, body: bytes = b'{"x": 1}'):
+        import threading
+
+        self.endpoint, self.body = endpoint, body
+        self.failures: list[str] = []
+        self.answers: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from providers.http import request
+
+        while not self._stop.is_set():
+            try:
+                reply = request(self.endpoint, data=self.body, headers={"Content-Type": "application/json"})
+            except OSError as exc:
+                self.failures.append(str(exc))
+                continue
+            if reply.status != 200:
+                self.failures.append(f"HTTP {reply.status}")
+            else:
+                self.answers.append(reply.json()["model"])
+
+    def __enter__(self) -> Hammer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

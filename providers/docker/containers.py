@@ -16,7 +16,7 @@ from typing import Any
 
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY
 
-from ..local.httpcheck import is_ready
+from ..http import is_ready
 from .engine import label
 
 HOST = "127.0.0.1"

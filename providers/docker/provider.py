@@ -26,8 +26,8 @@ from planner.hashing import canonical_json
 from planner.resources import Live, Resource
 
 from ..base import BuildResult, Endpoint, Progress, ProjectContext, ProviderError
+from ..http import is_ready
 from ..local import LocalProvider, processes
-from ..local.httpcheck import is_ready, smoke_test
 from ..store import _write_json, ensure_state_dir
 from . import build as builds
 from . import containers, engine
@@ -298,13 +298,7 @@ class DockerLocalProvider(LocalProvider):
                                 f"{exc.explanation or exc}") from None
         try:
             self._wait_ready(desired, container, probe_port, progress)
-            sample = inputs.get("sample_request")
-            if sample is not None:
-                progress("sending the sample request")
-                headers = {"Authorization": f"Bearer {keys['primary']}"} if keys else {}
-                problem = smoke_test(f"http://{HOST}:{probe_port}/score", sample, headers)
-                if problem:
-                    raise ProviderError(f"{desired.address}: smoke test failed: {problem}")
+            self._smoke_test(desired, probe_port, keys, progress)
         except BaseException:
             self._remove(container.id)
             raise

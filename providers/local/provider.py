@@ -22,9 +22,9 @@ from planner.addresses import Address
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource
 
 from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError, wait_until
+from ..http import is_ready, smoke_test
 from ..store import _read_json, _write_json, ensure_state_dir
 from . import processes
-from .httpcheck import is_ready, smoke_test
 from .venvs import ensure_venv, venv_python
 
 HOST = "127.0.0.1"
@@ -237,13 +237,7 @@ class LocalProvider(Provider):
         pid, start_id = processes.start_detached(cmd, cwd=Path(inputs["source_dir"]), env=env, log_file=log_file)
         try:
             self._wait_ready(desired, pid, start_id, probe_port, log_file, progress)
-            sample = inputs.get("sample_request")
-            if sample is not None:
-                progress("sending the sample request")
-                headers = {"Authorization": f"Bearer {keys['primary']}"} if keys else {}
-                problem = smoke_test(f"http://{HOST}:{probe_port}/score", sample, headers)
-                if problem:
-                    raise ProviderError(f"{desired.address}: smoke test failed: {problem}")
+            self._smoke_test(desired, probe_port, keys, progress)
         except BaseException:
             processes.stop(pid, start_id, timeout=5)
             shutil.rmtree(instance_dir, ignore_errors=True)
@@ -260,6 +254,17 @@ class LocalProvider(Provider):
             os.chmod(key_file, 0o600)
         _write_json(self._record_file(name), record)
         return record
+
+    def _smoke_test(self, desired: Resource, port: int, keys: Mapping[str, str], progress: Progress) -> None:
+        """Send the sample request to this very instance (its probe port); 200 + JSON or it fails."""
+        sample = desired.inputs.get("sample_request")
+        if sample is None:
+            return
+        progress("sending the sample request")
+        headers = {"Authorization": f"Bearer {keys['primary']}"} if keys else {}
+        problem = smoke_test(f"http://{HOST}:{port}/score", sample, headers)
+        if problem:
+            raise ProviderError(f"{desired.address}: smoke test failed: {problem}")
 
     def _wait_ready(self, desired: Resource, pid: int, start_id: str, port: int, log_file: Path,
                     progress: Progress) -> None:

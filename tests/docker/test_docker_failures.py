@@ -4,7 +4,6 @@ the tool's back, a failing build, an init() crash, no engine at all; and pushing
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -18,9 +17,8 @@ from docker_fixtures import (  # noqa: F401 - fixtures
     project_name,
     registry,
 )
-from support import make_project, run_cli
+from support import Hammer, make_project, run_cli
 
-from providers.local.httpcheck import request
 from providers.local.processes import cutover_note
 
 CRASHING_SCORE = '''\
@@ -120,40 +118,19 @@ def test_an_update_starts_the_new_container_before_the_old_one_stops(tmp_path, e
     f = ["-f", str(manifest)]
     ok("apply", "--auto-approve", *f)
     endpoint = status_of(manifest)["endpoint"]
-    failures: list[str] = []
-    answers: set[str] = set()
-    stop = threading.Event()
-
-    def hammer() -> None:
-        while not stop.is_set():
-            try:
-                reply = request(endpoint, data=b'{"x": 1}', headers={"Content-Type": "application/json"})
-            except OSError as exc:
-                failures.append(str(exc))
-                continue
-            if reply.status != 200:
-                failures.append(f"HTTP {reply.status}")
-            else:
-                answers.add(reply.json()["model"])
-
     (tmp_path / "model.txt").write_text("v2\n")
     commit_all(tmp_path, "model v2")
-    worker = threading.Thread(target=hammer)
-    worker.start()
-    try:
+    with Hammer(endpoint) as load:
         ok("apply", "--auto-approve", *f)
-    finally:
-        stop.set()
-        worker.join()
     # Never refused: the new container listens on the port before the old one stops. A connection
     # still queued on the old listener when it closes is reset by the kernel (SO_REUSEPORT keeps
     # one accept queue per socket) unless net.ipv4.tcp_migrate_req hands it to the new listener.
-    assert not [e for e in failures if "refused" in e.lower()], failures[:5]
+    assert not [e for e in load.failures if "refused" in e.lower()], load.failures[:5]
     if cutover_note() is None:
-        assert failures == [], failures[:5]
+        assert load.failures == [], load.failures[:5]
     else:
-        assert all("reset" in e.lower() for e in failures), failures[:5]
-    assert answers == {"v1", "v2"}
+        assert all("reset" in e.lower() for e in load.failures), load.failures[:5]
+    assert set(load.answers) == {"v1", "v2"}
     assert status_of(manifest)["endpoint"] == endpoint, "an update keeps the port"
     assert len(containers_of(engine, project_name)) == 1
     ok("destroy", "--auto-approve", *f)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import git
 import pytest
-from support import copy_example, make_project
+from support import Hammer, copy_example, make_project
 
 from providers.local.processes import free_port
 
@@ -208,9 +208,6 @@ def test_the_example_serves_real_predictions(tmp_path: Path):
 
 def test_an_update_under_load_drops_no_request(tmp_path: Path):
     """Blue/green on one port: requests sent all through an update are all answered."""
-    import threading
-
-    from providers.local.httpcheck import request
     from providers.local.processes import cutover_note
 
     root = tmp_path / "repo"
@@ -218,36 +215,15 @@ def test_an_update_under_load_drops_no_request(tmp_path: Path):
     try:
         mlops("apply", "--auto-approve", cwd=root)
         endpoint = status(root)["echo-api"]["endpoint"]
-        failures: list[str] = []
-        answers: list[str] = []
-        stop = threading.Event()
-
-        def hammer() -> None:
-            while not stop.is_set():
-                try:
-                    reply = request(endpoint, data=b'{"x": 1}', headers={"Content-Type": "application/json"})
-                except OSError as exc:
-                    failures.append(str(exc))
-                    continue
-                if reply.status != 200:
-                    failures.append(f"HTTP {reply.status}")
-                else:
-                    answers.append(reply.json()["model"])
-
         (root / "model.txt").write_text("v2\n")
         commit(root, "model v2")
-        worker = threading.Thread(target=hammer)
-        worker.start()
-        try:
+        with Hammer(endpoint) as load:
             mlops("apply", "--auto-approve", cwd=root)
             time.sleep(0.3)
-        finally:
-            stop.set()
-            worker.join()
-        assert not [e for e in failures if "refused" in e.lower()], failures[:5]
+        assert not [e for e in load.failures if "refused" in e.lower()], load.failures[:5]
         if cutover_note() is None:
-            assert failures == [], failures[:5]
-        assert set(answers) == {"v1", "v2"} and answers[-1] == "v2"
+            assert load.failures == [], load.failures[:5]
+        assert set(load.answers) == {"v1", "v2"} and load.answers[-1] == "v2"
         assert status(root)["echo-api"]["endpoint"] == endpoint
     finally:
         mlops("destroy", "--auto-approve", cwd=root, check=False)

@@ -5,10 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from memory_provider import STATE, MemoryProvider
 from support import make_project, run_cli
-
-from providers import registry
 
 MANIFEST = """\
 version: 1
@@ -26,11 +23,8 @@ services:
 
 
 @pytest.fixture(autouse=True)
-def memory_provider():
-    registry.register("memory", MemoryProvider)
+def _memory(memory_target):
     yield
-    registry.unregister("memory")
-    STATE.clear()
 
 
 @pytest.fixture

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import git
 import pytest
-from memory_provider import STATE, MemoryProvider
 from support import make_project, run_cli
 
 from planner.changes import changed_since
 from planner.manifest import load_manifest
-from providers import registry
 
 MANIFEST = """\
 version: 1
@@ -32,12 +30,8 @@ services:
 
 
 @pytest.fixture(autouse=True)
-def memory_provider(monkeypatch):
+def memory_provider(monkeypatch, memory_target):
     monkeypatch.setenv("SHOP_KEY", "super-secret-key-value-1")
-    registry.register("memory", MemoryProvider)
-    yield
-    registry.unregister("memory")
-    STATE.clear()
 
 
 @pytest.fixture

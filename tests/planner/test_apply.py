@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from memory_provider import STATE, MemoryProvider
+from memory_provider import MemoryProvider
 from support import make_project, run_cli
 
 from planner.addresses import Address
 from planner.apply import apply_plan
 from planner.planning import make_plan
 from planner.project import Project
-from providers import registry
 
 MANIFEST = """\
 version: 1
@@ -33,11 +32,8 @@ services:
 
 
 @pytest.fixture(autouse=True)
-def memory_provider():
-    registry.register("memory", MemoryProvider)
+def _memory(memory_target):
     yield
-    registry.unregister("memory")
-    STATE.clear()
 
 
 @pytest.fixture

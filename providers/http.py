@@ -1,4 +1,4 @@
-"""Tiny HTTP client for readiness probes, smoke tests and `mlops call` on 127.0.0.1."""
+"""A tiny HTTP client every target shares: readiness probes, smoke tests and `mlops call` (127.0.0.1)."""
 
 from __future__ import annotations
 
