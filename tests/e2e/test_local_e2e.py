@@ -227,3 +227,24 @@ def test_an_update_under_load_drops_no_request(tmp_path: Path):
         assert status(root)["echo-api"]["endpoint"] == endpoint
     finally:
         mlops("destroy", "--auto-approve", cwd=root, check=False)
+
+
+def test_a_service_on_a_removed_target_is_found_and_moved(tmp_path: Path):
+    """Live state comes from the targets, not the manifest: renaming a target must not orphan."""
+    root = tmp_path / "repo"
+    make_project(root, MANIFEST.replace("models:", "targets:\n  dev: {provider: local}\nmodels:", 1))
+    try:
+        mlops("apply", "--auto-approve", cwd=root)
+        old_pids = processes_under(root)
+        assert old_pids
+        (root / "ml.yaml").write_text(MANIFEST.replace("models:", "targets:\n  prod: {provider: local}\nmodels:", 1))
+        commit(root, "rename target")
+        plan = mlops("plan", cwd=root).stdout
+        assert "# (because its target changes from dev to prod)" in plan, plan
+        mlops("apply", "--auto-approve", cwd=root)
+        st = status(root)["echo-api"]
+        assert st["target"] == "prod" and st["state"] == "Healthy"
+        assert not set(old_pids) & set(processes_under(root)), "the instance on the old target is gone"
+        assert mlops("plan", "--detailed-exitcode", cwd=root, check=False).returncode == 0
+    finally:
+        mlops("destroy", "--auto-approve", cwd=root, check=False)
