@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -98,6 +99,23 @@ def test_lifecycle_on_the_local_target(tmp_path: Path):
         assert json.loads(mlops("call", "echo-api", cwd=root).stdout)["echo"] == {"data": [1, 2, 3]}
         endpoint = st["endpoint"]
         assert mlops("plan", "--detailed-exitcode", cwd=root, check=False).returncode == 0
+
+        # `logs --follow` streams new lines as they are written (one access line per request).
+        follow = subprocess.Popen([sys.executable, "-m", "planner.cli", "logs", "echo-api", "--follow"], cwd=root,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.5)
+            mlops("call", "echo-api", "--data", '{"follow": true}', cwd=root)
+            deadline = time.monotonic() + 10
+            seen = ""
+            while "method=POST path=/score status=200" not in seen and time.monotonic() < deadline:
+                ready, _, _ = select.select([follow.stdout], [], [], max(0.0, deadline - time.monotonic()))
+                if ready:
+                    seen = follow.stdout.readline()
+            assert "method=POST path=/score status=200" in seen
+        finally:
+            follow.kill()
+            follow.wait()
 
         # A tag is an in-place update of the model only; the service keeps running untouched.
         (root / "ml.yaml").write_text(MANIFEST.replace("stage: dev", "stage: prod"))
