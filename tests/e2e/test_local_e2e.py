@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
+import queue
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,15 +104,16 @@ def test_lifecycle_on_the_local_target(tmp_path: Path):
         # `logs --follow` streams new lines as they are written (one access line per request).
         follow = subprocess.Popen([sys.executable, "-m", "planner.cli", "logs", "echo-api", "--follow"], cwd=root,
                                   stdout=subprocess.PIPE, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(ln) for ln in follow.stdout], daemon=True).start()
         try:
             time.sleep(0.5)
             mlops("call", "echo-api", "--data", '{"follow": true}', cwd=root)
             deadline = time.monotonic() + 10
             seen = ""
             while "method=POST path=/score status=200" not in seen and time.monotonic() < deadline:
-                ready, _, _ = select.select([follow.stdout], [], [], max(0.0, deadline - time.monotonic()))
-                if ready:
-                    seen = follow.stdout.readline()
+                with contextlib.suppress(queue.Empty):
+                    seen = lines.get(timeout=max(0.01, deadline - time.monotonic()))
             assert "method=POST path=/score status=200" in seen
         finally:
             follow.kill()
