@@ -174,13 +174,8 @@ class DockerLocalProvider(LocalProvider):
     def create(self, desired: Resource, progress: Progress) -> Live:
         engine.client()   # fail before anything else when there is no engine
         image = self.ensure_image(desired, progress)
-        port = desired.spec["deploy"]["port"]
-        if port == "auto":
-            port = processes.free_port(HOST)
-        elif processes.port_in_use(int(port), HOST):
-            raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
-                                "(stop it or choose another deploy.port)")
-        container = self._start(desired, image, int(port), self._keys(desired), progress, probe=False)
+        port = self._claim_port(desired)
+        container = self._start(desired, image, port, self._keys(desired), progress, probe=False)
         return self._live(container)
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
@@ -188,9 +183,7 @@ class DockerLocalProvider(LocalProvider):
         image = self.ensure_image(desired, progress)
         container = self._start(desired, image, int(live.details["port"]), self._keys(desired), progress, probe=True)
         progress("retiring the previous container")
-        note = processes.cutover_note()
-        if note:
-            progress(f"note: {note}")
+        self._note_cutover(progress)
         self._remove(str(live.details["container"]))
         self._prune_images(live.address.name, final=False)
         return self._live(container)

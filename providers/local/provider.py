@@ -155,14 +155,9 @@ class LocalProvider(Provider):
 
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:
-        port = desired.spec["deploy"]["port"]
-        if port == "auto":
-            port = processes.free_port(HOST)
-        elif processes.port_in_use(int(port), HOST):
-            raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
-                                "(stop it or choose another deploy.port)")
+        port = self._claim_port(desired)
         keys = self._keys(desired)
-        record = self._start(desired, int(port), keys, progress, probe=False)
+        record = self._start(desired, port, keys, progress, probe=False)
         return self._live_from(record, self._records_dir(self.context))
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
@@ -170,9 +165,7 @@ class LocalProvider(Provider):
         keys = self._keys(desired)
         record = self._start(desired, port, keys, progress, probe=True)
         progress("retiring the previous instance")
-        note = processes.cutover_note()
-        if note:
-            progress(f"note: {note}")
+        self._note_cutover(progress)
         processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
         shutil.rmtree(self._instance_dir(live.address.name, str(live.details["instance"])), ignore_errors=True)
         return self._live_from(record, self._records_dir(self.context))
@@ -187,6 +180,23 @@ class LocalProvider(Provider):
             return  # a replacement already runs under this name; its record stays
         self._record_file(name).unlink(missing_ok=True)
         self._key_file(name).unlink(missing_ok=True)
+
+    def _claim_port(self, desired: Resource) -> int:
+        """The port a new service listens on: a free one for ``auto``, else the asked one if free."""
+        port = desired.spec["deploy"]["port"]
+        if port == "auto":
+            return processes.free_port(HOST)
+        if processes.port_in_use(int(port), HOST):
+            raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
+                                "(stop it or choose another deploy.port)")
+        return int(port)
+
+    @staticmethod
+    def _note_cutover(progress: Progress) -> None:
+        """Say when the kernel may reset connections queued on the old instance at cut-over."""
+        note = processes.cutover_note()
+        if note:
+            progress(f"note: {note}")
 
     def _keys(self, desired: Resource) -> dict[str, str]:
         """Explicit keys from the manifest win; else keep the ones clients already have."""
