@@ -9,7 +9,6 @@ other than the API's (pagination links and redirects to storage are checked or s
 
 from __future__ import annotations
 
-import email.utils
 import io
 import json
 import re
@@ -22,27 +21,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
-
 from . import __version__
-from .errors import MlopsError
 from .render_markdown import parse_part
+from .retrying import PermanentError, TransientError, call_with_retries
+from .retrying import retry_after as _retry_after
 
 DEFAULT_API_URL = "https://api.github.com"
-MAX_RETRY_AFTER = 120.0
-"""Longer waits than this are not worth holding a CI job for; the error tells the user to re-run."""
 
 
-class GitHubError(MlopsError):
+class GitHubError(PermanentError):
     """GitHub refused a request in a way that retrying cannot fix."""
-
-
-class TransientError(Exception):
-    """A failure worth retrying (rate limit, server error, dropped connection)."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -143,18 +131,13 @@ class GitHub:
     def request(self, method: str, url: str, body: Any = None, *, raw: bool = False) -> Response:
         if not url.startswith(("http://", "https://")):
             url = self.api_url + url
-        retrying = Retrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=_wait,
-            retry=retry_if_exception_type(TransientError),
-            sleep=self._sleep,
-            reraise=True,
-        )
         try:
-            return retrying(self._once, method, url, body, raw)
-        except TransientError as exc:
-            raise GitHubError(f"GitHub {method} {_path(url)} failed after {self._attempts} attempts: {exc}; "
-                              "re-run the job later") from None
+            return call_with_retries(lambda: self._once(method, url, body, raw), what=f"GitHub {method} {_path(url)}",
+                                     attempts=self._attempts, sleep=self._sleep)
+        except GitHubError:
+            raise
+        except PermanentError as exc:
+            raise GitHubError(f"{exc} (re-run the job later)") from None
 
     def _once(self, method: str, url: str, body: Any, raw: bool) -> Response:
         data = json.dumps(body).encode() if body is not None else None
@@ -219,38 +202,9 @@ def _message(payload: bytes) -> str:
     return text.replace("\n", " ")[:200]
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Retry-After in seconds, given as a number or as an HTTP date."""
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def _reset_wait(headers: Mapping[str, str]) -> float | None:
     reset = next((v for k, v in headers.items() if k.lower() == "x-ratelimit-reset"), None)
     return max(0.0, float(reset) - time.time()) if reset and reset.isdigit() else None
-
-
-_fallback_wait = wait_exponential_jitter(initial=1, max=30)
-
-
-def _wait(state: RetryCallState) -> float:
-    """Honour the server's Retry-After; otherwise exponential backoff with jitter."""
-    exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, TransientError) and exc.retry_after is not None:
-        if exc.retry_after > MAX_RETRY_AFTER:
-            raise GitHubError(f"GitHub asks to wait {exc.retry_after:.0f}s before retrying ({exc}); "
-                              "re-run the job later")
-        return exc.retry_after
-    return _fallback_wait(state)
 
 
 def _next_link(link: str) -> str | None:
