@@ -4,12 +4,14 @@ Routes, status codes, error bodies and headers follow Azure's ``azureml-inferenc
 
 * ``GET /`` -> ``Healthy`` (liveness; always open, answers even while ``init()`` runs)
 * ``GET /ready`` -> 200 once ``init()`` finished in this worker, 503 before (readiness; open)
-* ``POST /score``, ``GET /score?…`` -> ``run()``; ``OPTIONS /score`` -> 200
+* ``POST /score``, ``GET /score?…`` -> ``run()``; ``OPTIONS /score`` -> 200 (a ``@rawhttp``
+  ``run()`` gets GET, POST and OPTIONS as the request object and answers them itself)
 * ``GET /swagger.json?version=2|3|3.1`` -> the OpenAPI document
 
-Every error body is JSON ``{"message": …}``. Requests to ``/score`` that arrive before
-``init()`` finished wait for it (as they would queue in front of Azure's server), up to the
-scoring timeout.
+Every error body is JSON ``{"message": …}``; every answer but ``GET /`` carries
+``x-ms-run-function-failed`` (``True`` only when ``run()`` failed or answered 5xx). Requests to
+``/score`` that arrive before ``init()`` finished wait for it (as they would queue in front of
+Azure's server), up to the scoring timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import parse_qs
 
 from . import logs
 from .auth import KeyCheck
+from .cors import ALLOW_ORIGIN, Cors
 from .inputs import InputError, arguments_for
 from .request import Headers, Request
 from .scorer import Busy, Outcome, Scorer, ScoringTimeout
@@ -44,6 +47,10 @@ METHOD_NOT_ALLOWED = "The method is not allowed for the requested URL."
 RUN_FAILED = "An unexpected error occurred in scoring script. Check the logs for more info."
 _JSON = (b"content-type", b"application/json")
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_HTML = (b"content-type", b"text/html; charset=utf-8")
+_RUN_FAILED_HEADER = b"x-ms-run-function-failed"
+_NOT_FAILED = (_RUN_FAILED_HEADER, b"False")
+_FAILED = (_RUN_FAILED_HEADER, b"True")
 _CLOSE = (b"connection", b"close")
 _ALLOWED = {
     "/": (b"GET, HEAD", ("GET", "HEAD")),
@@ -70,6 +77,7 @@ class RuntimeApp:
         make_swagger: Callable[[], Swagger],
         on_init_failed: Callable[[BaseException], None],
         on_ready: Callable[[], Awaitable[None]] | None = None,
+        cors: Cors | None = None,
     ) -> None:
         self._script = script
         self._scorer = scorer
@@ -78,6 +86,7 @@ class RuntimeApp:
         self._make_swagger = make_swagger
         self._on_init_failed = on_init_failed
         self._on_ready = on_ready
+        self._cors = cors
         self._swagger: Swagger | None = None
         self._access = logs.AccessLog()
         self._ready = asyncio.Event()
@@ -123,6 +132,11 @@ class RuntimeApp:
     async def _respond(
         self, send: Send, request: Request, status: int, body: bytes, headers: Headers, started: float
     ) -> None:
+        names = {name for name, _ in headers}
+        if _RUN_FAILED_HEADER not in names and not (status == 200 and request.path == "/"):
+            headers.append(_NOT_FAILED)
+        if self._cors is not None and request.cors and ALLOW_ORIGIN not in names:
+            headers.extend(self._cors.headers(request.headers, request.method))
         headers.append((b"content-length", str(len(body)).encode()))
         headers.extend(request.id_headers())
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -178,6 +192,7 @@ class RuntimeApp:
         if allowed is None:
             await self._error(send, request, 404, NOT_FOUND, started)
             return
+        request.cors = True
         problem = request.id_problem()
         if problem is not None:
             await self._error(send, request, 431, problem, started)
@@ -189,12 +204,13 @@ class RuntimeApp:
                 await self._error(send, request, 401, denied, started, [(b"www-authenticate", b"Bearer")])
                 return
         if request.method not in allowed[1]:
+            request.cors = False  # a routing error, answered before Azure's CORS layer
             await self._error(send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", allowed[0])])
             return
         if path == "/score":
             await self._score(request, receive, send, started)
         elif path == "/":
-            await self._respond(send, request, 200, b"Healthy", [_TEXT], started)
+            await self._respond(send, request, 200, b"Healthy", [_HTML], started)
         elif path == "/ready":
             if self.ready:
                 await self._respond(send, request, 200, b"Ready", [_TEXT], started)
@@ -229,8 +245,12 @@ class RuntimeApp:
 
     async def _score(self, request: Request, receive: Receive, send: Send, started: float) -> None:
         method = request.method
+        script = self._script
+        if script.raw:
+            await self._score_raw(request, receive, send, started)
+            return
         if method == "OPTIONS":
-            await self._respond(send, request, 200, b"", [], started)
+            await self._respond(send, request, 200, b"", [_HTML], started)
             return
         if method == "HEAD":
             await self._error(send, request, 405, "Method not allowed", started)
@@ -245,13 +265,32 @@ class RuntimeApp:
         if not await self._wait_ready():
             await self._error(send, request, 503, "Not ready: init() has not finished", started)
             return
-        script = self._script
         try:
             kwargs = arguments_for(script, method, request.query, request.content_type, body)
         except InputError as exc:
             await self._error(send, request, exc.status, exc.message, started)
             return
-        if script.wants_headers:
+        await self._call_run(request, send, kwargs, started)
+
+    async def _score_raw(self, request: Request, receive: Receive, send: Send, started: float) -> None:
+        """``@rawhttp``: every method /score allows reaches ``run()`` as a werkzeug request."""
+        if request.content_length is not None and request.content_length > self._max_body:
+            await self._too_large(send, request, started)
+            return
+        body = await self._body(receive)
+        if body is None:
+            await self._too_large(send, request, started)
+            return
+        if not await self._wait_ready():
+            await self._error(send, request, 503, "Not ready: init() has not finished", started)
+            return
+        from .rawhttp import make_request  # werkzeug: only in processes serving raw scripts
+
+        kwargs = {self._script.input_names[0]: make_request(request.scope, body)}
+        await self._call_run(request, send, kwargs, started)
+
+    async def _call_run(self, request: Request, send: Send, kwargs: dict[str, Any], started: float) -> None:
+        if self._script.wants_headers:
             kwargs["request_headers"] = request.headers_for_run(self._keys.enabled)
         try:
             outcome = await self._scorer.score(kwargs)
@@ -273,7 +312,7 @@ class RuntimeApp:
                 504,
                 f"Scoring timeout after {self._scorer.timeout_ms} ms",
                 started,
-                [(b"x-ms-run-function-failed", b"True")],
+                [_FAILED],
             )
             return
         await self._send_outcome(send, request, outcome, started)
@@ -288,11 +327,14 @@ class RuntimeApp:
                 500,
                 RUN_FAILED,
                 started,
-                [(b"x-ms-run-function-failed", b"True"), timing],
+                [_FAILED, timing],
             )
             return
-        failed = b"True" if outcome.status >= 500 else b"False"
-        headers = [*outcome.headers, (b"x-ms-run-function-failed", failed), timing]
+        headers = list(outcome.headers)
+        if outcome.status >= 500:  # kept as the response says (AMLResponse sets it), but True on 5xx
+            headers = [h for h in headers if h[0] != _RUN_FAILED_HEADER]
+            headers.append(_FAILED)
+        headers.append(timing)
         await self._respond(send, request, outcome.status, outcome.body, headers, started)
 
     async def _too_large(self, send: Send, request: Request, started: float) -> None:

@@ -31,6 +31,7 @@ environment variables (flags win over them):
                           run() calls at once per worker, in threads (default 1)
   MLOPS_MAX_QUEUED_REQUESTS
                           requests waiting per worker before 503 (default 64)
+  AML_CORS_ORIGINS        comma-separated origins answered with CORS headers
   MLOPS_LOG_LEVEL         DEBUG, INFO, WARNING, ERROR (default INFO)
 
 exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime error, 2 usage or configuration error,
@@ -45,11 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--entry-script", metavar="PATH", help="the score script defining init() and run()")
-    parser.add_argument("--model-dir", metavar="DIR", help="sets AZUREML_MODEL_DIR for the script")
+    # Azure's azmlinfsrv spellings (--entry_script, --model_dir, --worker_count, ...) are accepted too.
+    parser.add_argument(
+        "--entry-script", "--entry_script", metavar="PATH", help="the score script defining init() and run()"
+    )
+    parser.add_argument("--model-dir", "--model_dir", metavar="DIR", help="sets AZUREML_MODEL_DIR for the script")
     parser.add_argument("--port", type=int, metavar="N", help="port to listen on (default 5001)")
     parser.add_argument("--host", metavar="HOST", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--workers", type=int, metavar="N", help="worker processes (default 1)")
+    parser.add_argument(
+        "--workers", "--worker-count", "--worker_count", type=int, metavar="N", help="worker processes (default 1)"
+    )
+    parser.add_argument(
+        "--access-control-allow-origins",
+        "--access_control_allow_origins",
+        metavar="ORIGINS",
+        help="answer these comma-separated origins with CORS headers (as AML_CORS_ORIGINS)",
+    )
     parser.add_argument(
         "--reuse-port",
         action="store_true",
@@ -84,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
             reuse_port=args.reuse_port,
             probe_port=args.probe_port,
+            cors_origins=args.access_control_allow_origins,
         )
     except settings.SettingsError as exc:
         print(f"mlops serve: error: {exc}", file=sys.stderr)

@@ -28,6 +28,8 @@ class Request:
         "legacy_request_id",
         "trace_id",
         "headers",
+        "scope",
+        "cors",
     )
 
     def __init__(self, scope: dict[str, Any]) -> None:
@@ -35,6 +37,9 @@ class Request:
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string", b"")
         self.headers: Headers = scope["headers"]
+        self.scope = scope
+        self.cors = False
+        """CORS headers apply to the answer (a known route and method, as under Azure's server)."""
         self.content_type: str | None = None
         self.content_length: int | None = None
         self.authorization: bytes | None = None

@@ -4,7 +4,8 @@ The rules are Azure's server's (``user_script.py``), so that a score.py written 
 behaves the same here: the module is loaded from its file as ``entry_module``; ``run`` may not
 take ``*args``/``**kwargs``/positional-only parameters; a parameter named ``request_headers``
 receives the request headers; an ``inference_schema``-decorated ``run`` receives the JSON body
-mapped to its parameters, an undecorated one receives the body as a string.
+mapped to its parameters, an undecorated one receives the body as a string, and a ``@rawhttp``
+one the request object (``aml_request.AMLRequest``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from . import compat
 
 
 class ScriptError(Exception):
@@ -39,6 +42,8 @@ class EntryScript:
     """``run`` declares ``request_headers``."""
     schema_decorated: bool
     """``run`` carries ``inference_schema`` decorators: JSON body mapped to parameters."""
+    raw: bool = False
+    """The script used ``@rawhttp``: ``run`` gets the request object, for GET, POST and OPTIONS."""
 
 
 def _extend_sys_path(*folders: Path | None) -> None:
@@ -86,6 +91,9 @@ def analyse(path: Path, init: Callable[[], Any], run: Callable[..., Any]) -> Ent
     if not inputs:
         raise ScriptError(f"run() in {path} needs a parameter for the input data")
     decorated = _is_schema_decorated(run)
+    raw = compat.raw_requested()
+    if raw and decorated:
+        raise ScriptError(f"run() in {path} cannot be decorated with both @rawhttp and @input_schema")
     chosen = inputs if decorated else inputs[:1]
     return EntryScript(
         path=path,
@@ -95,12 +103,14 @@ def analyse(path: Path, init: Callable[[], Any], run: Callable[..., Any]) -> Ent
         defaults={p.name: p.default for p in chosen if p.default is not inspect.Parameter.empty},
         wants_headers=wants_headers,
         schema_decorated=decorated,
+        raw=raw,
     )
 
 
 def load(path: Path, app_root: Path, source_dir: Path | None = None) -> EntryScript:
     """Import the entry script and check it defines ``init()`` and ``run()``; raises ScriptError."""
     _extend_sys_path(app_root, source_dir, path.parent)
+    compat.install()
     module = _import(path)
     for name in ("init", "run"):
         if not callable(getattr(module, name, None)):

@@ -14,6 +14,8 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cors import parse_origins
+
 DEFAULT_PORT = 5001
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_SCORING_TIMEOUT_MS = 60_000
@@ -59,6 +61,8 @@ class Settings:
     probe_port: int | None = None
     """A second, private listener on the same host, so a deployer can probe readiness and send
     its smoke test to this very instance while another one shares the main port."""
+    cors_origins: tuple[str, ...] = ()
+    """Azure's ``AML_CORS_ORIGINS``: origins answered with CORS headers; empty means no CORS."""
     keys: tuple[str, ...] = field(default=(), repr=False)
     """Accepted API keys; empty means auth is off. Never printed (``repr=False``)."""
 
@@ -139,6 +143,7 @@ def load(
     log_level: str | None = None,
     reuse_port: bool = False,
     probe_port: int | None = None,
+    cors_origins: str | None = None,
 ) -> Settings:
     """Build the settings from flags (None = not given) and ``env``; raises SettingsError."""
     app_root = Path(env.get("AML_APP_ROOT") or os.getcwd()).expanduser().resolve()
@@ -182,5 +187,6 @@ def load(
         source_dir=(app_root / source_dir) if source_dir else None,
         reuse_port=reuse_port,
         probe_port=probe_port,
+        cors_origins=parse_origins(_pick(cors_origins, env.get("AML_CORS_ORIGINS"), "")),  # type: ignore[arg-type]
         keys=take_keys(env),
     )

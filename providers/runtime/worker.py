@@ -25,6 +25,7 @@ from typing import Any
 from . import exitcodes, logs
 from .app import RuntimeApp
 from .auth import KeyCheck
+from .cors import Cors
 from .scorer import Scorer
 from .script import ScriptError, load
 from .settings import Settings
@@ -124,6 +125,7 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
         ),
         on_init_failed=init_failed,
         on_ready=ready,
+        cors=Cors(settings.cors_origins) if settings.cors_origins else None,
     )
     server = make_server(app, settings.graceful_timeout_s)
     stop.server = server

@@ -19,7 +19,7 @@ import threading
 import time
 import venv
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,11 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes
+    all_headers: list[tuple[str, str]] = field(default_factory=list)
+    """Every header line in order (``headers`` keeps the last of repeated names)."""
+
+    def header_values(self, name: str) -> list[str]:
+        return [v for k, v in self.all_headers if k == name.lower()]
 
     @property
     def text(self) -> str:
@@ -71,7 +76,8 @@ def http_request(
         else:
             conn.request(method, path, body=data, headers=headers or {})
         response = conn.getresponse()
-        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+        lines = [(k.lower(), v) for k, v in response.getheaders()]
+        return Reply(response.status, dict(lines), response.read(), lines)
     finally:
         conn.close()
 

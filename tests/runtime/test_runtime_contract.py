@@ -20,10 +20,11 @@ def echo(runtime):
     return runtime("echo.py")
 
 
-def test_liveness_is_plain_healthy(echo):
+def test_liveness_is_healthy_as_html_like_azure(echo):
     reply = echo.request("GET", "/")
     assert (reply.status, reply.text) == (200, "Healthy")
-    assert reply.headers["content-type"].startswith("text/plain")
+    assert reply.headers["content-type"] == "text/html; charset=utf-8"
+    assert "x-ms-run-function-failed" not in reply.headers
 
 
 def test_head_on_liveness_has_no_body(echo):

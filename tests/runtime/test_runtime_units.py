@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,10 +44,21 @@ def _third_party_imports(path: Path) -> set[str]:
     return {name for name in found if name not in sys.stdlib_module_names and name != "__future__"}
 
 
+RAW_HTTP_MODULES = {"aml_request.py", "aml_response.py", "rawhttp.py"}
+"""The only modules that import werkzeug (loaded only for @rawhttp scripts)."""
+
+
 def test_package_is_self_contained():
     """Only the stdlib, relative imports and the server: it is copied into venvs as mlops_runtime."""
     for module in PACKAGE.glob("*.py"):
-        assert _third_party_imports(module) <= {"uvicorn"}, module.name
+        allowed = {"uvicorn", "httptools"} | ({"werkzeug"} if module.name in RAW_HTTP_MODULES else set())
+        assert _third_party_imports(module) <= allowed, module.name
+
+
+def test_every_third_party_import_is_a_requirement():
+    names = {re.split(r"[<>=;! ]", r, maxsplit=1)[0].lower() for r in REQUIREMENTS}
+    for module in PACKAGE.glob("*.py"):
+        assert _third_party_imports(module) <= names, module.name
 
 
 def test_runs_when_copied_as_mlops_runtime(tmp_path):
