@@ -74,7 +74,11 @@ def test_non_raw_scripts_never_load_werkzeug():
 def test_get_reaches_run_with_the_query(raw):
     reply = raw.request("GET", "/score?a=1&a=2&b=x%20y")
     assert reply.status == 200
-    assert reply.json() == {"full_path": "/score?a=1&a=2&b=x%20y", "path": "/score", "args": {"a": ["1", "2"], "b": ["x y"]}}
+    assert reply.json() == {
+        "full_path": "/score?a=1&a=2&b=x%20y",
+        "path": "/score",
+        "args": {"a": ["1", "2"], "b": ["x y"]},
+    }
     assert reply.headers["x-ms-run-function-failed"] == "False"
 
 
