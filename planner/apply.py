@@ -1,20 +1,25 @@
 """Carrying out a plan: dependency order, independent changes in parallel, failures contained.
 
 A failed change does not stop the others; only the changes that depend on it are skipped.
-Nothing is recorded here: the next plan reads live state again and shows what is left.
+Cancellation (Ctrl-C, SIGTERM) starts nothing new and makes every running change stop at its
+next wait; providers clean up what they had started. Nothing is recorded here: the next plan
+reads live state again and shows exactly what is left.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from .addresses import Address
-from .errors import MlopsError, StalePlanError
+from .diff import live_fingerprint
+from .errors import CancelledError, MlopsError, StalePlanError
+from .events import Events
 from .graph import edges
-from .plan import Action, Change, Plan
+from .plan import Action, Change, Plan, Rules
 from .project import Project
 from .resources import Live, Resource
 
@@ -29,17 +34,23 @@ class Outcome:
     elapsed: float
     error: str | None = None
     skipped: bool = False
+    cancelled: bool = False
 
 
-def check_fresh(plan: Plan, desired: Mapping[Address, Resource], live: Mapping[Address, Live]) -> None:
+RulesFor = Callable[[Resource | None, Live | None], Rules]
+
+
+def check_fresh(plan: Plan, desired: Mapping[Address, Resource], live: Mapping[Address, Live],
+                rules_for: RulesFor = lambda desired, live: Rules()) -> None:
     """A saved plan still applies only if what it touches is as it was when planned.
 
-    Staleness is per resource: unrelated writes since the plan do not matter.
+    Staleness is per resource and follows what the plan decided on (spec, target, and whether the
+    live state forces a change), so a rollout that finished since does not make it stale.
     """
     problems = []
     for change in plan.actionable:
         now = live.get(change.address)
-        now_fp = now.fingerprint if now else None
+        now_fp = live_fingerprint(now, rules_for(desired.get(change.address), now)) if now else None
         if now_fp != change.live_fingerprint:
             what = "was removed" if now is None else ("now exists" if change.live_fingerprint is None else "changed")
             problems.append(f"{change.address} {what} since the plan was made")
@@ -63,7 +74,9 @@ def apply_plan(
     *,
     parallelism: int = 4,
     notify: Notify = lambda change, event: None,
+    cancel: threading.Event | None = None,
 ) -> list[Outcome]:
+    cancel = cancel or threading.Event()
     changes = {c.address: c for c in plan.actionable}
     waits = edges(changes.values())
     dependents: dict[Address, set[Address]] = {a: set() for a in changes}
@@ -86,14 +99,19 @@ def apply_plan(
 
     with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="apply") as pool:
         while pending or running:
+            if cancel.is_set():
+                for a in sorted(pending):
+                    outcomes[a] = Outcome(changes[a], ok=False, elapsed=0.0, skipped=True, cancelled=True,
+                                          error="not started: the apply was cancelled")
+                pending.clear()
             for a in sorted(a for a, w in pending.items() if not w):
                 if len(running) >= max(1, parallelism):
                     break
                 del pending[a]
-                running[pool.submit(_run, project, changes[a], desired, live, notify)] = a
+                running[pool.submit(_run, project, changes[a], desired, live, notify, cancel)] = a
             if not running:
                 break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
             for fut in done:
                 a = running.pop(fut)
                 outcome = fut.result()
@@ -108,12 +126,17 @@ def apply_plan(
 
 
 def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
-         live: Mapping[Address, Live], notify: Notify) -> Outcome:
+         live: Mapping[Address, Live], notify: Notify, cancel: threading.Event) -> Outcome:
     started = time.monotonic()
     notify(change, "start")
+    events = Events(lambda step: notify(change, step), cancel)
     try:
-        _execute(project, change, desired.get(change.address), live.get(change.address),
-                 lambda step: notify(change, step))
+        events.check()
+        _execute(project, change, desired.get(change.address), live.get(change.address), events)
+    except CancelledError:
+        notify(change, "cancelled")
+        return Outcome(change, ok=False, elapsed=time.monotonic() - started, cancelled=True,
+                       error="cancelled while in progress; `mlops plan` shows what is left")
     except MlopsError as exc:
         notify(change, "failed")
         return Outcome(change, ok=False, elapsed=time.monotonic() - started, error=str(exc))
@@ -126,7 +149,7 @@ def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
 
 
 def _execute(project: Project, change: Change, desired: Resource | None, live: Live | None,
-             progress: Callable[[str], None]) -> None:
+             progress: Events) -> None:
     kind, action = change.address.kind, change.action
     if kind in ("model", "environment"):
         store = project.store
@@ -139,6 +162,9 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
     # Services: the old and the new side may live on different targets.
     old = project.provider_for(live) if live else None
     new = project.provider_for(desired.target) if desired and desired.target else None
+    for provider in (old, new):
+        if provider is not None:
+            provider.ensure_connected()
     if action is Action.CREATE:
         _need_provider(new, change).create(_need(desired, change), progress)
     elif action is Action.UPDATE:
@@ -157,6 +183,8 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
         _need_provider(new, change).create(_need(desired, change), progress)
     elif action is Action.DELETE and live:
         _need_provider(old, change).delete(live, progress)
+    if action is Action.DELETE:
+        project.keys.forget(change.address.name)   # the service left the project: so do its keys
 
 
 def _need(desired: Resource | None, change: Change) -> Resource:

@@ -18,7 +18,6 @@ from typing import Any
 from . import __version__
 from .addresses import Address
 from .apply import Outcome, apply_plan, check_fresh
-from .changes import ChangeReport, changed_since
 from .errors import ManifestError, MlopsError
 from .github import ActionsContext, GitHub, fetch_reviewed_plan, upsert_comments
 from .gitops import Choice, choose_plan, manifest_key, render_summary, require_clean
@@ -28,6 +27,7 @@ from .plan import Plan
 from .planning import make_plan
 from .progress import ProgressPrinter
 from .project import Project
+from .provenance import ChangeReport, changed_since
 from .render_json import render_json
 from .render_markdown import Provenance, render_markdown
 from .render_text import render_plan

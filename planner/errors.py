@@ -36,3 +36,23 @@ class StalePlanError(MlopsError):
 
 class LockedError(MlopsError):
     """Another apply holds the lock for this manifest."""
+
+
+class CancelledError(MlopsError):
+    """The user cancelled (Ctrl-C, SIGTERM) while this was waiting; what was left shows in the next plan."""
+
+
+class TargetsUnreachable(MlopsError):
+    """One or more targets could not be reached; one line per target, nothing was changed."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ProviderError(MlopsError):
+    """A provider could not do what was asked; the message says why and, if it can, what to do."""
+
+
+class Unreachable(ProviderError):
+    """A target cannot be reached (no engine, no credentials, wrong context); says what to do."""

@@ -43,7 +43,7 @@ def choose_plan(project: Project, reviewed: Plan | None, desired: Mapping[Addres
     if reviewed is None:
         return Choice(fresh, False, f"No reviewed plan was found ({source}); planned again at this commit.")
     try:
-        check_fresh(reviewed, desired, live)
+        check_fresh(reviewed, desired, live, project.rules_for)
     except StalePlanError as exc:
         return Choice(fresh, False, f"{_capital(source)} could not be applied as reviewed. {exc} "
                       "Planned again at this commit and applied that instead.")

@@ -14,6 +14,7 @@ from typing import Any
 from .addresses import Address
 from .errors import MlopsError
 from .hashing import digest
+from .resources import REPLACE_ON_BY_DEFAULT, Health
 
 FORMAT_VERSION = "1.0"
 
@@ -65,6 +66,37 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
+def changed_paths(before: Any, after: Any) -> list[str]:
+    """Flattened attribute paths whose values differ (added, removed or changed), sorted.
+
+    The one path diff: the planner's decision, the renderers and the git provenance all use it.
+    """
+    old = flatten(before) if isinstance(before, Mapping) else {"": before}
+    new = flatten(after) if isinstance(after, Mapping) else {"": after}
+    return sorted(p for p in set(old) | set(new) if old.get(p, _MISSING) != new.get(p, _MISSING))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How one target changes one service; a provider answers them per instance (``Provider.rules``).
+
+    - ``replace_paths``: spec paths (or path prefixes) that cannot change in place.
+    - ``replace_on``: live states in which the instance is recreated even if its spec matches.
+    - ``replace_order``: how a replacement runs (create-then-delete keeps serving).
+    - ``move_order``: how a move from another target runs, decided by the new target.
+    """
+
+    replace_paths: frozenset[str] = frozenset()
+    replace_on: frozenset[str] = REPLACE_ON_BY_DEFAULT
+    replace_order: Action = Action.CREATE_THEN_DELETE
+    move_order: Action = Action.CREATE_THEN_DELETE
+
+    def __post_init__(self) -> None:
+        for order in (self.replace_order, self.move_order):
+            if not order.is_replace:
+                raise ValueError(f"a replacement order must be create-then-delete or delete-then-create, not {order}")
+
+
 @dataclass(frozen=True)
 class Change:
     """What will happen to one resource and why.
@@ -87,16 +119,23 @@ class Change:
     desired_fingerprint: str | None = None
     depends_on: tuple[Address, ...] = ()
     sensitive: frozenset[str] = frozenset()
+    live_health: Health | None = None
+    """Counts (replicas, devices) when the target reports them; state and message are above."""
 
     def changed_paths(self) -> list[str]:
         """Attribute paths whose values differ between before and after, sorted."""
-        old, new = flatten(self.before or {}), flatten(self.after or {})
-        return sorted(p for p in set(old) | set(new) if old.get(p, _MISSING) != new.get(p, _MISSING))
+        return changed_paths(self.before or {}, self.after or {})
 
     def is_sensitive(self, path: str) -> bool:
         return path in self.sensitive
 
     def to_json(self) -> dict[str, Any]:
+        out = self._json()
+        if self.live_health is not None and self.live_health.has_counts:
+            out["live_health"] = self.live_health.to_json()
+        return out
+
+    def _json(self) -> dict[str, Any]:
         return {
             "address": str(self.address),
             "type": self.address.kind,
@@ -136,6 +175,7 @@ class Change:
             desired_fingerprint=data.get("desired_fingerprint"),
             depends_on=tuple(Address.parse(a) for a in data.get("depends_on", ())),
             sensitive=frozenset(ch.get("sensitive_paths", ())),
+            live_health=Health.from_json(data["live_health"]) if data.get("live_health") else None,
         )
 
 

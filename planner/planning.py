@@ -23,7 +23,7 @@ def make_plan(
     live: dict[Address, Live] | None = None,
 ) -> Plan:
     desired = project.desired() if desired is None else desired
-    live = project.live() if live is None else live
+    live = project.live() if live is None else live   # an address live on two targets fails here
     wanted = {} if destroy else desired
     changes: list[Change] = []
     for address in sorted(set(wanted) | set(live)):
@@ -48,6 +48,7 @@ def _decide(project: Project, desired: Resource | None, live: Live | None) -> Ch
     address = desired.address if desired else live.address  # type: ignore[union-attr]
     if address.kind != "service":
         return decide(desired, live)
+    # The target a service is going to decides how it gets there; a leaving one decides its delete.
     provider = project.provider_for(desired.target) if desired else project.provider_for(live)  # type: ignore[arg-type]
     change = provider.plan(desired, live)
     if change.address != address:

@@ -8,15 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from providers.base import ProjectContext, Provider
+from providers.keys import KeyStore
 from providers.registry import provider_class
 from providers.store import Store
 
 from .addresses import Address
 from .desired import build_desired
+from .errors import MlopsError
 from .gitinfo import describe
 from .hashing import ContentHasher
+from .live import LiveState, read_live
 from .manifest import Manifest, load_manifest
+from .plan import Rules
+from .redact import REDACTOR
 from .resources import Live, Resource
+
+EMBEDDED_KINDS = ("local",)
+"""Kinds searched for services on undeclared targets even when no declared target uses them."""
 
 
 def cache_dir() -> Path:
@@ -37,7 +45,11 @@ class Project:
             git=describe(manifest.root),
         )
         self.store = Store(self.context)
+        self.keys = KeyStore(manifest.state_dir)
         self.hasher = ContentHasher(manifest.state_dir / "cache" / "hashes.json")
+        self._live: LiveState | None = None
+        for provider in self.providers.values():
+            REDACTOR.add(*provider.secret_values())
 
     @classmethod
     def load(cls, path: Path) -> Project:
@@ -45,46 +57,60 @@ class Project:
 
     @cached_property
     def providers(self) -> dict[str, Provider]:
-        """One provider per declared target."""
+        """One provider per declared target (constructing one does no I/O)."""
         return {
             name: provider_class(config["provider"], config)(target=name, config=config, context=self.context)
             for name, config in self.manifest.targets.items()
         }
 
     def provider_for(self, live_or_target: Live | str) -> Provider:
-        """The provider of a target by name; a live service on an undeclared target gets a bare one."""
+        """A declared target's provider, or the provider that read a live service (any target)."""
         if isinstance(live_or_target, str):
             return self.providers[live_or_target]
-        target = live_or_target.target or ""
-        if target in self.providers:
-            return self.providers[target]
-        kind = live_or_target.provider or "local"
-        config = {"provider": kind}
-        if live_or_target.details.get("engine"):
-            config["engine"] = live_or_target.details["engine"]
-        return provider_class(kind, config)(target=target, config=config, context=self.context)
+        if live_or_target.target in self.providers:
+            return self.providers[live_or_target.target]
+        reader = self.live_state().readers.get(live_or_target.address)
+        if reader is None:
+            raise MlopsError(f"{live_or_target.address}: no provider read it (target {live_or_target.target!r}); "
+                             "run `mlops plan` again")
+        return reader  # type: ignore[return-value]
+
+    def rules_for(self, desired: Resource | None, live: Live | None) -> Rules:
+        """The rules of the target that decides a service's change (the desired one, else the live one)."""
+        if desired is not None and desired.target:
+            return self.provider_for(desired.target).rules(desired, live)
+        if live is not None and live.address.kind == "service":
+            return self.provider_for(live).rules(desired, live)
+        return Rules()
 
     def desired(self) -> dict[Address, Resource]:
         try:
-            return build_desired(self.manifest, self.providers, self.store, self.hasher)
+            found = build_desired(self.manifest, self.providers, self.store, self.hasher)
         finally:
             self.hasher.save()
+        for resource in found.values():
+            REDACTOR.add(*resource.secrets.values())
+        return found
 
-    def live(self) -> dict[Address, Live]:
-        """What really exists: registry entries and every target's services."""
-        found: list[Live] = [*self.store.read_models(), *self.store.read_environments()]
-        seen_kinds: set[str] = set()
-        for provider in self.providers.values():
-            found.extend(provider.read())
-            seen_kinds.add(provider.kind)
-        # Services left on targets removed from the manifest are still ours: find them too.
-        for kind in sorted(seen_kinds | {"local"}):
-            for variant in provider_class(kind).variants():
-                found.extend(variant.read_orphans(self.context, set(self.providers)))
-        out: dict[Address, Live] = {}
-        for live in found:
-            out.setdefault(live.address, live)
-        return out
+    def live_state(self, *, refresh: bool = False) -> LiveState:
+        """What really exists: registry entries and every target's services, read in parallel."""
+        if self._live is None or refresh:
+            kinds = {p.kind for p in self.providers.values()} | set(EMBEDDED_KINDS)
+            declared = set(self.providers)
+            orphan_reads = [
+                (lambda v=variant: v.orphans(self.context, declared))
+                for kind in sorted(kinds) for variant in provider_class(kind).variants()
+            ]
+            self._live = read_live([self.store.read_models, self.store.read_environments], self.providers,
+                                   orphan_reads)
+        return self._live
+
+    def live(self, *, allow_duplicates: bool = False) -> dict[Address, Live]:
+        """Live resources by address; an address live on two targets is an error unless allowed."""
+        state = self.live_state(refresh=True)
+        if not allow_duplicates:
+            state.check_unique()
+        return dict(state.resources)
 
     def git(self) -> dict[str, Any]:
         return dict(self.context.git)

@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 from .plan import Action, Change, Plan
 from .render_text import render_change, summary_line
-from .resources import BROKEN_STATES
 
 COMMENT_LIMIT = 65_536
 """GitHub's maximum comment body, in characters."""
@@ -137,7 +136,7 @@ def _traffic(change: Change) -> str:
     moves = change.action.is_replace and change.before_target != change.after_target
     where = f", moving from target {change.before_target} to {change.after_target} (new endpoint)" if moves else ""
     if change.action is Action.DELETE_THEN_CREATE:
-        already = f" (already {change.live_status})" if change.live_status in BROKEN_STATES else ""
+        already = f" (already {change.live_status})" if _replaced_for_state(change) else ""
         return f"{name} is down while it is replaced{already}{where}"
     if moves:
         return f"{name} keeps serving while it is replaced{where}"
@@ -159,13 +158,20 @@ def _why(plan: Plan, why: Provenance) -> list[str]:
     return out
 
 
+def _replaced_for_state(change: Change) -> bool:
+    """Whether the target's rules replace this service because of its live state (not its spec)."""
+    reason = change.reason or ""
+    return bool(change.live_status) and reason.startswith("replace_because_") and reason not in (
+        "replace_because_cannot_update", "replace_because_target_changed")
+
+
 def _live_reason(change: Change) -> str:
     """Why a resource is in the plan when no file changed: it is the live side that differs."""
     if change.action is Action.CREATE:
         return "not deployed yet"
     if change.action is Action.DELETE:
         return "still live, but no longer in the manifest"
-    if change.live_status in BROKEN_STATES:
+    if _replaced_for_state(change):
         return f"its live status is {change.live_status}"
     return "the live state differs from the manifest (drift)"
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .plan import Action, Change, Plan, flatten
+from .plan import Action, Change, Plan, changed_paths, flatten
 
 SYMBOLS = {
     Action.CREATE: "+",
@@ -73,7 +73,8 @@ def headline(change: Change) -> list[str]:
     elif reason == "replace_because_target_changed":
         out.append(f"# (because its target changes from {change.before_target} to {change.after_target})")
     elif reason.startswith("replace_because_") and change.live_status and reason != "replace_because_cannot_update":
-        detail = f": {change.live_message}" if change.live_message else ""
+        counts = change.live_health.counts() if change.live_health else ""
+        detail = (f", {counts}" if counts else "") + (f": {change.live_message}" if change.live_message else "")
         out.append(f"# (because its live status is {change.live_status}{detail})")
     return out
 
@@ -85,8 +86,7 @@ def render_change(change: Change) -> list[str]:
     out.append(f"{symbol:>3} {kind} \"{name}\" {{")
     before, after = _display(change.before, change.before_target), _display(change.after, change.after_target)
     paths = sorted(set(before) | set(after))
-    shown = [p for p in paths if change.action in (Action.CREATE, Action.DELETE) or before.get(p, _ABSENT)
-             != after.get(p, _ABSENT)]
+    shown = paths if change.action in (Action.CREATE, Action.DELETE) else changed_paths(before, after)
     width = max((len(p) for p in shown), default=0)
     hidden = 0
     forcing = set(change.replace_paths)

@@ -1,30 +1,47 @@
-"""The provider interface every target kind implements, and the context it is given.
+"""The provider protocol (version 2): what every target kind implements, and what it is given.
 
-A provider is constructed for one named target of one project. It reads what really runs there
-(found by our project label), decides provider-specific diff rules (what forces replacement),
-and carries out changes idempotently, waiting for a final state.
+Lifecycle, in this order and no other:
+
+1. **construct** ``Provider(target=..., config=..., context=...)`` — no I/O, no credentials, no
+   network: constructing every declared target must be free (``mlops validate`` does it).
+2. **connect** — ``ensure_connected()`` calls ``connect()`` once, lazily, the first time the target
+   is really needed (reading live state, acting). Log in and build clients there; an unreachable
+   target raises ``Unreachable`` with one line naming what to do (``az login``, the kubeconfig
+   context, ``DOCKER_HOST``).
+3. **read / plan / act** — ``read()`` what runs (found by our labels), ``rules()`` for how one
+   instance may change, ``create``/``update``/``delete`` with ``Events`` (progress with counts and
+   cooperative cancellation), ``endpoint()`` (optional: None where this machine cannot reach it),
+   ``logs()`` (optionally of one ``instance``: a pod, a device).
+
+A provider declares ``protocol = 2``; the registry refuses other versions with a clear error.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from planner.errors import MlopsError
-from planner.plan import Action, Change
-from planner.resources import BROKEN_STATES, Live, Resource
+from planner.errors import CancelledError, ProviderError, Unreachable
+from planner.events import Events
+from planner.plan import Change, Rules
+from planner.resources import Health, Live, Resource
 
+from .keys import KeyStore
 
-class ProviderError(MlopsError):
-    """A provider could not do what was asked; the message says why and, if it can, what to do."""
+__all__ = [
+    "PROTOCOL", "BuildResult", "CancelledError", "Endpoint", "Events", "Health", "ProjectContext", "Progress",
+    "Provider", "ProviderError", "Rules", "Unreachable", "secret_settings", "wait_until",
+]
 
+PROTOCOL = 2
+"""The provider protocol this mlops speaks; third-party providers set ``protocol`` to it."""
 
-Progress = Callable[[str], None]
-"""Called with a short step description ("building virtualenv", "waiting for readiness")."""
+Progress = Events | Callable[[str], None]
+"""What act methods are given: an ``Events`` (a plain step callable is accepted where a test passes one)."""
 
 
 @dataclass(frozen=True)
@@ -40,11 +57,10 @@ class ProjectContext:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach a service: its scoring URL and the headers a client must send."""
+    """How to reach a service: its scoring URL and the headers a client must send (never printed)."""
 
     scoring_url: str
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    swagger_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,20 +77,54 @@ class BuildResult:
     steps: int
 
 
+def secret_settings(schema: Mapping[str, Any]) -> frozenset[str]:
+    """Names of the settings a schema declares secret (JSON Schema's ``writeOnly: true``)."""
+    props = schema.get("properties") or {}
+    return frozenset(k for k, v in props.items() if isinstance(v, Mapping) and v.get("writeOnly"))
+
+
+def as_events(progress: Progress) -> Events:
+    return progress if isinstance(progress, Events) else Events(progress)
+
+
 class Provider(ABC):
     """One target kind. Subclasses set ``kind`` and implement the abstract methods."""
 
+    protocol: ClassVar[int] = PROTOCOL
     kind: ClassVar[str]
     builds_images: ClassVar[bool] = False
     """Whether `mlops build` applies: the target runs an image built from the service."""
-    replace_paths: ClassVar[frozenset[str]] = frozenset()
-    """Attribute paths of a service spec whose change cannot be made in place."""
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         self.target = target
         self.config = dict(config)
         self.context = context
+        self.keys = KeyStore(context.state_dir)
+        self._connected = False
+        self._connect_lock = threading.Lock()
 
+    # -- lifecycle ------------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Log in and build clients; raise ``Unreachable`` (one line: what to do) if the target cannot answer.
+
+        The default has nothing to connect to (a target on this machine without a daemon).
+        """
+        return None
+
+    def ensure_connected(self) -> None:
+        """``connect()`` once per provider, however many threads ask."""
+        if self._connected:
+            return
+        with self._connect_lock:
+            if not self._connected:
+                self.connect()
+                self._connected = True
+
+    def describe(self) -> str:
+        """How errors name this target: ``target 'box' (local)``."""
+        return f"target {self.target!r} ({self.kind})"
+
+    # -- kinds and variants ---------------------------------------------------------------------
     @classmethod
     def variant(cls, config: Mapping[str, Any]) -> type[Provider]:
         """The class that serves this target's settings (e.g. the local kind's ``engine: docker``).
@@ -92,7 +142,7 @@ class Provider(ABC):
     # -- schema -------------------------------------------------------------------------------
     @classmethod
     def target_schema(cls) -> dict[str, Any]:
-        """JSON Schema of this kind's target settings (the mapping under ``targets.<name>``)."""
+        """JSON Schema of this kind's target settings; secret ones carry ``writeOnly: true``."""
         return {"type": "object", "properties": {"provider": {"type": "string"}}}
 
     @classmethod
@@ -100,72 +150,82 @@ class Provider(ABC):
         """JSON Schema of a service's ``deploy`` settings on this kind of target."""
         return {"type": "object"}
 
+    def secret_values(self) -> list[str]:
+        """Values of this target's secret settings, so every output can mask them."""
+        names = secret_settings(type(self).target_schema())
+        return [str(v) for k, v in self.config.items() if k in names and v]
+
+    # -- preparing the desired spec ------------------------------------------------------------
     def runtime_version(self) -> str:
         """Version of what serves the model on this target; part of every service's spec."""
         from .bundle import runtime_version
 
         return runtime_version()
 
-    def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """The service spec as this target runs it; a target may add what it derives (an image)."""
-        return dict(spec)
-
     def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
         """Deploy settings with defaults filled in, so that omitting a default is not a diff."""
         return dict(deploy)
 
+    def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """The service spec as this target runs it; a target may add what it derives (an image)."""
+        return dict(spec)
+
+    def image_registry(self) -> str | None:
+        """Where this target's images are pushed (None: no images, or the local engine only)."""
+        return None
+
     # -- live state -----------------------------------------------------------------------------
     @abstractmethod
     def read(self) -> list[Live]:
-        """Every service of this project on this target, as it really is."""
+        """Every service of this project on this target, as it really is (after ``connect``)."""
 
     @classmethod
-    def read_orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[Live]:
-        """Services of this kind on targets no longer declared (so the plan can delete them).
+    def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
+        """Services of this kind on targets no longer declared, each with a provider that can delete it.
 
         Only kinds whose live state can be found without target settings can answer; others
-        return nothing and their undeclared targets stay untouched.
+        return nothing and their undeclared targets stay untouched. Must not fail when the
+        kind's backend is absent (answer nothing).
         """
         return []
 
     # -- planning -------------------------------------------------------------------------------
+    def rules(self, desired: Resource | None, live: Live | None) -> Rules:
+        """How this instance may change: what forces replacement, in which order, on which states."""
+        return Rules()
+
     def plan(self, desired: Resource | None, live: Live | None) -> Change:
-        """Decide what to do with one service. Written as ordered early returns, each with a why."""
+        """Decide what to do with one service (the shared rules, answered by ``rules()``)."""
         from planner.diff import decide
 
-        return decide(desired, live, replace_paths=self.replace_paths, replace_order=self.replace_order(live))
+        return decide(desired, live, self.rules(desired, live))
 
-    def replace_order(self, live: Live | None) -> Action:
-        """Create the new one before removing the old one, unless the old one is already broken."""
-        if live is not None and live.status in BROKEN_STATES:
-            return Action.DELETE_THEN_CREATE
-        return Action.CREATE_THEN_DELETE
-
-    # -- acting ---------------------------------------------------------------------------------
+    # -- acting (after ensure_connected) ----------------------------------------------------------
     @abstractmethod
-    def create(self, desired: Resource, progress: Progress) -> Live:
+    def create(self, desired: Resource, events: Progress) -> Live:
         """Start a new service and wait until it is ready. Idempotent for the same fingerprint."""
 
     @abstractmethod
-    def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
+    def update(self, desired: Resource, live: Live, events: Progress) -> Live:
         """Move a running service to ``desired``; on failure the previous version keeps serving."""
 
     @abstractmethod
-    def delete(self, live: Live, progress: Progress) -> None:
+    def delete(self, live: Live, events: Progress) -> None:
         """Remove the instance ``live`` describes and what it owns. Missing is not an error.
 
         Only that instance: in a create-then-delete replacement the new one, with the same name,
-        already runs when this is called.
+        already runs when this is called. Keys are not this method's to remove (see KeyStore).
         """
 
     # -- using ----------------------------------------------------------------------------------
-    @abstractmethod
-    def endpoint(self, live: Live) -> Endpoint:
-        """Where and how to call the service (headers carry the key; never print them)."""
+    def endpoint(self, live: Live) -> Endpoint | None:
+        """Where and how this machine can call the service; None where it cannot (edge devices)."""
+        return None
 
     @abstractmethod
-    def logs(self, live: Live, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
-        """The service's log lines, oldest first; with ``follow``, keep yielding new ones."""
+    def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,
+             instance: str | None = None) -> Iterator[str]:
+        """The service's log lines, oldest first; ``instance`` names one pod or device."""
 
     def build_image(self, desired: Resource, progress: Progress, *,
                     model_sources: Mapping[str, Path] | None = None) -> BuildResult:
@@ -177,12 +237,7 @@ class Provider(ABC):
         raise ProviderError(f"service {name!r} has no image build (target {self.target!r} builds no image)")
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``check`` until it returns true or ``timeout`` seconds pass; returns the last result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.1,
+               events: Progress | None = None) -> bool:
+    """Poll ``check`` until it returns true or ``timeout`` seconds pass; raises on cancellation."""
+    return as_events(events or (lambda text: None)).wait_until(check, timeout=timeout, interval=interval)

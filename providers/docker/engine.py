@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Any
 
-from ..base import ProviderError
+from planner.errors import ProviderError, Unreachable
 
 LABEL = "mlops"
 """Prefix of every label we set (``mlops.project``, ``mlops.service``, ...)."""
@@ -48,7 +48,7 @@ def client(*, timeout: int = 120) -> Any:
         made.ping()
     except (docker.errors.DockerException, OSError) as exc:
         reason = _short(exc)
-        raise ProviderError(f"no Docker engine reachable at {where}: {reason}; {HOW_TO_START}") from None
+        raise Unreachable(f"no Docker engine reachable at {where}: {reason}; {HOW_TO_START}") from None
     with _lock:
         _clients.setdefault(host, made)
         return _clients[host]

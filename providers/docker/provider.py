@@ -14,7 +14,6 @@ ready and to answer the sample request there, and only then stops the old contai
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -25,14 +24,14 @@ from planner.addresses import Address
 from planner.hashing import canonical_json
 from planner.resources import Live, Resource
 
-from ..base import BuildResult, Endpoint, Progress, ProjectContext, ProviderError
+from ..base import BuildResult, Endpoint, Progress, ProjectContext, Provider, ProviderError, as_events
 from ..http import is_ready
+from ..images import BuiltImage, ImageBuilder
 from ..local import LocalProvider, processes
-from ..store import _write_json, ensure_state_dir
 from . import build as builds
 from . import containers, engine
 from .engine import label
-from .image import APP_ROOT, Recipe, recipe_for
+from .image import APP_ROOT, Recipe
 
 HOST = containers.HOST
 REGISTRY_PATTERN = r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$"
@@ -44,7 +43,23 @@ class DockerLocalProvider(LocalProvider):
     kind: ClassVar[str] = "local"
     engine_name: ClassVar[str] = "docker"
     builds_images: ClassVar[bool] = True
-    replace_paths: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
+
+    def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
+        super().__init__(target=target, config=config, context=context)
+        self.images = ImageBuilder(context, self.registry, log_dir=self._records_dir(context) / "builds")
+        self._docker: Any = None
+
+    def connect(self) -> None:
+        """One engine client for this target, pinged once; no engine is one line naming DOCKER_HOST."""
+        self._docker = engine.client()
+
+    @property
+    def client(self) -> Any:
+        self.ensure_connected()
+        return self._docker
+
+    def image_registry(self) -> str | None:
+        return self.registry
 
     # -- schema -------------------------------------------------------------------------------
     @classmethod
@@ -80,9 +95,7 @@ class DockerLocalProvider(LocalProvider):
         return {**spec, "image": self.recipe_ref(name, spec)}
 
     def recipe_ref(self, name: str, spec: Mapping[str, Any]) -> str:
-        from .image import image_repository, image_tag
-
-        return f"{image_repository(self.context.project, name, self.registry)}:{image_tag(spec)}"
+        return self.images.ref(name, spec)
 
     @property
     def registry(self) -> str | None:
@@ -95,45 +108,26 @@ class DockerLocalProvider(LocalProvider):
         return context.state_dir / "docker"
 
     def build_log_file(self, name: str) -> Path:
-        return self._records_dir(self.context) / "builds" / f"{name}.log"
+        return self.images.log_file(name)
 
     # -- images ---------------------------------------------------------------------------------
     def recipe(self, desired: Resource, model_sources: Mapping[str, Path] | None = None) -> Recipe:
-        return recipe_for(project=self.context.project, service=desired.address.name, spec=desired.spec,
-                          inputs=desired.inputs, registry=self.registry, git=self.context.git,
-                          model_sources=model_sources)
+        return self.images.recipe(desired, model_sources)
 
     def ensure_image(self, desired: Resource, progress: Progress, *,
-                     model_sources: Mapping[str, Path] | None = None) -> builds.BuiltImage:
+                     model_sources: Mapping[str, Path] | None = None) -> BuiltImage:
         """Build the service's image unless its tag exists; push it when the target has a registry."""
-        cli = engine.client()
-        recipe = self.recipe(desired, model_sources)
-        log_file = self.build_log_file(desired.address.name)
-        try:
-            built = builds.build(cli, recipe, progress=progress, log_path=log_file)
-        except ProviderError as exc:
-            raise ProviderError(f"{desired.address}: {exc}") from None
-        if built.built:
-            progress(f"image {recipe.tag} built in {built.seconds:.0f}s ({built.cached_steps} of {built.steps} "
-                     "steps from cache)")
-        if not self.registry:
-            return built
-        try:
-            digest_ref = builds.push(cli, recipe, progress=progress, log_path=log_file)
-        except ProviderError as exc:
-            raise ProviderError(f"{desired.address}: {exc}") from None
-        return builds.BuiltImage(built.ref, built.image_id, built.built, built.seconds, digest_ref,
-                                 built.cached_steps, built.steps)
+        return self.images.ensure(desired, progress, client=self.client, model_sources=model_sources)
 
     # -- live state -------------------------------------------------------------------------------
     def read(self) -> list[Live]:
-        cli = engine.client()
+        cli = self.client
         found = cli.containers.list(all=True, filters={"label": [f"{label('project')}={self.context.project}",
                                                                  f"{label('target')}={self.target}"]})
         return [self._live(c) for c in _newest_per_service(found)]
 
     @classmethod
-    def read_orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[Live]:
+    def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
         """Our containers on targets no longer declared; nothing when no engine answers."""
         if not engine.reachable():
             return []
@@ -143,7 +137,7 @@ class DockerLocalProvider(LocalProvider):
         for c in _newest_per_service(orphans):
             target = c.labels.get(label("target"), "")
             provider = cls(target=target, config={"provider": "local", "engine": "docker"}, context=context)
-            out.append(provider._live(c))
+            out.append((provider, provider._live(c)))
         return out
 
     def _live(self, container: Any) -> Live:
@@ -172,14 +166,14 @@ class DockerLocalProvider(LocalProvider):
 
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:
-        engine.client()   # fail before anything else when there is no engine
+        self.ensure_connected()   # fail before anything else when there is no engine
         image = self.ensure_image(desired, progress)
         port = self._claim_port(desired)
         container = self._start(desired, image, port, self._keys(desired), progress, probe=False)
         return self._live(container)
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
-        engine.client()
+        self.ensure_connected()
         image = self.ensure_image(desired, progress)
         container = self._start(desired, image, int(live.details["port"]), self._keys(desired), progress, probe=True)
         progress("retiring the previous container")
@@ -189,7 +183,7 @@ class DockerLocalProvider(LocalProvider):
         return self._live(container)
 
     def delete(self, live: Live, progress: Progress) -> None:
-        cli = engine.client()
+        cli = self.client
         name = live.address.name
         progress("stopping container")
         self._remove(str(live.details["container"]))
@@ -203,7 +197,6 @@ class DockerLocalProvider(LocalProvider):
                 self._remove(c.id)
         if remaining:
             return
-        (self._records_dir(self.context) / f"{name}.keys.json").unlink(missing_ok=True)
         progress("removing images")
         self._prune_images(name, final=True)
 
@@ -215,7 +208,7 @@ class DockerLocalProvider(LocalProvider):
         """Stop (SIGTERM, in-flight requests finish) and remove one container; missing is fine."""
         import docker.errors
 
-        cli = engine.client()
+        cli = self.client
         try:
             c = cli.containers.get(container_id)
             if c.status in ("running", "restarting", "paused"):
@@ -231,7 +224,7 @@ class DockerLocalProvider(LocalProvider):
         """Remove this service's images that no container uses; with ``final``, its package stages too."""
         import docker.errors
 
-        cli = engine.client()
+        cli = self.client
         in_use = {c.attrs.get("Image") for c in cli.containers.list(all=True)}
         filters = [f"{label('project')}={self.context.project}", f"{label('service')}={name}"]
         images = cli.images.list(all=True, filters={"label": filters})
@@ -248,7 +241,7 @@ class DockerLocalProvider(LocalProvider):
                 if exc.status_code != 409:   # a child or a container of someone else holds it: keep it
                     raise ProviderError(f"cannot remove image {image.id[:19]}: {exc.explanation or exc}") from None
 
-    def _start(self, desired: Resource, image: builds.BuiltImage, port: int, keys: dict[str, str],
+    def _start(self, desired: Resource, image: BuiltImage, port: int, keys: dict[str, str],
                progress: Progress, *, probe: bool) -> Any:
         """Start one container; return it once it is ready and passed the smoke test."""
         import docker.errors
@@ -283,7 +276,7 @@ class DockerLocalProvider(LocalProvider):
         progress(f"starting container on {HOST}:{port}")
         try:
             container = containers.run_service(
-                engine.client(), image=image.digest_ref or image.image_id,
+                self.client, image=image.digest_ref or image.image_id,
                 name=f"{self.context.project}-{name}-{instance}", command=command, env=env, labels=labels,
                 port=port, deploy=deploy)
         except docker.errors.APIError as exc:
@@ -295,11 +288,6 @@ class DockerLocalProvider(LocalProvider):
         except BaseException:
             self._remove(container.id)
             raise
-        if keys:
-            ensure_state_dir(self.context.state_dir)
-            key_file = self._records_dir(self.context) / f"{name}.keys.json"
-            _write_json(key_file, keys)
-            os.chmod(key_file, 0o600)
         container.reload()
         return container
 
@@ -308,7 +296,9 @@ class DockerLocalProvider(LocalProvider):
         timeout = desired.spec["deploy"].get("startup_timeout_s", 120)
         base = f"http://{HOST}:{port}"
         deadline = time.monotonic() + timeout
+        events = as_events(progress)
         while not is_ready(base, timeout=0.5):
+            events.check()
             container.reload()
             state = container.attrs.get("State", {})
             if state.get("Status") in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0):
@@ -319,7 +309,7 @@ class DockerLocalProvider(LocalProvider):
                 cause = " | ".join(containers.last_lines(container)) or "no output"
                 raise ProviderError(f"{desired.address}: not ready after {timeout}s "
                                     f"(deploy.startup_timeout_s): {cause}")
-            time.sleep(0.1)
+            events.sleep(0.1)
 
     # -- using ----------------------------------------------------------------------------------
     def endpoint(self, live: Live) -> Endpoint:
@@ -330,18 +320,19 @@ class DockerLocalProvider(LocalProvider):
         import docker.errors
 
         try:
-            env = engine.client().containers.get(str(live.details["container"])).attrs["Config"]["Env"] or []
+            env = self.client.containers.get(str(live.details["container"])).attrs["Config"]["Env"] or []
         except docker.errors.NotFound:
             return found
         key = next((e.split("=", 1)[1] for e in env if e.startswith("MLOPS_PRIMARY_KEY=")), None)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return Endpoint(scoring_url=found.scoring_url, headers=headers, swagger_url=found.swagger_url)
+        return Endpoint(scoring_url=found.scoring_url, headers=headers)
 
-    def logs(self, live: Live, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+    def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,
+             instance: str | None = None) -> Iterator[str]:
         import docker.errors
 
         try:
-            container = engine.client().containers.get(str(live.details["container"]))
+            container = self.client.containers.get(str(live.details["container"]))
         except docker.errors.NotFound:
             raise ProviderError(f"{live.address}: its container is gone; run `mlops apply` to recreate it") from None
         yield from containers.log_lines(container, follow=follow, tail=tail)

@@ -10,7 +10,6 @@ old one, so the endpoint never goes dark and a bad version never takes over.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import time
 import uuid
@@ -19,9 +18,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from planner.addresses import Address
+from planner.plan import Action, Rules
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource
 
-from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError, wait_until
+from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError, as_events, wait_until
 from ..http import is_ready, smoke_test
 from ..store import _read_json, _write_json, ensure_state_dir
 from . import processes
@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {"port": "auto", "auth": "none", "workers": 1, "scori
 
 class LocalProvider(Provider):
     kind: ClassVar[str] = "local"
-    replace_paths: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
+    REPLACE_PATHS: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
 
     @classmethod
     def variant(cls, config: Mapping[str, Any]) -> type[Provider]:
@@ -81,6 +81,16 @@ class LocalProvider(Provider):
             },
         }
 
+    def rules(self, desired: Resource | None, live: Live | None) -> Rules:
+        """A port change is a new instance beside the old one; a move onto the port the old one
+        still holds must free it first (two targets on one machine share its ports)."""
+        move = Action.CREATE_THEN_DELETE
+        if desired is not None and live is not None:
+            port = desired.spec.get("deploy", {}).get("port")
+            if port != "auto" and str(port) == str(live.details.get("port")):
+                move = Action.DELETE_THEN_CREATE
+        return Rules(replace_paths=self.REPLACE_PATHS, move_order=move)
+
     def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
         out = {**DEFAULTS, **deploy}
         if out.get("environment_variables") == {}:
@@ -95,10 +105,6 @@ class LocalProvider(Provider):
     def _record_file(self, name: str) -> Path:
         return self._records_dir(self.context) / f"{name}.json"
 
-    def _key_file(self, name: str) -> Path:
-        """Keys live apart from the records (mode 0600) so nothing that reads records sees them."""
-        return self._records_dir(self.context) / "keys" / f"{name}.json"
-
     def _log_file(self, name: str) -> Path:
         return self._records_dir(self.context) / "logs" / f"{name}.log"
 
@@ -110,8 +116,9 @@ class LocalProvider(Provider):
         return [live for live in self._read_all(self.context) if live.target == self.target]
 
     @classmethod
-    def read_orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[Live]:
-        return [live for live in cls._read_all(context) if live.target not in declared_targets]
+    def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
+        return [(cls(target=live.target or "", config={"provider": cls.kind}, context=context), live)
+                for live in cls._read_all(context) if live.target not in declared_targets]
 
     @classmethod
     def _read_all(cls, context: ProjectContext) -> list[Live]:
@@ -179,7 +186,6 @@ class LocalProvider(Provider):
         if record is not None and record["instance"] != live.details["instance"]:
             return  # a replacement already runs under this name; its record stays
         self._record_file(name).unlink(missing_ok=True)
-        self._key_file(name).unlink(missing_ok=True)
 
     def _claim_port(self, desired: Resource) -> int:
         """The port a new service listens on: a free one for ``auto``, else the asked one if free."""
@@ -199,20 +205,15 @@ class LocalProvider(Provider):
             progress(f"note: {note}")
 
     def _keys(self, desired: Resource) -> dict[str, str]:
-        """Explicit keys from the manifest win; else keep the ones clients already have."""
-        if desired.spec["deploy"].get("auth") != "key":
-            return {}
-        old = _read_json(self._key_file(desired.address.name)) or {}
-        return {
-            "primary": desired.secrets.get("primary_key") or old.get("primary") or secrets.token_urlsafe(32),
-            "secondary": desired.secrets.get("secondary_key") or old.get("secondary") or secrets.token_urlsafe(32),
-        }
+        """Explicit keys from the manifest win; else keep the ones clients already have (one key store)."""
+        return self.keys.keys_for(desired.address.name, desired.spec["deploy"].get("auth"), desired.secrets)
 
     def _start(self, desired: Resource, port: int, keys: dict[str, str], progress: Progress, *,
                probe: bool) -> dict[str, Any]:
         """Start one instance; return its record once it is ready and passed the smoke test."""
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
         venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress)
+        as_events(progress).check()   # cancelled while the environment was built: start nothing
         instance = uuid.uuid4().hex[:8]
         instance_dir = self._instance_dir(name, instance)
         model_dir = self._model_dir(inputs["models"], instance_dir)
@@ -258,10 +259,6 @@ class LocalProvider(Provider):
             "started": time.time(), "sensitive": sorted(desired.sensitive), "venv": str(venv),
         }
         ensure_state_dir(self.context.state_dir)
-        if keys:
-            key_file = self._key_file(name)
-            _write_json(key_file, keys)
-            os.chmod(key_file, 0o600)
         _write_json(self._record_file(name), record)
         return record
 
@@ -282,7 +279,7 @@ class LocalProvider(Provider):
         timeout = desired.spec["deploy"].get("startup_timeout_s", 120)
         base = f"http://{HOST}:{port}"
         ready = wait_until(lambda: is_ready(base, timeout=0.5) or not processes.is_running(pid, start_id),
-                           timeout=timeout, interval=0.05)
+                           timeout=timeout, interval=0.05, events=progress)
         if ready and is_ready(base, timeout=2):
             return
         lines = [ln for ln in processes.tail(log_file, 200) if ln.strip()]
@@ -311,12 +308,13 @@ class LocalProvider(Provider):
     def endpoint(self, live: Live) -> Endpoint:
         headers = {}
         if live.details.get("auth") == "key":
-            keys = _read_json(self._key_file(live.address.name)) or {}
+            keys = self.keys.load(live.address.name)
             if keys.get("primary"):
                 headers["Authorization"] = f"Bearer {keys['primary']}"
-        return Endpoint(scoring_url=live.details["endpoint"], headers=headers, swagger_url=live.details["swagger"])
+        return Endpoint(scoring_url=live.details["endpoint"], headers=headers)
 
-    def logs(self, live: Live, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+    def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,
+             instance: str | None = None) -> Iterator[str]:
         path = Path(live.details["log"])
         if not path.exists():
             return

@@ -9,8 +9,8 @@ import git
 import pytest
 from support import make_project, run_cli
 
-from planner.changes import changed_since
 from planner.manifest import load_manifest
+from planner.provenance import changed_since
 
 MANIFEST = """\
 version: 1

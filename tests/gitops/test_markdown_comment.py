@@ -10,7 +10,7 @@ from support import check_golden
 from planner.addresses import Address
 from planner.diff import decide
 from planner.hashing import secret_digest
-from planner.plan import Plan
+from planner.plan import Action, Plan, Rules
 from planner.render_markdown import COMMENT_LIMIT, Provenance, parse_part, render_markdown, size
 from planner.render_text import render_plan, summary_line
 from planner.resources import FAILED, HEALTHY, REGISTERED, Live, Resource
@@ -19,6 +19,10 @@ GIT = {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": False, "br
 SVC = {"models": ["ridge:1@aaaaaaaaaaaa"], "environment": "sklearn@bbbbbbbbbbbb", "source": "src@cccccccccccc",
        "entry_script": "score.py", "runtime": "mlops-runtime@dddddddddddd",
        "deploy": {"auth": "key", "port": 8080, "workers": 1}}
+
+
+PORT_RULES = Rules(replace_paths=frozenset({"deploy.port"}))
+MOVE_RULES = Rules(move_order=Action.DELETE_THEN_CREATE)   # onto the port the old one holds
 
 
 def svc(**deploy) -> dict:
@@ -45,12 +49,12 @@ def long_plan() -> Plan:
     return plan_of(
         decide(Resource(Address("model", "ridge"), model_new), Live(Address("model", "ridge"), model_old, REGISTERED)),
         decide(Resource(Address("service", "api"), svc(port=8081), target="dev"),
-               Live(Address("service", "api"), svc(), HEALTHY, target="dev"), replace_paths={"deploy.port"}),
+               Live(Address("service", "api"), svc(), HEALTHY, target="dev"), PORT_RULES),
         decide(Resource(Address("service", "crashed"), svc(), target="dev"),
                Live(Address("service", "crashed"), svc(), FAILED, target="dev",
-                    details={"message": "process exited: ValueError: bad model"}), replace_paths={"deploy.port"}),
+                    details={"message": "process exited: ValueError: bad model"}), PORT_RULES),
         decide(Resource(Address("service", "moved"), svc(), target="prod"),
-               Live(Address("service", "moved"), svc(), HEALTHY, target="dev")),
+               Live(Address("service", "moved"), svc(), HEALTHY, target="dev"), MOVE_RULES),
         decide(None, Live(Address("service", "gone"), svc(), HEALTHY, target="dev")),
     )
 

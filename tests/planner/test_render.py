@@ -10,7 +10,7 @@ from support import check_golden
 from planner.addresses import Address
 from planner.diff import decide
 from planner.hashing import secret_digest
-from planner.plan import Action, Plan
+from planner.plan import Action, Plan, Rules
 from planner.render_json import render_json
 from planner.render_text import render_plan
 from planner.resources import FAILED, HEALTHY, REGISTERED, Live, Resource
@@ -38,17 +38,18 @@ def sample_plan() -> Plan:
                Live(Address("environment", "sklearn"), {"python": "3.11", "pip": []}, REGISTERED)),
         decide(Resource(Address("service", "api"), svc("api", port=8081), target="dev"),
                Live(Address("service", "api"), svc("api"), HEALTHY, target="dev"),
-               replace_paths={"deploy.port"}),
+               Rules(replace_paths=frozenset({"deploy.port"}))),
         decide(Resource(Address("service", "crashed"), svc("crashed"), target="dev"),
                Live(Address("service", "crashed"), svc("crashed"), FAILED, target="dev",
                     details={"message": "process exited: ValueError: bad model"}),
-               replace_paths={"deploy.port"}),
+               Rules(replace_paths=frozenset({"deploy.port"}))),
         decide(Resource(Address("service", "keyed"), svc("keyed", primary_key=key_new), target="dev",
                         sensitive=sens),
                Live(Address("service", "keyed"), svc("keyed", primary_key=key_old), HEALTHY, target="dev",
                     sensitive=sens)),
         decide(Resource(Address("service", "moved"), svc("moved"), target="prod"),
-               Live(Address("service", "moved"), svc("moved"), HEALTHY, target="dev")),
+               Live(Address("service", "moved"), svc("moved"), HEALTHY, target="dev"),
+               Rules(move_order=Action.DELETE_THEN_CREATE)),   # onto the port the old one holds
         decide(None, Live(Address("service", "gone"), svc("gone"), HEALTHY, target="dev")),
     ]
     return Plan(changes=tuple(sorted(changes, key=lambda c: c.address)), manifest="ml.yaml", project="demo",

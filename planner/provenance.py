@@ -21,7 +21,7 @@ import yaml
 
 from .errors import MlopsError
 from .manifest import Manifest
-from .plan import flatten
+from .plan import changed_paths
 
 SHOWN_FILES = 5
 """Files named per resource before "and N more files"."""
@@ -137,14 +137,9 @@ def _entry_changes(old: Any, new: Any, manifest_name: str) -> dict[str, str]:
         elif name not in new:
             out[str(name)] = f"removed from {manifest_name}"
         elif old[name] != new[name]:
-            before = flatten(old[name]) if isinstance(old[name], Mapping) else {"": old[name]}
-            after = flatten(new[name]) if isinstance(new[name], Mapping) else {"": new[name]}
-            keys = sorted(k for k in set(before) | set(after) if before.get(k, _GONE) != after.get(k, _GONE))
+            keys = changed_paths(old[name], new[name])
             out[str(name)] = f"its entry in {manifest_name} changed ({', '.join(k or 'value' for k in keys)})"
     return out
-
-
-_GONE = object()
 
 
 def _files(paths: Iterable[str], kinds: Mapping[str, str]) -> str:

@@ -1,0 +1,72 @@
+"""The one key store: the scoring keys of every service, whatever its target.
+
+A service's keys must survive updates and replacements (clients keep them), so they belong to the
+service, not to an instance: ``<state>/keys/<service>.json``, mode 0600 from its first byte,
+written atomically. Explicit keys from the manifest win; otherwise the stored ones are kept;
+otherwise new ones are generated. Keys are forgotten only when the service leaves the project
+(apply does that after a successful delete), never when one instance of it goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from planner.errors import ProviderError
+
+LEGACY = ("local/keys/{name}.json", "docker/{name}.keys.json")
+"""Where earlier versions kept keys; read so that running services keep theirs after an upgrade."""
+
+
+class KeyStore:
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.folder = state_dir / "keys"
+
+    def _file(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    def load(self, name: str) -> dict[str, str]:
+        """The stored keys of ``name`` ({} when it has none)."""
+        for path in (self._file(name), *(self.state_dir / p.format(name=name) for p in LEGACY)):
+            try:
+                data = json.loads(path.read_text())
+            except FileNotFoundError:
+                continue
+            except ValueError:
+                raise ProviderError(f"{path}: corrupt key file; remove it and re-apply (new keys are made)") from None
+            if isinstance(data, dict) and data.get("primary"):
+                return {"primary": str(data["primary"]), "secondary": str(data.get("secondary") or "")}
+        return {}
+
+    def keys_for(self, name: str, auth: str | None, explicit: Mapping[str, str]) -> dict[str, str]:
+        """The keys a service with ``auth`` should run with, stored before they are used."""
+        if auth != "key":
+            return {}
+        old = self.load(name)
+        keys = {
+            "primary": explicit.get("primary_key") or old.get("primary") or secrets.token_urlsafe(32),
+            "secondary": explicit.get("secondary_key") or old.get("secondary") or secrets.token_urlsafe(32),
+        }
+        if keys != old:
+            self.save(name, keys)
+        return keys
+
+    def save(self, name: str, keys: Mapping[str, str]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ignore = self.state_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")   # mkstemp creates it 0600
+        with os.fdopen(fd, "w") as fh:
+            json.dump(dict(keys), fh)
+        os.replace(tmp, self._file(name))
+
+    def forget(self, name: str) -> None:
+        """The service left the project: its keys go (and the legacy copies with them)."""
+        for path in (self._file(name), *(self.state_dir / p.format(name=name) for p in LEGACY)):
+            path.unlink(missing_ok=True)
