@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import logs
+from . import __version__, logs
 from .auth import KeyCheck
 from .cors import ALLOW_ORIGIN, Cors
 from .inputs import InputError, arguments_for
@@ -51,6 +51,7 @@ _HTML = (b"content-type", b"text/html; charset=utf-8")
 _RUN_FAILED_HEADER = b"x-ms-run-function-failed"
 _NOT_FAILED = (_RUN_FAILED_HEADER, b"False")
 _FAILED = (_RUN_FAILED_HEADER, b"True")
+_SERVER_VERSION = (b"x-ms-server-version", f"mlops-runtime/{__version__}".encode())
 _CLOSE = (b"connection", b"close")
 _ALLOWED = {
     "/": (b"GET, HEAD", ("GET", "HEAD")),
@@ -135,8 +136,10 @@ class RuntimeApp:
         names = {name for name, _ in headers}
         if _RUN_FAILED_HEADER not in names and not (status == 200 and request.path == "/"):
             headers.append(_NOT_FAILED)
-        if self._cors is not None and request.cors and ALLOW_ORIGIN not in names:
-            headers.extend(self._cors.headers(request.headers, request.method))
+        if request.routed:
+            headers.append(_SERVER_VERSION)
+            if self._cors is not None and ALLOW_ORIGIN not in names:
+                headers.extend(self._cors.headers(request.headers, request.method))
         headers.append((b"content-length", str(len(body)).encode()))
         headers.extend(request.id_headers())
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -192,7 +195,7 @@ class RuntimeApp:
         if allowed is None:
             await self._error(send, request, 404, NOT_FOUND, started)
             return
-        request.cors = True
+        request.routed = True
         problem = request.id_problem()
         if problem is not None:
             await self._error(send, request, 431, problem, started)
@@ -204,7 +207,7 @@ class RuntimeApp:
                 await self._error(send, request, 401, denied, started, [(b"www-authenticate", b"Bearer")])
                 return
         if request.method not in allowed[1]:
-            request.cors = False  # a routing error, answered before Azure's CORS layer
+            request.routed = False  # a routing error: answered before Azure's route handlers
             await self._error(send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", allowed[0])])
             return
         if path == "/score":

@@ -29,7 +29,7 @@ class Request:
         "trace_id",
         "headers",
         "scope",
-        "cors",
+        "routed",
     )
 
     def __init__(self, scope: dict[str, Any]) -> None:
@@ -38,8 +38,9 @@ class Request:
         self.query: bytes = scope.get("query_string", b"")
         self.headers: Headers = scope["headers"]
         self.scope = scope
-        self.cors = False
-        """CORS headers apply to the answer (a known route and method, as under Azure's server)."""
+        self.routed = False
+        """A known route and method: the answer gets CORS and server-version headers, as the
+        route handlers of Azure's server add them (its routing errors get neither)."""
         self.content_type: str | None = None
         self.content_length: int | None = None
         self.authorization: bytes | None = None

@@ -109,3 +109,108 @@ def test_difference_timeout_status(server_pair):
     )
     assert ours.json() == theirs.json() == {"message": "Scoring timeout after 300 ms"}
     assert (ours.status, theirs.status) == (504, 500)
+
+
+# -- @rawhttp scripts and the rest of the response contract --------------------------------------
+
+CONTRACT_HEADERS = ("content-type", "x-ms-run-function-failed")
+
+
+def assert_same_contract(pair, method, path, body=None, headers=None, extra=()):
+    """Status, body, content type and x-ms-run-function-failed (plus ``extra`` headers) agree."""
+    ours, theirs = (server.request(method, path, body, headers) for server in pair)
+    assert (ours.status, _body(ours)) == (theirs.status, _body(theirs)), (method, path)
+    for name in (*CONTRACT_HEADERS, *extra):
+        assert ours.header_values(name) == theirs.header_values(name), (name, method, path)
+    return ours, theirs
+
+
+def _multipart(with_file: bool) -> tuple[bytes, dict[str, str]]:
+    boundary = "mlops-compat-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nhello\r\n'.encode()]
+    if with_file:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="cat.png"\r\n'
+            "Content-Type: image/png\r\n\r\n".encode()
+            + bytes(range(256)) * 64
+            + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+RAW_CASES = [
+    ("GET", "/score?a=1&a=2&b=x%20y", None, None),
+    ("GET", "/score", None, None),
+    ("OPTIONS", "/score", None, {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}),
+    ("POST", "/score?do=file", *_multipart(True)),
+    ("POST", "/score?do=file", *_multipart(False)),
+    ("POST", "/score?do=image", b"", None),
+    ("POST", "/score?do=reject", b"{}", JSON),
+    ("POST", "/score?do=echo", b"\xff\xfe\x00\x80binary\xc3(", {"Content-Type": "application/octet-stream"}),
+    ("POST", "/score?do=json", '{"a": [1, 2]}', JSON),
+    ("POST", "/score?do=json", '{"a": 1}', {"Content-Type": "text/plain"}),
+    ("POST", "/score", "abc", {"Content-Type": "text/plain; charset=utf-8", "X-Custom": "v"}),
+    ("POST", "/score?do=fail", b"", None),
+    ("POST", "/score?do=server-error", b"", None),
+    ("PUT", "/score", b"{}", None),
+    ("HEAD", "/score", None, None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers"), RAW_CASES)
+def test_rawhttp_run(server_pair, method, path, body, headers):
+    extra = ("access-control-allow-origin", "access-control-allow-methods") if method == "OPTIONS" else ()
+    assert_same_contract(server_pair("raw_echo.py"), method, path, body, headers, extra)
+
+
+CONTRACT_CASES = [
+    ("GET", "/", None, None),
+    ("POST", "/score", b"\xff\xfe", JSON),
+    ("GET", "/swagger.json", None, None),
+    ("GET", "/swagger.json?version=9", None, None),
+    ("GET", "/nothing-here", None, None),
+    ("PUT", "/score", "{}", None),
+    ("OPTIONS", "/score", None, None),
+    ("POST", "/score", "{}", {"x-request-id": "x" * 101}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers"), CONTRACT_CASES)
+def test_response_contract_headers(server_pair, method, path, body, headers):
+    ours, theirs = assert_same_contract(server_pair("echo.py"), method, path, body, headers)
+    # Same answers carry a server version (the value names each server).
+    assert ("x-ms-server-version" in ours.headers) == ("x-ms-server-version" in theirs.headers)
+
+
+CORS_HEADERS = (
+    "access-control-allow-origin",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "vary",
+)
+CORS_CASES = [
+    ("POST", "/score", "{}", {"Origin": "https://b.example"}),
+    ("POST", "/score", "{}", {"Origin": "https://evil.example"}),
+    ("POST", "/score", "{}", None),
+    ("GET", "/", None, {"Origin": "https://a.example"}),
+    (
+        "OPTIONS",
+        "/score",
+        None,
+        {
+            "Origin": "https://a.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, authorization",
+        },
+    ),
+    ("OPTIONS", "/score", None, {"Origin": "https://a.example", "Access-Control-Request-Method": "PUT"}),
+    ("GET", "/nothing-here", None, {"Origin": "https://a.example"}),
+]
+
+
+@pytest.mark.parametrize("origins", ["https://a.example, https://b.example", "*"])
+@pytest.mark.parametrize(("method", "path", "body", "headers"), CORS_CASES)
+def test_cors(server_pair, origins, method, path, body, headers):
+    pair = server_pair("echo.py", {"AML_CORS_ORIGINS": origins})
+    assert_same_contract(pair, method, path, body, headers, CORS_HEADERS)
