@@ -1,4 +1,9 @@
-"""Manifest -> desired resources: normalised specs, content digests, dependencies, secrets."""
+"""Manifest -> desired resources: normalised specs, content digests, dependencies, secrets.
+
+What is secret: deploy settings with secret names (their values leave the spec for a salted
+digest) and every ``deploy.environment_variables`` value (kept in the spec, because the targets
+pass them on, but listed in ``sensitive`` so every rendering of a plan masks them).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from .addresses import Address
-from .hashing import ContentHasher, digest, secret_digest
-from .manifest import SENSITIVE_NAME, Manifest
+from .errors import ManifestError, Problem
+from .hashing import ContentHasher, UnsafeFile, digest, secret_digest
+from .manifest import (
+    ENVIRONMENT_VARIABLES,
+    MAX_SAMPLE_BYTES,
+    SENSITIVE_NAME,
+    Manifest,
+    read_regular,
+    sample_problem,
+    show,
+)
 from .resources import Resource
 
 SHORT = 12
@@ -23,7 +37,7 @@ def build_desired(
     models: dict[str, Resource] = {}
     for name, m in manifest.section("models").items():
         source = (manifest.root / m["path"]).resolve()
-        sha = hasher.tree_hash(source)
+        sha = _tree_hash(manifest, hasher, source, ("models", name, "path"))
         spec = {
             "path": m["path"],
             "sha256": sha,
@@ -37,6 +51,8 @@ def build_desired(
     environments: dict[str, Resource] = {}
     for name, e in manifest.section("environments").items():
         spec = {"python": e.get("python", "3.11"), "pip": list(e.get("pip") or [])}
+        if e.get("pip_index_url"):
+            spec["pip_index_url"] = e["pip_index_url"]
         if e.get("base_image"):
             spec["base_image"] = e["base_image"]
         res = Resource(Address("environment", name), spec)
@@ -48,11 +64,12 @@ def build_desired(
         deploy, secrets, sensitive = _split_secrets(provider.normalize_deploy(s.get("deploy") or {}), manifest.project)
         env = environments[s["environment"]]
         source_dir = (manifest.root / s["source_dir"]).resolve()
+        source_sha = _tree_hash(manifest, hasher, source_dir, ("services", name, "source_dir"))
         model_refs = {m: models[m] for m in s["models"]}
         spec = {
             "models": [f"{m}:{r.spec['version']}@{r.spec['sha256'][:SHORT]}" for m, r in model_refs.items()],
             "environment": f"{env.address.name}@{digest(env.spec)[:SHORT]}",
-            "source": f"{s['source_dir']}@{hasher.tree_hash(source_dir)[:SHORT]}",
+            "source": f"{s['source_dir']}@{source_sha[:SHORT]}",
             "entry_script": s["entry_script"],
             "runtime": provider.runtime_version(),
             "deploy": deploy,
@@ -66,7 +83,7 @@ def build_desired(
                        for m, r in model_refs.items()},
             "environment": dict(env.spec),
             "environment_name": env.address.name,
-            "sample_request": _read_sample(manifest.root / sample) if sample else None,
+            "sample_request": _read_sample(manifest, manifest.root / sample, name) if sample else None,
         }
         res = Resource(
             Address("service", name), spec,
@@ -89,10 +106,34 @@ def _split_secrets(deploy: Mapping[str, Any], salt: str) -> tuple[dict[str, Any]
             sensitive.add(f"deploy.{key}")
         else:
             clean[key] = value
+            if key == ENVIRONMENT_VARIABLES and isinstance(value, Mapping):
+                sensitive.update(f"deploy.{key}.{name}" for name in value)
     return clean, secrets, sensitive
 
 
-def _read_sample(path: Path) -> str:
-    text = path.read_text()
-    json.loads(text)  # validated by the manifest already; fail loudly if it changed since
+def _problem(manifest: Manifest, where: tuple, message: str) -> ManifestError:
+    line, col = manifest.positions.of(where)
+    return ManifestError([Problem(manifest.display, line, col, message)])
+
+
+def _tree_hash(manifest: Manifest, hasher: ContentHasher, path: Path, where: tuple) -> str:
+    """The content hash, or a located error if a link or a FIFO appeared since validation."""
+    try:
+        return hasher.tree_hash(path)
+    except UnsafeFile as exc:
+        try:
+            rel = exc.path.relative_to(manifest.root.resolve()).as_posix()
+        except ValueError:
+            rel = str(exc.path)
+        raise _problem(manifest, where, f"{'.'.join(map(str, where))}: {show(rel, 120)} {exc.reason}") from None
+
+
+def _read_sample(manifest: Manifest, path: Path, service: str) -> str:
+    """The sample request, checked again (bounded, regular file, JSON): it may have changed since."""
+    where = ("services", service, "sample_request")
+    problem = sample_problem(path)
+    if problem:
+        raise _problem(manifest, where, f"services.{service}.sample_request: {problem}")
+    text = (read_regular(path, MAX_SAMPLE_BYTES) or b"").decode("utf-8")
+    json.loads(text)
     return text

@@ -1,6 +1,16 @@
 """Loading ml.yaml: YAML with positions, ${VAR} interpolation, JSON Schema, references.
 
 Every problem is collected (not just the first) and reported as ``file:line:col: message``.
+
+A manifest may come from a pull request, so it is treated as hostile: its size and shape are
+bounded (see yamlpos), paths must stay inside the manifest's folder and hold only regular files
+(no symbolic links, FIFOs or devices), pip entries must be PEP 508 requirements (never pip
+options), environment variable names that steer the loader or the interpreter are refused, and
+no message ever echoes a value that is secret or came from the environment.
+
+``${VAR}`` typing: interpolation yields text. Where a value is exactly one ``${VAR}`` reference
+and the schema does not accept text there (``port: ${PORT}``), a value of the form ``8080``,
+``-1``, ``1.5``, ``true`` or ``false`` takes that type; everywhere else it stays text.
 """
 
 from __future__ import annotations
@@ -8,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -16,14 +27,40 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from packaging.requirements import InvalidRequirement, Requirement
 
 from .errors import ManifestError, MlopsError, Problem
-from .yamlpos import Positions, YamlProblem, load
+from .hashing import SKIP_DIRS, UnsafeFile, iter_files
+from .yamlpos import Positions, YamlProblem, decode, load, one_line
 
 DEFAULT_TARGET = "local"
 _VAR = re.compile(r"\$(\$)?\{([^}]*)\}")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SENSITIVE_NAME = re.compile(r"(^|_)(key|keys|secret|password|token|connection_string)$")
+ENVIRONMENT_VARIABLES = "environment_variables"
+"""``deploy.environment_variables``: its values are secret everywhere (plans, messages)."""
+
+MAX_MANIFEST_BYTES = 512 * 1024
+"""Far above any real manifest (100 services take ~60 KB); keeps validate well under 2 s."""
+MAX_SAMPLE_BYTES = 10 * 1024 * 1024
+"""The scoring runtime's default body limit: a larger sample request could never be sent."""
+MAX_PATH_CHARS = 1024
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+# Variables the dynamic loader or an interpreter acts on: setting them runs other code.
+_LOADER_PREFIXES = ("LD_", "DYLD_", "PYTHON")
+_LOADER_NAMES = frozenset({"PATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF",
+                           "BASH_ENV", "ENV", "IFS", "PERL5LIB", "PERL5OPT", "NODE_OPTIONS", "RUBYOPT"})
+# Set by mlops for the scoring runtime (Azure ML's contract); a manifest value would be overridden.
+_RUNTIME_NAMES = {"AZUREML_MODEL_DIR": "the registered model folder", "AZUREML_ENTRY_SCRIPT": "entry_script",
+                  "AML_APP_ROOT": "source_dir", "SCORING_TIMEOUT_MS": "deploy.scoring_timeout_ms",
+                  "SERVICE_NAME": "the service's name"}
+_URL_SCHEMES = ("https://", "git+https://")
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+_INT = re.compile(r"^-?[0-9]{1,18}$")
+_FLOAT = re.compile(r"^-?[0-9]+\.[0-9]+$")
+
+Report = Callable[..., None]
 
 
 @cache
@@ -95,14 +132,9 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
     env = os.environ if env is None else env
     path = Path(path).absolute()
     shown = _display(path)
+    raw = _read_manifest(path, shown)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise MlopsError(f"{shown}: manifest not found (create one from ml.yaml.example or pass -f FILE)") from None
-    except OSError as exc:
-        raise MlopsError(f"{shown}: cannot read manifest: {exc.strerror}") from None
-    try:
-        data, positions = load(text)
+        data, positions = load(decode(raw))
     except YamlProblem as exc:
         raise ManifestError([Problem(shown, exc.line, exc.col, exc.message)]) from None
     if not isinstance(data, dict):
@@ -112,55 +144,201 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
 
     def report(where: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
         line, col = positions.of(where, key=key)
-        problems.append(Problem(shown, line, col, message))
+        problems.append(Problem(shown, line, col, one_line(message, 1000)))
 
-    data = _interpolate(data, (), env, report)
-    _check_schema(data, report)
+    checks = _Checks(report)
+    data = checks.interpolate(data, (), env)
     manifest = Manifest(path, data, positions)
+    if checks.whole:
+        _type_interpolated(manifest, checks)
+    _check_schema(data, checks)
     # Later checks run even when the schema found problems (all errors at once); they skip
     # entries whose shape is already reported as wrong.
-    _check_targets_and_deploy(manifest, report)
-    _check_references(manifest, report)
+    _check_targets_and_deploy(manifest, checks)
+    _check_environments(manifest, checks)
+    _check_services(manifest, checks)
+    _check_references(manifest, checks)
     if problems:
         raise ManifestError(problems)
     return manifest
 
 
-def _interpolate(value: Any, path: tuple, env: Mapping[str, str], report) -> Any:
-    """Replace ``${VAR}`` in strings from the environment; ``$${`` escapes a literal ``${``."""
-    if isinstance(value, dict):
-        return {k: _interpolate(v, (*path, k), env, report) for k, v in value.items()}
+def _read_manifest(path: Path, shown: str) -> bytes:
+    """The manifest's bytes: a regular file, at most MAX_MANIFEST_BYTES, never a blocking read."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MlopsError(f"{shown}: manifest not found (create one from ml.yaml.example or pass -f FILE)") from None
+    except (OSError, ValueError) as exc:
+        raise MlopsError(f"{shown}: cannot read manifest: {_why(exc)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ManifestError([Problem(shown, 1, 1, "the manifest is not a regular file (a FIFO, a device or a "
+                                                  "folder); pass the path of an ml.yaml file")])
+    if st.st_size > MAX_MANIFEST_BYTES:
+        raise ManifestError([Problem(shown, 1, 1, f"the manifest is {st.st_size} bytes, over the limit of "
+                                                  f"{MAX_MANIFEST_BYTES // 1024} KiB; split the project")])
+    try:
+        raw = read_regular(path, MAX_MANIFEST_BYTES)
+    except OSError as exc:
+        raise MlopsError(f"{shown}: cannot read manifest: {_why(exc)}") from None
+    if raw is None:
+        raise ManifestError([Problem(shown, 1, 1, f"the manifest is over the limit of "
+                                                  f"{MAX_MANIFEST_BYTES // 1024} KiB; split the project")])
+    return raw
+
+
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """A regular file's bytes (None past ``limit``); opened non-blocking so a FIFO cannot hang us."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        data = fh.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return "the name holds a NUL character" if "null" in str(exc) else one_line(str(exc), 80)
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value for a message: repr, cut to ``limit`` characters with the full length said."""
+    if isinstance(value, Mapping):
+        return "a mapping"
     if isinstance(value, list):
-        return [_interpolate(v, (*path, i), env, report) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-
-    def sub(match: re.Match[str]) -> str:
-        if match.group(1):
-            return "${" + match.group(2) + "}"
-        name = match.group(2)
-        if not _VAR_NAME.match(name):
-            report(path, f"invalid variable reference ${{{name}}} (use ${{NAME}} with letters, digits, _)")
-            return ""
-        if name not in env:
-            report(path, f"environment variable {name} is not set (export {name}=... before running mlops)")
-            return ""
-        return env[name]
-
-    return _VAR.sub(sub, value)
+        return "a list"
+    text = repr(value)
+    if len(text) <= limit + 2:
+        return one_line(text, limit + 40)
+    return one_line(repr(str(value)[:limit]), limit + 40) + f"... ({len(str(value))} characters)"
 
 
-def _check_schema(data: dict, report) -> None:
+class _Checks:
+    """Where problems go, plus what interpolation learnt (which values came from the environment)."""
+
+    def __init__(self, report: Report):
+        self.report = report
+        self.from_env: set[tuple] = set()
+        """Paths of values built from ${VAR}: never echoed, they often hold secrets."""
+        self.whole: set[tuple] = set()
+        """Paths of values that were exactly one ${VAR} reference: candidates for typing."""
+
+    def secret(self, where: tuple, schema_secret: bool = False) -> bool:
+        """Whether the value at ``where`` must not appear in a message."""
+        return schema_secret or is_sensitive_path(where) or any(where[:i] in self.from_env
+                                                                for i in range(len(where), 0, -1))
+
+    def interpolate(self, value: Any, path: tuple, env: Mapping[str, str]) -> Any:
+        """Replace ``${VAR}`` in strings from the environment; ``$${`` escapes a literal ``${``."""
+        if isinstance(value, dict):
+            return {k: self.interpolate(v, (*path, k), env) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.interpolate(v, (*path, i), env) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        used = False
+
+        def sub(match: re.Match[str]) -> str:
+            nonlocal used
+            if match.group(1):
+                return "${" + match.group(2) + "}"
+            used = True
+            name = match.group(2)
+            if not _VAR_NAME.match(name):
+                self.report(path, f"invalid variable reference ${{{one_line(name, 40)}}} "
+                                  "(use ${NAME} with letters, digits, _)")
+                return ""
+            if name not in env:
+                self.report(path, f"environment variable {name} is not set (export {name}=... before running mlops)")
+                return ""
+            return env[name]
+
+        out = _VAR.sub(sub, value)
+        if used:
+            self.from_env.add(path)
+            match = _VAR.fullmatch(value)
+            if match and not match.group(1):
+                self.whole.add(path)
+        return out
+
+
+def is_sensitive_path(where: tuple) -> bool:
+    """A secret-named setting (``primary_key``, ``*_secret``...) or an environment variable value."""
+    return any(isinstance(p, str) and (SENSITIVE_NAME.search(p) is not None or p == ENVIRONMENT_VARIABLES)
+               for p in where)
+
+
+def _typed(text: str) -> Any:
+    """The int, float or bool ``text`` spells, else None (text stays text)."""
+    if _INT.match(text):
+        return int(text)
+    if _FLOAT.match(text):
+        return float(text)
+    return {"true": True, "false": False}.get(text)
+
+
+def _type_interpolated(manifest: Manifest, checks: _Checks) -> None:
+    """Give a whole-``${VAR}`` value a type where the schema refuses it as text (see module doc)."""
+    candidates = {p: t for p in checks.whole if (t := _typed(_get(manifest.data, p))) is not None}
+    if not candidates:
+        return
+    refused: set[tuple] = set()
+
+    def collect(where: tuple, message: str, *, key: bool = False) -> None:
+        refused.add(tuple(where))
+
+    dry = _Checks(collect)
+    _check_schema(dict(manifest.data), dry)
+    _check_targets_and_deploy(manifest, dry)
+    for path, typed in candidates.items():
+        if path in refused:
+            _set(manifest.data, path, typed)
+
+
+def _get(data: Any, path: tuple) -> Any:
+    for p in path:
+        data = data[p]
+    return data
+
+
+def _set(data: Any, path: tuple, value: Any) -> None:
+    _get(data, path[:-1])[path[-1]] = value
+
+
+def _check_schema(data: dict, checks: _Checks) -> None:
     validator = jsonschema.Draft202012Validator(schema())
     for error in validator.iter_errors(data):
-        _report_schema_error(error, report)
+        _report_schema_error(error, checks, root=schema())
 
 
-def _report_schema_error(error: jsonschema.ValidationError, report, prefix: tuple = ()) -> None:
-    """Turn a jsonschema error into one line that says what is wrong and how to fix it."""
+def _schema_secret(root: Mapping[str, Any] | None, error: jsonschema.ValidationError) -> bool:
+    """Whether the schema marks the failing setting secret (``writeOnly: true``) on the way down."""
+    node: Any = root
+    for part in error.absolute_schema_path:
+        if isinstance(node, Mapping) and node.get("writeOnly"):
+            return True
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return isinstance(error.schema, Mapping) and bool(error.schema.get("writeOnly"))
+
+
+def _report_schema_error(error: jsonschema.ValidationError, checks: _Checks, prefix: tuple = (),
+                         root: Mapping[str, Any] | None = None) -> None:
+    """Turn a jsonschema error into one line that says what is wrong and how to fix it.
+
+    The value is echoed only when it is short plain data that is neither secret nor from the
+    environment; otherwise the line says "the value" (``'S3cr3t-shortk' is too short`` leaked).
+    """
+    report = checks.report
     where = (*prefix, *error.absolute_path)
-    field_name = ".".join(str(p) for p in where) or "(top level)"
+    field_name = one_line(".".join(str(p) for p in where), 120) or "(top level)"
     v = error.validator
+    secret = checks.secret(where, _schema_secret(root, error))
+    value = "the value" if secret else show(error.instance)
     if v == "required":
         missing = error.message.split("'")[1]
         report(where, f"{field_name}: missing required field '{missing}'")
@@ -169,12 +347,18 @@ def _report_schema_error(error: jsonschema.ValidationError, report, prefix: tupl
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
         for name in extra:
             hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-            report((*where, name), f"{field_name}: unknown field '{name}'{hint}", key=True)
+            report((*where, name), f"{field_name}: unknown field {show(name)}{hint}", key=True)
     elif v == "pattern" and "propertyNames" in error.absolute_schema_path:
         bad = error.instance
-        report((*where, bad), f"{field_name}: invalid name {bad!r} ({_pattern_rule(error.validator_value)})", key=True)
+        report((*where, bad), f"{field_name}: invalid name {show(bad)} ({_pattern_rule(error.validator_value)})",
+               key=True)
+    elif v == "maxLength" and "propertyNames" in error.absolute_schema_path:
+        bad = error.instance
+        report((*where, bad), f"{field_name}: the name {show(bad)} is too long (at most "
+                              f"{error.validator_value} characters)", key=True)
     elif v == "pattern":
-        report(where, f"{field_name}: invalid value {error.instance!r} ({_pattern_rule(error.validator_value)})")
+        report(where, f"{field_name}: invalid value{'' if secret else ' ' + value} "
+                      f"({_pattern_rule(error.validator_value)})")
     elif v == "const":
         report(where, f"{field_name}: must be {error.validator_value!r}")
     elif v == "type":
@@ -183,16 +367,29 @@ def _report_schema_error(error: jsonschema.ValidationError, report, prefix: tupl
         report(where, f"{field_name}: expected {want}, got {_type_name(error.instance)}")
     elif v == "enum":
         options = ", ".join(repr(o) for o in error.validator_value)
-        report(where, f"{field_name}: {error.instance!r} is not one of {options}")
+        report(where, f"{field_name}: {value} is not one of {options}")
     elif v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        report(where, f"{field_name}: {error.instance!r} must be {_BOUNDS[v]} {error.validator_value}")
-    elif v == "anyOf" or v == "oneOf":
-        report(where, f"{field_name}: {error.instance!r} is not valid ({error.schema.get('description', v)})")
+        report(where, f"{field_name}: {value} must be {_BOUNDS[v]} {error.validator_value}")
+    elif v in ("minLength", "maxLength"):
+        bound = "at least" if v == "minLength" else "at most"
+        size = f" ({len(error.instance)} characters)" if secret and isinstance(error.instance, str) else ""
+        report(where, f"{field_name}: {value}{size} is too {'short' if v == 'minLength' else 'long'} "
+                      f"({bound} {error.validator_value} characters)"
+                      + ("; it is not shown because it is secret" if secret else ""))
+    elif v in ("anyOf", "oneOf"):
+        report(where, f"{field_name}: {value} is not valid ({error.schema.get('description', v)})")
+    elif v in ("minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties"):
+        report(where, f"{field_name}: {_COUNTS[v].format(n=error.validator_value)}")
+    elif secret:
+        report(where, f"{field_name}: the value is not valid ({v}); it is not shown because it is secret")
     else:
-        report(where, f"{field_name}: {error.message}")
+        report(where, f"{field_name}: {one_line(error.message, 300)}")
 
 
 _BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+_COUNTS = {"minItems": "needs at least {n} entries", "maxItems": "takes at most {n} entries",
+           "uniqueItems": "has duplicate entries (list each once)",
+           "minProperties": "needs at least {n} entries", "maxProperties": "takes at most {n} entries"}
 
 
 def _pattern_rule(pattern: str) -> str:
@@ -201,10 +398,12 @@ def _pattern_rule(pattern: str) -> str:
     rules = {
         defs["dnsName"]["pattern"]: "use 3-32 lowercase letters, digits and dashes, starting with a letter",
         defs["name"]["pattern"]: "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+        defs["path"]["pattern"]: "use a relative path without control characters",
+        defs["image"]["pattern"]: "use an image reference such as python:3.11-slim",
         schema()["properties"]["environments"]["additionalProperties"]["properties"]["python"]["pattern"]:
             'use a version like "3.11"',
     }
-    return rules.get(pattern, f"must match {pattern}")
+    return rules.get(pattern, f"must match {one_line(pattern, 80)}")
 
 
 def _type_name(value: Any) -> str:
@@ -212,10 +411,11 @@ def _type_name(value: Any) -> str:
             float: "a number", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
 
 
-def _check_targets_and_deploy(manifest: Manifest, report) -> None:
+def _check_targets_and_deploy(manifest: Manifest, checks: _Checks) -> None:
     """Each target's and each service's deploy settings against the provider's own schema."""
     from providers.registry import available
 
+    report = checks.report
     kinds = available()
     variants: dict[str, Any] = {}
     for name, config in manifest.targets.items():
@@ -223,16 +423,22 @@ def _check_targets_and_deploy(manifest: Manifest, report) -> None:
         if not isinstance(kind, str):
             continue  # reported by the schema
         if kind not in kinds:
-            report(("targets", name, "provider"),
-                   f"targets.{name}.provider: unknown provider {kind!r} (installed: {', '.join(sorted(kinds))})")
+            report(("targets", name, "provider"), f"targets.{name}.provider: unknown provider {show(kind)} "
+                   f"(installed: {', '.join(sorted(kinds))})")
             continue
-        variant = kinds[kind].variant(config)
-        validator = jsonschema.Draft202012Validator(variant.target_schema())
+        try:
+            variant = kinds[kind].variant(config)
+            target_schema = variant.target_schema()
+        except MlopsError as exc:  # a broken plugin fails where its kind is used, on one line
+            report(("targets", name, "provider"), f"targets.{name}.provider: {exc}")
+            continue
+        validator = jsonschema.Draft202012Validator(target_schema)
         errors = list(validator.iter_errors(config))
         for error in errors:
-            _report_schema_error(error, report, ("targets", name))
+            _report_schema_error(error, checks, ("targets", name), root=target_schema)
         if not errors:
             variants[name] = variant
+    ports: dict[tuple[str, int], str] = {}
     for name, service in manifest.section("services").items():
         target = manifest.service_target(service)
         if not isinstance(target, str):
@@ -241,7 +447,7 @@ def _check_targets_and_deploy(manifest: Manifest, report) -> None:
             known = ", ".join(sorted(manifest.targets))
             if "target" in service:
                 report(("services", name, "target"),
-                       f"services.{name}.target: unknown target {target!r} (declared targets: {known})")
+                       f"services.{name}.target: unknown target {show(target)} (declared targets: {known})")
             else:
                 report(("services", name), f"services.{name}: no target given and several targets declared "
                        f"(add `target:` with one of: {known})", key=True)
@@ -251,59 +457,307 @@ def _check_targets_and_deploy(manifest: Manifest, report) -> None:
         deploy = service.get("deploy") or {}
         if not isinstance(deploy, dict):
             continue
-        validator = jsonschema.Draft202012Validator(variants[target].deploy_schema())
-        for error in validator.iter_errors(deploy):
-            _report_schema_error(error, report, ("services", name, "deploy"))
+        deploy_schema = variants[target].deploy_schema()
+        validator = jsonschema.Draft202012Validator(deploy_schema)
+        errors = list(validator.iter_errors(deploy))
+        for error in errors:
+            _report_schema_error(error, checks, ("services", name, "deploy"), root=deploy_schema)
+        port = deploy.get("port")
+        if isinstance(port, int) and not isinstance(port, bool) and not any(e.path and e.path[0] == "port"
+                                                                              for e in errors):
+            scope = _port_scope(variants[target], manifest.targets[target])
+            other = ports.setdefault((scope, port), name) if scope else name
+            if other != name:
+                report(("services", name, "deploy", "port"),
+                       f"services.{name}.deploy.port: port {port} is already taken by services.{other} "
+                       f"(both bind {one_line(str(scope), 60)}); choose another port or `auto`")
 
 
-def _check_references(manifest: Manifest, report) -> None:
+def _port_scope(variant: Any, config: Mapping[str, Any]) -> str | None:
+    """Where a fixed ``deploy.port`` must be unique, as the provider says; None: no such rule.
+
+    A provider whose services bind ports of one shared host (processes and containers on
+    127.0.0.1, IoT Edge modules on one device) says so with a classmethod
+    ``port_scope(config) -> str | None``, e.g. ``"127.0.0.1"``: two services whose targets give the
+    same scope cannot both ask for one port. Cloud targets, where each service has its own
+    address, declare nothing.
+    """
+    hook = getattr(variant, "port_scope", None)
+    if not callable(hook):
+        return None
+    try:
+        scope = hook(config)
+    except Exception:  # noqa: BLE001 - a plugin's hook must not turn validate into a traceback
+        return None
+    return scope if isinstance(scope, str) and scope else None
+
+
+def _check_environments(manifest: Manifest, checks: _Checks) -> None:
+    """pip entries are PEP 508 requirements; the index is its own https setting (finding: `-r/proc/...`)."""
+    report = checks.report
+    for name, environment in manifest.section("environments").items():
+        base = ("environments", name)
+        pip = environment.get("pip")
+        for i, entry in enumerate(pip if isinstance(pip, list) else []):
+            if not isinstance(entry, str) or not entry.strip():
+                continue  # reported by the schema
+            problem = pip_problem(entry)
+            if problem:
+                shown = "the value" if checks.secret((*base, "pip", i)) else show(entry)
+                report((*base, "pip", i), f"environments.{name}.pip[{i}]: {shown} {problem}")
+        url = environment.get("pip_index_url")
+        if isinstance(url, str):
+            problem = index_url_problem(url)
+            if problem:
+                report((*base, "pip_index_url"), f"environments.{name}.pip_index_url: {problem}")
+
+
+def pip_problem(entry: str) -> str | None:
+    """Why a pip entry is refused, or None: only PEP 508 requirements reach pip, never options."""
+    text = entry.strip()
+    if text.startswith("-"):
+        return ("is a pip option, not a requirement; list packages only (e.g. numpy==2.1.*) and set "
+                "pip_index_url for another index")
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "invalid"
+        return f"is not a PEP 508 requirement ({one_line(detail, 120)}); write it like scikit-learn==1.5.*"
+    if req.url is not None:
+        url = req.url
+        if not url.startswith(_URL_SCHEMES):
+            return ("is a direct reference to a local file or an insecure URL; publish the package to an "
+                    "index (pip_index_url) or use an https:// URL")
+        if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+            return "has credentials in its URL (they would show in plans); configure them in pip instead"
+    return None
+
+
+def index_url_problem(url: str) -> str | None:
+    """Why an index URL is refused, or None: https (http only to this machine), no credentials."""
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "the URL holds spaces or control characters"
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    if "@" in host:
+        return ("the URL holds credentials (they would show in plans); set them in pip's configuration "
+                "or PIP_INDEX_URL on the machine instead")
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if scheme == "https" and host:
+        return None
+    if scheme == "http" and hostname in _LOOPBACK:
+        return None
+    return "use an https:// URL (http:// only for 127.0.0.1 or localhost)"
+
+
+def _check_services(manifest: Manifest, checks: _Checks) -> None:
+    """Provider-independent deploy rules: environment variable names that are safe to set."""
+    for name, service in manifest.section("services").items():
+        deploy = service.get("deploy")
+        variables = deploy.get(ENVIRONMENT_VARIABLES) if isinstance(deploy, dict) else None
+        if not isinstance(variables, dict):
+            continue
+        base = ("services", name, "deploy", ENVIRONMENT_VARIABLES)
+        for var, value in variables.items():
+            field_name = f"services.{name}.deploy.{ENVIRONMENT_VARIABLES}"
+            problem = env_name_problem(var)
+            if problem:
+                checks.report((*base, var), f"{field_name}: {show(var)} {problem}", key=True)
+            elif isinstance(value, str) and "\0" in value:
+                checks.report((*base, var), f"{field_name}.{var}: the value holds a NUL character, which no "
+                                            "environment variable can hold; remove it")
+
+
+def env_name_problem(name: str) -> str | None:
+    """Why a variable name is refused, or None."""
+    if not _ENV_NAME.match(name):
+        return "is not a valid name (use letters, digits and _, not starting with a digit)"
+    upper = name.upper()
+    if upper.startswith("MLOPS_"):
+        return "is reserved: names starting with MLOPS_ belong to mlops (service keys travel in them); rename it"
+    if upper in _RUNTIME_NAMES:
+        return f"is set by mlops from {_RUNTIME_NAMES[upper]}; remove it"
+    if upper in _LOADER_NAMES or upper.startswith(_LOADER_PREFIXES):
+        return ("steers the loader or the interpreter (like PATH, LD_PRELOAD, PYTHONPATH) and cannot be set; "
+                "put code in source_dir and packages in the environment instead")
+    return None
+
+
+def _plain_path(value: Any) -> bool:
+    """A path string the schema accepts (short, no control characters); others are reported there."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_PATH_CHARS and value.isprintable()
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _check_references(manifest: Manifest, checks: _Checks) -> None:
     """Service -> models/environment exist; every path exists inside the project folder."""
+    report = checks.report
     root = manifest.root.resolve()
     models = manifest.section("models")
     environments = manifest.section("environments")
 
     def inside(rel: str, where: tuple, field_name: str, *, kind: str) -> Path | None:
-        p = (manifest.root / rel).resolve()
+        try:
+            p = (manifest.root / rel).resolve()
+        except (OSError, ValueError, RuntimeError) as exc:
+            report(where, f"{field_name}: {show(rel)} cannot be used ({_why(exc)})")
+            return None
         if not p.is_relative_to(root):
-            report(where, f"{field_name}: {rel!r} is outside the project folder "
+            report(where, f"{field_name}: {show(rel)} is outside the project folder "
                           "(use a path inside the manifest's folder)")
             return None
-        if not p.exists():
-            report(where, f"{field_name}: {kind} {rel!r} does not exist (path is relative to the manifest)")
+        try:
+            os.stat(p)
+        except FileNotFoundError:
+            report(where, f"{field_name}: {kind} {show(rel)} does not exist (path is relative to the manifest)")
+            return None
+        except (OSError, ValueError) as exc:
+            report(where, f"{field_name}: {show(rel)} cannot be used ({_why(exc)})")
             return None
         return p
 
+    def regular_tree(p: Path, rel: str, where: tuple, field_name: str) -> bool:
+        """Nothing but regular files and folders under ``p`` (and ``rel`` itself is not a link)."""
+        st = _lstat(manifest.root / rel)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            report(where, f"{field_name}: {show(rel)} is a symbolic link; mlops never follows links in model "
+                          "and source folders (use the real path, or a copy)")
+            return False
+        try:
+            iter_files(p)
+        except UnsafeFile as exc:
+            report(where, f"{field_name}: {show(_relative(exc.path, root), 120)} {exc.reason}")
+            return False
+        return True
+
+    hashed: list[tuple[Path, str]] = []
     for name, model in models.items():
-        if isinstance(model.get("path"), str):
-            inside(model["path"], ("models", name, "path"), f"models.{name}.path", kind="file or folder")
+        rel = model.get("path")
+        if _plain_path(rel):
+            where, field_name = ("models", name, "path"), f"models.{name}.path"
+            p = inside(rel, where, field_name, kind="file or folder")
+            if p is not None and regular_tree(p, rel, where, field_name):
+                hashed.append((p, field_name))
     for name, service in manifest.section("services").items():
         base = ("services", name)
         refs = service.get("models")
         for i, ref in enumerate(refs if isinstance(refs, list) else []):
             if isinstance(ref, str) and ref not in models:
                 known = ", ".join(sorted(models)) or "none declared"
-                report((*base, "models", i), f"services.{name}.models: unknown model {ref!r} (models: {known})")
+                report((*base, "models", i), f"services.{name}.models: unknown model {show(ref)} (models: {known})")
         env_name = service.get("environment")
         if isinstance(env_name, str) and env_name not in environments:
             known = ", ".join(sorted(environments)) or "none declared"
             report((*base, "environment"),
-                   f"services.{name}.environment: unknown environment {env_name!r} (environments: {known})")
-        if not isinstance(service.get("source_dir"), str):
-            continue
-        src = inside(service["source_dir"], (*base, "source_dir"), f"services.{name}.source_dir", kind="folder")
-        if src is not None and isinstance(service.get("entry_script"), str):
-            if not src.is_dir():
-                report((*base, "source_dir"), f"services.{name}.source_dir: {service['source_dir']!r} is not a folder")
-            elif not (src / service["entry_script"]).is_file():
-                report((*base, "entry_script"),
-                       f"services.{name}.entry_script: {service['entry_script']!r} not found in "
-                       f"{service['source_dir']} (it is relative to source_dir)")
-        if isinstance(service.get("sample_request"), str):
-            sample = inside(service["sample_request"], (*base, "sample_request"),
-                            f"services.{name}.sample_request", kind="file")
-            if sample is not None:
-                try:
-                    json.loads(sample.read_text())
-                except (ValueError, OSError) as exc:
-                    report((*base, "sample_request"),
-                           f"services.{name}.sample_request: {service['sample_request']!r} is not valid JSON ({exc})")
+                   f"services.{name}.environment: unknown environment {show(env_name)} (environments: {known})")
+        source_dir = service.get("source_dir")
+        if _plain_path(source_dir):
+            field_name = f"services.{name}.source_dir"
+            src = inside(source_dir, (*base, "source_dir"), field_name, kind="folder")
+            if src is not None:
+                if not src.is_dir():
+                    report((*base, "source_dir"), f"{field_name}: {show(source_dir)} is not a folder")
+                elif regular_tree(src, source_dir, (*base, "source_dir"), field_name):
+                    hashed.append((src, field_name))
+                    _check_entry_script(service, src, name, report)
+        sample = service.get("sample_request")
+        if _plain_path(sample):
+            _check_sample_request(sample, (*base, "sample_request"), name, inside, report)
+    _check_registry(manifest, root, hashed, report)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _check_entry_script(service: Mapping[str, Any], src: Path, name: str, report: Report) -> None:
+    """The entry script: a regular file inside source_dir, not a link (it would run another file)."""
+    entry = service.get("entry_script")
+    if not _plain_path(entry):
+        return
+    where, field_name = ("services", name, "entry_script"), f"services.{name}.entry_script"
+    target = src / entry
+    try:
+        resolved = target.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:
+        report(where, f"{field_name}: {show(entry)} cannot be used ({_why(exc)})")
+        return
+    if Path(entry).is_absolute() or not resolved.is_relative_to(src):
+        report(where, f"{field_name}: {show(entry)} is outside source_dir (it is relative to source_dir)")
+        return
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    except (OSError, ValueError) as exc:
+        report(where, f"{field_name}: {show(entry)} cannot be used ({_why(exc)})")
+        return
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        report(where, f"{field_name}: {show(entry)} is a symbolic link; mlops runs only regular files "
+                      "(replace the link with the script)")
+    elif st is None or not stat.S_ISREG(st.st_mode):
+        report(where, f"{field_name}: {show(entry)} not found in {one_line(service['source_dir'], 120)} "
+                      "(it is relative to source_dir)")
+
+
+def _check_sample_request(sample: str, where: tuple, name: str, inside: Callable[..., Path | None],
+                          report: Report) -> None:
+    field_name = f"services.{name}.sample_request"
+    path = inside(sample, where, field_name, kind="file")
+    if path is None:
+        return
+    problem = sample_problem(path)
+    if problem:
+        report(where, f"{field_name}: {show(sample)} {problem}")
+
+
+def sample_problem(path: Path) -> str | None:
+    """Why a sample request file cannot be sent, or None: a regular file of bounded, valid JSON."""
+    try:
+        raw = read_regular(path, MAX_SAMPLE_BYTES)
+    except (OSError, ValueError) as exc:
+        return f"cannot be read ({_why(exc)}); it must be a regular file"
+    if raw is None:
+        return f"is over {MAX_SAMPLE_BYTES // (1024 * 1024)} MiB, more than a service accepts"
+    try:
+        json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        return "is not valid JSON (nested too deeply)"
+    except UnicodeDecodeError as exc:
+        return f"is not valid JSON (invalid UTF-8 at byte {exc.start})"
+    except ValueError as exc:
+        return f"is not valid JSON ({one_line(str(exc), 120)})"
+    return None
+
+
+def _check_registry(manifest: Manifest, root: Path, hashed: list[tuple[Path, str]], report: Report) -> None:
+    """registry.path stays inside the manifest's folder and out of what is hashed (or plans never settle)."""
+    registry = manifest.data.get("registry")
+    rel = registry.get("path") if isinstance(registry, dict) else None
+    if not _plain_path(rel):
+        return
+    where = ("registry", "path")
+    try:
+        state = (manifest.root / rel).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:
+        report(where, f"registry.path: {show(rel)} cannot be used ({_why(exc)})")
+        return
+    if state == root or not state.is_relative_to(root):
+        report(where, f"registry.path: {show(rel)} is outside the manifest's folder (plan writes there); "
+                      "use a folder inside it, such as .mlops")
+        return
+    for folder, field_name in hashed:
+        if state.is_relative_to(folder) and folder.is_dir():
+            first = state.relative_to(folder).parts[:1]
+            if not first or first[0] not in SKIP_DIRS:
+                report(where, f"registry.path: {show(rel)} is inside {field_name}, which is hashed: every plan "
+                              "would change it; use a folder outside it, such as .mlops")
