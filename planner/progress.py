@@ -57,6 +57,9 @@ class ProgressPrinter:
         elif event == "failed":
             self._forget(key)
             self._print(f"{key}: {done} failed after {elapsed}")
+        elif event == "cancelled":
+            self._forget(key)
+            self._print(f"{key}: {done} cancelled after {elapsed}")
         elif event == "skipped":
             self._print(f"{key}: skipped (a change it depends on failed)")
         else:

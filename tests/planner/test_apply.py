@@ -111,7 +111,7 @@ def test_saved_plan_staleness_is_per_resource(project: Path, tmp_path: Path):
     proj = Project.load(project)
     MemoryProvider(target="mem", config={}, context=proj.context).kill("one-api")
     refused = run_cli("apply", str(stale), "-f", str(project))
-    assert refused.code == 1
+    assert refused.code == 3   # a stale saved plan has its own exit code (plan again)
     assert "Saved plan is stale: service.one-api changed since the plan was made" in refused.err
 
 
@@ -120,7 +120,7 @@ def test_saved_plan_refused_when_the_manifest_changed(project: Path, tmp_path: P
     assert run_cli("plan", "-o", str(saved), "-f", str(project)).code == 0
     project.write_text(MANIFEST.replace("stage: dev", "stage: prod"))
     refused = run_cli("apply", str(saved), "-f", str(project))
-    assert refused.code == 1 and "model.m: the manifest or its files changed" in refused.err
+    assert refused.code == 3 and "model.m: the manifest or its files changed" in refused.err
 
 
 def test_failed_service_is_replaced(project: Path):
@@ -160,4 +160,4 @@ def test_lock_refuses_a_concurrent_apply(project: Path):
     proj = Project.load(project)
     with apply_lock(proj.manifest.state_dir, "apply"):
         result = run_cli("apply", "--auto-approve", "-f", str(project))
-    assert result.code == 1 and "another mlops apply holds the lock" in result.err
+    assert result.code == 4 and "another mlops apply holds the lock" in result.err

@@ -1,0 +1,96 @@
+"""The `mlops` command: the only package that prints or exits.
+
+Each command group lives in its own module with ``register(sub, common)``; this module builds
+the parser, runs the chosen handler and turns known errors into one line and an exit code a CI
+script can act on (documented in the README):
+
+    0 success / no changes      2 changes present (plan --detailed-exitcode)
+    1 error                     3 a saved plan is stale (plan again)
+    4 another apply holds the lock (retry later)      130 interrupted or cancelled
+
+Everything printed passes through the redactor, so a secret value never reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..errors import LockedError, ManifestError, MlopsError, StalePlanError, TargetsUnreachable
+from ..redact import RedactingStream
+from . import deploy, gitops, services
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_STALE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+COMMANDS = (deploy, services, gitops)
+"""Command-group modules, each with ``register(sub, common)``; handlers set as ``handler``."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-f", "--file", default="ml.yaml", type=Path, help="manifest (default: ml.yaml)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    parser = argparse.ArgumentParser(prog="mlops", description="Declarative GitOps for ML model deployments.")
+    parser.add_argument("--version", action="version", version=f"mlops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(sub, common)
+    p = sub.add_parser("serve", help="run the scoring runtime on an entry script (like azmlinfsrv)",
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        # Everything after `serve` belongs to the runtime's own parser (argparse.REMAINDER
+        # would not pass options such as --entry-script through a subcommand).
+        from providers.runtime.cli import main as serve_main
+
+        return serve_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)  # type: ignore[assignment]
+    try:
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return args.handler(args)
+    except ManifestError as exc:
+        if args.debug:
+            raise
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"Error: the manifest has {len(exc.problems)} problem(s).", file=sys.stderr)
+        return EXIT_ERROR
+    except TargetsUnreachable as exc:
+        if args.debug:
+            raise
+        for problem in exc.problems:
+            print(f"Error: {problem}", file=sys.stderr)
+        print("Nothing was changed.", file=sys.stderr)
+        return EXIT_ERROR
+    except MlopsError as exc:
+        if args.debug:
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        if isinstance(exc, StalePlanError):
+            return EXIT_STALE
+        if isinstance(exc, LockedError):
+            return EXIT_LOCKED
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

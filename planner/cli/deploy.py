@@ -1,0 +1,245 @@
+"""`mlops validate | plan | apply | destroy`: the manifest, its plan, and carrying it out."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..addresses import Address
+from ..apply import Outcome, apply_plan, check_fresh
+from ..errors import MlopsError
+from ..gitops import Choice, choose_plan, manifest_key, render_summary, require_clean
+from ..lock import apply_lock
+from ..manifest import load_manifest
+from ..plan import Plan
+from ..planning import make_plan
+from ..progress import ProgressPrinter
+from ..project import Project
+from ..provenance import ChangeReport, changed_since
+from ..render_json import render_json
+from ..render_markdown import Provenance, render_markdown
+from ..render_text import render_plan
+from .planfiles import load_plan
+from .services import service_rows
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("validate", parents=[common], help="check the manifest (schema and references)")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("plan", parents=[common], help="show what apply would change")
+    p.add_argument("-o", "--out", type=Path, help="save the plan as JSON for `mlops apply FILE`")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="text (default), json, or markdown (a pull-request comment)")
+    p.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
+    p.add_argument("--changed-since", metavar="REF",
+                   help="say which files and manifest entries changed since REF (e.g. origin/main)")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no changes, 1 error, 2 changes")
+    p.add_argument("--target", action="append", default=[], metavar="ADDRESS", help="limit to a resource")
+    p.add_argument("--destroy", action="store_true", help="plan the removal of everything")
+    p.set_defaults(handler=cmd_plan)
+
+    for name, text in (("apply", "make the deployment match the manifest"),
+                       ("destroy", "remove everything this project owns")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.set_defaults(handler=cmd_apply if name == "apply" else cmd_destroy)
+        if name == "apply":
+            p.add_argument("planfile", nargs="?", type=Path, help="a plan saved with `mlops plan -o`")
+        p.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
+        p.add_argument("--parallelism", type=int, default=4, metavar="N", help="changes at once (default 4)")
+        p.add_argument("--target", action="append", default=[], metavar="ADDRESS", help="limit to a resource")
+        p.add_argument("--require-clean", action="store_true",
+                       help="refuse a dirty work tree or a commit that is not on --branch")
+        p.add_argument("--branch", default="main", help="the branch --require-clean expects (default main)")
+        if name == "apply":
+            p.add_argument("--reviewed", type=Path, metavar="PLANFILE",
+                           help="apply this reviewed plan if it is still exactly right, else plan again and "
+                                "say why (a missing file also plans again)")
+
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    m = load_manifest(args.file)
+    counts = {k: len(m.section(k)) for k in ("models", "environments", "services")}
+    print(f"The manifest is valid: {counts['models']} models, {counts['environments']} environments, "
+          f"{counts['services']} services, {len(m.targets)} targets.")
+    return 0
+
+
+def _targets(args: argparse.Namespace) -> list[Address]:
+    return [Address.parse(t) for t in args.target]
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    project = Project.load(args.file)
+    plan = make_plan(project, targets=_targets(args), destroy=args.destroy)
+    report = changed_since(project.manifest, args.changed_since) if args.changed_since else None
+    if args.format == "json":
+        sys.stdout.write(_plan_json(plan, report))
+    elif args.format == "markdown":
+        why = Provenance(report.ref, report.reasons) if report else None
+        sys.stdout.write("\n".join(render_markdown(plan, manifest=manifest_key(args.file), why=why)))
+    else:
+        if report:
+            sys.stdout.write(_render_changes(report))
+        sys.stdout.write(render_plan(plan))
+    if args.out:
+        args.out.write_text(_plan_json(plan, report))
+        if args.format == "text":
+            print(f"\nSaved the plan to: {args.out}\nTo perform exactly these actions, run:\n"
+                  f"    mlops apply -f {args.file} {args.out}")
+    return 2 if (args.detailed_exitcode and plan.has_changes) else 0
+
+
+def _plan_json(plan: Plan, report: ChangeReport | None) -> str:
+    """The JSON plan; with --changed-since it also carries why, for `mlops comment` to show."""
+    if report is None:
+        return render_json(plan)
+    data = plan.to_json()
+    data["changed_since"] = report.to_json()
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _render_changes(report: ChangeReport) -> str:
+    lines = [f"Changes since {report.ref} (merge base {report.base[:12]}): {len(report.files)} files."]
+    for address, reasons in report.reasons.items():
+        lines.append(f"  {address}: {'; '.join(reasons)}".replace("`", ""))
+    return "\n".join(lines) + "\n\n"
+
+
+def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
+    project = Project.load(args.file)
+    if args.require_clean:
+        require_clean(project.manifest.root, args.branch)
+    choice: Choice | None = None
+    with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"):
+        desired, live = project.desired(), project.live()
+        planfile = getattr(args, "planfile", None)
+        reviewed = getattr(args, "reviewed", None)
+        if planfile and reviewed:
+            raise MlopsError("pass either a plan file or --reviewed PLANFILE, not both")
+        if planfile:
+            plan = load_plan(planfile, project)
+            check_fresh(plan, desired, live, project.rules_for)
+            print(f"Applying the saved plan {planfile} (what it touches is unchanged since it was made).")
+        elif reviewed:
+            saved = load_plan(reviewed, project) if reviewed.exists() else None
+            choice = choose_plan(project, saved, desired, live, source=f"the reviewed plan {reviewed}")
+            plan = choice.plan
+            print(choice.note)
+            if not choice.reviewed:
+                sys.stdout.write(render_plan(plan))
+                if plan.has_changes and not args.auto_approve and not _confirm(destroy):
+                    print("Apply cancelled.")
+                    return 1
+        else:
+            plan = make_plan(project, targets=_targets(args), destroy=destroy, desired=desired, live=live)
+            sys.stdout.write(render_plan(plan))
+            if plan.has_changes and not args.auto_approve and not _confirm(destroy):
+                print("Apply cancelled.")
+                return 1
+        outcomes: list[Outcome] = []
+        if not plan.has_changes:
+            if planfile or reviewed:
+                print("No changes. Nothing to apply.")
+            code, result = 0, "No changes. Nothing to apply."
+        else:
+            print()
+            cancel = threading.Event()
+            with ProgressPrinter(sys.stdout) as printer, _cancel_on_signals(cancel):
+                outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism, notify=printer,
+                                      cancel=cancel)
+            code, result = _report(outcomes, destroy)
+    _job_summary(project, plan, choice, outcomes, result)
+    return code
+def _confirm(destroy: bool) -> bool:
+    if not sys.stdin.isatty():
+        raise MlopsError("refusing to apply without confirmation: stdin is not a terminal "
+                         "(pass --auto-approve to apply non-interactively)")
+    what = "destroy all resources" if destroy else "perform these actions"
+    print(f"\nDo you really want to {what}?\n  Only 'yes' will be accepted to approve.\n")
+    try:
+        return input("  Enter a value: ").strip() == "yes"
+    except EOFError:
+        return False
+
+
+@contextlib.contextmanager
+def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM during apply: stop starting changes, stop waiting, report what is left.
+
+    A second Ctrl-C interrupts at once (providers' own clean-up still runs as the stack unwinds).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        cancel.set()
+        print(f"\nReceived {signal.Signals(signum).name}: cancelling; running changes stop at their next wait "
+              "(Ctrl-C again to stop at once).", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:
+    cancelled = [o for o in outcomes if o.cancelled]
+    failed = [o for o in outcomes if not o.ok]
+    ok = [o for o in outcomes if o.ok]
+    added = sum(1 for o in ok if o.change.action.value in ("create",) or o.change.action.is_replace)
+    changed = sum(1 for o in ok if o.change.action.value == "update")
+    destroyed = sum(1 for o in ok if o.change.action.value == "delete" or o.change.action.is_replace)
+    print()
+    for o in failed:
+        error = o.error or "failed"
+        prefix = f"{o.change.address}: "
+        print(f"Error: {prefix}{error.removeprefix(prefix)}", file=sys.stderr)
+    if cancelled:
+        result = (f"Apply cancelled: {len(ok)} of {len(outcomes)} changes completed, {len(cancelled)} stopped or not "
+                  f"started ({added} added, {changed} changed, {destroyed} destroyed). Run `mlops plan` to see what "
+                  "is left.")
+        print(result, file=sys.stderr)
+        return 130, result
+    if failed:
+        result = (f"Apply failed: {len(failed)} of {len(outcomes)} changes did not complete "
+                  f"({added} added, {changed} changed, {destroyed} destroyed). Run `mlops plan` to see what is left.")
+        print(result, file=sys.stderr)
+        return 1, result
+    verb = "Destroy" if destroy else "Apply"
+    result = f"{verb} complete! Resources: {added} added, {changed} changed, {destroyed} destroyed."
+    print(result)
+    return 0, result
+
+
+def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: list[Outcome], result: str) -> None:
+    """In GitHub Actions, append the apply's result and every service's health to the job summary."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path:
+        return
+    text = render_summary(manifest=project.manifest.display, choice=choice, plan=plan, outcomes=outcomes,
+                          services=service_rows(project), result=result)
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        print(f"Warning: cannot write the job summary to {path}: {exc.strerror}", file=sys.stderr)
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    return cmd_apply(args, destroy=True)
+
+

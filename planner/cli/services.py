@@ -1,0 +1,189 @@
+"""`mlops status | models | logs | build | call`: what runs, and using it."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..addresses import Address
+from ..errors import MlopsError
+from ..hashing import digest
+from ..project import Project
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("status", parents=[common], help="show services: state, endpoint, models, commit")
+    p.set_defaults(handler=cmd_status)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("models", parents=[common], help="list registered models and versions")
+    p.set_defaults(handler=cmd_models)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("logs", parents=[common], help="print a service's logs")
+    p.set_defaults(handler=cmd_logs)
+    p.add_argument("service")
+    p.add_argument("--follow", action="store_true")
+    p.add_argument("--tail", type=int, metavar="N")
+    p.add_argument("--build", action="store_true", help="the output of the service's last image build")
+
+    p = sub.add_parser("build", parents=[common], help="build (and push) services' images without deploying")
+    p.set_defaults(handler=cmd_build)
+    p.add_argument("services", nargs="*", metavar="SERVICE", help="default: every service that runs an image")
+
+    p = sub.add_parser("call", parents=[common], help="score a service (default: its sample request)")
+    p.set_defaults(handler=cmd_call)
+    p.add_argument("service")
+    p.add_argument("--data", help="JSON body, or @FILE")
+
+
+
+def service_rows(project: Project) -> list[dict[str, Any]]:
+    live = project.live()
+    rows = []
+    declared = project.manifest.section("services")
+    for name in sorted(set(declared) | {a.name for a in live if a.kind == "service"}):
+        lv = live.get(Address("service", name))
+        if lv is None:
+            rows.append({"service": name, "target": declared[name].get("target", "local"), "state": "NotDeployed",
+                         "endpoint": None, "models": [], "fingerprint": None, "git_commit": None,
+                         "dirty": None, "message": "not deployed; run `mlops apply`"})
+            continue
+        git = lv.details.get("git") or {}
+        rows.append({
+            "service": name, "target": lv.target, "state": lv.status, "endpoint": lv.details.get("endpoint"),
+            "models": list(lv.spec.get("models", [])), "fingerprint": digest(dict(lv.spec))[:12],
+            "git_commit": git.get("commit"), "dirty": git.get("dirty"), "message": lv.details.get("message") or "",
+            "in_manifest": name in declared,
+        })
+    return rows
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = service_rows(Project.load(args.file))
+    if args.json:
+        print(json.dumps({"format_version": "1.0", "services": rows}, indent=2, sort_keys=True))
+        return 0
+    if not rows:
+        print("No services declared or running.")
+        return 0
+    table = [["SERVICE", "TARGET", "STATE", "ENDPOINT", "MODELS", "FINGERPRINT", "COMMIT"]]
+    for r in rows:
+        commit = (r["git_commit"] or "-")[:10] + ("+dirty" if r["dirty"] else "")
+        table.append([r["service"], r["target"] or "-", r["state"], r["endpoint"] or "-",
+                      ",".join(m.split("@")[0] for m in r["models"]) or "-", r["fingerprint"] or "-", commit])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for r in rows:
+        if r["message"] and r["state"] != "Healthy":
+            print(f"{r['service']}: {r['message']}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    project = Project.load(args.file)
+    models = []
+    for lv in project.store.read_models():
+        versions = project.store.versions(lv.address.name)
+        models.append({
+            "name": lv.address.name, "current_version": lv.spec["version"], "tags": lv.spec["tags"],
+            "description": lv.spec["description"],
+            "versions": [{"version": v, "sha256": meta.get("sha256"), "created": meta.get("created"),
+                          "source": meta.get("source"), "git_commit": (meta.get("git") or {}).get("commit")}
+                         for v, meta in versions.items()],
+        })
+    if args.json:
+        print(json.dumps({"format_version": "1.0", "models": models}, indent=2, sort_keys=True))
+        return 0
+    if not models:
+        print("No models registered. Run `mlops apply` to register the manifest's models.")
+    for m in models:
+        tags = ", ".join(f"{k}={v}" for k, v in m["tags"].items())
+        print(f"{m['name']}  (current: {m['current_version']}){'  tags: ' + tags if tags else ''}")
+        for v in m["versions"]:
+            mark = "*" if v["version"] == m["current_version"] else " "
+            print(f"  {mark} {v['version']:>3}  sha256:{(v['sha256'] or '')[:12]}  {v['created'] or ''}  "
+                  f"{v['source'] or ''}")
+    return 0
+
+
+def _live_service(project: Project, name: str):
+    live = project.live().get(Address("service", name))
+    if live is None:
+        declared = ", ".join(sorted(project.manifest.section("services"))) or "none"
+        raise MlopsError(f"service {name!r} is not running (services in the manifest: {declared}; "
+                         "run `mlops apply` first)")
+    return live
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ..build import build_services
+
+    project = Project.load(args.file)
+    started: dict[str, float] = {}
+
+    def progress(service: str, step: str) -> None:
+        started.setdefault(service, time.monotonic())
+        print(f"service.{service}: {step} [{time.monotonic() - started[service]:.0f}s elapsed]", flush=True)
+
+    for r in build_services(project, args.services, progress):
+        what = f"built in {r.seconds:.1f}s ({r.cached_steps} of {r.steps} steps from cache)" if r.built \
+            else "up to date (not rebuilt)"
+        pushed = f", pushed as {r.pushed}" if r.pushed else ""
+        print(f"{r.service}: {r.image} {what}{pushed}")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    project = Project.load(args.file)
+    if args.build:
+        from ..build import build_log
+
+        for line in build_log(project, args.service):
+            print(line)
+        return 0
+    live = _live_service(project, args.service)
+    try:
+        for line in project.provider_for(live).logs(live, follow=args.follow, tail=args.tail):
+            print(line, flush=args.follow)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from providers.http import request
+
+    project = Project.load(args.file)
+    live = _live_service(project, args.service)
+    if args.data is None:
+        sample = project.manifest.section("services").get(args.service, {}).get("sample_request")
+        if not sample:
+            raise MlopsError(f"service {args.service!r} has no sample_request; pass --data JSON or --data @FILE")
+        body = (project.manifest.root / sample).read_text()
+    elif args.data.startswith("@"):
+        try:
+            body = Path(args.data[1:]).read_text()
+        except OSError as exc:
+            raise MlopsError(f"--data {args.data}: cannot read file: {exc.strerror}") from None
+    else:
+        body = args.data
+    endpoint = project.provider_for(live).endpoint(live)
+    try:
+        reply = request(endpoint.scoring_url, data=body.encode(),
+                        headers={**endpoint.headers, "Content-Type": "application/json"}, timeout=120)
+    except OSError as exc:
+        raise MlopsError(f"cannot reach {endpoint.scoring_url}: {exc} (see `mlops status`)") from None
+    text = reply.body.decode(errors="replace")
+    with contextlib.suppress(ValueError):
+        text = json.dumps(json.loads(text), indent=2)
+    if reply.status != 200:
+        print(text, file=sys.stderr)
+        raise MlopsError(f"{args.service} answered HTTP {reply.status}")
+    print(text)
+    return 0
