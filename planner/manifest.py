@@ -224,6 +224,8 @@ class _Checks:
         """Paths of values built from ${VAR}: never echoed, they often hold secrets."""
         self.whole: set[tuple] = set()
         """Paths of values that were exactly one ${VAR} reference: candidates for typing."""
+        self.unset: set[tuple] = set()
+        """Paths whose ${VAR} is not set: reported once, not again by the schema."""
 
     def secret(self, where: tuple, schema_secret: bool = False) -> bool:
         """Whether the value at ``where`` must not appear in a message."""
@@ -252,6 +254,7 @@ class _Checks:
                 return ""
             if name not in env:
                 self.report(path, f"environment variable {name} is not set (export {name}=... before running mlops)")
+                self.unset.add(path)
                 return ""
             return env[name]
 
@@ -335,6 +338,8 @@ def _report_schema_error(error: jsonschema.ValidationError, checks: _Checks, pre
     """
     report = checks.report
     where = (*prefix, *error.absolute_path)
+    if where in checks.unset:
+        return  # "environment variable X is not set" says it already
     field_name = one_line(".".join(str(p) for p in where), 120) or "(top level)"
     v = error.validator
     secret = checks.secret(where, _schema_secret(root, error))
@@ -622,8 +627,11 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
             return None
         return p
 
-    def regular_tree(p: Path, rel: str, where: tuple, field_name: str) -> bool:
-        """Nothing but regular files and folders under ``p`` (and ``rel`` itself is not a link)."""
+    def regular_tree(p: Path, rel: str, where: tuple, field_name: str, *, quiet: bool = False) -> bool:
+        """Nothing but regular files and folders under ``p`` (and ``rel`` itself is not a link).
+
+        ``quiet``: a problem was reported for this folder already (its entry script); say no more.
+        """
         st = _lstat(manifest.root / rel)
         if st is not None and stat.S_ISLNK(st.st_mode):
             report(where, f"{field_name}: {show(rel)} is a symbolic link; mlops never follows links in model "
@@ -632,7 +640,8 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
         try:
             iter_files(p)
         except UnsafeFile as exc:
-            report(where, f"{field_name}: {show(_relative(exc.path, root), 120)} {exc.reason}")
+            if not quiet:
+                report(where, f"{field_name}: {show(_relative(exc.path, root), 120)} {exc.reason}")
             return False
         return True
 
@@ -663,9 +672,10 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
             if src is not None:
                 if not src.is_dir():
                     report((*base, "source_dir"), f"{field_name}: {show(source_dir)} is not a folder")
-                elif regular_tree(src, source_dir, (*base, "source_dir"), field_name):
-                    hashed.append((src, field_name))
-                    _check_entry_script(service, src, name, report)
+                else:
+                    entry_ok = _check_entry_script(service, src, name, report)
+                    if regular_tree(src, source_dir, (*base, "source_dir"), field_name, quiet=not entry_ok):
+                        hashed.append((src, field_name))
         sample = service.get("sample_request")
         if _plain_path(sample):
             _check_sample_request(sample, (*base, "sample_request"), name, inside, report)
@@ -679,34 +689,36 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _check_entry_script(service: Mapping[str, Any], src: Path, name: str, report: Report) -> None:
+def _check_entry_script(service: Mapping[str, Any], src: Path, name: str, report: Report) -> bool:
     """The entry script: a regular file inside source_dir, not a link (it would run another file)."""
     entry = service.get("entry_script")
     if not _plain_path(entry):
-        return
+        return True
     where, field_name = ("services", name, "entry_script"), f"services.{name}.entry_script"
     target = src / entry
     try:
         resolved = target.resolve()
     except (OSError, ValueError, RuntimeError) as exc:
         report(where, f"{field_name}: {show(entry)} cannot be used ({_why(exc)})")
-        return
+        return False
     if Path(entry).is_absolute() or not resolved.is_relative_to(src):
         report(where, f"{field_name}: {show(entry)} is outside source_dir (it is relative to source_dir)")
-        return
+        return False
     try:
         st = os.lstat(target)
     except FileNotFoundError:
         st = None
     except (OSError, ValueError) as exc:
         report(where, f"{field_name}: {show(entry)} cannot be used ({_why(exc)})")
-        return
+        return False
     if st is not None and stat.S_ISLNK(st.st_mode):
         report(where, f"{field_name}: {show(entry)} is a symbolic link; mlops runs only regular files "
                       "(replace the link with the script)")
-    elif st is None or not stat.S_ISREG(st.st_mode):
+        return False
+    if st is None or not stat.S_ISREG(st.st_mode):
         report(where, f"{field_name}: {show(entry)} not found in {one_line(service['source_dir'], 120)} "
                       "(it is relative to source_dir)")
+    return True
 
 
 def _check_sample_request(sample: str, where: tuple, name: str, inside: Callable[..., Path | None],

@@ -133,9 +133,9 @@ def _compose(text: str) -> yaml.Node | None:
         line, col = _mark_pos(mark)
         long_key = _long_key(text, mark)
         if long_key:
-            raise YamlProblem(line, 1, f"a key of {long_key} characters is longer than YAML allows "
-                                       f"({MAX_KEY_CHARS}); names are at most 255 characters "
-                                       "(service and project names 32)") from None
+            raise YamlProblem(line, _indent(text, mark) + 1,
+                              f"a key of {long_key} characters is longer than YAML allows ({MAX_KEY_CHARS}); "
+                              "names are at most 255 characters (service and project names 32)") from None
         raise YamlProblem(line, col, f"invalid YAML: {one_line(exc.problem or exc)}") from None
     except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error above carries a mark
         raise YamlProblem(1, 1, f"invalid YAML: {one_line(exc)}") from None
@@ -157,6 +157,12 @@ def _long_key(text: str, mark: Any) -> int:
         return 0
     head = lines[mark.line][: mark.column].strip().lstrip("-? ").strip()
     return len(head) if len(head) > MAX_KEY_CHARS else 0
+
+
+def _indent(text: str, mark: Any) -> int:
+    lines = text.splitlines()
+    line = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    return len(line) - len(line.lstrip(" "))
 
 
 def _tag_name(tag: str) -> str:

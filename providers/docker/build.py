@@ -127,8 +127,9 @@ def _short(instruction: str, width: int = 60) -> str:
 def _failure(recipe: Recipe, step: int, total: int, instruction: str, output: list[str], error: str) -> str:
     """One line: which step failed and its most telling output lines (pip's ERROR lines first)."""
     lines = [ln.strip() for ln in output if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR:")]
-    telling = (errors or lines)[-3:]
+    errors = [ln[:300] for ln in lines if ln.startswith("ERROR:") and "(from line" not in ln]
+    # pip's other output can quote files or the environment: a pip step shows its ERROR lines only.
+    telling = (errors or ([] if "pip install" in instruction else lines))[-3:]
     if "pip install" in instruction:
         what = "pip install"
     elif "python3\", \"-c\"" in instruction or "sys.version_info" in instruction:

@@ -82,6 +82,10 @@ def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable
 def _run(cmd: list[str], what: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        tail = " | ".join(lines[-4:]) or f"exit code {proc.returncode}"
+        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        if what.startswith("pip"):
+            # pip can echo a requirements file's contents or the environment: keep only its own
+            # ERROR lines about a requirement, never a line quoted from a file, each cut short.
+            lines = [ln[:300] for ln in lines if ln.startswith("ERROR:") and "(from line" not in ln]
+        tail = " | ".join(lines[-2:]) or f"exit code {proc.returncode}"
         raise ProviderError(f"{what} failed: {tail}")
