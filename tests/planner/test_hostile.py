@@ -324,7 +324,8 @@ def test_merge_of_a_scalar_is_located(project: Path):
 
 
 def test_merge_keys_still_work(project: Path):
-    replace(project, "    deploy:\n      port: auto", "    deploy:\n      <<: {workers: 2, port: 9000}\n      port: auto")
+    replace(project, "    deploy:\n      port: auto",
+            "    deploy:\n      <<: {workers: 2, port: 9000}\n      port: auto")
     accepted(project)
     deploy = load_manifest(project / "ml.yaml").section("services")["diabetes-api"]["deploy"]
     assert deploy["port"] == "auto" and deploy["workers"] == 1
