@@ -35,6 +35,14 @@ def unregister(kind: str) -> None:
     _extra.pop(kind, None)
 
 
+def refresh() -> None:
+    """Forget what was found and loaded (after installing a plugin in-process; tests)."""
+    global _points
+    with _lock:
+        _points = None
+        _loaded.clear()
+
+
 def _entry_points() -> dict[str, list[EntryPoint]]:
     global _points
     if _points is None:

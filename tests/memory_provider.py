@@ -42,7 +42,9 @@ class MemoryProvider(Provider):
 
     def connect(self) -> None:
         if self.config.get("unreachable"):
-            raise Unreachable("the memory API does not answer; unset `unreachable` on this target")
+            # Like an SDK that echoes the connection string it was given: the redactor must catch it.
+            raise Unreachable(f"the memory API does not answer to token {self.config.get('token')}; "
+                              "unset `unreachable` on this target")
 
     def normalize_deploy(self, deploy):
         return {"replicas": 1, **deploy}

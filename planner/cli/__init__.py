@@ -74,9 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     except TargetsUnreachable as exc:
         if args.debug:
             raise
-        for problem in exc.problems:
+        for problem in exc.problems:   # one line per target; nothing was read further or changed
             print(f"Error: {problem}", file=sys.stderr)
-        print("Nothing was changed.", file=sys.stderr)
         return EXIT_ERROR
     except MlopsError as exc:
         if args.debug:

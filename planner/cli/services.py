@@ -14,6 +14,7 @@ from ..addresses import Address
 from ..errors import MlopsError
 from ..hashing import digest
 from ..project import Project
+from ..resources import Health
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def service_rows(project: Project) -> list[dict[str, Any]]:
-    live = project.live()
+    live = project.live(allow_duplicates=True)
     rows = []
     declared = project.manifest.section("services")
     for name in sorted(set(declared) | {a.name for a in live if a.kind == "service"}):
@@ -59,6 +60,7 @@ def service_rows(project: Project) -> list[dict[str, Any]]:
             "models": list(lv.spec.get("models", [])), "fingerprint": digest(dict(lv.spec))[:12],
             "git_commit": git.get("commit"), "dirty": git.get("dirty"), "message": lv.details.get("message") or "",
             "in_manifest": name in declared,
+            "health": lv.health.to_json() if lv.health is not None and lv.health.has_counts else None,
         })
     return rows
 
@@ -74,7 +76,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     table = [["SERVICE", "TARGET", "STATE", "ENDPOINT", "MODELS", "FINGERPRINT", "COMMIT"]]
     for r in rows:
         commit = (r["git_commit"] or "-")[:10] + ("+dirty" if r["dirty"] else "")
-        table.append([r["service"], r["target"] or "-", r["state"], r["endpoint"] or "-",
+        counts = Health.from_json(r["health"]).counts() if r.get("health") else ""
+        state = f"{r['state']} ({counts})" if counts else r["state"]
+        table.append([r["service"], r["target"] or "-", state, r["endpoint"] or "-",
                       ",".join(m.split("@")[0] for m in r["models"]) or "-", r["fingerprint"] or "-", commit])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
@@ -113,7 +117,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _live_service(project: Project, name: str):
-    live = project.live().get(Address("service", name))
+    live = project.live(allow_duplicates=True).get(Address("service", name))
     if live is None:
         declared = ", ".join(sorted(project.manifest.section("services"))) or "none"
         raise MlopsError(f"service {name!r} is not running (services in the manifest: {declared}; "
@@ -174,6 +178,9 @@ def cmd_call(args: argparse.Namespace) -> int:
     else:
         body = args.data
     endpoint = project.provider_for(live).endpoint(live)
+    if endpoint is None:
+        raise MlopsError(f"service {args.service!r} on target {live.target!r} has no endpoint this machine can "
+                         "reach (see `mlops status` for its state)")
     try:
         reply = request(endpoint.scoring_url, data=body.encode(),
                         headers={**endpoint.headers, "Content-Type": "application/json"}, timeout=120)

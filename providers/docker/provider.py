@@ -53,6 +53,9 @@ class DockerLocalProvider(LocalProvider):
         """One engine client for this target, pinged once; no engine is one line naming DOCKER_HOST."""
         self._docker = engine.client()
 
+    def describe(self) -> str:
+        return f"target {self.target!r} (local, engine: docker)"
+
     @property
     def client(self) -> Any:
         self.ensure_connected()

@@ -167,6 +167,7 @@ def test_no_engine_is_one_clear_line_and_nothing_is_touched(tmp_path, monkeypatc
         result = run_cli(*command, "-f", str(manifest))
         assert result.code == 1
         assert result.err.count("\n") == 1, result.err
-        assert result.err.startswith("Error: no Docker engine reachable at DOCKER_HOST=unix://")
+        assert result.err.startswith("Error: target 'box' (local, engine: docker) is unreachable: "
+                                     "no Docker engine reachable at DOCKER_HOST=unix://"), result.err
         assert "docker-up.sh" in result.err
     assert not (tmp_path / "repo" / ".mlops" / "models").exists(), "nothing may be registered without an engine"

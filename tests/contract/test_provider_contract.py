@@ -1,0 +1,196 @@
+"""The provider contract: what every target kind must do, run over every provider we ship.
+
+Parametrised over the in-memory provider, the local process engine and the local docker engine
+(and, as they land, every new kind). Each case goes through the planner's own plan/apply, so a
+provider is held to what users get, not to a private API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from support import make_project
+
+from planner.addresses import Address
+from planner.apply import apply_plan
+from planner.plan import Action
+from planner.planning import make_plan
+from planner.project import Project
+
+SERVICE = Address("service", "echo-api")
+
+MANIFEST = """\
+version: 1
+project: contract
+targets:
+  t: {target}
+models:
+  m: {{path: model.txt}}
+environments:
+  e: {{python: "3.11"}}
+services:
+  echo-api:
+    models: [m]
+    environment: e
+    source_dir: src
+    entry_script: score.py
+    sample_request: sample.json
+    deploy: {deploy}
+"""
+
+KINDS = {
+    "memory": ("{provider: memory}", {"auth": "key"}),
+    "process": ("{provider: local}", {"port": "auto", "auth": "key"}),
+    "docker": ("{provider: local, engine: docker}", {"port": "auto", "auth": "key"}),
+}
+
+
+def _flow(deploy: dict) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in deploy.items()) + "}"
+
+
+@pytest.fixture(params=[
+    pytest.param("memory"),
+    pytest.param("process", marks=pytest.mark.slow),
+    pytest.param("docker", marks=[pytest.mark.slow, pytest.mark.docker]),
+])
+def kind(request, memory_target):
+    if request.param == "docker":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docker"))
+        from docker_fixtures import _engine_or_skip
+
+        _engine_or_skip()
+    return request.param
+
+
+class Target:
+    """One project on one kind of target, driven through plan/apply like the CLI does."""
+
+    def __init__(self, root: Path, kind: str):
+        self.kind = kind
+        self.root = root
+        self.target, self.deploy = KINDS[kind]
+        self.path = make_project(root, self.manifest())
+
+    def manifest(self, **deploy) -> str:
+        return MANIFEST.format(target=self.target, deploy=_flow({**self.deploy, **deploy}))
+
+    def rewrite(self, **deploy) -> None:
+        self.path.write_text(self.manifest(**deploy))
+
+    def project(self) -> Project:
+        return Project.load(self.path)     # a fresh project: nothing kept in memory between calls
+
+    def plan(self, *, destroy: bool = False):
+        return make_plan(self.project(), destroy=destroy)
+
+    def apply(self, *, destroy: bool = False, cancel: threading.Event | None = None, notify=None):
+        project = self.project()
+        desired, live = project.desired(), project.live()
+        plan = make_plan(project, desired=desired, live=live, destroy=destroy)
+        return apply_plan(project, plan, desired, live, cancel=cancel, notify=notify or (lambda change, event: None))
+
+    def live(self):
+        return self.project().live().get(SERVICE)
+
+    def endpoint_and_keys(self):
+        project = self.project()
+        live = project.live()[SERVICE]
+        endpoint = project.provider_for(live).endpoint(live)
+        return (endpoint.scoring_url if endpoint else None), project.keys.load("echo-api")
+
+
+@pytest.fixture
+def target(tmp_path: Path, kind: str):
+    t = Target(tmp_path, kind)
+    yield t
+    with contextlib.suppress(Exception):   # teardown must not hide the test's own failure
+        t.apply(destroy=True)
+
+
+def test_create_then_plan_is_a_noop_and_a_fresh_read_finds_it(target: Target):
+    outcomes = target.apply()
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    plan = target.plan()
+    assert not plan.has_changes, [(str(c.address), c.action.value, c.reason) for c in plan.actionable]
+    live = target.live()
+    assert live is not None and live.status == "Healthy" and live.target == "t"
+
+
+def test_same_inputs_give_the_same_fingerprint(target: Target):
+    first = target.project().desired()[SERVICE].fingerprint
+    second = target.project().desired()[SERVICE].fingerprint
+    assert first == second
+    target.rewrite(auth="none")
+    assert target.project().desired()[SERVICE].fingerprint != first
+
+
+def test_update_keeps_the_endpoint_and_the_keys_twice(target: Target):
+    assert all(o.ok for o in target.apply())
+    endpoint, keys = target.endpoint_and_keys()
+    assert keys.get("primary")
+    for n in (1, 2):
+        (target.root / "src" / "score.py").write_text((target.root / "src" / "score.py").read_text() + f"\n# v{n}\n")
+        plan = target.plan()
+        assert [c.action for c in plan.actionable] == [Action.UPDATE]
+        assert all(o.ok for o in target.apply()), "update failed"
+        assert target.endpoint_and_keys() == (endpoint, keys), f"endpoint or keys changed by update {n}"
+
+
+def test_delete_is_idempotent_and_missing_is_not_an_error(target: Target):
+    assert all(o.ok for o in target.apply())
+    project = target.project()
+    live = project.live()[SERVICE]
+    provider = project.provider_for(live)
+    provider.ensure_connected()
+    provider.delete(live, lambda text: None)
+    provider.delete(live, lambda text: None)   # again: gone already, still fine
+    assert target.live() is None
+    assert all(o.ok for o in target.apply(destroy=True))
+    assert not target.plan(destroy=True).has_changes
+
+
+def test_a_failing_create_leaves_nothing_or_something_the_next_plan_shows(target: Target):
+    if target.kind == "memory":
+        target.rewrite(fail="true")
+    else:
+        (target.root / "src" / "score.py").write_text("def init():\n    raise ValueError('bad model')\n")
+    outcomes = target.apply()
+    service = [o for o in outcomes if o.change.address == SERVICE]
+    assert service and not service[0].ok
+    live = target.live()
+    plan = target.plan()
+    change = next(c for c in plan.changes if c.address == SERVICE)
+    assert live is None or live.status != "Healthy"
+    assert change.action is not Action.NOOP, "a failed create must show in the next plan"
+
+
+def test_cancellation_leaves_a_state_the_next_plan_describes(target: Target):
+    # Ctrl-C before anything started: nothing starts, everything is still to do.
+    cancel = threading.Event()
+    cancel.set()
+    outcomes = target.apply(cancel=cancel)
+    assert outcomes and all(o.cancelled for o in outcomes)
+    assert target.live() is None and SERVICE in {c.address for c in target.plan().actionable}
+
+    # Ctrl-C while the service waits to become ready: the provider stops what it started.
+    if target.kind == "memory":
+        target.rewrite(slow_s=30)
+    cancel = threading.Event()
+    waits: list[str] = []
+
+    def notify(change, event: str) -> None:
+        if change.address == SERVICE and event.startswith("waiting for"):
+            waits.append(event)
+            cancel.set()
+
+    outcomes = target.apply(cancel=cancel, notify=notify)
+    service = next(o for o in outcomes if o.change.address == SERVICE)
+    assert waits and service.cancelled and not service.ok, service
+    assert target.live() is None, "a cancelled create must leave nothing running"
+    plan = target.plan()
+    assert next(c for c in plan.changes if c.address == SERVICE).action is Action.CREATE
