@@ -384,7 +384,8 @@ def _report_schema_error(error: jsonschema.ValidationError, checks: _Checks, pre
     elif v in ("anyOf", "oneOf"):
         report(where, f"{field_name}: {value} is not valid ({error.schema.get('description', v)})")
     elif v in ("minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties"):
-        report(where, f"{field_name}: {_COUNTS[v].format(n=error.validator_value)}")
+        n = error.validator_value
+        report(where, f"{field_name}: {_COUNTS[v].format(n=n, entries='entry' if n == 1 else 'entries')}")
     elif secret:
         report(where, f"{field_name}: the value is not valid ({v}); it is not shown because it is secret")
     else:
@@ -392,9 +393,9 @@ def _report_schema_error(error: jsonschema.ValidationError, checks: _Checks, pre
 
 
 _BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
-_COUNTS = {"minItems": "needs at least {n} entries", "maxItems": "takes at most {n} entries",
+_COUNTS = {"minItems": "needs at least {n} {entries}", "maxItems": "takes at most {n} {entries}",
            "uniqueItems": "has duplicate entries (list each once)",
-           "minProperties": "needs at least {n} entries", "maxProperties": "takes at most {n} entries"}
+           "minProperties": "needs at least {n} {entries}", "maxProperties": "takes at most {n} {entries}"}
 
 
 def _pattern_rule(pattern: str) -> str:
