@@ -32,6 +32,12 @@ environment variables (flags win over them):
   MLOPS_MAX_QUEUED_REQUESTS
                           requests waiting per worker before 503 (default 64)
   AML_CORS_ORIGINS        comma-separated origins answered with CORS headers
+  MLOPS_HEADER_TIMEOUT_MS time for a request's line and headers, then the
+                          connection is closed (default 10000)
+  MLOPS_MAX_HEADER_BYTES, MLOPS_MAX_HEADERS
+                          request header size and count, 431 past them
+                          (default 65536 and 100)
+  MLOPS_MAX_CONNECTIONS   open connections per worker (default 1024)
   MLOPS_LOG_LEVEL         DEBUG, INFO, WARNING, ERROR (default INFO)
 
 exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime error, 2 usage or configuration error,

@@ -13,6 +13,8 @@ from typing import Any
 
 import uvicorn
 
+from .limits import Limits
+
 
 class Server(uvicorn.Server):
     """uvicorn's server, plus a listener that can be added once the worker is ready."""
@@ -54,15 +56,27 @@ request before uvicorn closes the ones it sees idle (an idle close under a reque
 would reset it)."""
 
 
-def make_server(app: Any, graceful_timeout_s: float) -> Server:
+def _http(limits: Limits | None) -> tuple[Any, dict[str, Any]]:
+    """Our guarded httptools protocol; uvicorn's h11 (header size bounded, no deadline) without it."""
+    limits = limits or Limits()
+    try:
+        from .guard import protocol_class
+    except ImportError:  # httptools missing (it is a requirement; a broken environment)
+        return "h11", {"h11_max_incomplete_event_size": limits.max_header_bytes}
+    return protocol_class(limits), {}
+
+
+def make_server(app: Any, graceful_timeout_s: float, limits: Limits | None = None) -> Server:
+    http, extra = _http(limits)
     config = uvicorn.Config(
         app,
-        http="auto",  # httptools when installed
+        http=http,
         loop="auto",  # uvloop when installed
         lifespan="on",
         log_config=None,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=int(graceful_timeout_s),
+        **extra,
     )
     return Server(config)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import limits as _limits
 from .cors import parse_origins
 
 DEFAULT_PORT = 5001
@@ -61,6 +62,8 @@ class Settings:
     probe_port: int | None = None
     """A second, private listener on the same host, so a deployer can probe readiness and send
     its smoke test to this very instance while another one shares the main port."""
+    limits: _limits.Limits = field(default_factory=_limits.Limits)
+    """Header deadline, header size/count limits and the connection cap (``MLOPS_*`` variables)."""
     cors_origins: tuple[str, ...] = ()
     """Azure's ``AML_CORS_ORIGINS``: origins answered with CORS headers; empty means no CORS."""
     keys: tuple[str, ...] = field(default=(), repr=False)
@@ -187,6 +190,12 @@ def load(
         source_dir=(app_root / source_dir) if source_dir else None,
         reuse_port=reuse_port,
         probe_port=probe_port,
+        limits=_limits.Limits(
+            header_timeout_s=_int(env, "MLOPS_HEADER_TIMEOUT_MS", _limits.DEFAULT_HEADER_TIMEOUT_MS, 1) / 1000,
+            max_header_bytes=_int(env, "MLOPS_MAX_HEADER_BYTES", _limits.DEFAULT_MAX_HEADER_BYTES, 1024),
+            max_headers=_int(env, "MLOPS_MAX_HEADERS", _limits.DEFAULT_MAX_HEADERS, 1),
+            max_connections=_int(env, "MLOPS_MAX_CONNECTIONS", _limits.DEFAULT_MAX_CONNECTIONS, 1),
+        ),
         cors_origins=parse_origins(_pick(cors_origins, env.get("AML_CORS_ORIGINS"), "")),  # type: ignore[arg-type]
         keys=take_keys(env),
     )

@@ -127,7 +127,7 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
         on_ready=ready,
         cors=Cors(settings.cors_origins) if settings.cors_origins else None,
     )
-    server = make_server(app, settings.graceful_timeout_s)
+    server = make_server(app, settings.graceful_timeout_s, settings.limits)
     stop.server = server
     if stop.requested:
         return exitcodes.OK

@@ -1,0 +1,167 @@
+"""Connection hardening uvicorn does not have: a header deadline, header limits, a connection cap.
+
+uvicorn (httptools) waits for request headers forever, buffers headers of any size and number,
+and keeps a connection that sent only blank lines: slowloris clients hold connections and
+memory, and a bare ``\\r\\n\\r\\n`` hangs. ``GuardedHttpToolsProtocol`` adds, per connection:
+
+* a **header deadline**: the request line and headers must arrive within ``header_timeout_s`` of
+  the connection opening or the previous answer, or the connection is closed (``408`` first if
+  part of a request came in); dripping bytes does not extend it;
+* **header limits**: more than ``max_header_bytes`` before the end of the headers, or more than
+  ``max_headers`` header lines, answers ``431`` and closes, so buffered headers stay bounded;
+* **blank requests**: a connection that sends only empty lines (``\\r\\n\\r\\n``) gets ``400`` at
+  once instead of waiting (one stray CRLF between requests is still tolerated, as RFC 9112 asks);
+* a **connection cap**: past ``max_connections`` open connections, new ones are closed at once,
+  which bounds the worker's memory to about ``max_connections × max_header_bytes`` on top of
+  the requests being served.
+
+Requests being served are never cut by these rules: the deadline applies only while no request
+of the connection is in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .limits import Limits
+
+log = logging.getLogger("mlops.runtime")
+
+
+class _TooManyHeaders(Exception):
+    """Raised from the parser callback; the parser wraps it and uvicorn answers through
+    ``send_400_response``, which answers 431 instead."""
+
+
+def _answer(status: bytes, message: str) -> bytes:
+    body = json.dumps({"message": message}).encode()
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"x-ms-run-function-failed: False\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits of ``Limits`` (see the module docstring)."""
+
+    limits = Limits()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._awaiting_headers = True
+        self._message_started = False
+        self._header_bytes = 0
+        self._header_count = 0
+        self._rejected = b""
+        if len(self.connections) > self.limits.max_connections:
+            log.warning(
+                "connection refused: %d connections open (limit %d)",
+                len(self.connections) - 1,
+                self.limits.max_connections,
+            )
+            transport.abort()
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    # -- the header deadline ------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_deadline)
+
+    def _disarm(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def _header_deadline(self) -> None:
+        self._header_timer = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if busy or not self._awaiting_headers or self.transport.is_closing():
+            return  # a request is being served; the deadline restarts after its answer
+        if self._header_bytes:
+            self._close_with(b"408 Request Timeout", "Request headers not received in time")
+        else:
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._awaiting_headers and not self.transport.is_closing():
+            self._arm()
+
+    # -- limits --------------------------------------------------------------------------------
+
+    def _close_with(self, status: bytes, message: str) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(_answer(status, message))
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._rejected or self.transport.is_closing():
+            return
+        limits = self.limits
+        if self._awaiting_headers:
+            self._header_bytes += len(data)
+            if not self._message_started and not data.strip(b"\r\n") and self._header_bytes >= 4:
+                self._close_with(b"400 Bad Request", "Empty request: only blank lines were received")
+                return
+        super().data_received(data)
+        if self._rejected:
+            return
+        if self._awaiting_headers and self._header_bytes > limits.max_header_bytes:
+            self._reject_headers(f"Request headers are larger than the limit of {limits.max_header_bytes} bytes")
+
+    def _reject_headers(self, message: str) -> None:
+        log.warning("431: %s", message)
+        self._rejected = b"431"
+        self._close_with(b"431 Request Header Fields Too Large", message)
+
+    def send_400_response(self, msg: str) -> None:
+        if self._rejected:  # the parser stopped on our limit: answer it, not a generic 400
+            self._reject_headers(f"More than {self.limits.max_headers} request headers")
+            return
+        self._disarm()
+        super().send_400_response(msg)
+
+    # -- parser callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._message_started = True
+        self._awaiting_headers = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._rejected = b"pending"
+            raise _TooManyHeaders()
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_headers = True
+        self._message_started = False
+        self._header_bytes = 0
+        self._header_count = 0
+
+
+def protocol_class(limits: Limits) -> type[Any]:
+    """A protocol class bound to ``limits`` (uvicorn instantiates the class it is given)."""
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})

@@ -1,0 +1,24 @@
+"""Per-connection limits of the HTTP server (enforced by ``guard``); plain data, no server import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_HEADER_TIMEOUT_MS = 10_000
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_HEADERS = 100
+DEFAULT_MAX_CONNECTIONS = 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one connection may hold before the server gives up on it."""
+
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_MS / 1000
+    """Time for the request line and headers, from connection open or the previous answer."""
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    """Request line plus headers; 431 past it."""
+    max_headers: int = DEFAULT_MAX_HEADERS
+    """Header lines per request; 431 past it."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Open connections per worker; new ones are closed at once past it."""

@@ -1,0 +1,202 @@
+"""Hostile clients against a real runtime on 127.0.0.1: slowloris, oversized and countless headers,
+blank requests. The server must close what it should, answer 431/400/408 as documented, keep
+answering normal requests throughout, and keep its memory bounded.
+
+Waits are bounded loops (rounds of a fixed sleep), never assertions on elapsed time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.conftest import Server
+
+pytestmark = pytest.mark.slow
+
+SLOWLORIS = 300
+
+
+def _connect(server: Server, timeout: float = 10) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (socket timeout: the test fails on a hang)."""
+    chunks = []
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _send_ignoring_reset(sock: socket.socket, data: bytes) -> None:
+    """The server may answer and close before a large request is fully sent."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(data)
+
+
+def _status(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/1.1 "), answer[:80]
+    return int(answer[9:12])
+
+
+def _worker_rss_kib(server: Server) -> int:
+    """Resident memory of the worker process (the supervisor's child) in KiB."""
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    for line in Path(f"/proc/{children[0]}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def guarded(runtime):
+    return runtime("echo.py", env={"MLOPS_HEADER_TIMEOUT_MS": "1000"})
+
+
+def test_blank_lines_are_answered_400_at_once(runtime):
+    # A long header deadline: an answer here cannot come from the deadline.
+    server = runtime("echo.py", env={"MLOPS_HEADER_TIMEOUT_MS": "600000"})
+    sock = _connect(server)
+    sock.sendall(b"\r\n\r\n")
+    answer = _read_until_closed(sock)
+    assert _status(answer) == 400
+    assert b"only blank lines" in answer
+
+
+def test_one_stray_crlf_between_requests_is_tolerated(guarded):
+    sock = _connect(guarded)
+    sock.sendall(b"\r\nGET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert _status(_read_until_closed(sock)) == 200
+
+
+def test_partial_headers_get_408_after_the_deadline(guarded):
+    sock = _connect(guarded)
+    sock.sendall(b"POST /score HTTP/1.1\r\nHost: t\r\n")
+    answer = _read_until_closed(sock)
+    assert _status(answer) == 408
+    assert b"x-ms-run-function-failed: False" in answer
+
+
+def test_silent_connection_is_closed(guarded):
+    assert _read_until_closed(_connect(guarded)) == b""
+
+
+def test_keep_alive_connection_then_slow_second_request_is_closed(guarded):
+    sock = _connect(guarded)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    first = b""
+    while not first.endswith(b"Healthy"):  # the whole first answer (its body may come apart)
+        first += sock.recv(65536)
+    assert _status(first) == 200
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+    assert _status(_read_until_closed(sock)) == 408
+
+
+def test_slow_run_is_not_cut_by_the_header_deadline(runtime):
+    server = runtime("slow.py", env={"MLOPS_HEADER_TIMEOUT_MS": "200"})
+    reply = server.request("POST", "/score", '{"sleep": 1}')
+    assert reply.status == 200, reply.body
+
+
+def test_oversized_header_is_431(guarded):
+    sock = _connect(guarded)
+    _send_ignoring_reset(sock, b"GET /score HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 2_000_000 + b"\r\n\r\n")
+    answer = _read_until_closed(sock)
+    assert _status(answer) == 431
+    assert b"larger than the limit of 65536 bytes" in answer
+
+
+def test_too_many_headers_is_431(guarded):
+    sock = _connect(guarded)
+    headers = b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))
+    _send_ignoring_reset(sock, b"GET /score HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n")
+    assert _status(_read_until_closed(sock)) == 431
+
+
+def test_101_headers_are_431_and_100_are_fine(guarded):
+    for count, status in ((98, 200), (99, 431)):  # plus Host and Connection
+        sock = _connect(guarded)
+        headers = b"".join(b"X-H%d: v\r\n" % i for i in range(count))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + headers + b"\r\n")
+        assert _status(_read_until_closed(sock)) == status, count
+
+
+def test_slowloris_connections_are_closed_while_normal_requests_are_served(guarded):
+    attackers = [_connect(guarded, timeout=5) for _ in range(SLOWLORIS)]
+    for sock in attackers:
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: t\r\n")
+        sock.setblocking(False)
+    open_ = set(attackers)
+    served = failed = rounds = 0
+    while open_ and rounds < 120:  # each round drips one header line on every open connection
+        rounds += 1
+        for sock in list(open_):
+            try:
+                sock.send(b"X-Drip: 1\r\n")
+                if sock.recv(65536) == b"":
+                    open_.discard(sock)
+            except BlockingIOError:
+                pass
+            except OSError:
+                open_.discard(sock)
+        reply = guarded.request("POST", "/score", '{"ping": 1}', timeout=10)
+        served += reply.status == 200
+        failed += reply.status != 200
+        time.sleep(0.1)
+    for sock in attackers:
+        sock.close()
+    print(f"slowloris: {SLOWLORIS} connections, {rounds} rounds, {served} normal requests served, {failed} failed")
+    assert not open_, f"{len(open_)} slowloris connections still open after {rounds} rounds"
+    assert failed == 0 and served == rounds
+
+
+def test_memory_stays_bounded_under_header_attacks(guarded):
+    before = _worker_rss_kib(guarded)
+    held = []
+    for _ in range(200):  # just under the limit each, never finished: the most a connection may buffer
+        sock = _connect(guarded)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"p" * 60_000)
+        held.append(sock)
+    for round_ in range(20):
+        sock = _connect(guarded)
+        big = b"X-Big: " + b"a" * 2_000_000 if round_ % 2 else b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))
+        _send_ignoring_reset(sock, b"GET / HTTP/1.1\r\nHost: t\r\n" + big + b"\r\n")
+        assert _status(_read_until_closed(sock)) == 431
+    assert guarded.request("GET", "/").status == 200
+    during = _worker_rss_kib(guarded)
+    for sock in held:
+        sock.close()
+    growth_mib = (during - before) / 1024
+    print(
+        f"worker RSS: {before / 1024:.1f} MiB before, {during / 1024:.1f} MiB with 200 padded connections held "
+        f"and 20 oversized requests (+{growth_mib:.1f} MiB)"
+    )
+    assert growth_mib < 64, growth_mib
+
+
+def test_connection_cap_refuses_new_connections_and_recovers(runtime):
+    server = runtime("echo.py", env={"MLOPS_MAX_CONNECTIONS": "20", "MLOPS_HEADER_TIMEOUT_MS": "600000"})
+    held = [_connect(server) for _ in range(20)]
+    refused = _connect(server)
+    with contextlib.suppress(ConnectionResetError):
+        refused.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert _read_until_closed(refused) == b""
+    for sock in held:
+        sock.close()
+    for _ in range(50):  # the server notices the closes on its next loop turns
+        with contextlib.suppress(OSError):
+            if server.request("GET", "/", timeout=5).status == 200:
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("server did not accept connections again")
