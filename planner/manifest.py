@@ -144,7 +144,7 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
 
     def report(where: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
         line, col = positions.of(where, key=key)
-        problems.append(Problem(shown, line, col, one_line(message, 1000)))
+        problems.append(Problem(shown, line, col, checks.redact(one_line(message, 1000))))
 
     checks = _Checks(report)
     data = checks.interpolate(data, (), env)
@@ -226,11 +226,24 @@ class _Checks:
         """Paths of values that were exactly one ${VAR} reference: candidates for typing."""
         self.unset: set[tuple] = set()
         """Paths whose ${VAR} is not set: reported once, not again by the schema."""
+        self.values: set[str] = set()
+        """Values taken from the environment, blanked out of any message that still holds one."""
+
+    def redact(self, message: str) -> str:
+        """The backstop: no message holds a value from the environment, whatever check wrote it."""
+        for value in self.values:
+            for form in {value, one_line(value, len(value) * 6 + 8), repr(value)[1:-1]}:
+                message = message.replace(form, "(a value from the environment)")
+        return message
 
     def secret(self, where: tuple, schema_secret: bool = False) -> bool:
         """Whether the value at ``where`` must not appear in a message."""
         return schema_secret or is_sensitive_path(where) or any(where[:i] in self.from_env
                                                                 for i in range(len(where), 0, -1))
+
+    def shown(self, where: tuple, value: Any, limit: int = 60) -> str:
+        """``value`` for a message, or words in its place when it is secret or from the environment."""
+        return "the value (from the environment or secret)" if self.secret(where) else show(value, limit)
 
     def interpolate(self, value: Any, path: tuple, env: Mapping[str, str]) -> Any:
         """Replace ``${VAR}`` in strings from the environment; ``$${`` escapes a literal ``${``."""
@@ -256,6 +269,8 @@ class _Checks:
                 self.report(path, f"environment variable {name} is not set (export {name}=... before running mlops)")
                 self.unset.add(path)
                 return ""
+            if len(env[name]) >= 6:
+                self.values.add(env[name])
             return env[name]
 
         out = _VAR.sub(sub, value)
@@ -429,7 +444,8 @@ def _check_targets_and_deploy(manifest: Manifest, checks: _Checks) -> None:
         if not isinstance(kind, str):
             continue  # reported by the schema
         if kind not in kinds:
-            report(("targets", name, "provider"), f"targets.{name}.provider: unknown provider {show(kind)} "
+            shown = checks.shown(("targets", name, "provider"), kind)
+            report(("targets", name, "provider"), f"targets.{name}.provider: unknown provider {shown} "
                    f"(installed: {', '.join(sorted(kinds))})")
             continue
         try:
@@ -452,8 +468,9 @@ def _check_targets_and_deploy(manifest: Manifest, checks: _Checks) -> None:
         if target not in manifest.targets:
             known = ", ".join(sorted(manifest.targets))
             if "target" in service:
+                shown = checks.shown(("services", name, "target"), target)
                 report(("services", name, "target"),
-                       f"services.{name}.target: unknown target {show(target)} (declared targets: {known})")
+                       f"services.{name}.target: unknown target {shown} (declared targets: {known})")
             else:
                 report(("services", name), f"services.{name}: no target given and several targets declared "
                        f"(add `target:` with one of: {known})", key=True)
@@ -612,19 +629,20 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
         try:
             p = (manifest.root / rel).resolve()
         except (OSError, ValueError, RuntimeError) as exc:
-            report(where, f"{field_name}: {show(rel)} cannot be used ({_why(exc)})")
+            report(where, f"{field_name}: {checks.shown(where, rel)} cannot be used ({_why(exc)})")
             return None
         if not p.is_relative_to(root):
-            report(where, f"{field_name}: {show(rel)} is outside the project folder "
+            report(where, f"{field_name}: {checks.shown(where, rel)} is outside the project folder "
                           "(use a path inside the manifest's folder)")
             return None
         try:
             os.stat(p)
         except FileNotFoundError:
-            report(where, f"{field_name}: {kind} {show(rel)} does not exist (path is relative to the manifest)")
+            report(where, f"{field_name}: {kind} {checks.shown(where, rel)} does not exist "
+                          "(path is relative to the manifest)")
             return None
         except (OSError, ValueError) as exc:
-            report(where, f"{field_name}: {show(rel)} cannot be used ({_why(exc)})")
+            report(where, f"{field_name}: {checks.shown(where, rel)} cannot be used ({_why(exc)})")
             return None
         return p
 
@@ -635,14 +653,15 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
         """
         st = _lstat(manifest.root / rel)
         if st is not None and stat.S_ISLNK(st.st_mode):
-            report(where, f"{field_name}: {show(rel)} is a symbolic link; mlops never follows links in model "
-                          "and source folders (use the real path, or a copy)")
+            report(where, f"{field_name}: {checks.shown(where, rel)} is a symbolic link; mlops never follows links "
+                          "in model and source folders (use the real path, or a copy)")
             return False
         try:
             iter_files(p)
         except UnsafeFile as exc:
             if not quiet:
-                report(where, f"{field_name}: {show(_relative(exc.path, root), 120)} {exc.reason}")
+                what = "a file in it" if checks.secret(where) else show(_relative(exc.path, root), 120)
+                report(where, f"{field_name}: {what} {exc.reason}")
             return False
         return True
 
@@ -660,27 +679,30 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
         for i, ref in enumerate(refs if isinstance(refs, list) else []):
             if isinstance(ref, str) and ref not in models:
                 known = ", ".join(sorted(models)) or "none declared"
-                report((*base, "models", i), f"services.{name}.models: unknown model {show(ref)} (models: {known})")
+                shown = checks.shown((*base, "models", i), ref)
+                report((*base, "models", i), f"services.{name}.models: unknown model {shown} (models: {known})")
         env_name = service.get("environment")
         if isinstance(env_name, str) and env_name not in environments:
             known = ", ".join(sorted(environments)) or "none declared"
+            shown = checks.shown((*base, "environment"), env_name)
             report((*base, "environment"),
-                   f"services.{name}.environment: unknown environment {show(env_name)} (environments: {known})")
+                   f"services.{name}.environment: unknown environment {shown} (environments: {known})")
         source_dir = service.get("source_dir")
         if _plain_path(source_dir):
             field_name = f"services.{name}.source_dir"
             src = inside(source_dir, (*base, "source_dir"), field_name, kind="folder")
             if src is not None:
                 if not src.is_dir():
-                    report((*base, "source_dir"), f"{field_name}: {show(source_dir)} is not a folder")
+                    shown = checks.shown((*base, "source_dir"), source_dir)
+                    report((*base, "source_dir"), f"{field_name}: {shown} is not a folder")
                 else:
-                    entry_ok = _check_entry_script(service, src, name, report)
+                    entry_ok = _check_entry_script(service, src, name, checks)
                     if regular_tree(src, source_dir, (*base, "source_dir"), field_name, quiet=not entry_ok):
                         hashed.append((src, field_name))
         sample = service.get("sample_request")
         if _plain_path(sample):
-            _check_sample_request(sample, (*base, "sample_request"), name, inside, report)
-    _check_registry(manifest, root, hashed, report)
+            _check_sample_request(sample, (*base, "sample_request"), name, inside, checks)
+    _check_registry(manifest, root, hashed, checks)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -690,47 +712,49 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _check_entry_script(service: Mapping[str, Any], src: Path, name: str, report: Report) -> bool:
+def _check_entry_script(service: Mapping[str, Any], src: Path, name: str, checks: _Checks) -> bool:
     """The entry script: a regular file inside source_dir, not a link (it would run another file)."""
     entry = service.get("entry_script")
     if not _plain_path(entry):
         return True
     where, field_name = ("services", name, "entry_script"), f"services.{name}.entry_script"
+    report, shown = checks.report, checks.shown(("services", name, "entry_script"), entry)
     target = src / entry
     try:
         resolved = target.resolve()
     except (OSError, ValueError, RuntimeError) as exc:
-        report(where, f"{field_name}: {show(entry)} cannot be used ({_why(exc)})")
+        report(where, f"{field_name}: {shown} cannot be used ({_why(exc)})")
         return False
     if Path(entry).is_absolute() or not resolved.is_relative_to(src):
-        report(where, f"{field_name}: {show(entry)} is outside source_dir (it is relative to source_dir)")
+        report(where, f"{field_name}: {shown} is outside source_dir (it is relative to source_dir)")
         return False
     try:
         st = os.lstat(target)
     except FileNotFoundError:
         st = None
     except (OSError, ValueError) as exc:
-        report(where, f"{field_name}: {show(entry)} cannot be used ({_why(exc)})")
+        report(where, f"{field_name}: {shown} cannot be used ({_why(exc)})")
         return False
     if st is not None and stat.S_ISLNK(st.st_mode):
-        report(where, f"{field_name}: {show(entry)} is a symbolic link; mlops runs only regular files "
+        report(where, f"{field_name}: {shown} is a symbolic link; mlops runs only regular files "
                       "(replace the link with the script)")
         return False
     if st is None or not stat.S_ISREG(st.st_mode):
-        report(where, f"{field_name}: {show(entry)} not found in {one_line(service['source_dir'], 120)} "
-                      "(it is relative to source_dir)")
+        secret = checks.secret(("services", name, "source_dir"))
+        folder = "source_dir" if secret else one_line(service["source_dir"], 120)
+        report(where, f"{field_name}: {shown} not found in {folder} (it is relative to source_dir)")
     return True
 
 
 def _check_sample_request(sample: str, where: tuple, name: str, inside: Callable[..., Path | None],
-                          report: Report) -> None:
+                          checks: _Checks) -> None:
     field_name = f"services.{name}.sample_request"
     path = inside(sample, where, field_name, kind="file")
     if path is None:
         return
     problem = sample_problem(path)
     if problem:
-        report(where, f"{field_name}: {show(sample)} {problem}")
+        checks.report(where, f"{field_name}: {checks.shown(where, sample)} {problem}")
 
 
 def sample_problem(path: Path) -> str | None:
@@ -752,25 +776,26 @@ def sample_problem(path: Path) -> str | None:
     return None
 
 
-def _check_registry(manifest: Manifest, root: Path, hashed: list[tuple[Path, str]], report: Report) -> None:
+def _check_registry(manifest: Manifest, root: Path, hashed: list[tuple[Path, str]], checks: _Checks) -> None:
     """registry.path stays inside the manifest's folder and out of what is hashed (or plans never settle)."""
     registry = manifest.data.get("registry")
     rel = registry.get("path") if isinstance(registry, dict) else None
     if not _plain_path(rel):
         return
     where = ("registry", "path")
+    report, shown = checks.report, checks.shown(("registry", "path"), rel)
     try:
         state = (manifest.root / rel).resolve()
     except (OSError, ValueError, RuntimeError) as exc:
-        report(where, f"registry.path: {show(rel)} cannot be used ({_why(exc)})")
+        report(where, f"registry.path: {shown} cannot be used ({_why(exc)})")
         return
     if state == root or not state.is_relative_to(root):
-        report(where, f"registry.path: {show(rel)} is outside the manifest's folder (plan writes there); "
+        report(where, f"registry.path: {shown} is outside the manifest's folder (plan writes there); "
                       "use a folder inside it, such as .mlops")
         return
     for folder, field_name in hashed:
         if state.is_relative_to(folder) and folder.is_dir():
             first = state.relative_to(folder).parts[:1]
             if not first or first[0] not in SKIP_DIRS:
-                report(where, f"registry.path: {show(rel)} is inside {field_name}, which is hashed: every plan "
+                report(where, f"registry.path: {shown} is inside {field_name}, which is hashed: every plan "
                               "would change it; use a folder outside it, such as .mlops")

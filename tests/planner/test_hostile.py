@@ -252,6 +252,18 @@ def test_interpolated_values_are_never_echoed_even_where_not_secret(project: Pat
     assert "S3cr3t" not in err
 
 
+@pytest.mark.parametrize("field", ["source_dir: examples/diabetes/src", "entry_script: score.py",
+                                   "sample_request: examples/diabetes/sample-request.json",
+                                   "path: examples/diabetes/model.pkl", "environment: sklearn"])
+def test_paths_and_references_from_the_environment_are_never_echoed(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    field: str):
+    monkeypatch.setenv("HOSTILE_PART", "S3cr3t-part")
+    key, value = field.split(": ")
+    replace(project, field, f"{key}: ${{HOSTILE_PART}}{value}")
+    err = refused(project)
+    assert "S3cr3t" not in err
+
+
 def test_a_secret_target_setting_is_never_echoed(project: Path, host_provider: type):
     replace(project, "    provider: local\n", "    provider: hostmem\n    token: S3cr3t-shortk\n")
     err = refused(project, "targets.dev.token", "too short")
