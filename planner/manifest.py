@@ -226,6 +226,8 @@ class _Checks:
         """Paths of values that were exactly one ${VAR} reference: candidates for typing."""
         self.unset: set[tuple] = set()
         """Paths whose ${VAR} is not set: reported once, not again by the schema."""
+        self.samples: dict[Path, str | None] = {}
+        """Sample request files read so far (services may share one): path -> problem or None."""
         self.values: set[str] = set()
         """Values taken from the environment, blanked out of any message that still holds one."""
 
@@ -461,6 +463,7 @@ def _check_targets_and_deploy(manifest: Manifest, checks: _Checks) -> None:
         if not errors:
             variants[name] = variant
     ports: dict[tuple[str, int], str] = {}
+    validators: dict[str, tuple[dict[str, Any], Any]] = {}
     for name, service in manifest.section("services").items():
         target = manifest.service_target(service)
         if not isinstance(target, str):
@@ -480,8 +483,10 @@ def _check_targets_and_deploy(manifest: Manifest, checks: _Checks) -> None:
         deploy = service.get("deploy") or {}
         if not isinstance(deploy, dict):
             continue
-        deploy_schema = variants[target].deploy_schema()
-        validator = jsonschema.Draft202012Validator(deploy_schema)
+        if target not in validators:  # one per target: a big manifest has many services, few targets
+            deploy_schema = variants[target].deploy_schema()
+            validators[target] = (deploy_schema, jsonschema.Draft202012Validator(deploy_schema))
+        deploy_schema, validator = validators[target]
         errors = list(validator.iter_errors(deploy))
         for error in errors:
             _report_schema_error(error, checks, ("services", name, "deploy"), root=deploy_schema)
@@ -656,15 +661,21 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
             report(where, f"{field_name}: {checks.shown(where, rel)} is a symbolic link; mlops never follows links "
                           "in model and source folders (use the real path, or a copy)")
             return False
-        try:
-            iter_files(p)
-        except UnsafeFile as exc:
+        if p not in walked:  # services often share one source folder: walk it once
+            try:
+                iter_files(p)
+                walked[p] = None
+            except UnsafeFile as exc:
+                walked[p] = exc
+        exc = walked[p]
+        if exc is not None:
             if not quiet:
                 what = "a file in it" if checks.secret(where) else show(_relative(exc.path, root), 120)
                 report(where, f"{field_name}: {what} {exc.reason}")
             return False
         return True
 
+    walked: dict[Path, UnsafeFile | None] = {}
     hashed: list[tuple[Path, str]] = []
     for name, model in models.items():
         rel = model.get("path")
@@ -752,7 +763,9 @@ def _check_sample_request(sample: str, where: tuple, name: str, inside: Callable
     path = inside(sample, where, field_name, kind="file")
     if path is None:
         return
-    problem = sample_problem(path)
+    if path not in checks.samples:
+        checks.samples[path] = sample_problem(path)
+    problem = checks.samples[path]
     if problem:
         checks.report(where, f"{field_name}: {checks.shown(where, sample)} {problem}")
 

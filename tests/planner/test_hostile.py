@@ -422,11 +422,17 @@ def test_two_services_on_different_ports_pass(project: Path, host_provider: type
     accepted(project)
 
 
-@pytest.mark.xfail(not hasattr(__import__("providers.local", fromlist=["LocalProvider"]).LocalProvider,
-                               "port_scope"),
-                   reason="needs LocalProvider.port_scope (the planner hook is in place; the provider is not mine)")
 def test_two_local_services_on_one_port_are_refused(project: Path):
     two_services(project, 9001, 9001)
+    refused(project, "services.second-api.deploy.port", "already taken by services.diabetes-api")
+
+
+def test_two_local_targets_share_the_machine_s_ports(project: Path):
+    replace(project, "    provider: local\n", "    provider: local\n  box:\n    provider: local\n")
+    two_services(project, 9001, 9001)
+    text = (project / "ml.yaml").read_text()
+    head, second = text.split("  second-api:")
+    (project / "ml.yaml").write_text(head + "  second-api:" + second.replace("target: dev", "target: box"))
     refused(project, "services.second-api.deploy.port")
 
 
