@@ -68,6 +68,8 @@ def decide(desired: Resource | None, live: Live | None, rules: Rules = DEFAULT_R
         return Change(action=rules.replace_order, replace_paths=forcing, reason="replace_because_cannot_update",
                       **common)
 
+    if rules.updates_restart and any(not _matches(p, rules.restart_free_paths) for p in changed):
+        return Change(action=Action.UPDATE, reason="update_restarts_service", **common)
     return Change(action=Action.UPDATE, **common)
 
 

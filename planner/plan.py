@@ -84,12 +84,16 @@ class Rules:
     - ``replace_on``: live states in which the instance is recreated even if its spec matches.
     - ``replace_order``: how a replacement runs (create-then-delete keeps serving).
     - ``move_order``: how a move from another target runs, decided by the new target.
+    - ``updates_restart``: an in-place update restarts the service (ACI restarts every container on a
+      PUT), so callers briefly lose it — except when only ``restart_free_paths`` change (tags).
     """
 
     replace_paths: frozenset[str] = frozenset()
     replace_on: frozenset[str] = REPLACE_ON_BY_DEFAULT
     replace_order: Action = Action.CREATE_THEN_DELETE
     move_order: Action = Action.CREATE_THEN_DELETE
+    updates_restart: bool = False
+    restart_free_paths: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for order in (self.replace_order, self.move_order):
@@ -220,6 +224,8 @@ class Plan:
     targeted: tuple[str, ...] = ()
     destroy: bool = False
     tool_version: str = ""
+    warnings: tuple[str, ...] = ()
+    """What a target wants the reviewer to know (no node offers a device, health-only endpoints)."""
 
     @property
     def actionable(self) -> list[Change]:
@@ -237,6 +243,12 @@ class Plan:
         return {"add": add, "change": change, "destroy": destroy}
 
     def to_json(self) -> dict[str, Any]:
+        out = self._json()
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+    def _json(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
             "tool_version": self.tool_version,
@@ -269,6 +281,7 @@ class Plan:
             targeted=tuple(data.get("targeted", ())),
             destroy=bool(data.get("destroy", False)),
             tool_version=data.get("tool_version", ""),
+            warnings=tuple(str(w) for w in data.get("warnings", ())),
         )
 
 

@@ -31,6 +31,11 @@ def make_plan(
     targets = tuple(targets)
     if targets:
         changes = _restrict(changes, targets)
+    warnings: list[str] = []
+    for name, provider in sorted(project.providers.items()):
+        mine = [r for r in wanted.values() if r.address.kind == "service" and r.target == name]
+        if mine:
+            warnings += [f"target {name!r}: {w}" for w in provider.plan_warnings(mine)]
     return Plan(
         changes=tuple(changes),
         manifest=project.manifest.display,
@@ -41,6 +46,7 @@ def make_plan(
         targeted=tuple(str(t) for t in targets),
         destroy=destroy,
         tool_version=__version__,
+        warnings=tuple(warnings),
     )
 
 

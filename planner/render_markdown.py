@@ -111,13 +111,20 @@ def _risk(plan: Plan) -> list[str]:
     changes = plan.actionable
     deleted = [c for c in changes if c.action is Action.DELETE]
     replaced = [c for c in changes if c.action.is_replace]
-    if not deleted and not replaced:
+    restarted = [c for c in changes if c.reason == "update_restarts_service"]
+    warnings = [f"> **Warning:** {w}" for w in plan.warnings]
+    if not deleted and not replaced and not restarted:
+        if warnings:
+            return ["> [!WARNING]", "> **Risk:** no deletions, no replacements; no service loses traffic.", ">",
+                    *warnings]
         return ["**Risk:** no deletions, no replacements; no service loses traffic."]
     parts = []
     if deleted:
         parts.append(f"{_count(len(deleted), 'deletion')} ({_names(deleted)})")
     if replaced:
         parts.append(f"{_count(len(replaced), 'replacement')} ({_names(replaced)})")
+    if restarted:
+        parts.append(f"{_count(len(restarted), 'restarting update')} ({_names(restarted)})")
     lines = ["> [!WARNING]", f"> **Risk:** {', '.join(parts)}."]
     losing = [_traffic(c) for c in changes if c.address.kind == "service" and _traffic(c)]
     if losing:
@@ -125,6 +132,8 @@ def _risk(plan: Plan) -> list[str]:
         lines += [">", f"> **Services that lose traffic:** {'; '.join(shown)}."]
     else:
         lines += [">", "> **Services that lose traffic:** none (replacements start the new instance first)."]
+    if warnings:
+        lines += [">", *warnings]
     return lines
 
 
@@ -135,6 +144,8 @@ def _traffic(change: Change) -> str:
         return f"{name} is destroyed"
     moves = change.action.is_replace and change.before_target != change.after_target
     where = f", moving from target {change.before_target} to {change.after_target} (new endpoint)" if moves else ""
+    if change.reason == "update_restarts_service":
+        return f"{name} restarts to update (callers briefly lose it)"
     if change.action is Action.DELETE_THEN_CREATE:
         already = f" (already {change.live_status})" if _replaced_for_state(change) else ""
         return f"{name} is down while it is replaced{already}{where}"

@@ -36,6 +36,7 @@ def render_plan(plan: Plan) -> str:
         ]
     actionable = plan.actionable
     if not actionable:
+        lines += [f"Warning: {w}" for w in plan.warnings]
         lines.append("No changes. No objects need to be destroyed." if plan.destroy
                      else "No changes. Your deployment matches the manifest.")
         return "\n".join(lines) + "\n"
@@ -46,6 +47,9 @@ def render_plan(plan: Plan) -> str:
     lines += ["", "mlops will perform the following actions:", ""]
     for change in actionable:
         lines += render_change(change)
+        lines.append("")
+    lines += [f"Warning: {w}" for w in plan.warnings]
+    if plan.warnings:
         lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines) + "\n"
@@ -70,6 +74,8 @@ def headline(change: Change) -> list[str]:
     reason = change.reason or ""
     if reason == "delete_because_no_resource_config":
         out.append(f"# (because {a} is not in the manifest)")
+    elif reason == "update_restarts_service":
+        out.append("# (the target restarts it to update it: callers briefly lose it)")
     elif reason == "replace_because_target_changed":
         out.append(f"# (because its target changes from {change.before_target} to {change.after_target})")
     elif reason.startswith("replace_because_") and change.live_status and reason != "replace_because_cannot_update":

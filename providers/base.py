@@ -18,9 +18,10 @@ A provider declares ``protocol = 2``; the registry refuses other versions with a
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -150,6 +151,14 @@ class Provider(ABC):
         """JSON Schema of a service's ``deploy`` settings on this kind of target."""
         return {"type": "object"}
 
+    @classmethod
+    def port_scope(cls, config: Mapping[str, Any]) -> str | None:
+        """Where a fixed ``deploy.port`` must be unique (one shared host's address); None: no such rule.
+
+        ``mlops validate`` refuses two services asking for one port within one scope.
+        """
+        return None
+
     def secret_values(self) -> list[str]:
         """Values of this target's secret settings, so every output can mask them."""
         names = secret_settings(type(self).target_schema())
@@ -200,6 +209,26 @@ class Provider(ABC):
 
         return decide(desired, live, self.rules(desired, live))
 
+    def plan_warnings(self, desired: Sequence[Resource]) -> list[str]:
+        """What the reviewer should know about this target's services (after ``connect``), one line each.
+
+        E.g. no node offers the FPGA resource a service asks for; devices whose endpoints this
+        machine cannot reach. Shown in the plan; they do not change it.
+        """
+        return []
+
+    def render(self, desired: Resource) -> str | None:
+        """The exact objects apply would send for this service, as text (YAML), secrets redacted; None if n/a."""
+        return None
+
+    def apply_lock(self, holder: str) -> contextlib.AbstractContextManager[None]:
+        """A lock on the target itself, held while apply works there (e.g. a Kubernetes Lease).
+
+        The manifest's own lock (a file beside the state) cannot stop a second CI runner on
+        another machine; a shared target can. Entered after ``connect``.
+        """
+        return contextlib.nullcontext()
+
     # -- acting (after ensure_connected) ----------------------------------------------------------
     @abstractmethod
     def create(self, desired: Resource, events: Progress) -> Live:
@@ -218,9 +247,30 @@ class Provider(ABC):
         """
 
     # -- using ----------------------------------------------------------------------------------
-    def endpoint(self, live: Live) -> Endpoint | None:
-        """Where and how this machine can call the service; None where it cannot (edge devices)."""
+    def endpoint(self, live: Live, instance: str | None = None) -> Endpoint | None:
+        """Where and how this machine can call the service (or one ``instance`` of it: a device);
+        None where it cannot."""
         return None
+
+    def call(self, live: Live, body: bytes, *, instance: str | None = None,
+             timeout: float = 120) -> tuple[int, bytes, str]:
+        """Score the service once: (HTTP status, body, where it answered from).
+
+        The default posts to ``endpoint()``; a target that reaches its services another way (the
+        Kubernetes API server's service proxy, a device's module) overrides it.
+        """
+        from .http import request
+
+        endpoint = self.endpoint(live, instance)
+        if endpoint is None:
+            raise ProviderError(f"{live.address}: no endpoint this machine can reach on target {live.target!r} "
+                                "(see `mlops status` for its state)")
+        try:
+            reply = request(endpoint.scoring_url, data=body,
+                            headers={**endpoint.headers, "Content-Type": "application/json"}, timeout=timeout)
+        except OSError as exc:
+            raise ProviderError(f"cannot reach {endpoint.scoring_url}: {exc} (see `mlops status`)") from None
+        return reply.status, reply.body, endpoint.scoring_url
 
     @abstractmethod
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,

@@ -104,7 +104,7 @@ class MemoryProvider(Provider):
         live = self._services[name]
         self._services[name] = Live(live.address, live.spec, FAILED, live.target, live.provider, live.details)
 
-    def endpoint(self, live: Live) -> Endpoint:
+    def endpoint(self, live: Live, instance: str | None = None) -> Endpoint:
         return Endpoint(scoring_url=str(live.details["endpoint"]))
 
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,

@@ -119,8 +119,11 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     if args.require_clean:
         require_clean(project.manifest.root, args.branch)
     choice: Choice | None = None
-    with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"):
+    with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"), \
+            contextlib.ExitStack() as target_locks:
         desired, live = project.desired(), project.live()
+        for provider in project.providers.values():   # connected by the live read
+            target_locks.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}"))
         planfile = getattr(args, "planfile", None)
         reviewed = getattr(args, "reviewed", None)
         if planfile and reviewed:

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--follow", action="store_true")
     p.add_argument("--tail", type=int, metavar="N")
     p.add_argument("--build", action="store_true", help="the output of the service's last image build")
+    p.add_argument("--instance", "--device", "--pod", dest="instance", metavar="ID",
+                   help="one instance of the service: a pod, an edge device")
 
     p = sub.add_parser("build", parents=[common], help="build (and push) services' images without deploying")
     p.set_defaults(handler=cmd_build)
@@ -40,6 +42,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(handler=cmd_call)
     p.add_argument("service")
     p.add_argument("--data", help="JSON body, or @FILE")
+    p.add_argument("--instance", "--device", "--pod", dest="instance", metavar="ID",
+                   help="score one instance of the service (an edge device); default: any healthy one")
+
+    p = sub.add_parser("render", parents=[common],
+                       help="print the exact objects apply would send (e.g. Kubernetes YAML), secrets redacted")
+    p.set_defaults(handler=cmd_render)
+    p.add_argument("services", nargs="*", metavar="SERVICE", help="default: every service whose target renders")
 
 
 
@@ -153,7 +162,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return 0
     live = _live_service(project, args.service)
     try:
-        for line in project.provider_for(live).logs(live, follow=args.follow, tail=args.tail):
+        for line in project.provider_for(live).logs(live, follow=args.follow, tail=args.tail,
+                                                    instance=args.instance):
             print(line, flush=args.follow)
     except KeyboardInterrupt:
         pass
@@ -161,8 +171,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from providers.http import request
-
     project = Project.load(args.file)
     live = _live_service(project, args.service)
     if args.data is None:
@@ -177,20 +185,38 @@ def cmd_call(args: argparse.Namespace) -> int:
             raise MlopsError(f"--data {args.data}: cannot read file: {exc.strerror}") from None
     else:
         body = args.data
-    endpoint = project.provider_for(live).endpoint(live)
-    if endpoint is None:
-        raise MlopsError(f"service {args.service!r} on target {live.target!r} has no endpoint this machine can "
-                         "reach (see `mlops status` for its state)")
-    try:
-        reply = request(endpoint.scoring_url, data=body.encode(),
-                        headers={**endpoint.headers, "Content-Type": "application/json"}, timeout=120)
-    except OSError as exc:
-        raise MlopsError(f"cannot reach {endpoint.scoring_url}: {exc} (see `mlops status`)") from None
-    text = reply.body.decode(errors="replace")
+    status, answer, where = project.provider_for(live).call(live, body.encode(), instance=args.instance)
+    if not where.startswith(("http://", "https://")):
+        print(f"(answered by {where})", file=sys.stderr)
+    text = answer.decode(errors="replace")
     with contextlib.suppress(ValueError):
         text = json.dumps(json.loads(text), indent=2)
-    if reply.status != 200:
+    if status != 200:
         print(text, file=sys.stderr)
-        raise MlopsError(f"{args.service} answered HTTP {reply.status}")
+        raise MlopsError(f"{args.service} answered HTTP {status}")
     print(text)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    project = Project.load(args.file)
+    declared = project.manifest.section("services")
+    unknown = [n for n in args.services if n not in declared]
+    if unknown:
+        known = ", ".join(sorted(declared)) or "none"
+        raise MlopsError(f"no service {unknown[0]!r} in the manifest (services: {known})")
+    desired = project.desired()
+    shown = 0
+    for name in args.services or sorted(declared):
+        resource = desired[Address("service", name)]
+        text = project.provider_for(resource.target or "").render(resource)
+        if text is None:
+            if args.services:
+                raise MlopsError(f"service {name!r}: its target {resource.target!r} has nothing to render")
+            continue
+        print(f"# service.{name} on target {resource.target}")
+        print(text.rstrip())
+        shown += 1
+    if not shown:
+        raise MlopsError("no service of this manifest runs on a target that renders objects")
     return 0

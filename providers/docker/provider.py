@@ -315,7 +315,7 @@ class DockerLocalProvider(LocalProvider):
             events.sleep(0.1)
 
     # -- using ----------------------------------------------------------------------------------
-    def endpoint(self, live: Live) -> Endpoint:
+    def endpoint(self, live: Live, instance: str | None = None) -> Endpoint:
         """As the process engine; when the key file is gone, the container's own environment has them."""
         found = super().endpoint(live)
         if live.details.get("auth") != "key" or found.headers:

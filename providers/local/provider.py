@@ -81,6 +81,11 @@ class LocalProvider(Provider):
             },
         }
 
+    @classmethod
+    def port_scope(cls, config: Mapping[str, Any]) -> str | None:
+        """Processes and containers (host network) of every local target share this machine's ports."""
+        return f"{HOST} on this machine"
+
     def rules(self, desired: Resource | None, live: Live | None) -> Rules:
         """A port change is a new instance beside the old one; a move onto the port the old one
         still holds must free it first (two targets on one machine share its ports)."""
@@ -305,7 +310,7 @@ class LocalProvider(Provider):
         return root
 
     # -- using ----------------------------------------------------------------------------------
-    def endpoint(self, live: Live) -> Endpoint:
+    def endpoint(self, live: Live, instance: str | None = None) -> Endpoint:
         headers = {}
         if live.details.get("auth") == "key":
             keys = self.keys.load(live.address.name)

@@ -1,16 +1,22 @@
 """The provider contract: what every target kind must do, run over every provider we ship.
 
-Parametrised over the in-memory provider, the local process engine and the local docker engine
-(and, as they land, every new kind). Each case goes through the planner's own plan/apply, so a
-provider is held to what users get, not to a private API.
+Parametrised over the in-memory provider, the local process engine and the local docker engine,
+plus every kind that adds a ``tests/contract/kind_<name>.py`` defining ``KIND`` (a ``ContractKind``:
+its target settings, deploy settings, pytest marks, and a context manager that starts what the
+kind needs, e.g. its cloud double, and yields the environment variables to set). Each case goes
+through the planner's own plan/apply, so a provider is held to what users get, not to a private API.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import make_project
@@ -42,28 +48,51 @@ services:
     deploy: {deploy}
 """
 
-KINDS = {
-    "memory": ("{provider: memory}", {"auth": "key"}),
-    "process": ("{provider: local}", {"port": "auto", "auth": "key"}),
-    "docker": ("{provider: local, engine: docker}", {"port": "auto", "auth": "key"}),
-}
+@dataclass(frozen=True)
+class ContractKind:
+    name: str
+    target: str                                   # the flow mapping under targets.t
+    deploy: dict[str, Any]
+    marks: tuple[Any, ...] = ()
+    setup: Callable[[Path], contextlib.AbstractContextManager[dict[str, str]]] = \
+        lambda tmp: contextlib.nullcontext({})   # start doubles; yields env vars for the target
+
+
+def _needs_engine(tmp: Path) -> contextlib.AbstractContextManager[dict[str, str]]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docker"))
+    from docker_fixtures import _engine_or_skip
+
+    _engine_or_skip()
+    return contextlib.nullcontext({})
+
+
+BUILTIN = [
+    ContractKind("memory", "{provider: memory}", {"auth": "key"}),
+    ContractKind("process", "{provider: local}", {"port": "auto", "auth": "key"}, (pytest.mark.slow,)),
+    ContractKind("docker", "{provider: local, engine: docker}", {"port": "auto", "auth": "key"},
+                 (pytest.mark.slow, pytest.mark.docker), _needs_engine),
+]
+
+
+def _plugged_in() -> list[ContractKind]:
+    found = []
+    for path in sorted(Path(__file__).resolve().parent.glob("kind_*.py")):
+        spec = importlib.util.spec_from_file_location(f"contract_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)   # type: ignore[arg-type]
+        spec.loader.exec_module(module)                  # type: ignore[union-attr]
+        found.append(module.KIND)
+    return found
+
+
+KINDS = {k.name: k for k in [*BUILTIN, *_plugged_in()]}
 
 
 def _flow(deploy: dict) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in deploy.items()) + "}"
 
 
-@pytest.fixture(params=[
-    pytest.param("memory"),
-    pytest.param("process", marks=pytest.mark.slow),
-    pytest.param("docker", marks=[pytest.mark.slow, pytest.mark.docker]),
-])
+@pytest.fixture(params=[pytest.param(k.name, marks=list(k.marks)) for k in KINDS.values()])
 def kind(request, memory_target):
-    if request.param == "docker":
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docker"))
-        from docker_fixtures import _engine_or_skip
-
-        _engine_or_skip()
     return request.param
 
 
@@ -73,7 +102,7 @@ class Target:
     def __init__(self, root: Path, kind: str):
         self.kind = kind
         self.root = root
-        self.target, self.deploy = KINDS[kind]
+        self.target, self.deploy = KINDS[kind].target, KINDS[kind].deploy
         self.path = make_project(root, self.manifest())
 
     def manifest(self, **deploy) -> str:
@@ -105,11 +134,14 @@ class Target:
 
 
 @pytest.fixture
-def target(tmp_path: Path, kind: str):
-    t = Target(tmp_path, kind)
-    yield t
-    with contextlib.suppress(Exception):   # teardown must not hide the test's own failure
-        t.apply(destroy=True)
+def target(tmp_path: Path, kind: str, monkeypatch):
+    with KINDS[kind].setup(tmp_path) as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        t = Target(tmp_path / "repo", kind)
+        yield t
+        with contextlib.suppress(Exception):   # teardown must not hide the test's own failure
+            t.apply(destroy=True)
 
 
 def test_create_then_plan_is_a_noop_and_a_fresh_read_finds_it(target: Target):
