@@ -1,0 +1,837 @@
+"""Azure ML v1 deployment files -> an ``ml.yaml``: what ``mlops import`` does, as pure functions.
+
+Reads ``inferenceconfig.json`` (entry script, source folder, environment), one or more
+``deploymentconfig.json`` files (``computeType`` local / ACI / AKS) and ``az ml model deploy`` /
+``az ml model register`` lines, and returns the manifest text, its data and warnings. Nothing
+here prints; bad input raises ``ManifestError`` (``file:line:col: message``) or ``MlopsError``.
+
+Decisions (the README's "Coming from Azure ML v1" says the same):
+
+* **One service per stage.** A service in ``ml.yaml`` runs on one target with one ``deploy``
+  block, and v1 stages (local, ACI, AKS) each had their own deployment settings, so each
+  deployment config becomes its own target and its own service, all sharing the models, the
+  environment and the source folder; one ``mlops plan`` shows every stage. With one deployment
+  config the service keeps its name; with several, each is ``<name>-<stage>``.
+* **Targets that exist.** Each stage's target uses the provider of its ``computeType`` when one
+  is installed; otherwise the nearest installed one (a local Docker container for ACI/AKS, a
+  local process for ``local``), so the manifest validates and runs today. Settings the chosen
+  target cannot take are listed as comments in the service and as warnings.
+* **Secrets stay out.** Keys in ``keys.primaryKey`` become ``${VAR}`` references; registry
+  passwords are not imported; no value of either is ever in a message.
+* **Idempotent.** Importing the same files again gives the same text; importing into an
+  existing ``ml.yaml`` adds or replaces only the entries the import generates, keeping the rest
+  of the file (and its comments) as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from .errors import ManifestError, MlopsError, Problem
+from .manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
+from .yamlpos import YamlProblem, decode, load, one_line
+
+MAX_CONFIG_BYTES = 1024 * 1024
+MIN_PYTHON = (3, 11)
+"""The oldest Python the scoring runtime runs on; older conda pins are raised to it."""
+DEFAULT_PYTHON = "3.11"
+SERVER_PACKAGES = {"azureml-defaults", "azureml-inference-server-http", "azureml-contrib-services"}
+"""Azure's serving stack: the mlops runtime replaces it (and provides its import names)."""
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_DNS = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+_STAGE_PROVIDER = {"local": "local", "aci": "aci", "aks": "aks"}
+_NO_EQUIVALENT = {
+    "appInsightsEnabled": "Application Insights has no equivalent; read `mlops logs` instead",
+    "sslEnabled": "TLS is terminated in front of the service (a proxy or ingress), not by mlops",
+    "sslCertificate": "SSL certificate files are not used; terminate TLS in front of the service",
+    "sslKey": "SSL key files are not used; terminate TLS in front of the service",
+    "cname": "SSL CNAME has no equivalent",
+    "vnetName": "VNet placement has no equivalent",
+    "subnetName": "VNet placement has no equivalent",
+    "vaultBaseUrl": "customer-managed keys have no equivalent",
+    "keyName": "customer-managed keys have no equivalent",
+    "keyVersion": "customer-managed keys have no equivalent",
+    "dataCollection": "model data collection (collect_model_data) has no equivalent",
+    "tokenAuthEnabled": "Azure ML token auth has no equivalent; key auth is used",
+    "versionName": "AKS endpoint versions (a retired preview) have no equivalent",
+    "trafficPercentile": "AKS endpoint traffic splits (a retired preview) have no equivalent",
+}
+_DEPLOY_KEYS = {
+    "computeType",
+    "port",
+    "containerResourceRequirements",
+    "authEnabled",
+    "keys",
+    "autoScaler",
+    "numReplicas",
+    "scoringTimeoutMs",
+    "maxConcurrentRequestsPerContainer",
+    "maxQueueWaitMs",
+    "gpuCores",
+    "livenessProbeRequirements",
+    "dnsNameLabel",
+    "location",
+    "namespace",
+    "computeTargetName",
+    *_NO_EQUIVALENT,
+}
+
+DeployFields = Callable[[Mapping[str, Any]], "frozenset[str] | None"]
+"""For a target's config, the deploy settings its provider accepts (None: no such provider)."""
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import produced: the text to write, its data, and one line per warning."""
+
+    text: str
+    data: dict[str, Any]
+    warnings: list[str]
+    changed: bool
+    """False when the output file already said exactly this (re-importing is idempotent)."""
+
+
+@dataclass
+class _Stage:
+    file: str
+    compute: str
+    target: str
+    target_config: dict[str, Any]
+    deploy: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Az:
+    service: str | None = None
+    models: list[str] = field(default_factory=list)
+    inference_config: str | None = None
+    deploy_config: str | None = None
+    registered: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+def _shown(path: Path) -> str:
+    return str(path)
+
+
+def _locate(text: str, key: str) -> tuple[int, int]:
+    """Line and column of ``"key"`` in a JSON text (its first occurrence), else 1:1."""
+    index = text.find(f'"{key}"')
+    if index < 0:
+        return 1, 1
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _problem(path: Path, text: str, key: str | None, message: str) -> ManifestError:
+    line, col = _locate(text, key) if key else (1, 1)
+    return ManifestError([Problem(_shown(path), line, col, one_line(message, 400))])
+
+
+def read_json(path: Path) -> tuple[dict[str, Any], str]:
+    """A v1 JSON config file as a mapping plus its text; located errors for bad files."""
+    try:
+        raw = read_regular(path, MAX_CONFIG_BYTES)
+    except FileNotFoundError:
+        raise MlopsError(f"{_shown(path)}: file not found") from None
+    except OSError as exc:
+        raise MlopsError(f"{_shown(path)}: cannot read: {exc.strerror or exc}") from None
+    if raw is None:
+        raise ManifestError([Problem(_shown(path), 1, 1, f"over the limit of {MAX_CONFIG_BYTES // 1024} KiB")])
+    try:
+        text = decode(raw)
+    except YamlProblem as exc:
+        raise ManifestError([Problem(_shown(path), exc.line, exc.col, exc.message)]) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError([Problem(_shown(path), exc.lineno, exc.colno, f"not valid JSON: {exc.msg}")]) from None
+    except RecursionError:
+        raise ManifestError([Problem(_shown(path), 1, 1, "nested too deeply")]) from None
+    if not isinstance(data, dict):
+        raise ManifestError([Problem(_shown(path), 1, 1, "must be a JSON object ({...})")])
+    return data, text
+
+
+def parse_az(line: str) -> _Az:
+    """An ``az ml model deploy`` or ``az ml model register`` command line (other flags ignored)."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise MlopsError(f"--from-az: cannot split the command line: {exc}") from None
+    if words[:1] == ["az"]:
+        words = words[1:]
+    if words[:3] not in (["ml", "model", "deploy"], ["ml", "model", "register"]):
+        raise MlopsError("--from-az: expected an `az ml model deploy` or `az ml model register` command line")
+    verb, args, az = words[2], words[3:], _Az()
+    options: dict[str, list[str]] = {}
+    i = 0
+    while i < len(args):
+        word = args[i]
+        name, eq, value = word.partition("=")
+        if word.startswith("-") and eq:
+            options.setdefault(name, []).append(value)
+        elif word.startswith("-") and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            options.setdefault(word, []).append(args[i + 1])
+            i += 1
+        elif word.startswith("-"):
+            options.setdefault(word, []).append("")
+        i += 1
+
+    def get(*names: str) -> list[str]:
+        return [v for n in names for v in options.get(n, [])]
+
+    if verb == "deploy":
+        az.service = (get("-n", "--name") or [None])[-1]
+        az.models = [m.split(":", 1)[0] for m in get("-m", "--model")]
+        az.inference_config = (get("--ic", "--inference-config-file") or [None])[-1]
+        az.deploy_config = (get("--dc", "--deploy-config-file") or [None])[-1]
+        return az
+    name = (get("-n", "--name") or [""])[-1]
+    path = (get("-p", "--model-path", "--asset-path") or [""])[-1]
+    if not name or not path:
+        raise MlopsError("--from-az: `az ml model register` needs -n NAME and -p PATH")
+    tags = dict(t.partition("=")[::2] for t in get("--tag", "-t") if t)
+    entry: dict[str, Any] = {"path": path}
+    if get("-d", "--description"):
+        entry["description"] = get("-d", "--description")[-1]
+    if tags:
+        entry["tags"] = tags
+    az.registered[name] = entry
+    return az
+
+
+# -- the inference configuration -------------------------------------------------------------------
+
+
+def _python_version(spec: str) -> str | None:
+    match = re.match(r"^python\s*(?:[=<>!~]=?|=)\s*(\d+)\.(\d+)", spec.strip())
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def _conda_dependencies(deps: Any, where: str, warnings: list[str], pip: list[str]) -> str | None:
+    """Collects pip packages into ``pip``; returns the conda python version; flags conda-only ones."""
+    python = None
+    for i, dep in enumerate(deps if isinstance(deps, list) else []):
+        if isinstance(dep, dict) and isinstance(dep.get("pip"), list):
+            pip.extend(str(p) for p in dep["pip"])
+        elif isinstance(dep, str):
+            version = _python_version(dep)
+            if version is not None or re.match(r"^python\s*$", dep):
+                python = version or python
+            elif dep.strip() != "pip" and not dep.strip().startswith("pip="):
+                warnings.append(
+                    f"{where}[{i}]: conda package {one_line(dep, 80)!r} is not installed (mlops environments "
+                    "use pip): add its pip name to environments.*.pip"
+                )
+    return python
+
+
+def _conda_file(path: Path, where: str, warnings: list[str], pip: list[str]) -> str | None:
+    try:
+        raw = read_regular(path, MAX_CONFIG_BYTES)
+    except OSError:
+        raise MlopsError(f"{where}: conda file {_shown(path)} not found") from None
+    if raw is None:
+        raise MlopsError(f"{where}: conda file {_shown(path)} is over {MAX_CONFIG_BYTES // 1024} KiB")
+    try:
+        data, _ = load(decode(raw))
+    except YamlProblem as exc:
+        raise ManifestError([Problem(_shown(path), exc.line, exc.col, exc.message)]) from None
+    if not isinstance(data, dict):
+        raise ManifestError([Problem(_shown(path), 1, 1, "a conda file must be a mapping with `dependencies:`")])
+    return _conda_dependencies(data.get("dependencies"), f"{_shown(path)}: dependencies", warnings, pip)
+
+
+@dataclass
+class _Inference:
+    source_dir: Path
+    entry_script: str
+    env_name: str | None
+    python: str
+    pip: list[str]
+    base_image: str | None
+    variables: dict[str, str]
+
+
+def _inference(path: Path, warnings: list[str]) -> _Inference:
+    data, text = read_json(path)
+    shown = _shown(path)
+    entry = data.get("entryScript") or data.get("entry_script")
+    if not isinstance(entry, str) or not entry.strip():
+        raise _problem(
+            path,
+            text,
+            None,
+            'entryScript is missing: name the scoring script (init()/run()), e.g. "entryScript": "score.py"',
+        )
+    source = data.get("sourceDirectory") or data.get("source_directory") or "."
+    if not isinstance(source, str):
+        raise _problem(path, text, "sourceDirectory", "sourceDirectory must be a folder path")
+    source_dir = (path.parent / source).resolve()
+    if not source_dir.is_dir():
+        raise _problem(
+            path, text, "sourceDirectory", f"sourceDirectory {source!r} is not a folder (looked for {source_dir})"
+        )
+    entry_path = PurePosixPath(entry.replace("\\", "/"))
+    entry = str(PurePosixPath(*[p for p in entry_path.parts if p not in (".",)]))
+    if not (source_dir / entry).is_file():
+        raise _problem(path, text, "entryScript", f"entryScript {entry!r} is not a file in {source_dir}")
+
+    pip: list[str] = []
+    python: str | None = None
+    env = data.get("environment")
+    env_name = None
+    base_image = None
+    variables: dict[str, str] = {}
+    where = f"{shown}: environment"
+    if isinstance(env, dict):
+        env_name = env.get("name") if isinstance(env.get("name"), str) else None
+        py = env.get("python") if isinstance(env.get("python"), dict) else {}
+        conda = py.get("condaDependencies")
+        if isinstance(conda, dict):
+            python = _conda_dependencies(
+                conda.get("dependencies"), f"{where}.python.condaDependencies.dependencies", warnings, pip
+            )
+        conda_file = py.get("condaDependenciesFile")
+        if isinstance(conda_file, str) and conda_file:
+            python = (
+                _conda_file(source_dir / conda_file, f"{where}.python.condaDependenciesFile", warnings, pip) or python
+            )
+        if py.get("userManagedDependencies"):
+            warnings.append(
+                f"{where}.python.userManagedDependencies: a user-managed environment lists no packages; "
+                "add what it needs under environments.*.pip"
+            )
+        docker = env.get("docker") if isinstance(env.get("docker"), dict) else {}
+        base_image = docker.get("baseImage") if isinstance(docker.get("baseImage"), str) else None
+        if docker.get("baseDockerfile"):
+            warnings.append(f"{where}.docker.baseDockerfile: a Dockerfile has no equivalent; use a base image")
+        if docker.get("baseImageRegistry") and any(
+            isinstance(docker["baseImageRegistry"], dict) and docker["baseImageRegistry"].get(k)
+            for k in ("username", "password")
+        ):
+            warnings.append(
+                f"{where}.docker.baseImageRegistry: registry credentials are not imported; log in "
+                "to the registry on the machine that builds images"
+            )
+        raw_vars = env.get("environmentVariables")
+        for name, value in raw_vars.items() if isinstance(raw_vars, dict) else []:
+            problem = env_name_problem(str(name))
+            if problem:
+                warnings.append(f"{where}.environmentVariables.{one_line(str(name), 60)}: left out: it {problem}")
+            else:
+                variables[str(name)] = "" if value is None else str(value)
+    elif isinstance(env, str):
+        warnings.append(
+            f"{where}: environment {one_line(env, 60)!r} is a reference to a workspace environment; "
+            "list its packages under environments.*.pip"
+        )
+    # The legacy "image" keys of older CLI versions.
+    if isinstance(data.get("condaFile"), str):
+        python = _conda_file(source_dir / data["condaFile"], f"{shown}: condaFile", warnings, pip) or python
+    if isinstance(data.get("baseImage"), str):
+        base_image = data["baseImage"]
+    for key in ("extraDockerfileSteps", "enableGpu", "cudaVersion", "runtime"):
+        if data.get(key) and key != "runtime":
+            warnings.append(f"{shown}: {key}: no equivalent (left out)")
+
+    kept: list[str] = []
+    for entry_text in pip:
+        package = re.split(r"[\s\[<>=!~;@]", entry_text.strip(), maxsplit=1)[0].lower()
+        if package in SERVER_PACKAGES:
+            warnings.append(
+                f"{where}: pip package {package} left out: the mlops runtime serves the entry script "
+                "(and provides azureml.contrib.services for @rawhttp scripts)"
+            )
+            continue
+        problem = pip_problem(entry_text)
+        if problem:
+            warnings.append(f"{where}: pip entry {one_line(entry_text, 80)!r} left out: it {problem}")
+            continue
+        if entry_text.strip() not in kept:
+            kept.append(entry_text.strip())
+    if python is not None and tuple(int(p) for p in python.split(".")) < MIN_PYTHON:
+        warnings.append(
+            f"{where}: python {python} is older than the runtime supports; set to {DEFAULT_PYTHON} "
+            "(check that the pinned packages exist for it)"
+        )
+        python = DEFAULT_PYTHON
+    if base_image is not None and base_image.startswith("mcr.microsoft.com/azureml/"):
+        warnings.append(
+            f"{where}.docker.baseImage: {one_line(base_image, 100)} is Azure ML's own conda image; "
+            "left out (container targets start from a Python image)"
+        )
+        base_image = None
+    return _Inference(source_dir, entry, env_name, python or DEFAULT_PYTHON, kept, base_image, variables)
+
+
+# -- deployment configurations ---------------------------------------------------------------------
+
+
+def _installed_deploy_fields(config: Mapping[str, Any]) -> frozenset[str] | None:
+    """The deploy settings accepted by the installed provider of ``config`` (None: not installed)."""
+    from providers import registry
+
+    kind = config.get("provider")
+    if kind not in registry.kinds():
+        return None
+    try:
+        variant = registry.load(str(kind)).variant(config)
+    except MlopsError:  # a broken plugin: as if it were not installed (the fallback validates)
+        return None
+    return frozenset(variant.deploy_schema().get("properties", {}))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _map_deploy(data: dict[str, Any], compute: str, key_var: str) -> tuple[dict[str, Any], list[str]]:
+    """v1 deployment settings in our vocabulary, plus ``key (reason)`` notes for what has none."""
+    deploy: dict[str, Any] = {}
+    notes: list[str] = []
+    if _number(data.get("port")):
+        deploy["port"] = int(data["port"])
+    resources = data.get("containerResourceRequirements")
+    if isinstance(resources, dict):
+        for v1, ours in (
+            ("cpu", "cpu"),
+            ("memoryInGB", "memory_gb"),
+            ("cpuLimit", "cpu_limit"),
+            ("memoryInGBLimit", "memory_gb_limit"),
+        ):
+            if _number(resources.get(v1)):
+                deploy[ours] = resources[v1]
+    auth_default = compute == "aks"  # AKS turns key auth on by default, local and ACI do not
+    auth = data.get("authEnabled", auth_default)
+    deploy["auth"] = "key" if auth is True else "none"
+    keys = data.get("keys")
+    if isinstance(keys, dict):
+        for v1, ours, suffix in (
+            ("primaryKey", "primary_key", "PRIMARY_KEY"),
+            ("secondaryKey", "secondary_key", "SECONDARY_KEY"),
+        ):
+            if keys.get(v1):
+                deploy[ours] = f"${{{key_var}_{suffix}}}"
+                notes.append(f"keys.{v1} (not copied: set {key_var}_{suffix} in the environment to its value)")
+    scaler = data.get("autoScaler")
+    replicas = data.get("numReplicas")
+    if isinstance(scaler, dict) and scaler.get("autoscaleEnabled", replicas is None) is not False:
+        autoscale = {
+            ours: scaler[v1]
+            for v1, ours in (
+                ("minReplicas", "min_replicas"),
+                ("maxReplicas", "max_replicas"),
+                ("targetUtilization", "target_utilization"),
+                ("refreshPeriodInSeconds", "refresh_seconds"),
+            )
+            if _number(scaler.get(v1))
+        }
+        if autoscale:
+            deploy["autoscale"] = autoscale
+    if _number(replicas):
+        deploy["replicas"] = int(replicas)
+    for v1, ours in (
+        ("scoringTimeoutMs", "scoring_timeout_ms"),
+        ("maxConcurrentRequestsPerContainer", "max_concurrent_requests"),
+        ("maxQueueWaitMs", "max_queue_wait_ms"),
+        ("gpuCores", "gpu"),
+    ):
+        if _number(data.get(v1)):
+            deploy[ours] = data[v1]
+    probe = data.get("livenessProbeRequirements")
+    if isinstance(probe, dict):
+        mapped = {
+            ours: probe[v1]
+            for v1, ours in (
+                ("periodSeconds", "period_s"),
+                ("initialDelaySeconds", "initial_delay_s"),
+                ("timeoutSeconds", "timeout_s"),
+                ("successThreshold", "success_threshold"),
+                ("failureThreshold", "failure_threshold"),
+            )
+            if _number(probe.get(v1))
+        }
+        if mapped:
+            deploy["liveness_probe"] = mapped
+    if isinstance(data.get("dnsNameLabel"), str):
+        deploy["dns_name_label"] = data["dnsNameLabel"]
+    for key, reason in _NO_EQUIVALENT.items():
+        value = data.get(key)
+        if value not in (None, False, "", {}) and not (
+            key == "dataCollection" and isinstance(value, dict) and not value.get("storageEnabled")
+        ):
+            notes.append(f"{key} ({reason})")
+    for key in sorted(set(data) - _DEPLOY_KEYS):
+        notes.append(f"{key} (not a v1 deployment setting; ignored)")
+    return deploy, notes
+
+
+def _stage(path: Path, deploy_fields: DeployFields, key_var: str, warnings: list[str]) -> _Stage:
+    data, text = read_json(path)
+    compute_raw = data.get("computeType")
+    if not isinstance(compute_raw, str) or not compute_raw.strip():
+        raise _problem(path, text, None, 'computeType is missing: set "computeType" to local, ACI or AKS')
+    compute = compute_raw.strip().lower()
+    if compute not in _STAGE_PROVIDER:
+        raise _problem(
+            path,
+            text,
+            "computeType",
+            f"unknown computeType {one_line(compute_raw, 40)!r}: use local, "
+            "ACI or AKS (IoT Edge deployments cannot be imported)",
+        )
+    deploy, notes = _map_deploy(data, compute, key_var)
+    config: dict[str, Any] = {"provider": _STAGE_PROVIDER[compute]}
+    for v1, ours in (("location", "location"), ("namespace", "namespace"), ("computeTargetName", "cluster")):
+        if isinstance(data.get(v1), str):
+            config[ours] = data[v1]
+    accepted = deploy_fields(config)
+    if accepted is None:
+        fallback = {"provider": "local"} if compute == "local" else {"provider": "local", "engine": "docker"}
+        how = "a local process" if compute == "local" else "a local Docker container (cpu and memory limits kept)"
+        warnings.append(
+            f"{_shown(path)}: computeType {compute_raw}: no {config['provider']!r} provider is "
+            f"installed; its target runs the service as {how}"
+        )
+        for key in sorted(set(config) - {"provider"}):
+            notes.append(f"{key}: {config[key]} (a setting of the {config['provider']} target)")
+        config = fallback
+        accepted = deploy_fields(config) or frozenset()
+    for key in sorted(set(deploy) - accepted):
+        value = deploy.pop(key)
+        if key == "auth" and value == "none":
+            continue
+        notes.append(f"{key}: {json.dumps(value)} (the target does not take it)")
+    port = deploy.get("port")
+    if isinstance(port, int) and not 1024 <= port <= 65535:
+        notes.append(f"port: {port} (outside 1024-65535; auto used)")
+        deploy["port"] = "auto"
+    if "port" in accepted:
+        deploy.setdefault("port", "auto")
+    for note in notes:
+        warnings.append(f"{_shown(path)}: {note}")
+    return _Stage(_shown(path), compute, compute, config, dict(sorted(deploy.items())), notes)
+
+
+# -- assembling -------------------------------------------------------------------------------------
+
+
+def _dns(name: str, what: str) -> str:
+    if not _DNS.match(name):
+        raise MlopsError(
+            f"{what} {one_line(name, 60)!r} is not a valid service name: 3-32 lowercase letters, digits "
+            "and dashes, starting with a letter (pass --service NAME)"
+        )
+    return name
+
+
+def _env_key(service: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", service.upper())
+
+
+def import_v1(
+    *,
+    inference_config: Path | None,
+    deploy_configs: Sequence[Path] = (),
+    models: Sequence[str] = (),
+    service: str | None = None,
+    from_az: Sequence[str] = (),
+    output: Path,
+    deploy_fields: DeployFields | None = None,
+) -> Imported:
+    """The manifest for these v1 files, merged into ``output`` when it exists (see the module doc).
+
+    ``models`` are ``NAME=PATH`` (relative to the working directory); ``from_az`` are ``az ml model
+    deploy/register`` lines whose ``--ic``/``--dc`` files, service name and models are used when
+    not given directly. ``deploy_fields`` tells which deploy settings a target takes (default:
+    ask the installed providers).
+    """
+    fields = deploy_fields or _installed_deploy_fields
+    warnings: list[str] = []
+    az = _Az()
+    for line in from_az:
+        parsed = parse_az(line)
+        az.registered.update(parsed.registered)
+        az.service = parsed.service or az.service
+        az.models += [m for m in parsed.models if m not in az.models]
+        az.inference_config = parsed.inference_config or az.inference_config
+        az.deploy_config = parsed.deploy_config or az.deploy_config
+    ic_path = inference_config or (Path(az.inference_config) if az.inference_config else None)
+    if ic_path is None:
+        raise MlopsError(
+            "no inference configuration: pass --inference-config FILE (or an `az ml model deploy "
+            "--ic FILE` line with --from-az)"
+        )
+    dc_paths = list(deploy_configs) or ([Path(az.deploy_config)] if az.deploy_config else [])
+    if not dc_paths:
+        raise MlopsError("no deployment configuration: pass --deploy-config FILE (one per stage)")
+    name = _dns(service or az.service or "", "service name") if (service or az.service) else None
+    if name is None:
+        raise MlopsError("no service name: pass --service NAME (or an `az ml model deploy -n NAME` line)")
+
+    out_dir = output.absolute().parent
+    model_entries: dict[str, dict[str, Any]] = {}
+    model_sources: dict[str, str] = {}
+    for spec in models:
+        model, eq, model_path = spec.partition("=")
+        if not eq or not model or not model_path:
+            raise MlopsError(f"--model {one_line(spec, 80)!r}: write it as NAME=PATH (e.g. ridge=models/ridge.pkl)")
+        model_entries[model] = {"path": model_path}
+        model_sources[model] = f"from --model {model}={model_path}"
+    for model, entry in az.registered.items():
+        if model not in model_entries:
+            model_entries[model] = dict(entry)
+            model_sources[model] = f"from `az ml model register -n {model}`"
+    wanted = list(dict.fromkeys([*az.models, *model_entries]))
+    if not wanted:
+        raise MlopsError("no model: pass --model NAME=PATH (or `az ml model register -n NAME -p PATH` with --from-az)")
+    for model in wanted:
+        if not _NAME.match(model):
+            raise MlopsError(f"model name {one_line(model, 60)!r} is invalid: letters, digits, '.', '_' and '-'")
+        if model not in model_entries:
+            raise MlopsError(
+                f"model {model!r} (from `az ml model deploy -m {model}:…`) has no files: pass --model "
+                f"{model}=PATH or its `az ml model register` line"
+            )
+        path = Path(model_entries[model]["path"]).absolute()
+        if not path.exists():
+            raise MlopsError(f"--model {model}: {path} does not exist")
+        model_entries[model]["path"] = _relative(path, out_dir)
+
+    inference = _inference(ic_path, warnings)
+    env_name = inference.env_name if inference.env_name and _NAME.match(inference.env_name) else name
+    environment: dict[str, Any] = {"python": inference.python}
+    if inference.pip:
+        environment["pip"] = inference.pip
+    if inference.base_image:
+        environment["base_image"] = inference.base_image
+
+    stages = [_stage(p, fields, _env_key(name), warnings) for p in dc_paths]
+    counts: dict[str, int] = {}
+    for stage in stages:
+        counts[stage.compute] = counts.get(stage.compute, 0) + 1
+    seen: dict[str, int] = {}
+    entries: list[tuple[str, str, dict[str, Any], list[str]]] = []
+    sources = [_shown(ic_path), *(s.file for s in stages)]
+    for model in wanted:
+        entries.append(("models", model, model_entries[model], [model_sources[model]]))
+    entries.append(("environments", env_name, environment, [f"from {_shown(ic_path)} (environment)"]))
+    for stage in stages:
+        seen[stage.compute] = seen.get(stage.compute, 0) + 1
+        suffix = stage.compute if counts[stage.compute] == 1 else f"{stage.compute}{seen[stage.compute]}"
+        target = suffix
+        svc = name if len(stages) == 1 else _dns(f"{name}-{suffix}"[:32].rstrip("-"), "service name")
+        entries.append(("targets", target, stage.target_config, [f"from {stage.file} (computeType {stage.compute})"]))
+        service_entry: dict[str, Any] = {
+            "models": wanted,
+            "environment": env_name,
+            "source_dir": _relative(inference.source_dir, out_dir),
+            "entry_script": inference.entry_script,
+            "target": target,
+        }
+        deploy = dict(stage.deploy)
+        if inference.variables:
+            deploy["environment_variables"] = dict(sorted(inference.variables.items()))
+        if deploy:
+            service_entry["deploy"] = deploy
+        comments = [f"from {_shown(ic_path)} + {stage.file}"]
+        comments += [f"not carried over: {note}" for note in stage.notes]
+        entries.append(("services", svc, service_entry, comments))
+    return _merge(output, name, entries, sources, warnings)
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(base.resolve()).as_posix() or "."
+    except ValueError:
+        return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_/.${}][A-Za-z0-9_./@:=<>!*~,+${}-]*$")
+_SECTIONS = ("targets", "models", "environments", "services")
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    text = str(value)
+    if _PLAIN.match(text) and yaml.safe_load(text) == text and ": " not in text and not text.endswith(":"):
+        return text
+    return json.dumps(text)
+
+
+def _block(value: Any, indent: int) -> list[str]:
+    pad = " " * indent
+    lines: list[str] = []
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            lines.append(f"{pad}{_scalar(key)}:")
+            lines += _block(item, indent + 2)
+        elif (
+            isinstance(item, list)
+            and all(not isinstance(x, dict | list) for x in item)
+            and len(item) <= 3
+            and sum(len(str(x)) for x in item) < 60
+        ):
+            lines.append(f"{pad}{_scalar(key)}: [{', '.join(_scalar(x) for x in item)}]")
+        elif isinstance(item, list):
+            lines.append(f"{pad}{_scalar(key)}:")
+            lines += [f"{pad}  - {_scalar(x)}" for x in item]
+        else:
+            lines.append(f"{pad}{_scalar(key)}: {_scalar(item) if item != {} else '{}'}")
+    return lines
+
+
+def _entry_text(name: str, value: dict[str, Any], comments: list[str], indent: int) -> list[str]:
+    pad = " " * indent
+    lines = [f"{pad}{_scalar(name)}:"]
+    lines += [f"{pad}  # {one_line(c, 200)}" for c in comments]
+    return lines + _block(value, indent + 2)
+
+
+def _fresh(project: str, entries: list[tuple[str, str, dict[str, Any], list[str]]], sources: list[str]) -> str:
+    lines = [
+        f"# Imported from Azure ML v1 by `mlops import` ({', '.join(sources)}).",
+        "# Importing the same files again changes nothing; edit freely, then run `mlops validate`.",
+        "version: 1",
+        f"project: {_scalar(project)}",
+    ]
+    for section in _SECTIONS:
+        chosen = [e for e in entries if e[0] == section]
+        if chosen:
+            lines += ["", f"{section}:"]
+            for _, name, value, comments in chosen:
+                lines += _entry_text(name, value, comments, 2)
+    return "\n".join(lines) + "\n"
+
+
+def _merge(
+    output: Path,
+    project: str,
+    entries: list[tuple[str, str, dict[str, Any], list[str]]],
+    sources: list[str],
+    warnings: list[str],
+) -> Imported:
+    try:
+        raw = read_regular(output, MAX_MANIFEST_BYTES)
+    except FileNotFoundError:
+        raw = b""
+    except OSError as exc:
+        raise MlopsError(f"{_shown(output)}: cannot read: {exc.strerror or exc}") from None
+    if raw is None:
+        raise MlopsError(f"{_shown(output)}: over the manifest limit of {MAX_MANIFEST_BYTES // 1024} KiB")
+    if not raw.strip():
+        text = _fresh(project, entries, sources)
+        data, _ = load(text)
+        return Imported(text, data, warnings, True)
+    try:
+        old_text = decode(raw)
+        data, positions = load(old_text)
+    except YamlProblem as exc:
+        raise ManifestError([Problem(_shown(output), exc.line, exc.col, exc.message)]) from None
+    if not isinstance(data, dict):
+        raise ManifestError([Problem(_shown(output), 1, 1, "the manifest must be a mapping")])
+    lines = old_text.splitlines()
+    # Work bottom-up so line numbers found earlier stay valid.
+    edits: list[tuple[int, int, list[str]]] = []
+    appended: dict[str, list[str]] = {}
+    for section, name, value, comments in entries:
+        existing = data.get(section)
+        if existing is not None and not isinstance(existing, dict):
+            raise ManifestError([Problem(_shown(output), *positions.of((section,)), f"{section}: must be a mapping")])
+        if isinstance(existing, dict) and name in existing:
+            if existing[name] == value:
+                continue
+            start = positions.of((section, name), key=True)[0] - 1
+            indent = len(lines[start]) - len(lines[start].lstrip())
+            end = _block_end(lines, start, indent)
+            edits.append((start, end, _entry_text(name, value, comments, indent)))
+            warnings.append(
+                f"{_shown(output)}:{start + 1}: {section}.{name} replaced by the imported one (it differed)"
+            )
+        elif isinstance(existing, dict) and existing:
+            first = positions.of((section, next(iter(existing))), key=True)[0] - 1
+            indent = len(lines[first]) - len(lines[first].lstrip())
+            if lines[positions.of((section,), key=True)[0] - 1].rstrip().endswith("}"):
+                raise MlopsError(
+                    f"{_shown(output)}: `{section}:` is written in flow style ({{...}}); write it as a "
+                    "block to import into it, or import into a new file with -o"
+                )
+            head = positions.of((section,), key=True)[0] - 1
+            end = _block_end(lines, head, 0)
+            edits.append((end, end, _entry_text(name, value, comments, indent)))
+        else:
+            appended.setdefault(section, []).extend(_entry_text(name, value, comments, 2))
+    if not edits and not appended:
+        return Imported(old_text, data, warnings, False)
+    for start, end, new in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        lines[start:end] = new
+    for section in _SECTIONS:
+        if section in appended:
+            if section in data and data[section] is not None:  # an empty `section:` line
+                head = positions.of((section,), key=True)[0] - 1
+                lines[head] = f"{section}:"
+                lines[head + 1 : head + 1] = appended[section]
+            else:
+                lines += ["", f"{section}:", *appended[section]]
+    text = "\n".join(lines) + "\n"
+    try:
+        new_data, _ = load(text)
+    except YamlProblem as exc:  # pragma: no cover - a layout this merge does not handle
+        raise MlopsError(
+            f"{_shown(output)}: cannot merge into this layout ({exc.message}); import into a new file with -o"
+        ) from None
+    return Imported(text, new_data, warnings, True)
+
+
+def _block_end(lines: list[str], start: int, indent: int) -> int:
+    """Index after the last content line of the block whose key is on line ``start``."""
+    end = start + 1
+    last = start
+    while end < len(lines):
+        line = lines[end]
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            if len(line) - len(line.lstrip()) <= indent:
+                break
+            last = end
+        elif stripped.startswith("#") and len(line) - len(line.lstrip()) > indent:
+            last = end
+        end += 1
+    return last + 1
+
+
+def write(result: Imported, output: Path) -> None:
+    """Write the import's text atomically (a partial manifest never appears)."""
+    output = output.absolute()
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(result.text)
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,252 @@
+"""`mlops import` logic: Azure ML v1 files -> ml.yaml, checked with golden files.
+
+Inputs are the published v1 examples (tests/golden/import/v1, verbatim from Azure's docs and
+examples); the expected manifests and warnings are in tests/golden/import/expected. Regenerate
+them after a deliberate change with ``MLOPS_UPDATE_GOLDEN=1``. Every written manifest must pass
+validation and re-importing must change nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import providers.registry  # noqa: F401 - imported before the tests change directory
+from planner.azureml_v1 import import_v1, parse_az, write
+from planner.errors import ManifestError, MlopsError
+from planner.manifest import load_manifest
+from providers.local import LocalProvider
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "import"
+UPDATE = os.environ.get("MLOPS_UPDATE_GOLDEN") == "1"
+
+CASES = {
+    "local": dict(inference_config="inferenceconfig.json", deploy_configs=["deploymentconfig.json"]),
+    "aci": dict(inference_config="dummyinferenceconfig.json", deploy_configs=["re-deploymentconfig.json"]),
+    "aks": dict(inference_config="inferenceconfig.json", deploy_configs=["aks-deploymentconfig.json"]),
+    "stages": dict(
+        inference_config="inferenceconfig.json",
+        deploy_configs=["deploymentconfig.json", "re-deploymentconfig.json", "aks-deploymentconfig.json"],
+    ),
+}
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A copy of the v1 example folder as the working directory (the import resolves paths there)."""
+    folder = tmp_path / "project"
+    shutil.copytree(GOLDEN / "v1", folder)
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def local_only(config):
+    """Deploy settings as the real local provider takes them, with no other provider installed:
+    goldens must not change when someone installs an aci or aks provider."""
+    if config.get("provider") != "local":
+        return None
+    return frozenset(LocalProvider.variant(config).deploy_schema()["properties"])
+
+
+def run_import(case: dict, output: Path, **extra):
+    extra.setdefault("deploy_fields", local_only)
+    return import_v1(
+        inference_config=Path(case["inference_config"]) if case.get("inference_config") else None,
+        deploy_configs=[Path(p) for p in case.get("deploy_configs", [])],
+        models=case.get("models", ["bidaf-onnx=model.onnx"]),
+        service=case.get("service", "myservice"),
+        from_az=case.get("from_az", []),
+        output=output,
+        **extra,
+    )
+
+
+def check_golden(name: str, text: str, warnings: list[str]) -> None:
+    expected, expected_warnings = GOLDEN / "expected" / f"{name}.yaml", GOLDEN / "expected" / f"{name}.warnings"
+    shown = "\n".join(warnings) + "\n"
+    if UPDATE:
+        expected.parent.mkdir(exist_ok=True)
+        expected.write_text(text)
+        expected_warnings.write_text(shown)
+    assert text == expected.read_text()
+    assert shown == expected_warnings.read_text()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_published_examples_import_validate_and_reimport_unchanged(work, name):
+    output = work / "ml.yaml"
+    result = run_import(CASES[name], output)
+    check_golden(name, result.text, result.warnings)
+    write(result, output)
+    manifest = load_manifest(output, env={"MYSERVICE_PRIMARY_KEY": "k" * 32})
+    assert set(manifest.section("services")) == set(result.data["services"])
+    again = run_import(CASES[name], output)
+    assert (again.changed, again.text) == (False, output.read_text())
+
+
+def test_az_command_lines(work):
+    lines = [
+        "az ml model register -n bidaf_onnx -p ./model.onnx --tag area=qna",
+        "az ml model deploy -n myservice -m bidaf_onnx:1 --overwrite --ic inferenceconfig.json "
+        "--dc deploymentconfig.json",
+    ]
+    output = work / "ml.yaml"
+    result = import_v1(inference_config=None, from_az=lines, output=output, deploy_fields=local_only)
+    check_golden("from-az", result.text, result.warnings)
+    write(result, output)
+    load_manifest(output)
+    assert result.data["models"] == {"bidaf_onnx": {"path": "model.onnx", "tags": {"area": "qna"}}}
+
+
+def test_installed_providers_by_default(work):
+    """Without a deploy_fields argument the installed providers decide; the result validates."""
+    output = work / "ml.yaml"
+    result = import_v1(
+        inference_config=Path("inferenceconfig.json"),
+        deploy_configs=[Path("deploymentconfig.json")],
+        models=["bidaf-onnx=model.onnx"],
+        service="myservice",
+        output=output,
+    )
+    write(result, output)
+    load_manifest(output)
+
+
+def test_parse_az_deploy_line():
+    az = parse_az("az ml model deploy -n svc -m m:1 -m other:3 --ic ic.json --dc dc.json --ct aks1")
+    assert (az.service, az.models, az.inference_config, az.deploy_config) == (
+        "svc",
+        ["m", "other"],
+        "ic.json",
+        "dc.json",
+    )
+
+
+def test_import_adds_to_an_existing_manifest_keeping_it(work):
+    output = work / "ml.yaml"
+    existing = (
+        "# my project, with my comments\n"
+        "version: 1\n"
+        "project: demo\n"
+        "targets:\n"
+        "  dev:\n"
+        "    provider: local   # keep me\n"
+        "models:\n"
+        "  other:\n"
+        "    path: model.onnx\n"
+        "environments:\n"
+        "  base:\n"
+        '    python: "3.11"\n'
+        "services:\n"
+        "  other-api:\n"
+        "    models: [other]\n"
+        "    environment: base\n"
+        "    source_dir: source_dir\n"
+        "    entry_script: echo_score.py\n"
+        "    target: dev\n"
+    )
+    output.write_text(existing)
+    result = run_import(CASES["aci"], output)
+    assert result.changed
+    assert result.text.startswith(existing.split("models:")[0])  # untouched head, comments kept
+    assert "provider: local   # keep me" in result.text
+    assert set(result.data["services"]) == {"other-api", "myservice"}
+    assert result.data["project"] == "demo"
+    write(result, output)
+    load_manifest(output)
+    again = run_import(CASES["aci"], output)
+    assert (again.changed, again.text) == (False, result.text)
+
+
+def test_reimport_after_a_v1_change_replaces_only_its_entries(work):
+    output = work / "ml.yaml"
+    write(run_import(CASES["aci"], output), output)
+    text = output.read_text().replace("  myservice:\n", "  myservice:\n    # my note\n")
+    output.write_text(text)
+    config = json.loads((work / "re-deploymentconfig.json").read_text())
+    config["containerResourceRequirements"]["cpu"] = 2
+    (work / "re-deploymentconfig.json").write_text(json.dumps(config))
+    result = run_import(CASES["aci"], output)
+    assert result.data["services"]["myservice"]["deploy"]["cpu"] == 2
+    assert any("services.myservice replaced" in w for w in result.warnings)
+    write(result, output)
+    load_manifest(output)
+    assert output.read_text().count("myservice:") == 1
+
+
+def test_keys_are_referenced_never_copied(work):
+    secret = "S3cret-primary-VALUE-0123456789"
+    (work / "keys.json").write_text(
+        json.dumps(
+            {"computeType": "ACI", "authEnabled": True, "keys": {"primaryKey": secret, "secondaryKey": secret + "2"}}
+        )
+    )
+    result = run_import({"inference_config": "inferenceconfig.json", "deploy_configs": ["keys.json"]}, work / "ml.yaml")
+    assert secret not in result.text and all(secret not in w for w in result.warnings)
+    assert result.data["services"]["myservice"]["deploy"]["primary_key"] == "${MYSERVICE_PRIMARY_KEY}"
+
+
+def test_compute_type_is_case_insensitive(work):
+    (work / "upper.json").write_text('{"computeType": "AKS", "numReplicas": 2}')
+    result = run_import({"inference_config": "inferenceconfig.json", "deploy_configs": ["upper.json"]}, work / "o.yaml")
+    assert result.data["targets"]["aks"]["provider"] == "local"
+    assert any("replicas: 2" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {"dc.json": '{\n  "computeType": "fpga"\n}'},
+            "dc.json:2:3: unknown computeType 'fpga': use local, ACI or AKS",
+        ),
+        ({"dc.json": '{"port": 1}'}, "dc.json:1:1: computeType is missing"),
+        ({"dc.json": '{"computeType": "local",\n "port": }'}, "dc.json:2:10: not valid JSON"),
+        ({"dc.json": "[1, 2]"}, "dc.json:1:1: must be a JSON object"),
+        ({"ic.json": '{"sourceDirectory": "source_dir"}'}, "ic.json:1:1: entryScript is missing"),
+        (
+            {"ic.json": '{"entryScript": "score.py",\n  "sourceDirectory": "nowhere"}'},
+            "ic.json:2:3: sourceDirectory 'nowhere' is not a folder",
+        ),
+        (
+            {"ic.json": '{"entryScript": "missing.py", "sourceDirectory": "source_dir"}'},
+            "ic.json:1:2: entryScript 'missing.py' is not a file",
+        ),
+    ],
+)
+def test_bad_inputs_are_one_located_line(work, files, expected):
+    for name, text in files.items():
+        (work / name).write_text(text)
+    case = {
+        "inference_config": "ic.json" if "ic.json" in files else "inferenceconfig.json",
+        "deploy_configs": ["dc.json" if "dc.json" in files else "deploymentconfig.json"],
+    }
+    with pytest.raises(ManifestError) as caught:
+        run_import(case, work / "ml.yaml")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(expected), message
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ({"models": ["no-equals-sign"]}, "--model 'no-equals-sign': write it as NAME=PATH"),
+        ({"models": ["m=does/not/exist.pkl"]}, "--model m: "),
+        ({"service": "Bad_Name"}, "service name 'Bad_Name' is not a valid service name"),
+        ({"deploy_configs": []}, "no deployment configuration"),
+        ({"inference_config": None}, "no inference configuration"),
+        ({"from_az": ["az ml model deploy -n svc -m ghost:1"]}, "model 'ghost'"),
+        ({"deploy_configs": ["nowhere.json"]}, "nowhere.json: file not found"),
+    ],
+)
+def test_bad_arguments_are_one_line(work, case, expected):
+    full = {"inference_config": "inferenceconfig.json", "deploy_configs": ["deploymentconfig.json"], **case}
+    if "from_az" in case:
+        full["models"] = []
+    with pytest.raises(MlopsError) as caught:
+        run_import(full, work / "ml.yaml")
+    assert expected in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
