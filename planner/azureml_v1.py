@@ -3,7 +3,8 @@
 Reads ``inferenceconfig.json`` (entry script, source folder, environment), one or more
 ``deploymentconfig.json`` files (``computeType`` local / ACI / AKS) and ``az ml model deploy`` /
 ``az ml model register`` lines, and returns the manifest text, its data and warnings. Nothing
-here prints; bad input raises ``ManifestError`` (``file:line:col: message``) or ``MlopsError``.
+here prints; bad input raises ``MlopsError`` with one line (``file:line:col: message`` for a
+bad file, ``V1ConfigError``).
 
 Decisions (the README's "Coming from Azure ML v1" says the same):
 
@@ -38,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ManifestError, MlopsError, Problem
+from .errors import MlopsError, Problem
 from .manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
 from .yamlpos import YamlProblem, decode, load, one_line
 
@@ -91,6 +92,13 @@ DeployFields = Callable[[Mapping[str, Any]], "frozenset[str] | None"]
 """For a target's config, the deploy settings its provider accepts (None: no such provider)."""
 
 
+class V1ConfigError(MlopsError):
+    """A v1 file is unusable; the message is one ``file:line:col: what and how to fix`` line."""
+
+    def __init__(self, file: str, line: int, col: int, message: str) -> None:
+        super().__init__(str(Problem(file, line, col, one_line(message, 400))))
+
+
 @dataclass(frozen=True)
 class Imported:
     """What an import produced: the text to write, its data, and one line per warning."""
@@ -137,9 +145,9 @@ def _locate(text: str, key: str) -> tuple[int, int]:
     return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
-def _problem(path: Path, text: str, key: str | None, message: str) -> ManifestError:
+def _problem(path: Path, text: str, key: str | None, message: str) -> V1ConfigError:
     line, col = _locate(text, key) if key else (1, 1)
-    return ManifestError([Problem(_shown(path), line, col, one_line(message, 400))])
+    return V1ConfigError(_shown(path), line, col, message)
 
 
 def read_json(path: Path) -> tuple[dict[str, Any], str]:
@@ -151,19 +159,19 @@ def read_json(path: Path) -> tuple[dict[str, Any], str]:
     except OSError as exc:
         raise MlopsError(f"{_shown(path)}: cannot read: {exc.strerror or exc}") from None
     if raw is None:
-        raise ManifestError([Problem(_shown(path), 1, 1, f"over the limit of {MAX_CONFIG_BYTES // 1024} KiB")])
+        raise V1ConfigError(_shown(path), 1, 1, f"over the limit of {MAX_CONFIG_BYTES // 1024} KiB")
     try:
         text = decode(raw)
     except YamlProblem as exc:
-        raise ManifestError([Problem(_shown(path), exc.line, exc.col, exc.message)]) from None
+        raise V1ConfigError(_shown(path), exc.line, exc.col, exc.message) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ManifestError([Problem(_shown(path), exc.lineno, exc.colno, f"not valid JSON: {exc.msg}")]) from None
+        raise V1ConfigError(_shown(path), exc.lineno, exc.colno, f"not valid JSON: {exc.msg}") from None
     except RecursionError:
-        raise ManifestError([Problem(_shown(path), 1, 1, "nested too deeply")]) from None
+        raise V1ConfigError(_shown(path), 1, 1, "nested too deeply") from None
     if not isinstance(data, dict):
-        raise ManifestError([Problem(_shown(path), 1, 1, "must be a JSON object ({...})")])
+        raise V1ConfigError(_shown(path), 1, 1, "must be a JSON object ({...})")
     return data, text
 
 
@@ -251,9 +259,9 @@ def _conda_file(path: Path, where: str, warnings: list[str], pip: list[str]) -> 
     try:
         data, _ = load(decode(raw))
     except YamlProblem as exc:
-        raise ManifestError([Problem(_shown(path), exc.line, exc.col, exc.message)]) from None
+        raise V1ConfigError(_shown(path), exc.line, exc.col, exc.message) from None
     if not isinstance(data, dict):
-        raise ManifestError([Problem(_shown(path), 1, 1, "a conda file must be a mapping with `dependencies:`")])
+        raise V1ConfigError(_shown(path), 1, 1, "a conda file must be a mapping with `dependencies:`")
     return _conda_dependencies(data.get("dependencies"), f"{_shown(path)}: dependencies", warnings, pip)
 
 
@@ -578,7 +586,7 @@ def import_v1(
             "no inference configuration: pass --inference-config FILE (or an `az ml model deploy "
             "--ic FILE` line with --from-az)"
         )
-    dc_paths = list(deploy_configs) or ([Path(az.deploy_config)] if az.deploy_config else [])
+    dc_paths = list(dict.fromkeys([*([Path(az.deploy_config)] if az.deploy_config else []), *deploy_configs]))
     if not dc_paths:
         raise MlopsError("no deployment configuration: pass --deploy-config FILE (one per stage)")
     name = _dns(service or az.service or "", "service name") if (service or az.service) else None
@@ -750,9 +758,9 @@ def _merge(
         old_text = decode(raw)
         data, positions = load(old_text)
     except YamlProblem as exc:
-        raise ManifestError([Problem(_shown(output), exc.line, exc.col, exc.message)]) from None
+        raise V1ConfigError(_shown(output), exc.line, exc.col, exc.message) from None
     if not isinstance(data, dict):
-        raise ManifestError([Problem(_shown(output), 1, 1, "the manifest must be a mapping")])
+        raise V1ConfigError(_shown(output), 1, 1, "the manifest must be a mapping")
     lines = old_text.splitlines()
     # Work bottom-up so line numbers found earlier stay valid.
     edits: list[tuple[int, int, list[str]]] = []
@@ -760,7 +768,7 @@ def _merge(
     for section, name, value, comments in entries:
         existing = data.get(section)
         if existing is not None and not isinstance(existing, dict):
-            raise ManifestError([Problem(_shown(output), *positions.of((section,)), f"{section}: must be a mapping")])
+            raise V1ConfigError(_shown(output), *positions.of((section,)), f"{section}: must be a mapping")
         if isinstance(existing, dict) and name in existing:
             if existing[name] == value:
                 continue

@@ -17,7 +17,7 @@ import pytest
 
 import providers.registry  # noqa: F401 - imported before the tests change directory
 from planner.azureml_v1 import import_v1, parse_az, write
-from planner.errors import ManifestError, MlopsError
+from planner.errors import MlopsError
 from planner.manifest import load_manifest
 from providers.local import LocalProvider
 
@@ -225,7 +225,7 @@ def test_bad_inputs_are_one_located_line(work, files, expected):
         "inference_config": "ic.json" if "ic.json" in files else "inferenceconfig.json",
         "deploy_configs": ["dc.json" if "dc.json" in files else "deploymentconfig.json"],
     }
-    with pytest.raises(ManifestError) as caught:
+    with pytest.raises(MlopsError) as caught:
         run_import(case, work / "ml.yaml")
     message = str(caught.value)
     assert "\n" not in message and message.startswith(expected), message
@@ -250,3 +250,42 @@ def test_bad_arguments_are_one_line(work, case, expected):
     with pytest.raises(MlopsError) as caught:
         run_import(full, work / "ml.yaml")
     assert expected in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_cli_import_writes_then_reports_up_to_date(work, capsys):
+    from planner.cli import main
+
+    argv = [
+        "import",
+        "--ic",
+        "inferenceconfig.json",
+        "--dc",
+        "deploymentconfig.json",
+        "--dc",
+        "re-deploymentconfig.json",
+        "--model",
+        "bidaf-onnx=model.onnx",
+        "--service",
+        "myservice",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "Wrote ml.yaml: 2 service(s) (myservice-aci, myservice-local)" in out.out
+    assert "Warning: inferenceconfig.json: environment: python 3.6" in out.err
+    assert main(["validate"]) == 0
+    assert main(argv) == 0
+    assert "already up to date" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_error_line(work, capsys):
+    from planner.cli import main
+
+    (work / "iot.json").write_text('{"computeType": "iot"}')
+    argv = ["import", "--ic", "inferenceconfig.json", "--dc", "iot.json", "--model", "m=model.onnx", "--service", "abc"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == "Error: iot.json:1:2: unknown computeType 'iot': use local, ACI or AKS (IoT Edge deployments "
+        "cannot be imported)\n"
+    )
+    assert not (work / "ml.yaml").exists()

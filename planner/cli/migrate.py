@@ -1,0 +1,66 @@
+"""`mlops import`: Azure ML v1 deployment files (or `az ml model deploy` lines) -> ml.yaml."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..azureml_v1 import import_v1, write
+from ..manifest import load_manifest
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "import",
+        parents=[common],
+        help="write (or add to) an ml.yaml from Azure ML v1 inference/deployment configs",
+        description="Convert Azure ML v1 files into an ml.yaml: one target and one service per deployment "
+        "config (stage), sharing the models, the environment and the source folder. Re-importing the "
+        "same files changes nothing.",
+    )
+    p.set_defaults(handler=cmd_import)
+    p.add_argument("--inference-config", "--ic", type=Path, metavar="FILE", help="v1 inferenceconfig.json")
+    p.add_argument(
+        "--deploy-config",
+        "--dc",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="v1 deploymentconfig.json (computeType local, ACI or AKS); repeat for each stage",
+    )
+    p.add_argument(
+        "--model", action="append", default=[], metavar="NAME=PATH", help="a model and its files; repeatable"
+    )
+    p.add_argument("--service", metavar="NAME", help="service name (default: from --from-az -n)")
+    p.add_argument(
+        "--from-az",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="an `az ml model deploy ...` or `az ml model register ...` line, quoted; repeatable",
+    )
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="manifest to write or add to (default: -f)")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    output: Path = args.output or args.file
+    result = import_v1(
+        inference_config=args.inference_config,
+        deploy_configs=args.deploy_config,
+        models=args.model,
+        service=args.service,
+        from_az=args.from_az,
+        output=output,
+    )
+    for warning in result.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    if not result.changed:
+        print(f"{output}: already up to date (nothing to import).")
+        return 0
+    write(result, output)
+    manifest = load_manifest(output)
+    services = sorted(manifest.section("services"))
+    print(f"Wrote {output}: {len(services)} service(s) ({', '.join(services)}); next: mlops plan -f {output}")
+    return 0
