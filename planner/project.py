@@ -17,7 +17,7 @@ from .desired import build_desired
 from .errors import MlopsError
 from .gitinfo import describe
 from .hashing import ContentHasher
-from .live import LiveState, read_live
+from .live import READ_PARALLELISM, LiveState, read_live
 from .manifest import Manifest, load_manifest
 from .plan import Rules
 from .redact import REDACTOR
@@ -48,6 +48,7 @@ class Project:
         self.keys = KeyStore(manifest.state_dir)
         self.hasher = ContentHasher(manifest.state_dir / "cache" / "hashes.json")
         self._live: LiveState | None = None
+        self.read_parallelism = READ_PARALLELISM
         for provider in self.providers.values():
             REDACTOR.add(*provider.secret_values())
 
@@ -102,7 +103,7 @@ class Project:
                 for kind in sorted(kinds) for variant in provider_class(kind).variants()
             ]
             self._live = read_live([self.store.read_models, self.store.read_environments], self.providers,
-                                   orphan_reads)
+                                   orphan_reads, parallelism=self.read_parallelism)
         return self._live
 
     def live(self, *, allow_duplicates: bool = False) -> dict[Address, Live]:

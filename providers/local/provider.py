@@ -13,7 +13,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +29,7 @@ from . import processes
 from .venvs import ensure_venv, venv_python
 
 HOST = "127.0.0.1"
+PROBE_PARALLELISM = 16
 DEFAULTS: dict[str, Any] = {"port": "auto", "auth": "none", "workers": 1, "scoring_timeout_ms": 60000,
                             "startup_timeout_s": 120}
 
@@ -118,19 +120,29 @@ class LocalProvider(Provider):
 
     # -- live state -------------------------------------------------------------------------------
     def read(self) -> list[Live]:
-        return [live for live in self._read_all(self.context) if live.target == self.target]
+        return self._read_all(self.context, lambda target: target == self.target)
 
     @classmethod
     def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
         return [(cls(target=live.target or "", config={"provider": cls.kind}, context=context), live)
-                for live in cls._read_all(context) if live.target not in declared_targets]
+                for live in cls._read_all(context, lambda target: target not in declared_targets)]
 
     @classmethod
-    def _read_all(cls, context: ProjectContext) -> list[Live]:
+    def _read_all(cls, context: ProjectContext, wanted: Callable[[str | None], bool]) -> list[Live]:
+        """The records of the targets ``wanted`` picks, each probed once, in parallel (bounded).
+
+        Filtering happens before probing, so a plan probes each service once (not once for its
+        target and again for the orphan search), and a hung service costs one probe timeout.
+        """
         folder = cls._records_dir(context)
         if not folder.is_dir():
             return []
-        return [cls._live_from(_read_json(f), f.parent) for f in sorted(folder.glob("*.json"))]
+        records = [(r, f.parent) for f in sorted(folder.glob("*.json"))
+                   if (r := _read_json(f)) is not None and wanted(r.get("target"))]
+        if len(records) <= 1:
+            return [cls._live_from(r, where) for r, where in records]
+        with ThreadPoolExecutor(max_workers=min(PROBE_PARALLELISM, len(records))) as pool:
+            return list(pool.map(lambda item: cls._live_from(*item), records))
 
     @staticmethod
     def _live_from(record: dict[str, Any], folder: Path) -> Live:
