@@ -551,6 +551,10 @@ def pip_problem(entry: str) -> str | None:
     except InvalidRequirement as exc:
         detail = str(exc).splitlines()[0] if str(exc) else "invalid"
         return f"is not a PEP 508 requirement ({one_line(detail, 120)}); write it like scikit-learn==1.5.*"
+    if re.search(r"(^|\s)-|\s#|\$\{|\\", text):
+        # A requirements file (container builds) reads " -x" as an option, " #" as a comment and
+        # expands ${VAR}; a marker's quoted text could smuggle them in.
+        return "holds ' -', ' #', '${' or a backslash, which pip would read as options; remove them"
     if req.url is not None:
         url = req.url
         if not url.startswith(_URL_SCHEMES):

