@@ -263,3 +263,41 @@ def test_environ_joins_repeated_headers_and_sets_the_real_length():
     env = environ(scope, b"hello")
     assert (env["HTTP_X_A"], env["CONTENT_LENGTH"], env["CONTENT_TYPE"]) == ("1,2", "5", "t/p")
     assert "HTTP_TRANSFER_ENCODING" not in env and env["wsgi.input"].read() == b"hello"
+
+
+def test_raw_script_when_the_runtime_is_copied_as_mlops_runtime(tmp_path):
+    """What targets run: the package copied into an environment under another name."""
+    import shutil
+
+    from tests.runtime.conftest import _stop, start_runtime
+
+    package = REPO / "providers" / "runtime"
+    shutil.copytree(package, tmp_path / "mlops_runtime", ignore=shutil.ignore_patterns("__pycache__"))
+    server = start_runtime("raw_echo.py", module="mlops_runtime", env={"PYTHONPATH": str(tmp_path)}, cwd=tmp_path)
+    try:
+        reply = server.request("GET", "/score?x=1")
+        assert (reply.status, reply.json()["args"]) == (200, {"x": ["1"]})
+        assert server.request("POST", "/score?do=image", b"").body == PNG
+    finally:
+        _stop(server)
+
+
+@pytest.mark.slow
+def test_raw_script_in_an_environment_built_by_the_local_target(shared_cache):
+    """The venv a local target builds (only the runtime's requirements) serves a raw script: the
+    azureml imports resolve, werkzeug is there, and no azureml package or Flask is installed."""
+    from providers.local.venvs import ensure_venv, venv_python
+    from tests.runtime.conftest import _stop, start_runtime
+
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    venv = ensure_venv(shared_cache, {"python": version, "pip": []}, lambda _line: None)
+    python = str(venv_python(venv))
+    probe = "import importlib.util as u; print([u.find_spec(m) is None for m in ('azureml', 'flask')])"
+    assert subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout.strip() == "[True, True]"
+    server = start_runtime("raw_echo.py", python=python, module="mlops_runtime", env={"PYTHONPATH": ""})
+    try:
+        body, headers = multipart({"note": "n"}, {"image": ("a.bin", b"\x00\x01")})
+        reply = server.request("POST", "/score?do=file", body, headers)
+        assert (reply.status, reply.json()["size"]) == (200, 2)
+    finally:
+        _stop(server)
