@@ -112,7 +112,7 @@ def test_example_lifecycle_on_docker(tmp_path: Path, engine, project_name):  # n
     assert host["NanoCpus"] == 10**9 and host["Memory"] == 1 << 30
     assert c.attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
     assert c.attrs["Image"] == built[0].image_id, "apply must run the image `mlops build` made"
-    keys = json.loads((manifest.parent / ".mlops" / "docker" / "diabetes-api.keys.json").read_text())
+    keys = json.loads((manifest.parent / ".mlops" / "keys" / "diabetes-api.json").read_text())
     env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
     assert env["MLOPS_PRIMARY_KEY"] == keys["primary"]
     assert env["AZUREML_MODEL_DIR"] == "/var/azureml-app/azureml-models/ridge/1"
