@@ -60,3 +60,43 @@ def test_missing_manifest_is_one_line(tmp_path: Path):
     result = run_cli("validate", "-f", str(tmp_path / "nope.yaml"))
     assert result.code == 1
     assert result.err.count("\n") == 1 and "manifest not found" in result.err
+
+
+# -- the bounded YAML loader (planner/yamlpos.py) --------------------------------------------------
+def test_loader_keeps_plain_yaml_semantics():
+    from planner.yamlpos import load
+
+    data, positions = load("d: &d {x: 1, y: 2}\nm: {<<: *d, y: 3}\nn: {<<: [{x: 1}, {x: 2}]}\n"
+                           "when: 2024-01-01\ns: !!str 12\ni: 0x10\n")
+    assert data["m"] == {"x": 1, "y": 3} and list(data["m"]) == ["x", "y"]
+    assert data["n"] == {"x": 1}  # the first merged mapping wins, as in PyYAML
+    assert data["when"] == "2024-01-01" and data["s"] == "12" and data["i"] == 16
+    assert positions.of(("m", "y")) == (2, 16) and positions.of(("m", "y"), key=True) == (2, 13)
+
+
+def test_loader_accepts_a_bom_and_crlf_and_refuses_utf16():
+    import pytest as _pytest
+
+    from planner.yamlpos import YamlProblem, decode, load
+
+    assert load(decode(b"\xef\xbb\xbfa: 1\r\nb: [2]\r\n"))[0] == {"a": 1, "b": [2]}
+    with _pytest.raises(YamlProblem) as info:
+        decode("a: 1\n".encode("utf-16"))
+    assert info.value.line == 1 and "UTF-16" in info.value.message
+
+
+def test_loader_fast_and_pure_python_paths_agree_on_errors():
+    from planner import yamlpos
+
+    for text in ("a: {b: 1\nc: 2\n", "a: *nope\n", "a: 1\na: 2\n", "- a\nb: 1\n", "a: b: c\n"):
+        problems = []
+        for fast in (yamlpos._CLoader, None):
+            saved, yamlpos._CLoader = yamlpos._CLoader, fast
+            try:
+                yamlpos.load(text)
+                problems.append(None)
+            except yamlpos.YamlProblem as exc:
+                problems.append((exc.line, exc.col, exc.message))
+            finally:
+                yamlpos._CLoader = saved
+        assert problems[0] == problems[1], (text, problems)
