@@ -797,22 +797,25 @@ def _check_registry(manifest: Manifest, root: Path, hashed: list[tuple[Path, str
     """registry.path stays inside the manifest's folder and out of what is hashed (or plans never settle)."""
     registry = manifest.data.get("registry")
     rel = registry.get("path") if isinstance(registry, dict) else None
-    if not _plain_path(rel):
-        return
-    where = ("registry", "path")
-    report, shown = checks.report, checks.shown(("registry", "path"), rel)
+    if rel is None and not (isinstance(registry, dict) and "path" in registry):
+        rel, where, name = ".mlops", (), "the registry folder .mlops"  # a committed link counts too
+    elif _plain_path(rel):
+        where, name = ("registry", "path"), "registry.path"
+    else:
+        return  # reported by the schema
+    report, shown = checks.report, checks.shown(where, rel) if where else "'.mlops'"
     try:
         state = (manifest.root / rel).resolve()
     except (OSError, ValueError, RuntimeError) as exc:
-        report(where, f"registry.path: {shown} cannot be used ({_why(exc)})")
+        report(where, f"{name}: {shown} cannot be used ({_why(exc)})")
         return
     if state == root or not state.is_relative_to(root):
-        report(where, f"registry.path: {shown} is outside the manifest's folder (plan writes there); "
-                      "use a folder inside it, such as .mlops")
+        fix = "use a folder inside it, such as .mlops" if where else "remove the link (mlops creates the folder)"
+        report(where, f"{name}: {shown} is outside the manifest's folder (plan writes there); {fix}")
         return
     for folder, field_name in hashed:
         if state.is_relative_to(folder) and folder.is_dir():
             first = state.relative_to(folder).parts[:1]
             if not first or first[0] not in SKIP_DIRS:
-                report(where, f"registry.path: {shown} is inside {field_name}, which is hashed: every plan "
+                report(where, f"{name}: {shown} is inside {field_name}, which is hashed: every plan "
                               "would change it; use a folder outside it, such as .mlops")

@@ -443,6 +443,13 @@ def test_registry_path_outside_the_folder_or_inside_a_hashed_folder_is_refused(p
     assert not (project.parent / "elsewhere").exists()
 
 
+@pytest.mark.parametrize("target", ["/tmp", "examples/diabetes/src"])
+def test_a_committed_mlops_link_out_of_the_folder_or_into_a_hashed_one_is_refused(project: Path, target: str):
+    (project / ".mlops").symlink_to(target if target.startswith("/") else project / target)
+    refused(project, ".mlops")
+    refused(project, ".mlops", command="plan")  # before anything is written through the link
+
+
 def test_registry_path_inside_the_folder_passes(project: Path):
     replace(project, "project: diabetes", "project: diabetes\nregistry:\n  path: state/registry")
     accepted(project)
