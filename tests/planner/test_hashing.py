@@ -39,3 +39,18 @@ def test_a_corrupt_cache_is_ignored(tmp_path: Path):
     (tmp_path / "cache.json").write_text("{not json")
     (tmp_path / "f").write_text("x")
     assert len(ContentHasher(tmp_path / "cache.json").file_hash(tmp_path / "f")) == 64
+
+
+def test_the_walk_keeps_the_order_hashes_were_made_with(tmp_path):
+    """Fingerprints depend on file order: a folder's files first, then its subfolders, by name."""
+    from planner.hashing import iter_files
+
+    for rel in ("b.txt", "a/z.txt", "a/b/c.txt", "a/a.txt", "c/x.pyc", "__pycache__/x.py", "B.txt", "a/.git/x"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    legacy = []
+    for dirpath, dirnames, filenames in os.walk(tmp_path):
+        dirnames[:] = sorted(d for d in dirnames if d not in {"__pycache__", ".git", ".mlops", ".pytest_cache",
+                                                              ".ipynb_checkpoints"})
+        legacy.extend(Path(dirpath) / f for f in sorted(filenames) if not f.endswith((".pyc", ".pyo")))
+    assert iter_files(tmp_path) == legacy
