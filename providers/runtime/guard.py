@@ -5,8 +5,9 @@ and keeps a connection that sent only blank lines: slowloris clients hold connec
 memory, and a bare ``\\r\\n\\r\\n`` hangs. ``GuardedHttpToolsProtocol`` adds, per connection:
 
 * a **header deadline**: the request line and headers must arrive within ``header_timeout_s`` of
-  the connection opening or the previous answer, or the connection is closed (``408`` first if
-  part of a request came in); dripping bytes does not extend it;
+  the connection opening or the previous answer (checked by one sweep per worker, so give or
+  take a quarter of it), or the connection is closed (``408`` first if part of a request came
+  in); dripping bytes does not extend it;
 * **header limits**: more than ``max_header_bytes`` before the end of the headers, or more than
   ``max_headers`` header lines, answers ``431`` and closes, so buffered headers stay bounded;
 * **blank requests**: a connection that sends only empty lines (``\\r\\n\\r\\n``) gets ``400`` at
@@ -33,6 +34,19 @@ from .limits import Limits
 log = logging.getLogger("mlops.runtime")
 
 
+SWEEPS_PER_TIMEOUT = 4
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, state: Any, interval: float) -> None:
+    """Close the connections whose header deadline passed, then look again in ``interval``."""
+    now = loop.time()
+    for connection in list(state.connections):
+        deadline = getattr(connection, "_deadline", None)
+        if deadline is not None and now >= deadline:
+            connection._header_deadline()
+    state._mlops_sweep = loop.call_later(interval, _sweep, loop, state, interval)
+
+
 class _TooManyHeaders(Exception):
     """Raised from the parser callback; the parser wraps it and uvicorn answers through
     ``send_400_response``, which answers 431 instead."""
@@ -53,11 +67,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._header_timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
         self._awaiting_headers = True
         self._message_started = False
         self._header_bytes = 0
-        self._header_count = 0
         self._rejected = b""
         if len(self.connections) > self.limits.max_connections:
             log.warning(
@@ -74,19 +87,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     # -- the header deadline ------------------------------------------------------------------
+    # One sweep per worker checks every connection's deadline (a timer per request would cost
+    # a few percent of throughput); a deadline is therefore enforced within SWEEPS_PER_TIMEOUT
+    # fractions of it.
 
     def _arm(self) -> None:
-        self._disarm()
-        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_deadline)
+        self._deadline = self.loop.time() + self.limits.header_timeout_s
+        state = self.server_state
+        if getattr(state, "_mlops_sweep", None) is None:
+            interval = self.limits.header_timeout_s / SWEEPS_PER_TIMEOUT
+            state._mlops_sweep = self.loop.call_later(interval, _sweep, self.loop, state, interval)  # type: ignore[attr-defined]
 
     def _disarm(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._header_timer = None
+        self._deadline = None
 
     def _header_deadline(self) -> None:
-        self._header_timer = None
+        self._deadline = None
         busy = self.cycle is not None and not self.cycle.response_complete
         if busy or not self._awaiting_headers or self.transport.is_closing():
             return  # a request is being served; the deadline restarts after its answer
@@ -109,19 +125,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._rejected or self.transport.is_closing():
+        if not self._awaiting_headers:  # a body, or a request being answered
+            super().data_received(data)
             return
-        limits = self.limits
-        if self._awaiting_headers:
-            self._header_bytes += len(data)
-            if not self._message_started and not data.strip(b"\r\n") and self._header_bytes >= 4:
-                self._close_with(b"400 Bad Request", "Empty request: only blank lines were received")
-                return
-        super().data_received(data)
         if self._rejected:
             return
-        if self._awaiting_headers and self._header_bytes > limits.max_header_bytes:
-            self._reject_headers(f"Request headers are larger than the limit of {limits.max_header_bytes} bytes")
+        self._header_bytes += len(data)
+        blank = not self._message_started and data[:1] in b"\r\n" and not data.strip(b"\r\n")
+        if blank and self._header_bytes >= 4:
+            self._close_with(b"400 Bad Request", "Empty request: only blank lines were received")
+            return
+        super().data_received(data)
+        if self._awaiting_headers and self._header_bytes > self.limits.max_header_bytes and not self._rejected:
+            self._reject_headers(f"Request headers are larger than the limit of {self.limits.max_header_bytes} bytes")
 
     def _reject_headers(self, message: str) -> None:
         log.warning("431: %s", message)
@@ -142,16 +158,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._message_started = True
         self._awaiting_headers = True
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            self._rejected = b"pending"
-            raise _TooManyHeaders()
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
         self._disarm()
+        if len(self.headers) > self.limits.max_headers:  # counted here: the byte limit bounds memory
+            self._rejected = b"pending"
+            raise _TooManyHeaders()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -159,7 +171,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_headers = True
         self._message_started = False
         self._header_bytes = 0
-        self._header_count = 0
 
 
 def protocol_class(limits: Limits) -> type[Any]:
