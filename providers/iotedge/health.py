@@ -1,0 +1,116 @@
+"""A deployment's health, in the seed's states, from IoT Hub's system metrics and the devices' agents.
+
+The hub's system metrics count devices: targeted (the condition matches), applied (the hub wrote
+the deployment into the device's ``$edgeAgent`` twin), reported successful / failed (the agent
+acknowledged that desired version with 200 / an error). An acknowledged deployment can still crash
+at run time, so each targeted device's ``$edgeAgent`` reported properties are read as well: our
+module must report ``runtimeStatus: running``. A device that has not applied the deployment yet is
+waited for; one whose agent refused the version, or whose module is failed / in backoff /
+unhealthy / stopped, is named with its ``runtimeStatus`` and ``statusDescription``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, UNSCHEDULABLE, Health
+
+from .manifest import join_create_options
+
+NAMED = 3
+"""Failing devices named in a message; the rest are counted."""
+BAD_RUNTIME = frozenset({"failed", "backoff", "unhealthy", "stopped", "dead"})
+
+
+@dataclass(frozen=True)
+class Device:
+    """What one targeted device says about our module."""
+
+    device_id: str
+    applied: bool
+    ok: bool
+    failing: str | None           # why, when it fails
+    runtime_status: str | None
+    host_port: int | None         # the module's published port, as the device reports it
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+
+def device_state(config_id: str, name: str, twin: Mapping[str, Any], agent: Mapping[str, Any] | None) -> Device:
+    """One device's view: has it applied ``config_id``, is our module running, and if not, why."""
+    device_id = str(twin.get("deviceId"))
+    tags = dict(twin.get("tags") or {})
+    status = ((twin.get("configurations") or {}).get(config_id) or {}).get("status")
+    applied = status == "Applied"
+    if agent is None:
+        return Device(device_id, applied, False, "no $edgeAgent twin (not an IoT Edge device?)", None, None, tags)
+    desired = (agent.get("properties") or {}).get("desired") or {}
+    reported = (agent.get("properties") or {}).get("reported") or {}
+    module = (reported.get("modules") or {}).get(name) or {}
+    runtime = module.get("runtimeStatus")
+    port = _host_port(module.get("settings") or {})
+    if not applied:
+        return Device(device_id, False, False, None, runtime, port, tags)
+    code = int((reported.get("lastDesiredStatus") or {}).get("code") or 0)
+    current = reported.get("lastDesiredVersion") == desired.get("$version")
+    if current and code and code != 200:
+        why = (reported.get("lastDesiredStatus") or {}).get("description") or f"code {code}"
+        return Device(device_id, True, False, f"the agent refused the deployment ({code}: {why})", runtime, port, tags)
+    if runtime in BAD_RUNTIME:
+        exit_code = module.get("exitCode")
+        desc = str(module.get("statusDescription") or "").strip()
+        why = f"module {name} {runtime}" + (f" (exit code {exit_code})" if exit_code not in (None, 0) else "")
+        return Device(device_id, True, False, why + (f": {desc}" if desc else ""), runtime, port, tags)
+    ok = current and code == 200 and runtime == "running"
+    return Device(device_id, True, ok, None, runtime, port, tags)
+
+
+def _host_port(settings: Mapping[str, Any]) -> int | None:
+    options = join_create_options(settings)
+    for bindings in ((options.get("HostConfig") or {}).get("PortBindings") or {}).values():
+        for binding in bindings or []:
+            try:
+                return int(binding.get("HostPort"))
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def counts(config: Mapping[str, Any]) -> dict[str, int]:
+    """targeted / applied / succeeded / failed, from the deployment's system metrics."""
+    results = ((config.get("systemMetrics") or {}).get("results") or {})
+    return {"targeted": int(results.get("targetedCount") or 0), "applied": int(results.get("appliedCount") or 0),
+            "succeeded": int(results.get("reportedSuccessfulCount") or 0),
+            "failed": int(results.get("reportedFailedCount") or 0)}
+
+
+def health(config: Mapping[str, Any], devices: list[Device], condition: str) -> Health:
+    """The seed's state with device counts: ready (running our module) / targeted, failed."""
+    metrics = counts(config)
+    targeted = max(metrics["targeted"], len(devices))
+    failing = [d for d in devices if d.failing]
+    ready = sum(1 for d in devices if d.ok)
+    failed = max(len(failing), metrics["failed"])
+    summary = (f"{metrics['targeted']} targeted, {metrics['applied']} applied, {metrics['succeeded']} succeeded, "
+               f"{metrics['failed']} failed")
+    if targeted == 0:
+        return Health(UNSCHEDULABLE, f"no device matches the target condition {condition}", 0, 0, 0, unit="devices")
+    if failing:
+        named = "; ".join(f"{d.device_id}: {d.failing}" for d in failing[:NAMED])
+        more = f"; and {len(failing) - NAMED} more" if len(failing) > NAMED else ""
+        state = FAILED if ready == 0 and len(failing) >= targeted else UNHEALTHY
+        return Health(state, f"{named}{more} ({summary})", ready, targeted, failed, unit="devices")
+    if ready >= targeted:
+        return Health(HEALTHY, f"running on {ready} device{'s' if ready != 1 else ''} ({summary})", ready, targeted,
+                      0, unit="devices")
+    waiting = [d.device_id for d in devices if not d.ok]
+    shown = ", ".join(waiting[:NAMED]) + (f" and {len(waiting) - NAMED} more" if len(waiting) > NAMED else "")
+    return Health(TRANSITIONING, f"waiting for devices: {ready}/{targeted} ({summary}; not yet: {shown or '?'})",
+                  ready, targeted, 0, unit="devices")
+
+
+def first(devices: list[Device]) -> Device | None:
+    """The device to call by default: the first healthy one by id."""
+    good = sorted((d for d in devices if d.ok), key=lambda d: d.device_id)
+    return good[0] if good else None
