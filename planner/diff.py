@@ -56,7 +56,7 @@ def decide(desired: Resource | None, live: Live | None, rules: Rules = DEFAULT_R
     # A broken instance is replaced even when its spec matches (Terraform's "tainted"), when the
     # target says recreating it can help.
     if live.status in rules.replace_on:
-        return Change(action=Action.DELETE_THEN_CREATE, reason=f"replace_because_{live.status.lower()}", **common)
+        return Change(action=rules.broken_order, reason=f"replace_because_{live.status.lower()}", **common)
 
     changed = changed_paths(live.spec, desired.spec)
     if not changed:

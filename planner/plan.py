@@ -83,6 +83,8 @@ class Rules:
     - ``replace_paths``: spec paths (or path prefixes) that cannot change in place.
     - ``replace_on``: live states in which the instance is recreated even if its spec matches.
     - ``replace_order``: how a replacement runs (create-then-delete keeps serving).
+    - ``broken_order``: how an instance in a ``replace_on`` state is replaced (delete first by default:
+      a broken instance may hold what its replacement needs).
     - ``move_order``: how a move from another target runs, decided by the new target.
     - ``updates_restart``: an in-place update restarts the service (ACI restarts every container on a
       PUT), so callers briefly lose it — except when only ``restart_free_paths`` change (tags).
@@ -91,12 +93,13 @@ class Rules:
     replace_paths: frozenset[str] = frozenset()
     replace_on: frozenset[str] = REPLACE_ON_BY_DEFAULT
     replace_order: Action = Action.CREATE_THEN_DELETE
+    broken_order: Action = Action.DELETE_THEN_CREATE
     move_order: Action = Action.CREATE_THEN_DELETE
     updates_restart: bool = False
     restart_free_paths: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        for order in (self.replace_order, self.move_order):
+        for order in (self.replace_order, self.broken_order, self.move_order):
             if not order.is_replace:
                 raise ValueError(f"a replacement order must be create-then-delete or delete-then-create, not {order}")
 

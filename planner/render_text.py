@@ -74,6 +74,8 @@ def headline(change: Change) -> list[str]:
     reason = change.reason or ""
     if reason == "delete_because_no_resource_config":
         out.append(f"# (because {a} is not in the manifest)")
+    elif reason.startswith("update_because_") and change.live_message:
+        out.append(f"# (because {change.live_message})")
     elif reason == "update_restarts_service":
         out.append("# (the target restarts it to update it: callers briefly lose it)")
     elif reason == "replace_because_target_changed":

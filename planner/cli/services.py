@@ -93,7 +93,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for r in rows:
-        if r["message"] and r["state"] != "Healthy":
+        if r["message"]:
             print(f"{r['service']}: {r['message']}")
     return 0
 

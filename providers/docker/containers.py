@@ -25,7 +25,8 @@ PROBE = ("import sys, urllib.request; "
 
 
 def run_service(cli: Any, *, image: str, name: str, command: list[str], env: Mapping[str, str],
-                labels: Mapping[str, str], port: int, deploy: Mapping[str, Any]) -> Any:
+                labels: Mapping[str, str], port: int, deploy: Mapping[str, Any],
+                volumes: Mapping[str, Mapping[str, str]] | None = None) -> Any:
     """Start a detached container for one instance of a service; returns the SDK's Container."""
     startup = int(deploy.get("startup_timeout_s", 120))
     kwargs: dict[str, Any] = {}
@@ -40,7 +41,7 @@ def run_service(cli: Any, *, image: str, name: str, command: list[str], env: Map
         healthcheck={"test": ["CMD", "python", "-c", PROBE.format(port=port)],
                      "interval": 10 * 10**9, "timeout": 5 * 10**9, "retries": 3,
                      "start_period": startup * 10**9},
-        stop_signal="SIGTERM", **kwargs,
+        stop_signal="SIGTERM", volumes=dict(volumes or {}), **kwargs,
     )
 
 

@@ -6,9 +6,12 @@ same, so this class extends ``LocalProvider`` and reuses its helpers. Live state
 engine by our labels, so there is no record to drift: a container that exited is Failed with its
 last log lines, one removed by hand is missing and gets recreated.
 
-An update starts the new container on the same port (the runtime's ``--reuse-port``, possible
-because every container shares the host's network) plus a private probe port, waits for it to be
-ready and to answer the sample request there, and only then stops the old container.
+An update starts the new container on the service's shared listener (handed over by the port
+keeper through a mounted unix socket, the same mechanism as the process engine; every container
+shares the host's network) plus a private probe port, waits for it to be ready and to answer the
+sample request there, and only then stops the old container. Running containers of a service
+beyond the one read as current are strays of an interrupted apply: shown, and stopped by the next
+apply.
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from ..base import BuildResult, Endpoint, Progress, ProjectContext, Provider, Pr
 from ..http import is_ready
 from ..images import BuiltImage, ImageBuilder
 from ..local import LocalProvider, processes
+from ..local.ports import SOCKET_ROOT
 from . import build as builds
 from . import containers, engine
 from .engine import label
 from .image import APP_ROOT, Recipe
 
 HOST = containers.HOST
+PORTS_MOUNT = "/run/mlops-ports"
+"""Where the port keepers' control sockets appear inside a container."""
 REGISTRY_PATTERN = r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$"
 
 
@@ -127,7 +133,7 @@ class DockerLocalProvider(LocalProvider):
         cli = self.client
         found = cli.containers.list(all=True, filters={"label": [f"{label('project')}={self.context.project}",
                                                                  f"{label('target')}={self.target}"]})
-        return [self._live(c) for c in _newest_per_service(found)]
+        return [self._live(c, found) for c in _newest_per_service(found)]
 
     @classmethod
     def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
@@ -140,10 +146,10 @@ class DockerLocalProvider(LocalProvider):
         for c in _newest_per_service(orphans):
             target = c.labels.get(label("target"), "")
             provider = cls(target=target, config={"provider": "local", "engine": "docker"}, context=context)
-            out.append((provider, provider._live(c)))
+            out.append((provider, provider._live(c, orphans)))
         return out
 
-    def _live(self, container: Any) -> Live:
+    def _live(self, container: Any, siblings: list[Any] = ()) -> Live:  # type: ignore[assignment]
         labels = container.labels
         status, message = containers.state_of(container)
         port = int(labels[label("port")])
@@ -163,6 +169,14 @@ class DockerLocalProvider(LocalProvider):
             "auth": labels.get(label("auth"), "none"),
             "message": message,
         }
+        strays = [{"container": c.id, "instance": c.labels.get(label("instance"))} for c in siblings
+                  if c.id != container.id and c.status == "running"
+                  and c.labels.get(label("service")) == labels.get(label("service"))]
+        if strays:
+            details["strays"] = strays
+            note = (f"{len(strays)} stray container(s) ({', '.join(s['container'][:12] for s in strays)}) left by an "
+                    "interrupted apply; the next apply stops them")
+            details["message"] = "; ".join(m for m in (message, note) if m)
         return Live(Address("service", labels[label("service")]), json.loads(labels[label("spec")]), status,
                     target=labels.get(label("target")), provider=self.kind, details=details,
                     sensitive=frozenset(json.loads(labels.get(label("sensitive"), "[]"))))
@@ -172,15 +186,24 @@ class DockerLocalProvider(LocalProvider):
         self.ensure_connected()   # fail before anything else when there is no engine
         image = self.ensure_image(desired, progress)
         port = self._claim_port(desired)
-        container = self._start(desired, image, port, self._keys(desired), progress, probe=False)
+        for c in self._service_containers(self.client, desired.address.name):   # unrecorded leftovers
+            if c.status == "running":
+                self._remove(c.id)
+        container = self._start(desired, image, port, self._keys(desired), progress)
         return self._live(container)
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
         self.ensure_connected()
+        strays = live.details.get("strays") or []
+        if strays:
+            progress(f"stopping {len(strays)} stray container(s) left by an interrupted apply")
+            for stray in strays:
+                self._remove(str(stray["container"]))
+            if live.spec == desired.spec and live.status == "Healthy":
+                return live
         image = self.ensure_image(desired, progress)
-        container = self._start(desired, image, int(live.details["port"]), self._keys(desired), progress, probe=True)
+        container = self._start(desired, image, int(live.details["port"]), self._keys(desired), progress)
         progress("retiring the previous container")
-        self._note_cutover(progress)
         self._remove(str(live.details["container"]))
         self._prune_images(live.address.name, final=False)
         return self._live(container)
@@ -198,6 +221,10 @@ class DockerLocalProvider(LocalProvider):
                 remaining.append(c)
             else:
                 self._remove(c.id)
+        in_use = {int(c.labels.get(label("port"), 0)) for c in remaining}
+        for keeper in self.ports.of_service(name):
+            if keeper.port not in in_use:
+                self.ports.stop(keeper)
         if remaining:
             return
         progress("removing images")
@@ -245,7 +272,7 @@ class DockerLocalProvider(LocalProvider):
                     raise ProviderError(f"cannot remove image {image.id[:19]}: {exc.explanation or exc}") from None
 
     def _start(self, desired: Resource, image: BuiltImage, port: int, keys: dict[str, str],
-               progress: Progress, *, probe: bool) -> Any:
+               progress: Progress) -> Any:
         """Start one container; return it once it is ready and passed the smoke test."""
         import docker.errors
 
@@ -253,11 +280,11 @@ class DockerLocalProvider(LocalProvider):
         recipe = self.recipe(desired)
         deploy = spec["deploy"]
         instance = uuid.uuid4().hex[:8]
-        probe_port = processes.free_port(HOST) if probe else port
+        keeper = self.ports.ensure(name, port, self._records_dir(self.context) / "logs" / f"{name}.ports.log")
+        probe_port = processes.free_port(HOST)
         command = ["--entry-script", f"{APP_ROOT}/{inputs['entry_script']}", "--model-dir", recipe.model_dir,
-                   "--host", HOST, "--port", str(port), "--workers", str(deploy.get("workers", 1)), "--reuse-port"]
-        if probe:
-            command += ["--probe-port", str(probe_port)]
+                   "--host", HOST, "--port", str(port), "--workers", str(deploy.get("workers", 1)),
+                   "--listen-socket", f"{PORTS_MOUNT}/{keeper.socket.name}", "--probe-port", str(probe_port)]
         env = {
             **{k: str(v) for k, v in deploy.get("environment_variables", {}).items()},
             "AZUREML_MODEL_DIR": recipe.model_dir,
@@ -281,7 +308,7 @@ class DockerLocalProvider(LocalProvider):
             container = containers.run_service(
                 self.client, image=image.digest_ref or image.image_id,
                 name=f"{self.context.project}-{name}-{instance}", command=command, env=env, labels=labels,
-                port=port, deploy=deploy)
+                port=port, deploy=deploy, volumes={str(SOCKET_ROOT): {"bind": PORTS_MOUNT, "mode": "rw"}})
         except docker.errors.APIError as exc:
             raise ProviderError(f"{desired.address}: the engine refused to start the container: "
                                 f"{exc.explanation or exc}") from None

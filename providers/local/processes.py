@@ -93,26 +93,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
-
-
-def cutover_note() -> str | None:
-    """Why an update on a shared port might reset a few connections, or None when it will not.
-
-    Two instances share the port with SO_REUSEPORT, each with its own accept queue; when the old
-    one closes its listener, connections still queued on it are reset unless the kernel migrates
-    them to the new listener (net.ipv4.tcp_migrate_req=1, Linux 5.14+).
-    """
-    try:
-        enabled = MIGRATE_REQ.read_text().strip() == "1"
-    except OSError:
-        return "this kernel cannot migrate queued connections (no tcp_migrate_req); a few may be reset"
-    if enabled:
-        return None
-    return ("net.ipv4.tcp_migrate_req is 0: connections queued on the old instance at cut-over may be reset "
-            "(sysctl -w net.ipv4.tcp_migrate_req=1 hands them to the new one)")
-
-
 def tail(path: Path, lines: int = 20) -> list[str]:
     """Last ``lines`` lines of a log file, read from the end (logs can be large)."""
     try:
@@ -124,3 +104,31 @@ def tail(path: Path, lines: int = 20) -> list[str]:
     except OSError:
         return []
     return data.splitlines()[-lines:]
+
+
+def find_marked(variable: str, prefix: str) -> list[tuple[int, str, str]]:
+    """Processes whose environment has ``variable`` starting with ``prefix``: (pid, start id, value).
+
+    How instances are found by what really runs, not only by records: an apply killed between
+    starting a process and recording it leaves a process that only this scan can see. Children
+    that inherited the marker (forked workers) are skipped: their leader stands for them.
+    """
+    key = f"{variable}={prefix}".encode()
+    found: dict[int, tuple[str, str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            if key not in environ:
+                continue
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] == "Z":
+            continue
+        value = next((v.split(b"=", 1)[1].decode(errors="replace") for v in environ.split(b"\0")
+                      if v.startswith(key)), "")
+        found[int(entry.name)] = (fields[19], value, int(fields[1]))
+    return sorted((pid, start, value) for pid, (start, value, ppid) in found.items() if ppid not in found)

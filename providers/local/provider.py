@@ -1,16 +1,24 @@
 """The embedded default target: each service is a detached scoring-runtime process on 127.0.0.1.
 
 Records of what runs are kept beside the registry (``<state>/local/<service>.json``); live state
-is those records checked against reality: is the process (pid + start time) alive, does its
-readiness route answer. An update starts the new instance on the same port (SO_REUSEPORT), waits
-for it to be ready and to answer the sample request on a private probe port, then retires the
-old one, so the endpoint never goes dark and a bad version never takes over.
+is those records checked against reality (is the process, by pid + start time, alive; does its
+readiness route answer) *and* what really runs: every instance carries a marker in its
+environment, so an instance an interrupted apply never recorded is still found, shown, and
+removed by the next apply or destroy.
+
+The service's port is held by its port keeper (``ports.py``), which hands the one listening
+socket to every version: an update starts the new instance on that socket, waits for it to be
+ready and to answer the sample request on a private probe port, then retires the old one. All
+versions share one accept queue, so nothing queued is dropped at cut-over whatever
+``net.ipv4.tcp_migrate_req`` says, and the endpoint never goes dark.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -19,17 +27,27 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from planner.addresses import Address
-from planner.plan import Action, Rules
+from planner.hashing import digest
+from planner.plan import Action, Change, Rules
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource
 
 from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError, as_events, wait_until
 from ..http import is_ready, smoke_test
 from ..store import _read_json, _write_json, ensure_state_dir
 from . import processes
+from .ports import PortKeepers
+from .snapshots import snapshot
 from .venvs import ensure_venv, venv_python
 
 HOST = "127.0.0.1"
 PROBE_PARALLELISM = 16
+MARKER = "MLOPS_INSTANCE"
+"""Environment variable every instance process carries: ``<owner>/<target>/<service>/<instance>``."""
+
+
+def owner_of(context: ProjectContext) -> str:
+    """Which project's state folder an instance belongs to (two checkouts never mix their processes)."""
+    return digest({"state": str(context.state_dir.resolve())})[:16]
 DEFAULTS: dict[str, Any] = {"port": "auto", "auth": "none", "workers": 1, "scoring_timeout_ms": 60000,
                             "startup_timeout_s": 120}
 
@@ -77,6 +95,9 @@ class LocalProvider(Provider):
                 "primary_key": {"type": "string", "minLength": 16},
                 "secondary_key": {"type": "string", "minLength": 16},
                 "workers": {"type": "integer", "minimum": 1, "maximum": 64},
+                "memory_gb": {"type": "number", "exclusiveMinimum": 0, "maximum": 4096,
+                              "description": "memory limit of the service's processes in GiB (RLIMIT_DATA); "
+                                             "cpu limits need engine: docker"},
                 "scoring_timeout_ms": {"type": "integer", "minimum": 1},
                 "startup_timeout_s": {"type": "integer", "minimum": 1},
                 "environment_variables": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -89,14 +110,16 @@ class LocalProvider(Provider):
         return f"{HOST} on this machine"
 
     def rules(self, desired: Resource | None, live: Live | None) -> Rules:
-        """A port change is a new instance beside the old one; a move onto the port the old one
-        still holds must free it first (two targets on one machine share its ports)."""
-        move = Action.CREATE_THEN_DELETE
-        if desired is not None and live is not None:
-            port = desired.spec.get("deploy", {}).get("port")
-            if port != "auto" and str(port) == str(live.details.get("port")):
-                move = Action.DELETE_THEN_CREATE
-        return Rules(replace_paths=self.REPLACE_PATHS, move_order=move)
+        """A port change is a new instance beside the old one. A move, even onto the same port, and
+        a broken instance are replaced new-first too: the port keeper lets two versions share a port."""
+        return Rules(replace_paths=self.REPLACE_PATHS, broken_order=Action.CREATE_THEN_DELETE)
+
+    def plan(self, desired: Resource | None, live: Live | None) -> Change:
+        """As the shared rules say; plus: stray instances left by an interrupted apply are a change."""
+        change = super().plan(desired, live)
+        if live is not None and live.details.get("strays") and change.action is Action.NOOP:
+            return dataclasses.replace(change, action=Action.UPDATE, reason="update_because_strays")
+        return change
 
     def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
         out = {**DEFAULTS, **deploy}
@@ -118,6 +141,10 @@ class LocalProvider(Provider):
     def _instance_dir(self, name: str, instance: str) -> Path:
         return self._records_dir(self.context) / "instances" / f"{name}-{instance}"
 
+    @property
+    def ports(self) -> PortKeepers:
+        return PortKeepers(self.context.state_dir, HOST)
+
     # -- live state -------------------------------------------------------------------------------
     def read(self) -> list[Live]:
         return self._read_all(self.context, lambda target: target == self.target)
@@ -135,14 +162,59 @@ class LocalProvider(Provider):
         target and again for the orphan search), and a hung service costs one probe timeout.
         """
         folder = cls._records_dir(context)
-        if not folder.is_dir():
-            return []
+        running = cls._running(context)
         records = [(r, f.parent) for f in sorted(folder.glob("*.json"))
-                   if (r := _read_json(f)) is not None and wanted(r.get("target"))]
+                   if (r := _read_json(f)) is not None and wanted(r.get("target"))] if folder.is_dir() else []
         if len(records) <= 1:
-            return [cls._live_from(r, where) for r, where in records]
-        with ThreadPoolExecutor(max_workers=min(PROBE_PARALLELISM, len(records))) as pool:
-            return list(pool.map(lambda item: cls._live_from(*item), records))
+            found = [cls._live_from(r, where) for r, where in records]
+        else:
+            with ThreadPoolExecutor(max_workers=min(PROBE_PARALLELISM, len(records))) as pool:
+                found = list(pool.map(lambda item: cls._live_from(*item), records))
+        out = [cls._with_strays(live, running.get(live.address.name, [])) for live in found]
+        recorded = {live.address.name for live in found}
+        for name, instances in sorted(running.items()):
+            if name not in recorded and wanted(instances[0]["target"]):
+                out.append(cls._unrecorded(context, name, instances))
+        return out
+
+    @classmethod
+    def _running(cls, context: ProjectContext) -> dict[str, list[dict[str, Any]]]:
+        """Instance processes of this project that really run, by service name (from their marker)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for pid, start, value in processes.find_marked(MARKER, owner_of(context) + "/"):
+            parts = value.split("/")
+            if len(parts) == 4:
+                out.setdefault(parts[2], []).append({"pid": pid, "start_id": start, "target": parts[1],
+                                                     "instance": parts[3]})
+        return out
+
+    @staticmethod
+    def _with_strays(live: Live, running: list[dict[str, Any]]) -> Live:
+        strays = [r for r in running if r["instance"] != live.details.get("instance")]
+        if not strays:
+            return live
+        note = (f"{len(strays)} stray instance(s) (pid {', '.join(str(r['pid']) for r in strays)}) left by an "
+                "interrupted apply; the next apply stops them")
+        message = "; ".join(m for m in (live.details.get("message"), note) if m)
+        return dataclasses.replace(live, details={**live.details, "strays": strays, "message": message})
+
+    @classmethod
+    def _unrecorded(cls, context: ProjectContext, name: str, instances: list[dict[str, Any]]) -> Live:
+        """Instances that run but were never recorded (apply killed before it could): Unhealthy, replaced."""
+        meta = {}
+        for r in instances:
+            meta = _read_json(cls._records_dir(context) / "instances" / f"{name}-{r['instance']}" / "instance.json") \
+                or meta
+        pids = ", ".join(str(r["pid"]) for r in instances)
+        details = {"strays": instances, "instance": None, "pid": None, "port": meta.get("port"),
+                   "auth": (meta.get("spec") or {}).get("deploy", {}).get("auth", "none"),
+                   "message": f"unrecorded instance(s) running (pid {pids}): an apply was interrupted before it "
+                              "could record them; the next apply replaces them",
+                   "log": str(cls._records_dir(context) / "logs" / f"{name}.log"), "git": meta.get("git", {})}
+        if meta.get("port"):
+            details["endpoint"] = f"http://{HOST}:{meta['port']}/score"
+        return Live(Address("service", name), meta.get("spec") or {}, UNHEALTHY, target=instances[0]["target"],
+                    provider=cls.kind, details=details, sensitive=frozenset(meta.get("sensitive", [])))
 
     @staticmethod
     def _live_from(record: dict[str, Any], folder: Path) -> Live:
@@ -181,67 +253,87 @@ class LocalProvider(Provider):
     def create(self, desired: Resource, progress: Progress) -> Live:
         port = self._claim_port(desired)
         keys = self._keys(desired)
-        record = self._start(desired, port, keys, progress, probe=False)
+        record = self._start(desired, port, keys, progress)
         return self._live_from(record, self._records_dir(self.context))
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
-        port = int(live.details["port"])
+        name = live.address.name
+        self._stop_strays(name, keep=live.details.get("instance"), progress=progress)
+        record = _read_json(self._record_file(name))
+        if record and record.get("fingerprint") == desired.fingerprint and live.status == HEALTHY:
+            return self._live_from(record, self._records_dir(self.context))   # only strays were wrong
         keys = self._keys(desired)
-        record = self._start(desired, port, keys, progress, probe=True)
+        record = self._start(desired, int(live.details["port"]), keys, progress)
         progress("retiring the previous instance")
-        self._note_cutover(progress)
         processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
-        shutil.rmtree(self._instance_dir(live.address.name, str(live.details["instance"])), ignore_errors=True)
+        shutil.rmtree(self._instance_dir(name, str(live.details["instance"])), ignore_errors=True)
         return self._live_from(record, self._records_dir(self.context))
 
     def delete(self, live: Live, progress: Progress) -> None:
         name = live.address.name
         progress("stopping process")
-        processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
-        shutil.rmtree(self._instance_dir(name, str(live.details["instance"])), ignore_errors=True)
+        if live.details.get("pid"):
+            processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
+            shutil.rmtree(self._instance_dir(name, str(live.details["instance"])), ignore_errors=True)
         record = _read_json(self._record_file(name))
-        if record is not None and record["instance"] != live.details["instance"]:
-            return  # a replacement already runs under this name; its record stays
+        replaced = record is not None and record["instance"] != live.details.get("instance")
+        self._stop_strays(name, keep=record["instance"] if replaced else None, progress=progress)
+        if replaced:
+            # A replacement already runs under this name; its record and its port stay.
+            for keeper in self.ports.of_service(name):
+                if keeper.port != int(record["port"]):
+                    self.ports.stop(keeper)
+            return
         self._record_file(name).unlink(missing_ok=True)
+        for keeper in self.ports.of_service(name):
+            self.ports.stop(keeper)
+
+    def _stop_strays(self, name: str, *, keep: str | None, progress: Progress) -> None:
+        """Stop every running instance of ``name`` except ``keep`` (found by marker, recorded or not)."""
+        strays = [r for r in self._running(self.context).get(name, []) if r["instance"] != keep]
+        if strays:
+            progress(f"stopping {len(strays)} stray instance(s) left by an interrupted apply")
+        for r in strays:
+            processes.stop(r["pid"], r["start_id"])
+            shutil.rmtree(self._instance_dir(name, r["instance"]), ignore_errors=True)
 
     def _claim_port(self, desired: Resource) -> int:
-        """The port a new service listens on: a free one for ``auto``, else the asked one if free."""
+        """The port a new service listens on: a free one for ``auto``, else the asked one if free
+        (or already held by this service's own keeper, e.g. a replacement of a broken instance)."""
         port = desired.spec["deploy"]["port"]
         if port == "auto":
             return processes.free_port(HOST)
-        if processes.port_in_use(int(port), HOST):
+        if self.ports.find(desired.address.name, int(port)) is None and processes.port_in_use(int(port), HOST):
             raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
                                 "(stop it or choose another deploy.port)")
         return int(port)
-
-    @staticmethod
-    def _note_cutover(progress: Progress) -> None:
-        """Say when the kernel may reset connections queued on the old instance at cut-over."""
-        note = processes.cutover_note()
-        if note:
-            progress(f"note: {note}")
 
     def _keys(self, desired: Resource) -> dict[str, str]:
         """Explicit keys from the manifest win; else keep the ones clients already have (one key store)."""
         return self.keys.keys_for(desired.address.name, desired.spec["deploy"].get("auth"), desired.secrets)
 
-    def _start(self, desired: Resource, port: int, keys: dict[str, str], progress: Progress, *,
-               probe: bool) -> dict[str, Any]:
-        """Start one instance; return its record once it is ready and passed the smoke test."""
+    def _start(self, desired: Resource, port: int, keys: dict[str, str], progress: Progress) -> dict[str, Any]:
+        """Start one instance on the service's shared listener; return its record once it is ready
+        and passed the smoke test on its private probe port.
+
+        The instance is written down (``instance.json``) before it is started and carries a marker,
+        so an apply killed at any moment leaves nothing the next read cannot see.
+        """
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
         venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress)
         as_events(progress).check()   # cancelled while the environment was built: start nothing
         instance = uuid.uuid4().hex[:8]
         instance_dir = self._instance_dir(name, instance)
         model_dir = self._model_dir(inputs["models"], instance_dir)
-        probe_port = processes.free_port(HOST) if probe else port
+        source = snapshot(Path(inputs["source_dir"]), str(spec["source"]).rsplit("@", 1)[-1], self.context.state_dir)
+        keeper = self.ports.ensure(name, port, self._log_file(name))
+        probe_port = processes.free_port(HOST)
         deploy = spec["deploy"]
-        cmd = [str(venv_python(venv)), "-m", "mlops_runtime",
-               "--entry-script", str(Path(inputs["source_dir"]) / inputs["entry_script"]),
+        cmd = [*_memory_limit(deploy.get("memory_gb")), str(venv_python(venv)), "-m", "mlops_runtime",
+               "--entry-script", str(source / inputs["entry_script"]),
                "--model-dir", str(model_dir), "--host", HOST, "--port", str(port),
-               "--workers", str(deploy.get("workers", 1)), "--reuse-port"]
-        if probe:
-            cmd += ["--probe-port", str(probe_port)]
+               "--workers", str(deploy.get("workers", 1)), "--listen-socket", str(keeper.socket),
+               "--probe-port", str(probe_port)]
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/"),
@@ -249,20 +341,26 @@ class LocalProvider(Provider):
             **{k: str(v) for k, v in deploy.get("environment_variables", {}).items()},
             "AZUREML_MODEL_DIR": str(model_dir),
             "AZUREML_ENTRY_SCRIPT": inputs["entry_script"],
-            "AML_APP_ROOT": inputs["source_dir"],
+            "AML_APP_ROOT": str(source),
+            "PYTHONDONTWRITEBYTECODE": "1",
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
             "PYTHONUNBUFFERED": "1",
         }
         if keys:
             env["MLOPS_PRIMARY_KEY"], env["MLOPS_SECONDARY_KEY"] = keys["primary"], keys["secondary"]
+        env[MARKER] = f"{owner_of(self.context)}/{self.target}/{name}/{instance}"
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(instance_dir / "instance.json", {
+            "name": name, "target": self.target, "instance": instance, "port": port, "spec": dict(spec),
+            "git": dict(self.context.git), "sensitive": sorted(desired.sensitive), "started": time.time()})
         log_file = self._log_file(name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a") as log:
             log.write(f"--- mlops: starting instance {instance} of {name} on port {port} "
                       f"({spec['runtime']}, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})\n")
         progress(f"starting process on {HOST}:{port}")
-        pid, start_id = processes.start_detached(cmd, cwd=Path(inputs["source_dir"]), env=env, log_file=log_file)
+        pid, start_id = processes.start_detached(cmd, cwd=source, env=env, log_file=log_file)
         try:
             self._wait_ready(desired, pid, start_id, probe_port, log_file, progress)
             self._smoke_test(desired, probe_port, keys, progress)
@@ -348,3 +446,16 @@ class LocalProvider(Provider):
                 else:
                     time.sleep(0.2)
 
+
+def _memory_limit(memory_gb: float | None) -> list[str]:
+    """A prefix that caps the service's data memory (heap and anonymous maps) before the runtime starts.
+
+    RLIMIT_DATA rather than RLIMIT_AS: numerical libraries reserve large address ranges they never
+    touch. Set in the process itself before exec, so every worker it forks inherits it.
+    """
+    if not memory_gb:
+        return []
+    limit = int(float(memory_gb) * (1 << 30))
+    code = (f"import os, resource, sys; resource.setrlimit(resource.RLIMIT_DATA, ({limit}, {limit})); "
+            "os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-c", code]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,10 @@ def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable
         if (final / ".complete").exists():
             return final
         shutil.rmtree(final, ignore_errors=True)
+        # Holding the lock, no one else builds this environment: any build folder of it is what a
+        # killed apply left behind (hundreds of MB each).
+        for stale in root.glob(f".build-{final.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         build = Path(tempfile.mkdtemp(dir=root, prefix=f".build-{final.name}-"))
         try:
             progress(f"creating virtualenv (python {env_spec['python']})")
@@ -79,8 +84,19 @@ def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable
     return final
 
 
+def _die_with_us() -> Callable[[], None]:
+    """A pre-exec hook: the child gets SIGKILL when the apply that started it dies (no orphaned pip).
+
+    libc is loaded here, in the parent; the child only makes the one prctl call (fork-safe).
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return lambda: libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+
+
 def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_die_with_us())
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
         if what.startswith("pip"):

@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also listen on this private port at once, and join the main port only after init() "
         "finished (readiness and smoke tests of this very instance)",
     )
+    parser.add_argument(
+        "--listen-socket",
+        metavar="PATH",
+        help="take the main port's listening socket from the port keeper at this unix socket instead of "
+        "binding it: every version of a service shares one accept queue, so an update drops nothing",
+    )
     parser.add_argument("--log-level", type=str.upper, choices=settings.LOG_LEVELS, help="log level (default INFO)")
     parser.add_argument("--version", action="version", version=f"mlops-runtime {__version__}")
     return parser
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
             reuse_port=args.reuse_port,
             probe_port=args.probe_port,
+            listen_socket=args.listen_socket,
             cors_origins=args.access_control_allow_origins,
         )
     except settings.SettingsError as exc:

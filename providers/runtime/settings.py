@@ -59,6 +59,9 @@ class Settings:
     reuse_port: bool = False
     """SO_REUSEPORT on the listener, so a new version can bind the same port before the old one
     stops (blue/green on one endpoint; the kernel spreads connections across both)."""
+    listen_socket: str | None = None
+    """A unix socket from which to receive the main port's listening socket (SCM_RIGHTS) instead of
+    binding it: the port keeper holds one listener per service that outlives every version."""
     probe_port: int | None = None
     """A second, private listener on the same host, so a deployer can probe readiness and send
     its smoke test to this very instance while another one shares the main port."""
@@ -146,6 +149,7 @@ def load(
     log_level: str | None = None,
     reuse_port: bool = False,
     probe_port: int | None = None,
+    listen_socket: str | None = None,
     cors_origins: str | None = None,
 ) -> Settings:
     """Build the settings from flags (None = not given) and ``env``; raises SettingsError."""
@@ -190,6 +194,7 @@ def load(
         source_dir=(app_root / source_dir) if source_dir else None,
         reuse_port=reuse_port,
         probe_port=probe_port,
+        listen_socket=listen_socket,
         limits=_limits.Limits(
             header_timeout_s=_int(env, "MLOPS_HEADER_TIMEOUT_MS", _limits.DEFAULT_HEADER_TIMEOUT_MS, 1) / 1000,
             max_header_bytes=_int(env, "MLOPS_MAX_HEADER_BYTES", _limits.DEFAULT_MAX_HEADER_BYTES, 1024),

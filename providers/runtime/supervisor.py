@@ -54,6 +54,24 @@ def bind(host: str, port: int, *, reuse_port: bool = False, listen: bool = True)
     return sock
 
 
+def receive_listener(path: str) -> socket.socket:
+    """The service's listening socket, handed over by its port keeper through ``path`` (SCM_RIGHTS).
+
+    The keeper owns the one listener of the service's port for as long as the service exists; every
+    instance accepts on the same socket (one accept queue), so an instance that stops accepting
+    leaves queued connections to the next one instead of resetting them.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(10)
+        conn.connect(path)
+        _msg, fds, _flags, _addr = socket.recv_fds(conn, 16, 1)
+    if not fds:
+        raise OSError(0, f"the port keeper at {path} sent no socket")
+    sock = socket.socket(fileno=fds[0])
+    sock.setblocking(False)
+    return sock
+
+
 def _die_with_parent(parent: int) -> None:
     """Linux: have the kernel send SIGTERM to this worker when the supervisor dies, even by
     SIGKILL, so that no orphaned worker keeps serving (and holding the port) on its own."""
@@ -197,9 +215,13 @@ def serve(settings: Settings) -> int:
     """
     probing = settings.probe_port is not None
     try:
-        public = bind(settings.host, settings.port, reuse_port=settings.reuse_port, listen=not probing)
+        if settings.listen_socket:
+            public = receive_listener(settings.listen_socket)
+        else:
+            public = bind(settings.host, settings.port, reuse_port=settings.reuse_port, listen=not probing)
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        where = settings.listen_socket or f"{settings.host}:{settings.port}"
+        log.error("cannot listen on %s: %s", where, exc.strerror or exc)
         return exitcodes.USAGE
     probe = None
     if settings.probe_port is not None:
