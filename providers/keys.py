@@ -30,6 +30,10 @@ class KeyStore:
     def _file(self, name: str) -> Path:
         return self.folder / f"{name}.json"
 
+    def path(self, name: str) -> Path:
+        """Where ``name``'s keys are stored (what a local service reads them from)."""
+        return self._file(name)
+
     def load(self, name: str) -> dict[str, str]:
         """The stored keys of ``name`` ({} when it has none)."""
         for path in (self._file(name), *(self.state_dir / p.format(name=name) for p in LEGACY)):
@@ -52,7 +56,7 @@ class KeyStore:
             "primary": explicit.get("primary_key") or old.get("primary") or secrets.token_urlsafe(32),
             "secondary": explicit.get("secondary_key") or old.get("secondary") or secrets.token_urlsafe(32),
         }
-        if keys != old:
+        if keys != old or not self._file(name).exists():
             self.save(name, keys)
         return keys
 

@@ -348,7 +348,8 @@ class LocalProvider(Provider):
             "PYTHONUNBUFFERED": "1",
         }
         if keys:
-            env["MLOPS_PRIMARY_KEY"], env["MLOPS_SECONDARY_KEY"] = keys["primary"], keys["secondary"]
+            # A path, not the keys: the environment of a process can be read back by its own code.
+            env["MLOPS_KEYS_FILE"] = str(self.keys.path(name))
         env[MARKER] = f"{owner_of(self.context)}/{self.target}/{name}/{instance}"
         instance_dir.mkdir(parents=True, exist_ok=True)
         _write_json(instance_dir / "instance.json", {

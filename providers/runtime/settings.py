@@ -9,6 +9,7 @@ from it, so the user's script cannot read or log them by accident.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -104,9 +105,21 @@ def _pick(flag: object, env_value: object, default: object) -> object:
     return default
 
 
+KEYS_FILE_VARIABLE = "MLOPS_KEYS_FILE"
+"""A JSON file {"primary": ..., "secondary": ...} holding the keys, so they are never in the
+process's environment (which any code in it can read back from /proc/self/environ)."""
+
+
 def take_keys(env: MutableMapping[str, str]) -> tuple[str, ...]:
-    """Read the API keys and remove them from ``env`` so user code never sees them."""
+    """Read the API keys (from the keys file, else the variables) and remove them from ``env``."""
     keys = []
+    path = env.pop(KEYS_FILE_VARIABLE, "")
+    if path:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise SettingsError(f"{KEYS_FILE_VARIABLE}: cannot read the keys file: {exc}") from None
+        keys += [str(data[k]) for k in ("primary", "secondary") if isinstance(data, dict) and data.get(k)]
     for name in KEY_VARIABLES:
         value = env.pop(name, "")
         if value:
