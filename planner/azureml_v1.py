@@ -88,8 +88,9 @@ _DEPLOY_KEYS = {
     *_NO_EQUIVALENT,
 }
 
-DeployFields = Callable[[Mapping[str, Any]], "frozenset[str] | None"]
-"""For a target's config, the deploy settings its provider accepts (None: no such provider)."""
+DeployFields = Callable[[Mapping[str, Any]], "frozenset[str] | str"]
+"""For a target's config, the deploy settings its provider accepts, or why that target cannot be
+used as it is (``"is not installed"``, ``"needs subscription_id, ..."``)."""
 
 
 class V1ConfigError(MlopsError):
@@ -118,6 +119,7 @@ class _Stage:
     target_config: dict[str, Any]
     deploy: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    target_notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -391,17 +393,27 @@ def _inference(path: Path, warnings: list[str]) -> _Inference:
 # -- deployment configurations ---------------------------------------------------------------------
 
 
-def _installed_deploy_fields(config: Mapping[str, Any]) -> frozenset[str] | None:
-    """The deploy settings accepted by the installed provider of ``config`` (None: not installed)."""
+def _installed_deploy_fields(config: Mapping[str, Any]) -> frozenset[str] | str:
+    """The deploy settings the installed provider of ``config`` accepts, or why it cannot be used
+    with what a v1 file says (not installed, broken, or its target needs more settings)."""
+    import jsonschema
+
     from providers import registry
 
     kind = config.get("provider")
     if kind not in registry.kinds():
-        return None
+        return "is not installed"
     try:
         variant = registry.load(str(kind)).variant(config)
     except MlopsError:  # a broken plugin: as if it were not installed (the fallback validates)
-        return None
+        return "failed to load"
+    schema = variant.target_schema()
+    missing = [key for key in schema.get("required", []) if key not in config]
+    if missing:
+        return f"needs {', '.join(missing)} (not in the v1 file)"
+    error = next(iter(jsonschema.Draft202012Validator(schema).iter_errors(dict(config))), None)
+    if error is not None:
+        return f"does not accept this target ({one_line(error.message, 100)})"
     return frozenset(variant.deploy_schema().get("properties", {}))
 
 
@@ -509,18 +521,22 @@ def _stage(path: Path, deploy_fields: DeployFields, key_var: str, warnings: list
     for v1, ours in (("location", "location"), ("namespace", "namespace"), ("computeTargetName", "cluster")):
         if isinstance(data.get(v1), str):
             config[ours] = data[v1]
-    accepted = deploy_fields(config)
-    if accepted is None:
+    fit = deploy_fields(config)
+    target_notes: list[str] = []
+    if isinstance(fit, str):
+        wanted = ", ".join(f"{k}: {v}" for k, v in config.items())
+        target_notes.append(f"stands in for {wanted} (that provider {fit})")
         fallback = {"provider": "local"} if compute == "local" else {"provider": "local", "engine": "docker"}
         how = "a local process" if compute == "local" else "a local Docker container (cpu and memory limits kept)"
         warnings.append(
-            f"{_shown(path)}: computeType {compute_raw}: no {config['provider']!r} provider is "
-            f"installed; its target runs the service as {how}"
+            f"{_shown(path)}: computeType {compute_raw}: the {config['provider']!r} provider {fit}; "
+            f"its target runs the service as {how}"
         )
         for key in sorted(set(config) - {"provider"}):
             notes.append(f"{key}: {config[key]} (a setting of the {config['provider']} target)")
         config = fallback
-        accepted = deploy_fields(config) or frozenset()
+        fit = deploy_fields(config)
+    accepted = fit if isinstance(fit, frozenset) else frozenset()
     for key in sorted(set(deploy) - accepted):
         value = deploy.pop(key)
         if key == "auth" and value == "none":
@@ -534,7 +550,7 @@ def _stage(path: Path, deploy_fields: DeployFields, key_var: str, warnings: list
         deploy.setdefault("port", "auto")
     for note in notes:
         warnings.append(f"{_shown(path)}: {note}")
-    return _Stage(_shown(path), compute, compute, config, dict(sorted(deploy.items())), notes)
+    return _Stage(_shown(path), compute, compute, config, dict(sorted(deploy.items())), notes, target_notes)
 
 
 # -- assembling -------------------------------------------------------------------------------------
@@ -645,7 +661,8 @@ def import_v1(
         suffix = stage.compute if counts[stage.compute] == 1 else f"{stage.compute}{seen[stage.compute]}"
         target = suffix
         svc = name if len(stages) == 1 else _dns(f"{name}-{suffix}"[:32].rstrip("-"), "service name")
-        entries.append(("targets", target, stage.target_config, [f"from {stage.file} (computeType {stage.compute})"]))
+        comments = [f"from {stage.file} (computeType {stage.compute})", *stage.target_notes]
+        entries.append(("targets", target, stage.target_config, comments))
         service_entry: dict[str, Any] = {
             "models": wanted,
             "environment": env_name,
