@@ -45,7 +45,9 @@ def environ(scope: dict[str, Any], body: bytes) -> dict[str, Any]:
         if name == "CONTENT_LENGTH" or name == "TRANSFER_ENCODING":
             continue  # the body is complete: its real length is set above
         key = name if name == "CONTENT_TYPE" else f"HTTP_{name}"
-        env[key] = f"{env[key]},{value}" if key in env else value
+        if key in env:  # repeated headers are one line, as a WSGI server gives them
+            value = f"{env[key]}{'; ' if key == 'HTTP_COOKIE' else ','}{value}"
+        env[key] = value
     return env
 
 

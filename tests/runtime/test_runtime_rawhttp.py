@@ -258,10 +258,18 @@ def test_environ_joins_repeated_headers_and_sets_the_real_length():
         "method": "POST",
         "path": "/score",
         "query_string": b"a=1",
-        "headers": [(b"x-a", b"1"), (b"x-a", b"2"), (b"transfer-encoding", b"chunked"), (b"content-type", b"t/p")],
+        "headers": [
+            (b"x-a", b"1"),
+            (b"x-a", b"2"),
+            (b"cookie", b"a=1"),
+            (b"cookie", b"b=2"),
+            (b"transfer-encoding", b"chunked"),
+            (b"content-type", b"t/p"),
+        ],
     }
     env = environ(scope, b"hello")
     assert (env["HTTP_X_A"], env["CONTENT_LENGTH"], env["CONTENT_TYPE"]) == ("1,2", "5", "t/p")
+    assert env["HTTP_COOKIE"] == "a=1; b=2"
     assert "HTTP_TRANSFER_ENCODING" not in env and env["wsgi.input"].read() == b"hello"
 
 
