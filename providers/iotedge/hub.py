@@ -133,7 +133,7 @@ class HubClient:
         from azure.core.rest import HttpRequest
 
         query = {"api-version": API_VERSION, **(params or {})}
-        url = f"{path}?{urllib.parse.urlencode(query)}"
+        url = self._client.format_url(f"{path}?{urllib.parse.urlencode(query)}")
 
         def once() -> Reply:
             req = HttpRequest(method, url, json=body, headers={"Accept": "application/json", **(headers or {})})
