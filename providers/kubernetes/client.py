@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Imported with the module (in the thread that loads the provider), not lazily in connect():
+# targets connect in parallel with other kinds' reads, and two threads importing `requests` at
+# once can see it half-initialised.
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
 from planner.errors import ProviderError, Unreachable
 from planner.retrying import TransientError, call_with_retries, is_transient_status, retry_after
 
@@ -67,8 +74,6 @@ class Cluster:
     """One cluster (kubeconfig + context), with the typed APIs this provider needs."""
 
     def __init__(self, kubeconfig: str | None, context: str | None, *, cancel: Any = None):
-        from kubernetes import client, config
-
         path = kubeconfig_path(kubeconfig)
         where = f"kubeconfig {path}" + (f", context {context!r}" if context else "")
         if not path.is_file():
@@ -95,9 +100,6 @@ class Cluster:
     # -- plumbing -------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         """One API call: retried when transient; 404 -> NotFound, 409 -> Conflict, else one line."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
         def once() -> Any:
             self.requests += 1
             try:

@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
 }
 PROBE_DEFAULTS: dict[str, int] = {"period_seconds": 10, "initial_delay_seconds": 0, "timeout_seconds": 2,
                                   "failure_threshold": 3, "success_threshold": 1}
+READINESS_DEFAULTS = {**PROBE_DEFAULTS, "period_seconds": 2}
+"""Readiness is probed more often than liveness: a rollout waits for it, and init() may be quick."""
 AUTOSCALE_DEFAULTS: dict[str, int] = {"min_replicas": 1, "max_replicas": 10, "target_utilization": 70,
                                       "refresh_seconds": 1}
 
@@ -112,8 +114,8 @@ def deploy_schema() -> dict[str, Any]:
 def normalize(deploy: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults filled in, nested ones too; with ``autoscale`` the HPA owns the count, so no ``replicas``."""
     out = {**DEFAULTS, **deploy}
-    for name in ("liveness_probe", "readiness_probe"):
-        out[name] = {**PROBE_DEFAULTS, **(deploy.get(name) or {})}
+    out["liveness_probe"] = {**PROBE_DEFAULTS, **(deploy.get("liveness_probe") or {})}
+    out["readiness_probe"] = {**READINESS_DEFAULTS, **(deploy.get("readiness_probe") or {})}
     if "autoscale" in deploy:
         auto = {**AUTOSCALE_DEFAULTS, **(deploy.get("autoscale") or {})}
         auto["max_replicas"] = max(auto["max_replicas"], auto["min_replicas"])
