@@ -12,7 +12,8 @@ unhealthy / stopped, is named with its ``runtimeStatus`` and ``statusDescription
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, UNSCHEDULABLE, Health
@@ -21,6 +22,8 @@ from .manifest import join_create_options
 
 NAMED = 3
 """Failing devices named in a message; the rest are counted."""
+CRASH_WINDOW_S = 60.0
+"""A running module that exited less than this long ago is crash-looping, not healthy."""
 BAD_RUNTIME = frozenset({"failed", "backoff", "unhealthy", "stopped", "dead"})
 
 
@@ -62,8 +65,26 @@ def device_state(config_id: str, name: str, twin: Mapping[str, Any], agent: Mapp
         desc = str(module.get("statusDescription") or "").strip()
         why = f"module {name} {runtime}" + (f" (exit code {exit_code})" if exit_code not in (None, 0) else "")
         return Device(device_id, True, False, why + (f": {desc}" if desc else ""), runtime, port, tags)
+    restarts = int(module.get("restartCount") or 0)
+    if runtime == "running" and restarts and _seconds_since(module.get("lastExitTimeUtc")) < CRASH_WINDOW_S:
+        desc = str(module.get("statusDescription") or "").strip()
+        why = f"module {name} crash-looping (restarted {restarts} times)" + (f": {desc}" if desc else "")
+        return Device(device_id, True, False, why, runtime, port, tags)
     ok = current and code == 200 and runtime == "running"
     return Device(device_id, True, ok, None, runtime, port, tags)
+
+
+def _seconds_since(stamp: Any) -> float:
+    """Seconds since an agent's UTC timestamp (``2026-12-01T08:47:22.938Z``); infinite when absent."""
+    if not stamp:
+        return float("inf")
+    try:
+        when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - when).total_seconds()
 
 
 def _host_port(settings: Mapping[str, Any]) -> int | None:
@@ -108,6 +129,11 @@ def health(config: Mapping[str, Any], devices: list[Device], condition: str) -> 
     shown = ", ".join(waiting[:NAMED]) + (f" and {len(waiting) - NAMED} more" if len(waiting) > NAMED else "")
     return Health(TRANSITIONING, f"waiting for devices: {ready}/{targeted} ({summary}; not yet: {shown or '?'})",
                   ready, targeted, 0, unit="devices")
+
+
+def not_ready(device: Device) -> Device:
+    """A device whose agent says running but whose endpoint does not answer /ready yet: still waited for."""
+    return replace(device, ok=False)
 
 
 def first(devices: list[Device]) -> Device | None:

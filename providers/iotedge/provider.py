@@ -30,7 +30,7 @@ from planner.resources import FAILED, HEALTHY, UNSCHEDULABLE, Live, Resource
 
 from ..base import Endpoint, Events, Progress, ProjectContext, Provider, ProviderError, Unreachable, as_events
 from ..docker.build import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV
-from ..http import request, smoke_test
+from ..http import is_ready, request, smoke_test
 from ..images import ImageBuilder
 from . import health as healths
 from . import manifest as mf
@@ -418,7 +418,7 @@ class IotEdgeProvider(Provider):
             config = self.hub.get_configuration(config_id)
             if config is None:
                 raise ProviderError(f"{desired.address}: deployment {config_id} disappeared from the hub")
-            devices = self._devices(config, name)
+            devices = [d if not d.ok or self._ready(d) else healths.not_ready(d) for d in self._devices(config, name)]
             h = healths.health(config, devices, str(config.get("targetCondition")))
             ev.waiting("devices", h.ready or 0, h.desired or 0)
             if h.state == HEALTHY:
@@ -435,6 +435,11 @@ class IotEdgeProvider(Provider):
                                     "of lower priority, and to be online")
             ev.sleep(POLL_S)
         self._smoke(desired, devices, ev)
+
+    def _ready(self, device: healths.Device) -> bool:
+        """Whether a reachable device's module answers /ready (an unreachable one: the agent's word)."""
+        url = self._url(device)
+        return url is None or is_ready(url.rsplit("/", 1)[0], timeout=1.0)
 
     def _smoke(self, desired: Resource, devices: list[healths.Device], ev: Events) -> None:
         sample = desired.inputs.get("sample_request")

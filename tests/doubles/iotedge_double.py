@@ -434,9 +434,9 @@ class Hub:
         for agent in self.agents.values():
             agent.join(timeout=30)
         if self.docker is not None:
-            for c in self.docker.containers.list(all=True, filters={"label": f"{LABEL}={self.name}"}):
+            for c in self.docker.api.containers(all=True, filters={"label": f"{LABEL}={self.name}"}):
                 with contextlib.suppress(Exception):
-                    c.remove(force=True)
+                    self.docker.api.remove_container(c["Id"], force=True)
 
 
 def _etag() -> str:
@@ -889,11 +889,14 @@ class Double:
         self.server.server_close()
         self.hub.stop()
 
-    def containers(self, device: str | None = None) -> list[Any]:
+    def containers(self, device: str | None = None) -> list[dict[str, str]]:
+        """Running module containers as {device, module, id} (one list call: no race with removals)."""
         if self.hub.docker is None:
             return []
         labels = [f"{LABEL}={self.hub.name}"] + ([f"{LABEL}.device={device}"] if device else [])
-        return self.hub.docker.containers.list(filters={"label": labels})
+        found = self.hub.docker.api.containers(filters={"label": labels})
+        return [{"device": c["Labels"].get(f"{LABEL}.device"), "module": c["Labels"].get(f"{LABEL}.module"),
+                 "id": c["Id"]} for c in found]
 
 
 @contextlib.contextmanager
