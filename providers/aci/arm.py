@@ -106,18 +106,21 @@ def _retry_policy() -> Any:
 
 
 def arm_call(describe: str, what: str, fn: Callable[[], T]) -> T:
-    """Run one SDK call; any failure becomes one ProviderError line naming what was being done."""
+    """Run one SDK call; any failure becomes one ProviderError line naming what was being done.
+
+    ``describe`` (the target) is left out where the caller already names it (reading live state).
+    """
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
 
+    where = f"{describe}: {what}" if describe else what
     try:
         return fn()
     except HttpResponseError as exc:
-        raise ProviderError(f"{describe}: {what}: {error_line(exc)}") from None
+        raise ProviderError(f"{where}: {error_line(exc)}") from None
     except ClientAuthenticationError as exc:
-        raise ProviderError(f"{describe}: {what}: Azure login failed ({_auth_reason(exc)}); "
-                            f"{CREDENTIAL_HELP}") from None
+        raise ProviderError(f"{where}: Azure login failed ({_auth_reason(exc)}); {CREDENTIAL_HELP}") from None
     except AzureError as exc:
-        raise ProviderError(f"{describe}: {what}: cannot reach Azure Resource Manager ({_short(exc)})") from None
+        raise ProviderError(f"{where}: cannot reach Azure Resource Manager ({_short(exc)})") from None
 
 
 def error_code(exc: Any) -> str:

@@ -103,8 +103,8 @@ class AciProvider(Provider):
     def read(self) -> list[Live]:
         """List the resource group, keep our project's groups on this target, get each with its instance view."""
         cgs = self.client.container_groups
-        listed = self._call(f"listing container groups in resource group {self.resource_group!r}",
-                            lambda: list(cgs.list_by_resource_group(self.resource_group)))
+        listed = arm_call("", f"listing container groups in resource group {self.resource_group!r}",
+                          lambda: list(cgs.list_by_resource_group(self.resource_group)))
         ours = [g for g in listed if groups.is_ours(g, self.context.project, self.target)]
         if not ours:
             return []
