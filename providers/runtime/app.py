@@ -61,6 +61,10 @@ _ALLOWED = {
 }
 
 
+class ClientGone(Exception):
+    """The connection closed before the request body was complete: nothing to answer, no run()."""
+
+
 def _message(text: str) -> bytes:
     return json.dumps({"message": text}).encode()
 
@@ -165,11 +169,15 @@ class RuntimeApp:
         await self._respond(send, request, status, _message(text), [_JSON, *(extra or [])], started)
 
     async def _body(self, receive: Receive) -> bytes | None:
-        """The request body, or None once it grows past the limit (the rest is not read)."""
+        """The request body, or None once it grows past the limit (the rest is not read); raises
+        ClientGone when the client (or the server's body deadline) closed the connection first,
+        so a truncated body never reaches ``run()``."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
@@ -211,7 +219,10 @@ class RuntimeApp:
             await self._error(send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", allowed[0])])
             return
         if path == "/score":
-            await self._score(request, receive, send, started)
+            try:
+                await self._score(request, receive, send, started)
+            except ClientGone:
+                log.info("client went away before its request body was complete (request_id=%s)", request.request_id)
         elif path == "/":
             await self._respond(send, request, 200, b"Healthy", [_HTML], started)
         elif path == "/ready":

@@ -38,6 +38,7 @@ environment variables (flags win over them):
                           request header size and count, 431 past them
                           (default 65536 and 100)
   MLOPS_MAX_CONNECTIONS   open connections per worker (default 1024)
+  MLOPS_BODY_TIMEOUT_MS   time for a request's body after its headers (default 60000)
   MLOPS_LOG_LEVEL         DEBUG, INFO, WARNING, ERROR (default INFO)
 
 exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime error, 2 usage or configuration error,

@@ -12,6 +12,9 @@ memory, and a bare ``\\r\\n\\r\\n`` hangs. ``GuardedHttpToolsProtocol`` adds, pe
   ``max_headers`` header lines, answers ``431`` and closes, so buffered headers stay bounded;
 * **blank requests**: a connection that sends only empty lines (``\\r\\n\\r\\n``) gets ``400`` at
   once instead of waiting (one stray CRLF between requests is still tolerated, as RFC 9112 asks);
+* a **body deadline**: a request's body must arrive within ``body_timeout_s`` of its headers,
+  or the connection is closed (``408`` when no answer started), so slow-body clients cannot
+  hold connections and buffers either; a truncated body never reaches ``run()``;
 * a **connection cap**: past ``max_connections`` open connections, new ones are closed at once,
   which bounds the worker's memory to about ``max_connections × max_header_bytes`` on top of
   the requests being served.
@@ -44,6 +47,9 @@ def _sweep(loop: asyncio.AbstractEventLoop, state: Any, interval: float) -> None
         deadline = getattr(connection, "_deadline", None)
         if deadline is not None and now >= deadline:
             connection._header_deadline()
+        deadline = getattr(connection, "_body_deadline", None)
+        if deadline is not None and now >= deadline:
+            connection._body_deadline_passed()
     state._mlops_sweep = loop.call_later(interval, _sweep, loop, state, interval)
 
 
@@ -68,6 +74,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._deadline: float | None = None
+        self._body_deadline: float | None = None
         self._awaiting_headers = True
         self._message_started = False
         self._header_bytes = 0
@@ -84,6 +91,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._body_deadline = None
         super().connection_lost(exc)
 
     # -- the header deadline ------------------------------------------------------------------
@@ -108,6 +116,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return  # a request is being served; the deadline restarts after its answer
         if self._header_bytes:
             self._close_with(b"408 Request Timeout", "Request headers not received in time")
+        else:
+            self.transport.close()
+
+    def _body_deadline_passed(self) -> None:
+        self._body_deadline = None
+        if self.transport.is_closing():
+            return
+        log.warning("request body not received within %.0f s; connection closed", self.limits.body_timeout_s)
+        if self.cycle is not None and not self.cycle.response_started:
+            self.cycle.response_complete = True  # nothing more may be written for this request
+            self._close_with(b"408 Request Timeout", "Request body not received in time")
         else:
             self.transport.close()
 
@@ -164,9 +183,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.headers) > self.limits.max_headers:  # counted here: the byte limit bounds memory
             self._rejected = b"pending"
             raise _TooManyHeaders()
+        self._body_deadline = self.loop.time() + self.limits.body_timeout_s
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self._body_deadline = None
         super().on_message_complete()
         self._awaiting_headers = True
         self._message_started = False

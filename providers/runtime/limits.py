@@ -8,6 +8,7 @@ DEFAULT_HEADER_TIMEOUT_MS = 10_000
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_HEADERS = 100
 DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_BODY_TIMEOUT_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,5 @@ class Limits:
     """Header lines per request; 431 past it."""
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     """Open connections per worker; new ones are closed at once past it."""
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_MS / 1000
+    """Time for a request's body once its headers arrived (slow-body clients are closed, 408)."""

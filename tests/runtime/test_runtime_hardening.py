@@ -200,3 +200,24 @@ def test_connection_cap_refuses_new_connections_and_recovers(runtime):
         time.sleep(0.1)
     else:
         raise AssertionError("server did not accept connections again")
+
+
+def test_slow_body_is_408_and_never_reaches_run(runtime):
+    server = runtime("echo.py", env={"MLOPS_HEADER_TIMEOUT_MS": "1000", "MLOPS_BODY_TIMEOUT_MS": "1000"})
+    sock = _connect(server)
+    sock.sendall(b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    answer = _read_until_closed(sock)
+    assert _status(answer) == 408
+    assert b"Request body not received in time" in answer
+    assert server.request("POST", "/score", "{}").status == 200  # and the server goes on
+    assert server.log.wait_for("client went away before its request body was complete", timeout=10)
+    assert "status=200" not in server.log.text.split("client went away")[0]
+
+
+def test_client_closing_mid_body_never_reaches_run(runtime):
+    server = runtime("echo.py")
+    sock = _connect(server)
+    sock.sendall(b"POST /score HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    sock.close()
+    assert server.log.wait_for("client went away before its request body was complete", timeout=10)
+    assert server.request("POST", "/score", "{}").status == 200
