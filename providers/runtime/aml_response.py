@@ -14,7 +14,8 @@ from werkzeug.wrappers import Response
 
 
 class AMLResponse(Response):
-    """Azure's response class: ``AMLResponse(body, status_code, response_headers, json_str)``.
+    """Azure's response class: ``AMLResponse(body, status_code, response_headers, json_str)``
+    (``headers=`` is accepted as another name for ``response_headers``).
 
     The body is sent as given (``bytes`` untouched) with ``text/html; charset=utf-8`` unless the
     headers set a Content-Type (Flask's default, which Azure's class inherits); ``json_str=True``
@@ -31,8 +32,10 @@ class AMLResponse(Response):
         response_headers: Mapping[str, str] | None = None,
         json_str: bool = False,
         run_function_failed: bool = False,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        headers = dict(response_headers or {})
+        headers = {**(response_headers or {}), **(headers or {})}  # ``headers=``: an alias
         if message is None:
             super().__init__(json.dumps({}), status=status_code, mimetype="application/json")
         elif json_str:

@@ -289,3 +289,25 @@ def test_cli_bad_input_is_one_error_line(work, capsys):
         "cannot be imported)\n"
     )
     assert not (work / "ml.yaml").exists()
+
+
+def test_conda_file_pip_carried_over_conda_only_flagged(work):
+    (work / "source_dir" / "env.yml").write_text(
+        "name: project_environment\nchannels: [conda-forge]\ndependencies:\n"
+        "  - python=3.12\n  - numpy=1.26\n  - pip\n  - pip:\n    - scikit-learn==1.5.*\n    - azureml-defaults\n"
+        "    - --extra-index-url https://example.invalid/simple\n"
+    )
+    (work / "ic.json").write_text(
+        json.dumps(
+            {
+                "entryScript": "score.py",
+                "sourceDirectory": "source_dir",
+                "environment": {"name": "env", "python": {"condaDependenciesFile": "env.yml"}},
+            }
+        )
+    )
+    result = run_import({"inference_config": "ic.json", "deploy_configs": ["deploymentconfig.json"]}, work / "o.yaml")
+    assert result.data["environments"]["env"] == {"python": "3.12", "pip": ["scikit-learn==1.5.*"]}
+    warnings = "\n".join(result.warnings)
+    assert "env.yml: dependencies[1]: conda package 'numpy=1.26' is not installed" in warnings
+    assert "--extra-index-url" in warnings and "pip package azureml-defaults left out" in warnings

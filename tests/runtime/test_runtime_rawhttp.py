@@ -309,3 +309,24 @@ def test_raw_script_in_an_environment_built_by_the_local_target(shared_cache):
         assert (reply.status, reply.json()["size"]) == (200, 2)
     finally:
         _stop(server)
+
+
+def test_amlresponse_semantics():
+    from providers.runtime.aml_response import AMLResponse
+
+    image = AMLResponse(b"\x89PNG", 200, {"Content-Type": "image/png", "Access-Control-Allow-Origin": "*"})
+    assert (image.get_data(), image.content_type, image.headers["Access-Control-Allow-Origin"]) == (
+        b"\x89PNG",
+        "image/png",
+        "*",
+    )
+    assert image.headers.getlist("Content-Type") == ["image/png"]  # the default is replaced, not doubled
+    text = AMLResponse("bad input", 422)
+    assert (text.status_code, text.content_type, text.headers["x-ms-run-function-failed"]) == (
+        422,
+        "text/html; charset=utf-8",
+        "False",
+    )
+    assert AMLResponse({"a": 1}, 200, json_str=True).get_data() == b'{"a": 1}'
+    assert AMLResponse(None, 200).get_data() == b"{}"
+    assert AMLResponse("x", 200, headers={"X-A": "1, 2"}).headers.getlist("X-A") == ["1", "2"]
