@@ -311,3 +311,41 @@ def test_conda_file_pip_carried_over_conda_only_flagged(work):
     warnings = "\n".join(result.warnings)
     assert "env.yml: dependencies[1]: conda package 'numpy=1.26' is not installed" in warnings
     assert "--extra-index-url" in warnings and "pip package azureml-defaults left out" in warnings
+
+
+@pytest.mark.slow
+def test_imported_example_applies_and_answers_like_azure(work):
+    """Azure's echo example, imported then applied on the local target: `mlops call` answers what
+    Azure's docs show for it."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+
+    def mlops(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "planner.cli", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    (work / "deploymentconfig.json").write_text('{"computeType": "local"}')
+    imported = mlops(
+        "import",
+        "--ic",
+        "dummyinferenceconfig.json",
+        "--dc",
+        "deploymentconfig.json",
+        "--model",
+        "echo=model.onnx",
+        "--service",
+        "echo-svc",
+    )
+    assert imported.returncode == 0, imported.stderr
+    try:
+        applied = mlops("apply", "--auto-approve")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        called = mlops("call", "echo-svc", "--data", '{"this": "is a test"}')
+        assert called.returncode == 0, called.stderr
+        assert json.loads(called.stdout) == "test is {'this': 'is a test'}"
+    finally:
+        mlops("destroy", "--auto-approve")
