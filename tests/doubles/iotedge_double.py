@@ -33,7 +33,8 @@ each device+module gets its own port on 127.0.0.1 (the image's ``--port``/``--ho
 the module's *reported* createOptions carry that HostPort, which is where the provider reads a
 device's port from. Not emulated: system modules are not run ($edgeHub routes are stored, not
 executed), no MQTT/AMQP, no device connection state, metrics are exact at once (the real hub
-takes up to minutes), error bodies' codes are ours. ``run_modules=False`` (API tests without an
+takes up to minutes), error bodies' codes are ours. ``Hub.fail_next(429, 503)`` makes the next
+requests answer those statuses (Retry-After: 0), for the retry tests. ``run_modules=False`` (API tests without an
 engine) acknowledges deployments and reports modules running without starting anything.
 
 Run by hand: ``python3 tests/doubles/iotedge_double.py --serve --state-dir DIR`` (three devices:
@@ -263,6 +264,12 @@ class Hub:
         self.agents: dict[str, Agent] = {}
         self.host = ""
         self.requests: list[tuple[str, str]] = []
+        self.faults: list[int] = []   # statuses the next requests answer (throttling, outages), for retry tests
+
+    def fail_next(self, *statuses: int) -> None:
+        """The next requests answer these statuses (with Retry-After: 0) before the hub answers again."""
+        with self.lock:
+            self.faults.extend(statuses)
 
     # -- devices ----------------------------------------------------------------------------------
     def add_device(self, device_id: str, tags: dict[str, Any]) -> None:
@@ -697,6 +704,11 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(400, {"Message": "api-version 2021-04-12 is required"})
         parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
         hub.requests.append((method, url.path))
+        with hub.lock:
+            fault = hub.faults.pop(0) if hub.faults else None
+        if fault is not None:
+            return self._send(fault, {"Message": "injected fault", "ErrorCode": "ThrottlingException"},
+                              {"Retry-After": "0"})
         if parts[0] == "configurations":
             return self._configurations(method, parts[1:], query, body)
         if parts == ["devices", "query"] and method == "POST":
