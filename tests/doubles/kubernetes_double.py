@@ -111,6 +111,7 @@ def _certificates(folder: Path) -> dict[str, Path]:
 # -- HTTP -----------------------------------------------------------------------------------------
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16   # headers and body leave in one segment (no Nagle / delayed-ACK stall per answer)
     server: Server
 
     def log_message(self, format: str, *args: Any) -> None:   # quiet; the counts are kept instead

@@ -1,0 +1,55 @@
+"""Fixtures for the Kubernetes tests: the API double (with or without its kubelet) and a provider on it.
+
+Not a conftest.py (see tests/docker/docker_fixtures.py for why); test modules import these names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "doubles"))
+sys.path.insert(0, str(HERE.parent / "docker"))
+
+from kubernetes_double import KubernetesDouble  # noqa: E402
+
+from providers.base import ProjectContext  # noqa: E402
+from providers.kubernetes import FpgaProvider, KubernetesProvider  # noqa: E402
+
+FPGA = "amd.com/xilinx_u250_gen3x16_xdma_shell_4_1-0"
+
+
+@contextlib.contextmanager
+def running_double(state: Path, *, kubelet: bool, **kwargs: Any) -> Iterator[KubernetesDouble]:
+    """A double on 127.0.0.1 for the duration; its containers are removed on the way out."""
+    double = KubernetesDouble(state, kubelet=kubelet, **kwargs).start()
+    try:
+        yield double
+    finally:
+        double.stop()
+
+
+@pytest.fixture(scope="module")
+def api_double(tmp_path_factory) -> Iterator[KubernetesDouble]:
+    """The API server and control plane without a kubelet: pods are scheduled, never run."""
+    with running_double(tmp_path_factory.mktemp("k8s-api"), kubelet=False) as double:
+        yield double
+
+
+def make_provider(double: KubernetesDouble, tmp: Path, *, kind: type[KubernetesProvider] = KubernetesProvider,
+                  project: str = "proj", target: str = "k8s", **config: Any) -> KubernetesProvider:
+    context = ProjectContext(project=project, root=tmp, state_dir=tmp / ".mlops", cache_dir=tmp / "cache",
+                             git={"commit": "0" * 40})
+    settings = {"provider": kind.kind, "kubeconfig": str(double.kubeconfig), "namespace": "ml",
+                "registry": "127.0.0.1:5000", **config}
+    if kind is FpgaProvider:
+        settings.setdefault("resource", FPGA)
+    provider = kind(target=target, config=settings, context=context)
+    provider.ensure_connected()
+    return provider

@@ -1,0 +1,345 @@
+"""API-level tests of the Kubernetes provider and its double: no containers run (the kubelet is off).
+
+The real ``kubernetes`` client talks HTTPS to the double on 127.0.0.1; nothing is monkeypatched.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import threading
+import time
+from pathlib import Path
+
+import k8s_fixtures
+import kubernetes_validate
+import pytest
+import yaml
+from k8s_fixtures import FPGA, make_provider
+from kubernetes import client, config
+from support import check_golden
+
+from planner.errors import LockedError, Unreachable
+from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, UNSCHEDULABLE
+from providers.kubernetes import FpgaProvider, KubernetesProvider, manifests, schema
+from providers.kubernetes.client import Conflict
+from providers.kubernetes.health import assess, rollout
+from providers.kubernetes.lease import LeaseLock
+
+api_double = k8s_fixtures.api_double
+OLDEST, NEWEST = "1.26.0", "1.37.0"
+"""The Kubernetes minors the generated objects are validated against (HPA autoscaling/v2 only from 1.26)."""
+
+
+def _service(**deploy) -> manifests.Service:
+    spec = {"deploy": schema.normalize({"replicas": 2, "cpu": 0.5, "memory_gb": 1, "auth": "key", **deploy}),
+            "image": "reg.example/p/diabetes-api:0123456789abcdef", "models": ["ridge:1@abc"]}
+    return manifests.Service(
+        name="diabetes-api", namespace="ml", project="diabetes", target="prod", spec=spec,
+        image="reg.example/p/diabetes-api@sha256:" + "a" * 64, model_dir="/var/azureml-app/azureml-models/ridge/1",
+        entry_script="score.py", fingerprint="f" * 64, git_commit="c" * 40,
+        keys={"primary": "primary-key-value-123", "secondary": "secondary-key-value-456"},
+        pull_secret=manifests.dockerconfig("reg.example", "user", "pass-word"))
+
+
+def _fpga_service() -> manifests.Service:
+    svc = _service(gpu=0)
+    return manifests.Service(**{**svc.__dict__, "placement": manifests.Placement(
+        resource=FPGA, count=1, node_selector={"accelerator": "u250"},
+        tolerations=({"key": FPGA, "operator": "Exists", "effect": "NoSchedule"},))})
+
+
+CASES = {
+    "replicas": lambda: _service(),
+    "autoscale": lambda: _service(autoscale={"min_replicas": 2, "max_replicas": 10, "target_utilization": 70},
+                                  gpu=1, environment_variables={"MODE": "fast"}),
+    "fpga": _fpga_service,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_generated_objects_match_their_golden_file(case: str):
+    objects = [manifests.redacted(o) for o in manifests.objects(CASES[case]())]
+    check_golden(f"kubernetes/{case}.yaml", yaml.safe_dump_all(objects, sort_keys=False))
+
+
+@pytest.mark.parametrize("version", [OLDEST, NEWEST])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_generated_objects_pass_kubernetes_validate_strict(case: str, version: str):
+    for obj in [*manifests.objects(CASES[case]()), manifests.namespace("ml", "diabetes")]:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_autoscale_leaves_replicas_to_the_hpa_and_limits_equal_device_requests():
+    objs = {o["kind"]: o for o in manifests.objects(CASES["autoscale"]())}
+    assert "replicas" not in objs["Deployment"]["spec"]
+    assert objs["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 10
+    fpga = {o["kind"]: o for o in manifests.objects(_fpga_service())}["Deployment"]
+    res = fpga["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["requests"][FPGA] == res["limits"][FPGA] == "1"
+    strategy = fpga["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0
+
+
+def test_secrets_never_show_in_what_is_printed():
+    text = yaml.safe_dump_all([manifests.redacted(o) for o in manifests.objects(_service())])
+    for secret in ("primary-key-value-123", "secondary-key-value-456", "pass-word",
+                   base64.b64encode(b"primary-key-value-123").decode()):
+        assert secret not in text
+    assert "(sensitive)" in text
+
+
+# -- the double's API semantics ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def apis(api_double):
+    cfg = client.Configuration()
+    config.load_kube_config(str(api_double.kubeconfig), client_configuration=cfg)
+    api = client.ApiClient(cfg)
+    core = client.CoreV1Api(api)
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sem"}})
+    return client.AppsV1Api(api), core
+
+
+def _deployment(name: str, labels: dict, replicas: int | None = 1) -> dict:
+    spec = {"selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "c", "image": "example/none:1"}]}}}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+            "spec": spec}
+
+
+def _apply(apps, body: dict, manager: str = "mlops", force: bool = True, **kw):
+    return apps.patch_namespaced_deployment(body["metadata"]["name"], "sem", body, field_manager=manager,
+                                            force=force, _content_type="application/apply-patch+yaml", **kw)
+
+
+def test_label_selectors_equality_and_set_based(apis):
+    apps, _ = apis
+    _apply(apps, _deployment("sel-a", {"tier": "web", "env": "prod"}, replicas=0))
+    _apply(apps, _deployment("sel-b", {"tier": "db", "env": "dev"}, replicas=0))
+    _apply(apps, _deployment("sel-c", {"tier": "web"}, replicas=0))
+
+    def names(selector: str) -> list[str]:
+        return sorted(d.metadata.name for d in apps.list_namespaced_deployment("sem", label_selector=selector).items
+                      if d.metadata.name.startswith("sel-"))
+
+    assert names("tier=web") == ["sel-a", "sel-c"]
+    assert names("tier==web,env=prod") == ["sel-a"]
+    assert names("tier!=web") == ["sel-b"]
+    assert names("env in (prod, dev)") == ["sel-a", "sel-b"]
+    assert names("tier notin (web)") == ["sel-b"]
+    assert names("env") == ["sel-a", "sel-b"]
+    assert names("!env") == ["sel-c"]
+
+
+def test_server_side_apply_creates_merges_by_manager_and_conflicts_without_force(apis):
+    apps, _ = apis
+    created = _apply(apps, _deployment("ssa", {"a": "1"}, replicas=2))
+    assert created.metadata.uid and created.metadata.generation == 1 and created.metadata.resource_version
+    # Another manager owns a label of its own; our re-apply keeps it and drops what we stopped sending.
+    other = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ssa", "labels": {"theirs": "x"}}}
+    _apply(apps, other, manager="someone-else", force=False)
+    again = _apply(apps, _deployment("ssa", {"b": "2"}, replicas=2))
+    assert again.metadata.labels == {"b": "2", "theirs": "x"}
+    assert again.metadata.generation == 1, "labels are not spec: generation stays"
+    assert {m.manager for m in again.metadata.managed_fields} == {"mlops", "someone-else"}
+    # A field we own, changed by another manager: 409 without force, ownership moves with force.
+    with pytest.raises(client.exceptions.ApiException) as err:
+        _apply(apps, _deployment("ssa", {}, replicas=5), manager="someone-else", force=False)
+    assert err.value.status == 409 and "conflict" in json.loads(err.value.body)["message"].lower()
+    forced = _apply(apps, _deployment("ssa", {}, replicas=5), manager="someone-else", force=True)
+    assert forced.spec.replicas == 5 and forced.metadata.generation == 2
+
+
+def test_dry_run_persists_nothing(apis):
+    apps, _ = apis
+    answer = _apply(apps, _deployment("dry", {}), dry_run="All")
+    assert answer.metadata.name == "dry"
+    with pytest.raises(client.exceptions.ApiException) as err:
+        apps.read_namespaced_deployment("dry", "sem")
+    assert err.value.status == 404
+    body = json.loads(err.value.body)
+    assert body["kind"] == "Status" and body["reason"] == "NotFound" and body["message"] == \
+        'deployments.apps "dry" not found'
+
+
+def test_create_twice_is_409_already_exists(apis):
+    _, core = apis
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "twice"}, "stringData": {"k": "v"}}
+    made = core.create_namespaced_secret("sem", secret)
+    assert made.data == {"k": base64.b64encode(b"v").decode()}
+    with pytest.raises(client.exceptions.ApiException) as err:
+        core.create_namespaced_secret("sem", secret)
+    assert err.value.status == 409 and json.loads(err.value.body)["reason"] == "AlreadyExists"
+
+
+def test_deletion_propagates_to_what_an_object_owns_and_status_is_a_subresource(api_double, apis):
+    apps, core = apis
+    _apply(apps, _deployment("owned", {}, replicas=2))
+    deadline = time.monotonic() + 10
+    while len(core.list_namespaced_pod("sem", label_selector="app=owned").items) < 2:
+        assert time.monotonic() < deadline, "the controllers made no pods"
+        time.sleep(0.1)
+    d = apps.read_namespaced_deployment("owned", "sem")
+    assert d.status.observed_generation == d.metadata.generation
+    # Writing status through the main resource is ignored; through /status it lands.
+    apps.patch_namespaced_deployment("owned", "sem", {"status": {"replicas": 99}})
+    assert apps.read_namespaced_deployment("owned", "sem").status.replicas != 99
+    apps.delete_namespaced_deployment("owned", "sem", propagation_policy="Background")
+    assert not apps.list_namespaced_replica_set("sem", label_selector="app=owned").items
+    assert not core.list_namespaced_pod("sem", label_selector="app=owned").items
+
+
+# -- the provider on the double -------------------------------------------------------------------------
+def test_connect_failures_are_one_line_naming_the_kubeconfig_and_context(api_double, tmp_path: Path):
+    with pytest.raises(Unreachable) as err:
+        make_provider(api_double, tmp_path, kubeconfig=str(tmp_path / "missing"))
+    assert "missing" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(Unreachable) as err:
+        make_provider(api_double, tmp_path, context="nope")
+    assert "context 'nope'" in str(err.value) and "\n" not in str(err.value)
+
+
+def _seed(provider: KubernetesProvider, count: int, offset: int = 0) -> None:
+    """Services applied the way apply writes them (replicas 0: nothing to run)."""
+    provider._ensure_namespace()
+    for i in range(offset, offset + count):
+        name = f"svc-{i:03d}"
+        spec = {"deploy": schema.normalize({"replicas": 0}), "image": f"r/p/{name}:1"}
+        keys = {"primary": "k" * 20, "secondary": "s" * 20}
+        svc = provider._service(name, spec, image=f"r/p/{name}@sha256:" + "b" * 64, model_dir="/m",
+                                entry_script="score.py", fingerprint="f" * 64, sensitive=(), keys=keys)
+        for obj in manifests.objects(svc):
+            provider.cluster.apply(obj)
+
+
+def test_live_read_costs_the_same_requests_for_20_and_200_services(api_double, tmp_path: Path):
+    provider = make_provider(api_double, tmp_path, project="many")
+    _seed(provider, 20)
+    before = len(api_double.requests)
+    assert len(provider.read()) == 20
+    small = len(api_double.requests) - before
+    _seed(provider, 180, offset=20)
+    time.sleep(0.5)   # the controllers settle the new Deployments
+    before = len(api_double.requests)
+    found = provider.read()
+    large = len(api_double.requests) - before
+    assert len(found) == 200 and all(lv.status == HEALTHY for lv in found)
+    assert large == small <= 4, (small, large)
+
+
+def test_unschedulable_is_never_replaced_and_fpga_plans_warn_until_a_node_offers_it(api_double, tmp_path: Path):
+    provider = make_provider(api_double, tmp_path, kind=FpgaProvider, project="fp", target="fpga",
+                             resource="example.com/fpga-test")
+    rules = provider.rules(None, None)
+    assert UNSCHEDULABLE not in rules.replace_on and {FAILED, UNHEALTHY} <= rules.replace_on
+
+    class Desired:   # what plan_warnings reads of a desired service
+        address = type("A", (), {"name": "accel"})()
+        spec = {"deploy": schema.normalize({})}
+
+    warnings = provider.plan_warnings([Desired()])   # type: ignore[list-item]
+    assert len(warnings) == 1 and "example.com/fpga-test" in warnings[0] and "accel" in warnings[0]
+    api_double.add_node("fpga-test-node", allocatable={"example.com/fpga-test": "2"})
+    assert provider.plan_warnings([Desired()]) == []   # type: ignore[list-item]
+
+
+def _dep(generation=2, observed=2, replicas=2, updated=2, total=2, available=2, deadline=False):
+    conditions = [{"type": "Progressing", "status": "False" if deadline else "True",
+                   "reason": "ProgressDeadlineExceeded" if deadline else "ReplicaSetUpdated", "message": "m"}]
+    return {"metadata": {"generation": generation, "uid": "d", "annotations": {}}, "spec": {"replicas": replicas},
+            "status": {"observedGeneration": observed, "updatedReplicas": updated, "replicas": total,
+                       "availableReplicas": available, "conditions": conditions}}
+
+
+def test_rollout_follows_kubectl_rules():
+    assert not rollout(_dep(generation=3)).done
+    assert rollout(_dep(deadline=True)).failed
+    assert not rollout(_dep(updated=1)).done
+    assert not rollout(_dep(total=3)).done
+    assert not rollout(_dep(available=1)).done
+    assert rollout(_dep()).done
+
+
+def test_pod_states_map_to_the_seed_states():
+    rs = {"metadata": {"uid": "rs", "ownerReferences": [{"uid": "d"}], "annotations": {}}}
+
+    def pod(**status):
+        return {"metadata": {"name": "p", "ownerReferences": [{"uid": "rs"}]}, "status": status}
+
+    waiting = _dep(available=0)
+    crash = pod(containerStatuses=[{"ready": False, "restartCount": 3, "state": {"waiting": {
+        "reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}])
+    pull = pod(containerStatuses=[{"state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such"}}}])
+    pending = pod(conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "x"}])
+    assert assess(waiting, [rs], [crash], {}).health.state == UNHEALTHY
+    assert "OOMKilled" in assess(waiting, [rs], [crash], {}).health.message
+    assert assess(waiting, [rs], [pull], {}).health.state == FAILED
+    found = assess(waiting, [rs], [pending], {"p": "0/3 nodes are available: 3 Insufficient amd.com/x."})
+    assert found.health.state == UNSCHEDULABLE and "3 Insufficient amd.com/x" in found.health.message
+    assert assess(waiting, [rs], [pod()], {}).health.state == TRANSITIONING
+    assert assess(_dep(deadline=True), [rs], [], {}).health.state == FAILED
+
+
+def test_the_lease_admits_one_holder_names_it_and_expires(api_double, tmp_path: Path):
+    provider = make_provider(api_double, tmp_path, project="locked")
+    provider._ensure_namespace()
+    first = LeaseLock(provider.cluster, "ml", "locked", "mlops apply (runner 1)", timeout_s=1)
+    second = LeaseLock(provider.cluster, "ml", "locked", "mlops apply (runner 2)", timeout_s=1)
+    with first.held():
+        with pytest.raises(LockedError) as err, second.held():
+            pass
+        assert "runner 1" in str(err.value)
+    with second.held():   # released: the next one gets it at once
+        pass
+    # A holder that died: its renewTime is old, so the Lease is taken over.
+    stale = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    dead = LeaseLock(provider.cluster, "ml", "locked", "mlops apply (dead runner)")
+    body = dead._body(dt.datetime.now(dt.UTC))
+    body["spec"]["renewTime"] = body["spec"]["acquireTime"] = stale
+    provider.cluster.apply(body, force=False, manager=dead.manager)
+    with second.held():
+        lease = provider.cluster.get("Lease", "mlops-lock-locked", "ml")
+        assert "runner 2" in lease["spec"]["holderIdentity"]
+
+
+def test_two_lease_writers_racing_for_a_free_lease_cannot_both_win(api_double, tmp_path: Path):
+    provider = make_provider(api_double, tmp_path, project="race")
+    provider._ensure_namespace()
+    locks = [LeaseLock(provider.cluster, "ml", "race", f"runner {i}", timeout_s=0) for i in range(4)]
+    results: list[str] = []
+
+    def take(lock: LeaseLock) -> None:
+        try:
+            with lock.held():
+                results.append("won")
+                time.sleep(0.5)
+        except LockedError:
+            results.append("lost")
+
+    threads = [threading.Thread(target=take, args=(lock,)) for lock in locks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("won") >= 1
+    assert sorted(results).count("won") + results.count("lost") == 4
+    assert results.count("won") == 1 or len(set(results)) == 1
+
+
+def test_foreign_deployment_with_the_same_name_is_not_taken_over(api_double, apis, tmp_path: Path):
+    apps, _ = apis
+    provider = make_provider(api_double, tmp_path, project="careful")
+    provider._ensure_namespace()
+    apps.patch_namespaced_deployment("theirs", "ml", {**_deployment("theirs", {"owner": "someone"}, replicas=0),
+                                                      "metadata": {"name": "theirs", "namespace": "ml"}},
+                                     field_manager="kubectl", force=True, _content_type="application/apply-patch+yaml")
+    with pytest.raises(Exception) as err:
+        provider._check_not_foreign("theirs")
+    assert "not managed by mlops" in str(err.value)
+    with pytest.raises(Conflict):
+        provider.cluster.apply({**_deployment("theirs", {}, replicas=3),
+                                "metadata": {"name": "theirs", "namespace": "ml"}}, force=False)
