@@ -127,7 +127,7 @@ class HubClient:
 
     # -- one request ------------------------------------------------------------------------------
     def request(self, method: str, path: str, *, body: Any = None, headers: Mapping[str, str] | None = None,
-                ok: tuple[int, ...] = (200,), params: Mapping[str, str] | None = None) -> Reply:
+                ok: tuple[int, ...] = (200,), params: Mapping[str, str] | None = None, attempts: int = 5) -> Reply:
         """One call, retried on transient failures; a status outside ``ok`` is a ProviderError."""
         from azure.core.exceptions import AzureError, ServiceRequestError, ServiceResponseError
         from azure.core.rest import HttpRequest
@@ -156,7 +156,7 @@ class HubClient:
             return Reply(resp.status_code, data, dict(resp.headers))
 
         try:
-            reply = call_with_retries(once, what=f"{self.what}: {method} {path}", cancel=self.cancel)
+            reply = call_with_retries(once, what=f"{self.what}: {method} {path}", attempts=attempts, cancel=self.cancel)
         except (TransientError, PermanentError) as exc:
             raise ProviderError(str(exc)) from None
         if reply.status in (401, 403):

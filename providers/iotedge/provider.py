@@ -167,7 +167,7 @@ class IotEdgeProvider(Provider):
         self.condition  # noqa: B018 - one line now, not in the middle of an apply
         hub = HubClient(conn, what=f"IoT Hub {conn.host}")
         try:
-            hub.request("GET", "/configurations", params={"top": "1"})
+            hub.request("GET", "/configurations", params={"top": "1"}, attempts=2)   # fail fast when it is down
         except ProviderError as exc:
             hub.close()
             raise Unreachable(f"{exc} (check the hub connection string and the network)") from None
