@@ -56,6 +56,10 @@ class NotFound(ProviderError):
     """The object does not exist (404)."""
 
 
+class Forbidden(ProviderError):
+    """The credentials may not do this (403): RBAC scoped to a namespace, for instance."""
+
+
 class Conflict(ProviderError):
     """The server refused a write because of a conflict (409): another field manager, a precondition."""
 
@@ -94,6 +98,7 @@ class Cluster:
         self.apps = client.AppsV1Api(self.api_client)
         self.autoscaling = client.AutoscalingV2Api(self.api_client)
         self.coordination = client.CoordinationV1Api(self.api_client)
+        self.version = client.VersionApi(self.api_client)
         self.cancel = cancel
         self.requests = 0
 
@@ -113,7 +118,10 @@ class Cluster:
                     raise Conflict(f"{what}: {message}") from None
                 if is_transient_status(status):
                     raise TransientError(f"HTTP {status}: {message}", retry_after(exc.headers or {})) from None
-                if status in (401, 403):
+                if status == 403:
+                    raise Forbidden(f"{what}: the credentials of {self.where} may not do this "
+                                    f"(HTTP 403: {message})") from None
+                if status == 401:
                     raise ProviderError(f"{what}: the API server refused the credentials of {self.where} "
                                         f"(HTTP {status}: {message})") from None
                 raise ProviderError(f"{what}: HTTP {status}: {message}") from None
@@ -149,6 +157,12 @@ class Cluster:
             f"apply {kind} {_where(meta)}",
             lambda: fn(*args, body=dict(obj), field_manager=manager, force=force, _content_type=APPLY,
                        _preload_content=False, **extra)))
+
+    def server_version(self) -> str:
+        """``/version`` (readable by any authenticated user, unlike most objects): the API server answers."""
+        info = self._json(self._call("read the server version",
+                                     lambda: self.version.get_code(_preload_content=False)))
+        return str(info.get("gitVersion") or f"{info.get('major')}.{info.get('minor')}")
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
         fn, namespaced = self._method("read", kind)

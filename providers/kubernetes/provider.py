@@ -43,7 +43,7 @@ from ..docker.build import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV
 from ..images import ImageBuilder
 from . import health as healths
 from . import manifests, schema
-from .client import Cluster, NotFound
+from .client import Cluster, Forbidden, NotFound
 from .lease import LeaseLock
 from .manifests import MANAGED_BY, Placement, label
 
@@ -80,7 +80,7 @@ class KubernetesProvider(Provider):
         """Load the kubeconfig and ask the API server once; failure is one line naming both."""
         cluster = Cluster(self.config.get("kubeconfig"), self.kube_context())
         try:
-            cluster.list("Namespace", labels=f"{MANAGED_BY}=mlops,{label('project')}={self.context.project}")
+            cluster.server_version()
         except ProviderError as exc:
             raise Unreachable(f"{self.describe()}: the API server of {cluster.where} ({cluster.host}) does not "
                               f"answer: {exc}") from None
@@ -255,7 +255,11 @@ class KubernetesProvider(Provider):
         if not wanted:
             return []
         self.ensure_connected()
-        nodes = self.cluster.list("Node")
+        try:
+            nodes = self.cluster.list("Node")
+        except Forbidden:
+            return [f"cannot list nodes to check that one offers {', '.join(sorted(wanted))} (the credentials may "
+                    "not list nodes)"]
         out = []
         for res, names in sorted(wanted.items()):
             offering = [n for n in nodes if _quantity((n.get("status") or {}).get("allocatable", {}).get(res)) > 0]
@@ -279,11 +283,14 @@ class KubernetesProvider(Provider):
 
     # -- acting ---------------------------------------------------------------------------------
     def _namespace_exists(self) -> bool:
+        """Whether the namespace exists; credentials scoped to it may not read it, and then it does."""
         try:
             self.cluster.get("Namespace", self.namespace)
             return True
         except NotFound:
             return False
+        except Forbidden:
+            return True
 
     def _ensure_namespace(self) -> None:
         """Create the namespace with our labels when missing; an existing one is used as it is."""

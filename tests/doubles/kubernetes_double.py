@@ -154,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body()
         double.count(method, url.path)
         try:
-            if url.path == "/version":
+            if url.path in ("/version", "/version/"):
                 return self._send(200, {"major": "1", "minor": "31", "gitVersion": "v1.31.0-mlops-double",
                                         "platform": "linux/amd64"})
             m = CORE.match(url.path) or GROUPS.match(url.path)
