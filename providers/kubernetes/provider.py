@@ -82,7 +82,7 @@ class KubernetesProvider(Provider):
         try:
             cluster.server_version()
         except ProviderError as exc:
-            raise Unreachable(f"{self.describe()}: the API server of {cluster.where} ({cluster.host}) does not "
+            raise Unreachable(f"the API server of {cluster.where} ({cluster.host}) does not "
                               f"answer: {exc}") from None
         self._cluster = cluster
 
