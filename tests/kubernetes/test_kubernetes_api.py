@@ -343,3 +343,39 @@ def test_foreign_deployment_with_the_same_name_is_not_taken_over(api_double, api
     with pytest.raises(Conflict):
         provider.cluster.apply({**_deployment("theirs", {}, replicas=3),
                                 "metadata": {"name": "theirs", "namespace": "ml"}}, force=False)
+
+
+def test_render_prints_the_objects_apply_sends_with_secrets_redacted(tmp_path: Path, monkeypatch):
+    import shutil
+
+    import git
+    from support import ROOT, run_cli
+
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "examples" / "kubernetes", root)
+    manifest = root / "ml.yaml"
+    manifest.write_text(manifest.read_text().replace("auth: key", "auth: key\n      primary_key: ${K8S_TEST_KEY}"))
+    repo = git.Repo.init(root)
+    repo.git.add(A=True)
+    repo.index.commit("initial")
+    monkeypatch.setenv("MLOPS_TEST_REGISTRY", "registry.example:5000")
+    monkeypatch.setenv("K8S_TEST_KEY", "a-very-secret-primary-key")
+    result = run_cli("render", "-f", str(manifest))
+    assert result.code == 0, result.err
+    docs = [d for d in yaml.safe_load_all(result.out) if d]
+    assert [d["kind"] for d in docs] == ["Secret", "Deployment", "Service"]
+    assert docs[0]["data"] == {"primary_key": "(sensitive)", "secondary_key": "(sensitive)"}
+    assert "a-very-secret-primary-key" not in result.out
+    container = docs[1]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("registry.example:5000/diabetes/diabetes-api:")
+    for obj in docs:
+        kubernetes_validate.validate(obj, NEWEST, strict=True)
+
+
+def test_an_unreachable_aks_target_says_how_to_get_its_credentials(api_double, tmp_path: Path):
+    from providers.kubernetes import AksProvider
+
+    with pytest.raises(Unreachable) as err:
+        make_provider(api_double, tmp_path, kind=AksProvider, kubeconfig=str(tmp_path / "none"),
+                      resource_group="ml-rg", cluster="prod-aks")
+    assert "az aks get-credentials --resource-group ml-rg --name prod-aks" in str(err.value)
