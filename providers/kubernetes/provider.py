@@ -400,9 +400,9 @@ class KubernetesProvider(Provider):
         self._prune_parts(old)
         deadline = time.monotonic() + ROLLBACK_WAIT_S
         while time.monotonic() < deadline:
-            d = self.cluster.get("Deployment", name, self.namespace)
-            if healths.rollout(d).done:
-                return
+            a = self._observe(name)
+            if a.rollout.done or a.health.state in (UNSCHEDULABLE, FAILED):
+                return   # back in service, or the old version was itself stuck: waiting changes nothing
             time.sleep(POLL_S)
 
     def _observe(self, name: str) -> healths.Assessment:

@@ -485,14 +485,14 @@ class ControlPlane:
                                                                         f"{exc.explanation or exc}"}}
                     rt.next_start = time.monotonic() + IMAGE_ERRORS_BACKOFF
                     return
-            if rt.gone:
+            if rt.gone or self._stop.is_set():
                 return
             run = self.docker.containers.run(
                 image, command=self._args(container, rt.port), entrypoint=container.get("command"),
                 environment=env, network_mode="host", detach=True,
                 name=f"k8sd-{rt.name}-{rt.restarts}-{uuid.uuid4().hex[:4]}",
                 labels={"k8s-double": self.instance, "k8s-double.pod": rt.uid})
-            if rt.gone:
+            if rt.gone or self._stop.is_set():
                 self._remove_container(run.id)
                 return
             rt.container_id = run.id

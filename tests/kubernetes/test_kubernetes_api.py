@@ -379,3 +379,27 @@ def test_an_unreachable_aks_target_says_how_to_get_its_credentials(api_double, t
         make_provider(api_double, tmp_path, kind=AksProvider, kubeconfig=str(tmp_path / "none"),
                       resource_group="ml-rg", cluster="prod-aks")
     assert "az aks get-credentials --resource-group ml-rg --name prod-aks" in str(err.value)
+
+
+def test_autoscale_hands_replicas_to_the_hpa_and_dropping_it_removes_the_hpa(api_double, tmp_path: Path):
+    provider = make_provider(api_double, tmp_path, project="auto")
+    provider._ensure_namespace()
+    keys = {"primary": "k" * 20, "secondary": "s" * 20}
+
+    def applied(deploy: dict) -> None:
+        spec = {"deploy": schema.normalize(deploy), "image": "r/p/auto:1"}
+        svc = provider._service("auto", spec, image="r/p/auto@sha256:" + "c" * 64, model_dir="/m",
+                                entry_script="score.py", fingerprint="f" * 64, sensitive=(), keys=keys)
+        for obj in manifests.objects(svc):
+            provider.cluster.apply(obj)
+        provider._prune_parts(svc)
+
+    applied({"autoscale": {"min_replicas": 2, "max_replicas": 4}})
+    hpa = provider.cluster.get("HorizontalPodAutoscaler", "auto", "ml")
+    assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["scaleTargetRef"]["name"] == "auto"
+    deployment = provider.cluster.get("Deployment", "auto", "ml")
+    mine = next(m for m in deployment["metadata"]["managedFields"] if m["manager"] == "mlops")
+    assert "f:replicas" not in mine["fieldsV1"]["f:spec"], "the HPA must own replicas, not us"
+    applied({"replicas": 3})
+    assert provider.cluster.get("Deployment", "auto", "ml")["spec"]["replicas"] == 3
+    assert not provider.cluster.list("HorizontalPodAutoscaler", "ml", labels="mlops.dev/project=auto")
