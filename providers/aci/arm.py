@@ -10,6 +10,7 @@ and stop at once on Ctrl-C. When retries run out, the error says so in one line.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -78,12 +79,16 @@ def connect(config: Mapping[str, Any], describe: str) -> Connection:
     verify = config.get("ca_bundle") or True
     arm, login, scope, custom = endpoints(config, verify)
     extra: dict[str, Any] = {"connection_verify": verify} if config.get("ca_bundle") else {}
+    # DefaultAzureCredential logs each failed attempt as a multi-line warning; we say it in one line.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
     credential = DefaultAzureCredential(authority=login, disable_instance_discovery=custom, **extra)
     try:
         credential.get_token(scope)
     except CredentialUnavailableError:
         raise Unreachable(f"{describe}: no Azure credential is available; {CREDENTIAL_HELP}") from None
     except ClientAuthenticationError as exc:
+        if _all_unavailable(exc):
+            raise Unreachable(f"{describe}: no Azure credential is available; {CREDENTIAL_HELP}") from None
         raise Unreachable(f"{describe}: Azure login failed ({_auth_reason(exc)}); {CREDENTIAL_HELP}") from None
     client = ContainerInstanceManagementClient(
         credential, str(config["subscription_id"]), base_url=arm, credential_scopes=[scope],
@@ -148,11 +153,18 @@ def is_not_found(exc: Any) -> bool:
     return getattr(exc, "status_code", None) == 404
 
 
+def _all_unavailable(exc: BaseException) -> bool:
+    """Whether every credential DefaultAzureCredential tried said it has nothing to try (no login at all)."""
+    attempts = [ln.strip() for ln in str(exc).splitlines() if ln.startswith("\t")]
+    return bool(attempts) and all("unavailable" in a.lower() for a in attempts)
+
+
 def _auth_reason(exc: BaseException) -> str:
     text = str(getattr(exc, "message", None) or exc)
     for line in text.splitlines():
         line = line.strip()
-        if line and not line.startswith(("DefaultAzureCredential failed", "Attempted credentials", "To mitigate")):
+        if line and not line.startswith(("DefaultAzureCredential failed", "Attempted credentials", "To mitigate",
+                                         "Visit https")):
             return _short(line)
     return _short(text)
 

@@ -9,6 +9,7 @@ digest of them (``mlops-keys-sha``) tells whether the running keys are the ones 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,8 @@ CHUNK = 250
 OWN_ENV = frozenset({"SCORING_TIMEOUT_MS", "SERVICE_NAME", "MLOPS_PRIMARY_KEY", "MLOPS_SECONDARY_KEY"})
 HELD_BY_ARM = ("cpu", "memory_gb", "port", "restart_policy", "dns_name_label", "location", "environment_variables",
                "tags")
+CRASH_WINDOW_S = 300
+"""A container that restarted and has run for less than this is crash-looping (Unhealthy), not Healthy."""
 TRANSITIONAL = ("Pending", "Creating", "Repairing", "Updating", "Accepted")
 
 
@@ -35,7 +38,7 @@ def keys_digest(project: str, keys: Mapping[str, str]) -> str:
 
 
 def tags_for(*, project: str, target: str, name: str, spec: Mapping[str, Any], fingerprint: str,
-             git: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, str]:
+             git: Mapping[str, Any], keys_sha: str) -> dict[str, str]:
     """Our tags plus the user's (``deploy.tags``); at most Azure's 50."""
     deploy = spec["deploy"]
     stored = {**spec, "deploy": {k: v for k, v in deploy.items() if k not in ("environment_variables", "tags")}}
@@ -44,7 +47,7 @@ def tags_for(*, project: str, target: str, name: str, spec: Mapping[str, Any], f
     tags = {
         TAG["project"]: project, TAG["target"]: target, TAG["service"]: name, TAG["fingerprint"]: fingerprint,
         TAG["git-commit"]: str(git.get("commit") or "")[:256], TAG["git-dirty"]: str(bool(git.get("dirty"))).lower(),
-        TAG["keys-sha"]: keys_digest(project, keys), TAG["auth"]: str(deploy.get("auth", "none")),
+        TAG["keys-sha"]: keys_sha, TAG["auth"]: str(deploy.get("auth", "none")),
         **{f"{SPEC_TAG}{i}": c for i, c in enumerate(chunks)},
         **{str(k): str(v) for k, v in (deploy.get("tags") or {}).items()},
     }
@@ -167,7 +170,19 @@ def state_of(group: Any) -> tuple[str, str]:
                                + _events_text(group))
         if current != "Running":
             return TRANSITIONING, f"container {c.name}: {iv.current_state.detail_status or current}"
+        if restarts and _recent(iv.current_state.start_time):
+            return UNHEALTHY, (f"container {c.name} restarted {restarts} times, the last within "
+                               f"{CRASH_WINDOW_S // 60} minutes" + _events_text(group))
     return HEALTHY, ""
+
+
+def _recent(when: Any) -> bool:
+    """Whether a container's current run began within CRASH_WINDOW_S: a crash loop keeps it recent."""
+    if not isinstance(when, dt.datetime):
+        return True
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return (dt.datetime.now(dt.UTC) - when).total_seconds() < CRASH_WINDOW_S
 
 
 def _events_text(group: Any, count: int = 3) -> str:

@@ -226,13 +226,17 @@ class AciProvider(Provider):
         self.ensure_connected()
         name = desired.address.name
         changed = changed_paths(live.spec, desired.spec)
-        keys = self._keys(desired)
-        keys_changed = live.details.get("keys_sha") not in (None, groups.keys_digest(self.context.project, keys))
-        if not keys_changed and all(any(p == f or p.startswith(f + ".") for f in RESTART_FREE) for p in changed):
+        if all(any(p == f or p.startswith(f + ".") for f in RESTART_FREE) for p in changed):
+            # Tags alone: a PATCH, which restarts nothing; the running keys stay (their digest is kept).
             events.step("updating tags (PATCH: no restart)" if changed else "nothing differs: no request sent")
             if changed:
-                self._patch_tags(desired, keys)
+                self._patch_tags(desired, str(live.details.get("keys_sha") or "none"))
             return self._live(self._get(name) or _raise(ProviderError(f"{desired.address}: its group vanished")))
+        had_keys = bool(self.keys.load(name)) or bool(desired.secrets)
+        keys = self._keys(desired)
+        if keys and not had_keys and live.details.get("keys_sha") not in (None, "none"):
+            events.step("note: no stored keys for this service (a fresh checkout?): new keys are sent and the old "
+                        "ones stop working; set deploy.primary_key/secondary_key from secrets to keep keys stable")
         image = self._image(desired, events)
         events.step("updating in place: ACI restarts the containers, the service is briefly unavailable")
         group = self._put(desired, image, keys, events)
@@ -265,7 +269,8 @@ class AciProvider(Provider):
         recipe = self.images.recipe(desired) if desired.inputs else None
         model_dir = recipe.model_dir if recipe else "/var/azureml-app/azureml-models"
         tags = groups.tags_for(project=self.context.project, target=self.target, name=name, spec=spec,
-                               fingerprint=desired.fingerprint, git=self.context.git, keys=keys)
+                               fingerprint=desired.fingerprint, git=self.context.git,
+                               keys_sha=groups.keys_digest(self.context.project, keys))
         if groups.too_many_tags(tags):
             raise ProviderError(f"{desired.address}: {len(tags)} tags exceed Azure's {settings.MAX_TAGS} per "
                                 "resource; use fewer deploy.tags")
@@ -355,12 +360,12 @@ class AciProvider(Provider):
         if problem:
             raise ProviderError(f"{desired.address}: smoke test failed: {problem}")
 
-    def _patch_tags(self, desired: Resource, keys: Mapping[str, str]) -> None:
+    def _patch_tags(self, desired: Resource, keys_sha: str) -> None:
         from azure.mgmt.containerinstance import models
 
         name = desired.address.name
         tags = groups.tags_for(project=self.context.project, target=self.target, name=name, spec=desired.spec,
-                               fingerprint=desired.fingerprint, git=self.context.git, keys=keys)
+                               fingerprint=desired.fingerprint, git=self.context.git, keys_sha=keys_sha)
         self._call(f"updating the tags of container group {name!r}",
                    lambda: self.client.container_groups.update(self.resource_group, name, models.Resource(tags=tags)))
 

@@ -140,6 +140,8 @@ class AciDouble:
         self.requests: list[tuple[str, str]] = []
         self._throttle: list[tuple[int, int]] = []       # (status, retry_after) answers still to give
         self._docker: Any = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
         self.ca_file = Path()
@@ -189,10 +191,14 @@ class AciDouble:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self._stopping = True
+        for thread in list(self._threads):         # let provisioning finish, so nothing starts after us
+            thread.join(timeout=120)
         if self.engine:
-            for container in self.docker.containers.list(all=True, filters={"label": f"{LABEL}={self.id}"}):
+            # The low-level API: the high-level list() re-reads each container and fails on one just removed.
+            for found in self.docker.api.containers(all=True, filters={"label": f"{LABEL}={self.id}"}):
                 with contextlib.suppress(Exception):   # already gone
-                    container.remove(force=True)
+                    self.docker.api.remove_container(found["Id"], force=True)
 
     def __enter__(self) -> AciDouble:
         return self.start()
@@ -317,7 +323,7 @@ class AciDouble:
                                  "previous": (old or {}).get("_runtime", {}).get("containers", {})}
             self.groups[(rg.lower(), name.lower())] = group
             op = self._operation(sub, body["location"])
-        threading.Thread(target=self._provision, args=(rg, name, group, op), daemon=True).start()
+        self._spawn(self._provision, rg, name, group, op)
         headers = {"Azure-AsyncOperation": op["url"], "Retry-After": str(self.poll_after)}
         with self.lock:
             return (200 if old else 201), self.public(group), headers
@@ -343,7 +349,7 @@ class AciDouble:
             self._remove_containers(group)
             with self.lock:
                 op["status"] = "Succeeded"
-        threading.Thread(target=finish, daemon=True).start()
+        self._spawn(finish)
         return 202, None, {"Azure-AsyncOperation": op["url"], "Retry-After": str(self.poll_after)}
 
     def logs(self, sub: str, rg: str, name: str, container: str, tail: int | None) -> dict[str, Any]:
@@ -369,6 +375,12 @@ class AciDouble:
                 out["error"] = op["error"]
             return out
 
+    def _spawn(self, fn: Any, *args: Any) -> None:
+        thread = threading.Thread(target=fn, args=args, daemon=True)
+        with self.lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
+
     def _operation(self, sub: str, location: str) -> dict[str, Any]:
         op_id = str(uuid.uuid4())
         path = f"/subscriptions/{sub}/providers/{API_PREFIX}/locations/{location}/operations/{op_id}"
@@ -388,6 +400,8 @@ class AciDouble:
         """Pending -> Creating -> Succeeded/Failed; an update restarts every container (stop old, start new)."""
         try:
             time.sleep(0.2)
+            if self._stopping:
+                raise ArmError(409, "Canceled", "the double is stopping")
             with self.lock:
                 group["properties"]["provisioningState"] = "Creating"
                 previous = dict(group["_runtime"]["previous"])
