@@ -567,7 +567,10 @@ class Agent(threading.Thread):
         entry["container"] = cli.containers.run(
             image, command=cmd, detach=True, network_mode="host", environment=env,
             name=f"{self.hub.name}-{self.device_id}-{name}-{digest[:8]}",
-            labels={LABEL: self.hub.name, f"{LABEL}.device": self.device_id, f"{LABEL}.module": name}, **kwargs)
+            labels={LABEL: self.hub.name, f"{LABEL}.device": self.device_id, f"{LABEL}.module": name,
+                    # The image's mlops.* labels would be inherited; a simulated device is not a container
+                    # of the local docker target that shares this engine, so it must not look like one.
+                    "mlops.project": f"{LABEL}:{self.hub.name}"}, **kwargs)
         entry["port"] = port
 
     def _remove(self, name: str) -> None:
