@@ -114,6 +114,13 @@ class IotEdgeProvider(Provider):
             },
         }
 
+    @classmethod
+    def port_scope(cls, config: Mapping[str, Any]) -> str | None:
+        """Modules of one target share each device's ports (never the hub's secret in the scope)."""
+        cond = config.get("target_condition") or (f"deviceId='{config['device_id']}'" if config.get("device_id")
+                                                  else None)
+        return f"the IoT Edge devices where {cond}" if cond else None
+
     def secret_values(self) -> list[str]:
         """The connection string, its key alone, and the registry password: masked in every output."""
         values = super().secret_values()
@@ -266,6 +273,13 @@ class IotEdgeProvider(Provider):
 
     def plan_warnings(self, desired: Sequence[Resource]) -> list[str]:
         out = []
+        ports: dict[int, list[str]] = {}
+        for r in desired:
+            ports.setdefault(int(r.spec["deploy"].get("port", mf.CONTAINER_PORT)), []).append(r.address.name)
+        for port, names in sorted(ports.items()):
+            if len(names) > 1:
+                out.append(f"services {', '.join(sorted(names))} all publish port {port} on the same devices; give "
+                           "each its own deploy.port")
         if not self.config.get("device_host"):
             out.append("devices' endpoints are not reachable from here (no device_host): status is health-only "
                        "and apply sends no sample request")

@@ -260,3 +260,22 @@ class _Steps:
     def __call__(self, text: str) -> None:
         self.seen.append(text)
 
+
+
+def _two_services(deploy_a: str, deploy_b: str) -> str:
+    text = manifest("ports", deploy=deploy_a)
+    second = text[text.index("  echo-api:"):].replace("echo-api:", "echo-two:").replace(f"deploy: {deploy_a}",
+                                                                                        f"deploy: {deploy_b}")
+    return text + second
+
+
+def test_services_of_one_target_share_the_devices_ports(tmp_path, double):
+    root = tmp_path / "repo"
+    path = make_project(root, _two_services("{port: 5002}", "{port: 5002}"))
+    result = run_cli("validate", cwd=root)
+    assert result.code == 1 and "port 5002 is already taken by services.echo-api" in result.err, result.err
+    assert "tags.site='plant-3'" in result.err and double.hub.key not in result.err
+    path.write_text(_two_services("{auth: key}", "{auth: none}"))    # both default to 5001
+    result = run_cli("plan", cwd=root)
+    assert result.code == 0, result.err
+    assert "services echo-api, echo-two all publish port 5001 on the same devices" in result.out
