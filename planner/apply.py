@@ -8,6 +8,7 @@ reads live state again and shows exactly what is left.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -84,29 +85,37 @@ def apply_plan(
         for w in ws:
             dependents[w].add(a)
     pending = {a: set(w) for a, w in waits.items()}
+    ready = [a for a, w in pending.items() if not w]   # a heap: the smallest ready address starts first
+    heapq.heapify(ready)
     outcomes: dict[Address, Outcome] = {}
     running: dict[Future[Outcome], Address] = {}
+    limit = max(1, parallelism)
 
     def skip_dependents(failed: Address) -> None:
-        for d in sorted(dependents[failed]):
-            if d in outcomes or d not in pending:
-                continue
-            pending.pop(d)
-            outcomes[d] = Outcome(changes[d], ok=False, elapsed=0.0, skipped=True,
-                                  error=f"skipped because {failed} failed")
-            notify(changes[d], "skipped")
-            skip_dependents(d)
+        stack = [failed]
+        while stack:
+            cause = stack.pop()
+            for d in sorted(dependents[cause], reverse=True):
+                if d in outcomes or d not in pending:
+                    continue
+                pending.pop(d)
+                outcomes[d] = Outcome(changes[d], ok=False, elapsed=0.0, skipped=True,
+                                      error=f"skipped because {cause} failed")
+                notify(changes[d], "skipped")
+                stack.append(d)
 
-    with ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="apply") as pool:
+    with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="apply") as pool:
         while pending or running:
             if cancel.is_set():
                 for a in sorted(pending):
                     outcomes[a] = Outcome(changes[a], ok=False, elapsed=0.0, skipped=True, cancelled=True,
                                           error="not started: the apply was cancelled")
                 pending.clear()
-            for a in sorted(a for a, w in pending.items() if not w):
-                if len(running) >= max(1, parallelism):
-                    break
+                ready.clear()
+            while ready and len(running) < limit:
+                a = heapq.heappop(ready)
+                if a not in pending:      # skipped meanwhile
+                    continue
                 del pending[a]
                 running[pool.submit(_run, project, changes[a], desired, live, notify, cancel)] = a
             if not running:
@@ -120,6 +129,8 @@ def apply_plan(
                     for d in dependents[a]:
                         if d in pending:
                             pending[d].discard(a)
+                            if not pending[d]:
+                                heapq.heappush(ready, d)
                 else:
                     skip_dependents(a)
     return [outcomes[a] for a in sorted(outcomes)]

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .addresses import Address
-from .errors import MlopsError
 from .plan import Action, Change
 
 
@@ -22,36 +21,23 @@ def referenced(spec: Mapping[str, Any] | None) -> set[Address]:
 
 
 def edges(changes: Iterable[Change]) -> dict[Address, set[Address]]:
-    """For each change, the addresses of changes that must finish before it starts."""
+    """For each change, the addresses of changes that must finish before it starts.
+
+    Linear in the number of changes: the references of every change are indexed once, so a
+    destroy of 10,000 services does not compare every deletion with every change.
+    """
     changes = list(changes)
     by_address = {c.address: c for c in changes}
     waits: dict[Address, set[Address]] = {c.address: set() for c in changes}
+    users: dict[Address, set[Address]] = {}
     for c in changes:
-        if c.action in (Action.NOOP, Action.DELETE):
-            continue
-        # Creating or updating: its dependencies must be in place first.
-        waits[c.address].update(d for d in c.depends_on if d in by_address)
+        if c.action not in (Action.NOOP, Action.DELETE):
+            # Creating or updating: its dependencies must be in place first.
+            waits[c.address].update(d for d in c.depends_on if d in by_address)
+        for ref in referenced(c.before) | referenced(c.after):
+            users.setdefault(ref, set()).add(c.address)
     for c in changes:
-        if c.action is not Action.DELETE:
-            continue
-        # Deleting: everything that used it (before or after) must have moved off first.
-        for other in changes:
-            if other.address != c.address and c.address in referenced(other.before) | referenced(other.after):
-                waits[c.address].add(other.address)
+        if c.action is Action.DELETE:
+            # Deleting: everything that used it (before or after) must have moved off first.
+            waits[c.address].update(users.get(c.address, set()) - {c.address})
     return waits
-
-
-def topological_layers(waits: Mapping[Address, set[Address]]) -> list[list[Address]]:
-    """Kahn's algorithm in layers; raises on a cycle (which the planner must never produce)."""
-    remaining = {a: set(w) for a, w in waits.items()}
-    layers: list[list[Address]] = []
-    while remaining:
-        ready = sorted(a for a, w in remaining.items() if not w)
-        if not ready:
-            raise MlopsError(f"internal error: dependency cycle among {', '.join(map(str, sorted(remaining)))}")
-        layers.append(ready)
-        for a in ready:
-            del remaining[a]
-        for w in remaining.values():
-            w.difference_update(ready)
-    return layers

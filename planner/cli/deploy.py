@@ -11,23 +11,17 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..addresses import Address
-from ..apply import Outcome, apply_plan, check_fresh
 from ..errors import MlopsError
-from ..gitops import Choice, choose_plan, manifest_key, render_summary, require_clean
-from ..lock import apply_lock
-from ..manifest import load_manifest
-from ..plan import Plan
-from ..planning import make_plan
-from ..progress import ProgressPrinter
-from ..project import Project
-from ..provenance import ChangeReport, changed_since
-from ..render_json import render_json
-from ..render_markdown import Provenance, render_markdown
-from ..render_text import render_plan
-from .planfiles import load_plan
-from .services import service_rows
+
+if TYPE_CHECKING:   # the handlers import what they use: `mlops --help` must not pay for it
+    from ..apply import Outcome
+    from ..gitops import Choice
+    from ..plan import Plan
+    from ..project import Project
+    from ..provenance import ChangeReport
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -66,6 +60,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from ..manifest import load_manifest
+
     m = load_manifest(args.file)
     counts = {k: len(m.section(k)) for k in ("models", "environments", "services")}
     print(f"The manifest is valid: {counts['models']} models, {counts['environments']} environments, "
@@ -78,6 +74,13 @@ def _targets(args: argparse.Namespace) -> list[Address]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from ..gitops import manifest_key
+    from ..planning import make_plan
+    from ..project import Project
+    from ..provenance import changed_since
+    from ..render_markdown import Provenance, render_markdown
+    from ..render_text import render_plan
+
     project = Project.load(args.file)
     plan = make_plan(project, targets=_targets(args), destroy=args.destroy)
     report = changed_since(project.manifest, args.changed_since) if args.changed_since else None
@@ -99,6 +102,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _plan_json(plan: Plan, report: ChangeReport | None) -> str:
+    from ..render_json import render_json
+
     """The JSON plan; with --changed-since it also carries why, for `mlops comment` to show."""
     if report is None:
         return render_json(plan)
@@ -115,6 +120,15 @@ def _render_changes(report: ChangeReport) -> str:
 
 
 def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
+    from ..apply import apply_plan, check_fresh
+    from ..gitops import choose_plan, require_clean
+    from ..lock import apply_lock
+    from ..planning import make_plan
+    from ..progress import ProgressPrinter
+    from ..project import Project
+    from ..render_text import render_plan
+    from .planfiles import load_plan
+
     project = Project.load(args.file)
     if args.require_clean:
         require_clean(project.manifest.root, args.branch)
@@ -229,6 +243,9 @@ def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:
 
 
 def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: list[Outcome], result: str) -> None:
+    from ..gitops import render_summary
+    from .services import service_rows
+
     """In GitHub Actions, append the apply's result and every service's health to the job summary."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if not path:

@@ -8,11 +8,6 @@ import sys
 from pathlib import Path
 
 from ..errors import MlopsError
-from ..github import ActionsContext, GitHub, fetch_reviewed_plan, upsert_comments
-from ..gitops import manifest_key
-from ..plan import Plan
-from ..render_markdown import Provenance, render_markdown
-from .planfiles import read_plan_json
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -33,6 +28,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_comment(args: argparse.Namespace) -> int:
+    from ..github import ActionsContext, GitHub, upsert_comments
+    from ..gitops import manifest_key
+    from ..plan import Plan
+    from ..render_markdown import Provenance, render_markdown
+    from .planfiles import read_plan_json
+
     data = read_plan_json(args.planfile)
     plan = Plan.from_json(data)
     since = data.get("changed_since")
@@ -53,6 +54,8 @@ def cmd_comment(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_plan(args: argparse.Namespace) -> int:
+    from ..github import ActionsContext, GitHub, fetch_reviewed_plan
+
     ctx = ActionsContext.from_env(os.environ)
     if not ctx.sha:
         raise MlopsError("GITHUB_SHA is not set: fetch-plan runs on the push that merged a pull request")

@@ -8,13 +8,21 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..addresses import Address
 from ..errors import MlopsError
 from ..hashing import digest
-from ..project import Project
 from ..resources import Health
+
+if TYPE_CHECKING:   # handlers import the project layer themselves: `mlops --help` stays light
+    from ..project import Project
+
+
+def _load(path: Path) -> Project:
+    from ..project import Project
+
+    return Project.load(path)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -75,7 +83,7 @@ def service_rows(project: Project) -> list[dict[str, Any]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    rows = service_rows(Project.load(args.file))
+    rows = service_rows(_load(args.file))
     if args.json:
         print(json.dumps({"format_version": "1.0", "services": rows}, indent=2, sort_keys=True))
         return 0
@@ -99,7 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    project = Project.load(args.file)
+    project = _load(args.file)
     models = []
     for lv in project.store.read_models():
         versions = project.store.versions(lv.address.name)
@@ -137,7 +145,7 @@ def _live_service(project: Project, name: str):
 def cmd_build(args: argparse.Namespace) -> int:
     from ..build import build_services
 
-    project = Project.load(args.file)
+    project = _load(args.file)
     started: dict[str, float] = {}
 
     def progress(service: str, step: str) -> None:
@@ -153,7 +161,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    project = Project.load(args.file)
+    project = _load(args.file)
     if args.build:
         from ..build import build_log
 
@@ -171,7 +179,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    project = Project.load(args.file)
+    project = _load(args.file)
     live = _live_service(project, args.service)
     if args.data is None:
         sample = project.manifest.section("services").get(args.service, {}).get("sample_request")
@@ -199,7 +207,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    project = Project.load(args.file)
+    project = _load(args.file)
     declared = project.manifest.section("services")
     unknown = [n for n in args.services if n not in declared]
     if unknown:
