@@ -97,9 +97,8 @@ def test_the_double_speaks_the_documented_contract_to_the_real_sdk(tmp_path, dou
                                    "providers/Microsoft.ContainerInstance/containerGroups?api-version=2023-05-01",
                                    verify=str(double.ca_file), timeout=10)
     assert unauthenticated.status_code == 401
-    with pytest.raises(requests.exceptions.SSLError):
-        requests.get(f"{double.url}/metadata/endpoints", timeout=10, verify=True if False else "/etc/ssl/certs/"
-                     "ca-certificates.crt")
+    with pytest.raises(requests.exceptions.SSLError):     # a self-signed certificate: only its CA file trusts it
+        requests.get(f"{double.url}/metadata/endpoints", timeout=10, verify="/etc/ssl/certs/ca-certificates.crt")
 
 
 def test_a_spec_round_trips_through_arm_so_an_unchanged_service_plans_nothing(tmp_path, double):
@@ -265,3 +264,31 @@ def test_plan_warns_about_a_public_service_without_keys(tmp_path, double):
     path = make_project(tmp_path / "repo", MANIFEST.format(target=TARGET_FLOW, name="svc", deploy="{auth: none}"))
     planned = run_cli("plan", "-f", str(path))
     assert planned.code == 0 and "auth: none and a public IP" in planned.out + planned.err
+
+
+def test_the_double_serves_by_hand_and_writes_its_exports(tmp_path):
+    import shlex
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from aci_fixtures import ROOT
+
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "doubles" / "aci_double.py"), "--serve", "--state-dir",
+                             str(state)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (state / "env").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        env = dict(shlex.split(line)[1].split("=", 1) for line in (state / "env").read_text().splitlines())
+        assert {"AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET",
+                "AZURE_ARM_ENDPOINT", "REQUESTS_CA_BUNDLE"} <= set(env)
+        assert env["AZURE_ARM_ENDPOINT"].startswith("https://127.0.0.1:")
+        meta = requests.get(f"{env['AZURE_ARM_ENDPOINT']}/metadata/endpoints?api-version=2015-01-01",
+                            verify=env["REQUESTS_CA_BUNDLE"], timeout=10).json()
+        assert meta["authentication"]["loginEndpoint"].startswith(env["AZURE_ARM_ENDPOINT"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""

@@ -112,6 +112,8 @@ def test_the_example_lives_and_dies_on_aci(aci, monkeypatch):
     retrain(manifest.parent / "model.pkl", alpha=2.0)
     planned = ok("plan", *f)
     assert "restarts it to update it: callers briefly lose it" in planned, planned
+    comment = ok("plan", "--format", "markdown", *f)
+    assert "**Risk:** 1 restarting update" in comment and "`diabetes-api` restarts to update" in comment, comment
     ok("apply", "--auto-approve", *f)
     assert len(double.calls("PUT")) == puts + 1 and container_id(double) != running
     second = json.loads(ok("call", "diabetes-api", *f, "--data", json.dumps(SAMPLE)))
@@ -151,6 +153,8 @@ def test_the_example_lives_and_dies_on_aci(aci, monkeypatch):
     envs = group["properties"]["containers"][0]["properties"]["environmentVariables"]
     assert {e["name"] for e in envs if "secureValue" in e or "value" not in e} >= {"MLOPS_PRIMARY_KEY"}
     assert new_key not in json.dumps(group)
+    rendered = ok("render", *f)
+    assert "secureValue: (sensitive)" in rendered and new_key not in rendered and "MLOPS_PRIMARY_KEY" in rendered
 
     # Destroy removes ours only: a group without our tags in the same resource group stays.
     foreign = double.groups[("ml-dev", "diabetes-api")]["properties"]["containers"][0]["properties"]["image"]

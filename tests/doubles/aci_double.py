@@ -194,7 +194,7 @@ class AciDouble:
         self._stopping = True
         for thread in list(self._threads):         # let provisioning finish, so nothing starts after us
             thread.join(timeout=120)
-        if self.engine:
+        if self.engine and self._docker is not None:     # no client yet: no container was ever started
             # The low-level API: the high-level list() re-reads each container and fails on one just removed.
             for found in self.docker.api.containers(all=True, filters={"label": f"{LABEL}={self.id}"}):
                 with contextlib.suppress(Exception):   # already gone
