@@ -21,6 +21,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from planner.addresses import Address
@@ -45,6 +46,7 @@ POLL_S = 1.0
 _PLACEHOLDER = re.compile(r"\{(device_id|tags\.[A-Za-z0-9_.-]+)\}")
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 SMOKE_DEVICES = 10
+TWIN_PARALLELISM = 8
 
 
 class IotEdgeProvider(Provider):
@@ -203,9 +205,12 @@ class IotEdgeProvider(Provider):
         return [self._live(name, group) for name, group in sorted(self._ours().items())]
 
     def _devices(self, config: Mapping[str, Any], name: str) -> list[healths.Device]:
-        twins = self.hub.query_devices(str(config.get("targetCondition") or ""))
-        return [healths.device_state(config["id"], name, t, self.hub.module_twin(str(t["deviceId"]), "$edgeAgent"))
-                for t in sorted(twins, key=lambda t: str(t.get("deviceId")))]
+        """Every targeted device's view, its ``$edgeAgent`` twins read in parallel (one request each)."""
+        twins = sorted(self.hub.query_devices(str(config.get("targetCondition") or "")),
+                       key=lambda t: str(t.get("deviceId")))
+        with ThreadPoolExecutor(max_workers=TWIN_PARALLELISM, thread_name_prefix="twins") as pool:
+            agents = list(pool.map(lambda t: self.hub.module_twin(str(t["deviceId"]), "$edgeAgent"), twins))
+        return [healths.device_state(config["id"], name, t, a) for t, a in zip(twins, agents, strict=True)]
 
     def _live(self, name: str, group: list[dict[str, Any]]) -> Live:
         current = group[-1]

@@ -673,6 +673,8 @@ def check_sas(header: str | None, host: str, key: str) -> bool:
 class Handler(BaseHTTPRequestHandler):
     hub: Hub
     protocol_version = "HTTP/1.1"
+    wbufsize = -1               # one write per response (headers and body), flushed per request
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt: str, *args: Any) -> None:
         return None
