@@ -8,8 +8,9 @@ What it emulates, from the documented REST contract (api-version 2021-04-12) and
   at most ``limit`` (100) configurations; ``systemMetrics.results`` computed on every read.
 - Deployments per device, as the hub resolves them: the highest-priority *base* deployment whose
   condition matches wins (a tie: the newest); every matching *layered* deployment (dotted
-  ``properties.desired.…`` keys, no system modules) of a higher priority is merged on top, lower
-  priority first. The device twin's ``configurations.<id>.status`` is Applied or Targeted. A device
+  ``properties.desired.…`` keys, no system modules) of a higher priority than that base is merged
+  on top, lower priority first (our reading of module-deployment-monitoring.md; stricter than
+  the hub if the hub also merges layers below the base). The device twin's ``configurations.<id>.status`` is Applied or Targeted. A device
   no deployment targets keeps its last desired properties (its modules keep running), as the docs say.
 - Target conditions over device twins: ``*``, ``=``, ``!=``/``<>``, ``IN [..]``, ``AND``, ``OR``,
   ``NOT``, parentheses; paths ``deviceId``, ``tags.…``, ``capabilities.iotEdge``, ``properties.…``.

@@ -279,3 +279,26 @@ def test_services_of_one_target_share_the_devices_ports(tmp_path, double):
     result = run_cli("plan", cwd=root)
     assert result.code == 0, result.err
     assert "services echo-api, echo-two all publish port 5001 on the same devices" in result.out
+
+
+def test_transitioning_while_devices_have_not_applied_it():
+    config = {"systemMetrics": {"results": {"targetedCount": 2, "appliedCount": 1, "reportedSuccessfulCount": 1,
+                                            "reportedFailedCount": 0}}}
+    waiting = healths.Device("plant3-b", False, False, None, None, None)
+    h = healths.health(config, [_device("plant3-a", True), waiting], "c")
+    assert h.state == "Transitioning" and (h.ready, h.desired, h.failed) == (1, 2, 0)
+    assert "waiting for devices: 1/2" in h.message and "not yet: plant3-b" in h.message
+    assert "2 targeted, 1 applied, 1 succeeded, 0 failed" in h.message
+
+
+def test_the_hub_limit_is_respected_before_creating(tmp_path, monkeypatch):
+    with iotedge_double.running(tmp_path / "full", run_modules=False, limit=2) as full:
+        set_env(monkeypatch, full)
+        provider = _connected(tmp_path, full)
+        _put(provider, _desired(_spec()), 10)                  # with factory-base: the hub is full
+        body = provider._configuration(_desired({**_spec(), "models": ["other:1@00"]}), DIGEST, KEYS, priority=11)
+        monkeypatch.setattr("providers.iotedge.provider.HUB_LIMIT", 2)   # a free hub's 10, a paid one's 100
+        with pytest.raises(ProviderError, match="holds 2 deployments, IoT Hub's limit"):
+            provider._put(body, _Steps())
+        assert provider.hub.get_configuration(body["id"]) is None
+        assert any("the hub holds 2 of its 2 deployments" in w for w in provider.plan_warnings([_desired(_spec())]))
