@@ -68,6 +68,10 @@ class IotEdgeProvider(Provider):
             "type": "object",
             "additionalProperties": False,
             "required": ["hub", "registry"],
+            "allOf": [{"description": "set exactly one of target_condition (which devices, over their twins) "
+                                      "and device_id (one device)",
+                       "oneOf": [{"required": ["target_condition"], "not": {"required": ["device_id"]}},
+                                 {"required": ["device_id"], "not": {"required": ["target_condition"]}}]}],
             "properties": {
                 "provider": {"const": "iotedge"},
                 "hub": {"type": "string", "writeOnly": True, "minLength": 1,

@@ -302,3 +302,16 @@ def test_the_hub_limit_is_respected_before_creating(tmp_path, monkeypatch):
             provider._put(body, _Steps())
         assert provider.hub.get_configuration(body["id"]) is None
         assert any("the hub holds 2 of its 2 deployments" in w for w in provider.plan_warnings([_desired(_spec())]))
+
+
+def test_validate_says_which_devices_setting_is_wrong(tmp_path):
+    both = ("{provider: iotedge, hub: 'HostName=h;SharedAccessKeyName=p;SharedAccessKey=c2VjcmV0', registry: r.io, "
+            "target_condition: \"tags.a='1'\", device_id: d1}")
+    root = tmp_path / "repo"
+    path = make_project(root, manifest("checked", target=both))
+    result = run_cli("validate", cwd=root)
+    assert result.code == 1 and "targets.plant3" in result.err
+    assert "set exactly one of target_condition" in result.err and "c2VjcmV0" not in result.err
+    path.write_text(manifest("checked", target="{provider: iotedge, registry: r.io, device_id: d1}"))
+    result = run_cli("validate", cwd=root)
+    assert result.code == 1 and "missing required field 'hub'" in result.err
