@@ -148,6 +148,9 @@ def test_throttling_is_ridden_out_then_reported_in_one_line(tmp_path, double):
     double.throttle(2, retry_after=1)
     assert len(p.read()) == 1
     assert len(double.calls()) - before >= 4, "two 429s, then the list and the get"
+    before = len(double.calls())
+    double.throttle(2, retry_after=1, status=503)
+    assert len(p.read()) == 1 and len(double.calls()) - before >= 4, "5xx is retried too"
     double.throttle(50, retry_after=1)
     with pytest.raises(ProviderError) as storm:
         p.read()

@@ -89,7 +89,9 @@ def test_the_example_lives_and_dies_on_aci(aci, monkeypatch):
     planned = ok("plan", "--detailed-exitcode", *f, code=2)
     assert "service.diabetes-api will be created" in planned and "auth: none" not in planned
 
-    ok("apply", "--auto-approve", *f)
+    applied = ok("apply", "--auto-approve", *f)
+    assert re.search(r"waiting for provisioning: (Pending|Creating)", applied)
+    assert "sending the sample request" in applied
     first = json.loads(ok("call", "diabetes-api", *f, "--data", json.dumps(SAMPLE)))
     assert len(first["predictions"]) == 2 and abs(first["predictions"][0] - 203.488) < 0.01, first
     status = ok("status", "--json", *f)

@@ -251,10 +251,12 @@ class AciDouble:
                                "is missing or the access token is invalid.")
             if self._throttle:
                 status, after = self._throttle.pop(0)
-                code = "TooManyRequests" if status == 429 else "InternalServerError"
-                raise ArmError(status, code, "The request is being throttled as the limit has been reached for "
-                               "operation type - Read_ObservationWindow_00:05:00.",
-                               {"Retry-After": str(after)})
+                if status == 429:
+                    raise ArmError(status, "TooManyRequests", "The request is being throttled as the limit has "
+                                   "been reached for operation type - Read_ObservationWindow_00:05:00.",
+                                   {"Retry-After": str(after)})
+                raise ArmError(status, "InternalServerError", "Encountered internal server error. Please try "
+                               "again.", {"Retry-After": str(after)})
 
     def _rg(self, sub: str, rg: str) -> None:
         if sub != self.subscription_id:
