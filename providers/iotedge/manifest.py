@@ -8,7 +8,8 @@ devices (IoT Hub recomputes the merge). Deleting a *base* deployment instead lea
 running on the devices.
 
 Content and id are immutable in IoT Hub, so the id is a hash of the content: a change is a new
-deployment. The service's spec travels in the content (the module twin's desired properties),
+deployment. The service's spec travels in the content (``properties.desired.mlops`` of the
+module's own twin, a dotted key like the rest of the layer),
 so ``read()`` gets back exactly what was planned, from the hub alone.
 """
 
@@ -111,8 +112,8 @@ def content(*, name: str, spec: Mapping[str, Any], image: str, keys: Mapping[str
     return {"modulesContent": {
         "$edgeAgent": agent,
         "$edgeHub": {},   # no routes of ours: the base deployment's routes stay as they are
-        name: {"properties.desired": {"mlops": {"spec": json.loads(canonical_json(dict(spec))),
-                                                "sensitive": sorted(sensitive)}}},
+        name: {"properties.desired.mlops": {"spec": json.loads(canonical_json(dict(spec))),
+                                            "sensitive": sorted(sensitive)}},
     }}
 
 
@@ -156,7 +157,7 @@ def stored_spec(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]] |
     """The spec a configuration of ours was made from (None: not one of ours, or damaged)."""
     name = (config.get("labels") or {}).get("mlops-service")
     try:
-        mlops = config["content"]["modulesContent"][name]["properties.desired"]["mlops"]
+        mlops = config["content"]["modulesContent"][name]["properties.desired.mlops"]
         return dict(mlops["spec"]), list(mlops.get("sensitive") or [])
     except (KeyError, TypeError):
         return None
