@@ -295,3 +295,13 @@ def test_the_double_serves_by_hand_and_writes_its_exports(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_ca_bundle_setting_trusts_the_doubles_certificate_without_the_environment(tmp_path, double, monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    with pytest.raises(Unreachable) as untrusted:
+        provider(tmp_path, double).ensure_connected()
+    assert "cannot verify the TLS certificate" in str(untrusted.value) and "ca_bundle" in str(untrusted.value)
+    p = provider(tmp_path, double, ca_bundle=str(double.ca_file))
+    put(p, "diabetes-api", SPEC)
+    assert [live.address.name for live in p.read()] == ["diabetes-api"]
