@@ -195,6 +195,8 @@ class AciProvider(Provider):
         body = self._body(models, desired, image=str(desired.spec["image"]), keys=keys,
                           registry_auth=(auth["username"], "(sensitive)") if auth else None)
         data = body.serialize()
+        if keys:
+            data["tags"][groups.TAG["keys-sha"]] = "(a salted digest of the keys, made at apply)"
         for env in data["properties"]["containers"][0]["properties"].get("environmentVariables", []):
             if "value" in env and f"deploy.environment_variables.{env['name']}" in desired.sensitive:
                 env["value"] = "(sensitive)"
