@@ -32,9 +32,17 @@ SHORT = 12
 def build_desired(
     manifest: Manifest, providers: Mapping[str, Any], store: Any, hasher: ContentHasher
 ) -> dict[Address, Resource]:
-    """Every resource the manifest asks for, keyed by address."""
+    """Every resource the manifest asks for, keyed by address.
+
+    Work on inputs that services share (a source folder, a sample request, an environment's
+    digest, the runtime version) is done once per input, not once per service: a manifest of
+    10,000 services over one source folder hashes that folder once.
+    """
     out: dict[Address, Resource] = {}
     models: dict[str, Resource] = {}
+    hashed: dict[Path, str] = {}
+    samples: dict[Path, str] = {}
+    runtime_versions: dict[int, str] = {}
     for name, m in manifest.section("models").items():
         source = (manifest.root / m["path"]).resolve()
         sha = _tree_hash(manifest, hasher, source, ("models", name, "path"))
@@ -57,6 +65,7 @@ def build_desired(
             spec["base_image"] = e["base_image"]
         res = Resource(Address("environment", name), spec)
         environments[name] = out[res.address] = res
+    env_digests = {name: digest(env.spec)[:SHORT] for name, env in environments.items()}
 
     for name, s in manifest.section("services").items():
         target = manifest.service_target(s)
@@ -64,14 +73,19 @@ def build_desired(
         deploy, secrets, sensitive = _split_secrets(provider.normalize_deploy(s.get("deploy") or {}), manifest.project)
         env = environments[s["environment"]]
         source_dir = (manifest.root / s["source_dir"]).resolve()
-        source_sha = _tree_hash(manifest, hasher, source_dir, ("services", name, "source_dir"))
+        source_sha = hashed.get(source_dir)
+        if source_sha is None:
+            source_sha = hashed[source_dir] = _tree_hash(manifest, hasher, source_dir,
+                                                         ("services", name, "source_dir"))
+        if id(provider) not in runtime_versions:
+            runtime_versions[id(provider)] = provider.runtime_version()
         model_refs = {m: models[m] for m in s["models"]}
         spec = {
             "models": [f"{m}:{r.spec['version']}@{r.spec['sha256'][:SHORT]}" for m, r in model_refs.items()],
-            "environment": f"{env.address.name}@{digest(env.spec)[:SHORT]}",
+            "environment": f"{env.address.name}@{env_digests[env.address.name]}",
             "source": f"{s['source_dir']}@{source_sha[:SHORT]}",
             "entry_script": s["entry_script"],
-            "runtime": provider.runtime_version(),
+            "runtime": runtime_versions[id(provider)],
             "deploy": deploy,
         }
         spec = provider.service_spec(name, spec)
@@ -83,7 +97,7 @@ def build_desired(
                        for m, r in model_refs.items()},
             "environment": dict(env.spec),
             "environment_name": env.address.name,
-            "sample_request": _read_sample(manifest, manifest.root / sample, name) if sample else None,
+            "sample_request": _sample(manifest, manifest.root / sample, name, samples) if sample else None,
         }
         res = Resource(
             Address("service", name), spec,
@@ -126,6 +140,13 @@ def _tree_hash(manifest: Manifest, hasher: ContentHasher, path: Path, where: tup
         except ValueError:
             rel = str(exc.path)
         raise _problem(manifest, where, f"{'.'.join(map(str, where))}: {show(rel, 120)} {exc.reason}") from None
+
+
+def _sample(manifest: Manifest, path: Path, service: str, seen: dict[Path, str]) -> str:
+    """One read per sample file, however many services share it."""
+    if path not in seen:
+        seen[path] = _read_sample(manifest, path, service)
+    return seen[path]
 
 
 def _read_sample(manifest: Manifest, path: Path, service: str) -> str:

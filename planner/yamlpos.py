@@ -20,6 +20,23 @@ Path_ = tuple[str | int, ...]
 MAX_DEPTH = 50
 """Nesting levels (mappings and lists); a real manifest needs fewer than ten."""
 MAX_VALUES = 100_000
+LIMIT_VARIABLE = "MLOPS_MAX_MANIFEST_KIB"
+"""Raises both manifest limits for platform teams with thousands of services (default 512 KiB and
+100,000 values; the values limit scales with it). The defaults keep a hostile pull request's plan
+job under 2 s; a larger limit is a decision to trust the manifest's authors that much more."""
+
+
+def max_manifest_kib() -> int:
+    import os
+
+    try:
+        return max(512, int(os.environ.get(LIMIT_VARIABLE) or 512))
+    except ValueError:
+        return 512
+
+
+def max_values() -> int:
+    return MAX_VALUES * max_manifest_kib() // 512
 """Values after aliases and merges are expanded; bounds memory and time for any input."""
 MAX_INT_DIGITS = 30
 """Longer integers are refused before Python parses them (it refuses > 4300 digits itself)."""
@@ -207,13 +224,14 @@ class _Builder:
     def __init__(self) -> None:
         self.positions = Positions()
         self.count = 0
+        self.max_values = max_values()
         self.constructor = yaml.SafeLoader("")
 
     def value(self, n: yaml.Node, path: Path_) -> Any:
         self.count += 1
-        if self.count > MAX_VALUES:
+        if self.count > self.max_values:
             line, col = _pos(n)
-            raise YamlProblem(line, col, f"the manifest expands to more than {MAX_VALUES} values "
+            raise YamlProblem(line, col, f"the manifest expands to more than {self.max_values} values "
                                          "(aliases or merge keys repeat too much); write the entries out")
         if len(path) > MAX_DEPTH:
             line, col = _pos(n)
@@ -257,9 +275,9 @@ class _Builder:
         sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
         for source in sources:
             self.count += 1
-            if self.count > MAX_VALUES:
+            if self.count > self.max_values:
                 line, col = _pos(source)
-                raise YamlProblem(line, col, f"the manifest expands to more than {MAX_VALUES} values "
+                raise YamlProblem(line, col, f"the manifest expands to more than {self.max_values} values "
                                              "(merge keys repeat too much); write the entries out")
             if not isinstance(source, yaml.MappingNode):
                 line, col = _pos(source)
@@ -269,9 +287,9 @@ class _Builder:
             self._tag(source, _MAP)
             for key, key_node, value_node in self.pairs(source, depth + 1):
                 self.count += 1
-                if self.count > MAX_VALUES:
+                if self.count > self.max_values:
                     line, col = _pos(key_node)
-                    raise YamlProblem(line, col, f"the manifest expands to more than {MAX_VALUES} values "
+                    raise YamlProblem(line, col, f"the manifest expands to more than {self.max_values} values "
                                                  "(merge keys repeat too much); write the entries out")
                 merged.setdefault(key, (key_node, value_node))
 

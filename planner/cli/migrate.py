@@ -6,9 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..azureml_v1 import import_v1, write
-from ..manifest import load_manifest
-
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
@@ -45,6 +42,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from ..azureml_v1 import import_v1, write  # here, not at the top: `mlops --help` stays light
+    from ..manifest import load_manifest
+
     output: Path = args.output or args.file
     result = import_v1(
         inference_config=args.inference_config,
