@@ -10,8 +10,9 @@ What it emulates, from the documented REST contract (api-version 2021-04-12) and
   condition matches wins (a tie: the newest); every matching *layered* deployment (dotted
   ``properties.desired.…`` keys, no system modules) of a higher priority than that base is merged
   on top, lower priority first (our reading of module-deployment-monitoring.md; stricter than
-  the hub if the hub also merges layers below the base). The device twin's ``configurations.<id>.status`` is Applied or Targeted. A device
-  no deployment targets keeps its last desired properties (its modules keep running), as the docs say.
+  the hub if the hub also merges layers below the base). The device twin's
+  ``configurations.<id>.status`` is Applied or Targeted. A device no deployment targets keeps its
+  last desired properties (its modules keep running), as the docs say.
 - Target conditions over device twins: ``*``, ``=``, ``!=``/``<>``, ``IN [..]``, ``AND``, ``OR``,
   ``NOT``, parentheses; paths ``deviceId``, ``tags.…``, ``capabilities.iotEdge``, ``properties.…``.
 - ``POST /devices/query`` (``SELECT * FROM devices [WHERE …]``, continuation), device twins
