@@ -15,7 +15,7 @@ What it emulates, from the documented REST contract (api-version 2021-04-12) and
   last desired properties (its modules keep running), as the docs say.
 - Target conditions over device twins: ``*``, ``=``, ``!=``/``<>``, ``IN [..]``, ``AND``, ``OR``,
   ``NOT``, parentheses; paths ``deviceId``, ``tags.…``, ``capabilities.iotEdge``, ``properties.…``.
-- ``POST /devices/query`` (``SELECT * FROM devices [WHERE …]``, continuation), device twins
+- ``POST /devices/query`` (``SELECT * FROM devices[.modules] [WHERE …]``, continuation), device twins
   (GET, PATCH of tags — how a test retags a device), module twins, direct methods on
   ``$edgeAgent``: ``GetModuleLogs`` (encoding none, contentType text, filter tail/since).
 - SAS tokens: every request must carry ``SharedAccessSignature sr&sig&se&skn`` signed with the
@@ -430,12 +430,18 @@ class Hub:
             return 204, None
 
     def query(self, text: str) -> list[dict[str, Any]]:
-        m = re.match(r"^\s*SELECT\s+\*\s+FROM\s+devices(?:\s+WHERE\s+(?P<cond>.+))?\s*$", text, re.I | re.S)
+        """``SELECT * FROM devices [WHERE …]`` (device twins) or ``FROM devices.modules`` (module twins)."""
+        m = re.match(r"^\s*SELECT\s+\*\s+FROM\s+(?P<what>devices\.modules|devices)(?:\s+WHERE\s+(?P<cond>.+))?\s*$",
+                     text, re.I | re.S)
         if not m:
-            raise ConditionError("only SELECT * FROM devices [WHERE condition] is emulated")
+            raise ConditionError("only SELECT * FROM devices[.modules] [WHERE condition] is emulated")
         cond = Condition(m.group("cond") or "*")
         with self.lock:
-            return [copy.deepcopy(d["twin"]) for _, d in sorted(self.devices.items()) if cond.matches(d["twin"])]
+            if m.group("what").lower() == "devices":
+                return [copy.deepcopy(d["twin"]) for _, d in sorted(self.devices.items()) if cond.matches(d["twin"])]
+            twins = [self.module_twin(device, module) for device in sorted(self.devices)
+                     for module in ("$edgeAgent", "$edgeHub")]
+            return [t for t in twins if t is not None and cond.matches(t)]
 
     def stop(self) -> None:
         for agent in self.agents.values():

@@ -133,6 +133,9 @@ def test_target_conditions():
 def test_queries_test_queries_and_retagging(hub):
     assert [t["deviceId"] for t in hub.query_devices("tags.site IN ['plant-3', 'plant-4']")] == \
         ["plant3-a", "plant3-b", "plant4-a"]
+    agents = hub.agent_twins(["plant3-a", "plant4-a", "no-such-device"])
+    assert sorted(agents) == ["plant3-a", "plant4-a"] and agents["plant3-a"]["moduleId"] == "$edgeAgent"
+    assert "$version" in agents["plant4-a"]["properties"]["desired"]
     assert hub.test_condition("tags.site='plant-3'") is None
     assert "expected" in (hub.test_condition("tags.site=") or "")
     hub.create_configuration(layer("only-3", "r/a@sha256:1", 10))
