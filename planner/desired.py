@@ -118,10 +118,14 @@ def _split_secrets(deploy: Mapping[str, Any], salt: str) -> tuple[dict[str, Any]
             secrets[key] = value
             clean[key] = secret_digest(salt, value)
             sensitive.add(f"deploy.{key}")
+        elif key == ENVIRONMENT_VARIABLES and isinstance(value, Mapping):
+            # Values may be credentials: the spec (and so every record, label and plan) holds salted
+            # digests; providers take the values from ``secrets`` (providers.base.environment_variables).
+            clean[key] = {name: secret_digest(salt, str(v)) for name, v in value.items()}
+            secrets.update({f"{key}.{name}": str(v) for name, v in value.items()})
+            sensitive.update(f"deploy.{key}.{name}" for name in value)
         else:
             clean[key] = value
-            if key == ENVIRONMENT_VARIABLES and isinstance(value, Mapping):
-                sensitive.update(f"deploy.{key}.{name}" for name in value)
     return clean, secrets, sensitive
 
 

@@ -35,7 +35,7 @@ from .keys import KeyStore
 
 __all__ = [
     "PROTOCOL", "BuildResult", "CancelledError", "Endpoint", "Events", "Health", "ProjectContext", "Progress",
-    "Provider", "ProviderError", "Rules", "Unreachable", "secret_settings", "wait_until",
+    "Provider", "ProviderError", "Rules", "Unreachable", "environment_variables", "secret_settings", "wait_until",
 ]
 
 PROTOCOL = 2
@@ -82,6 +82,12 @@ def secret_settings(schema: Mapping[str, Any]) -> frozenset[str]:
     """Names of the settings a schema declares secret (JSON Schema's ``writeOnly: true``)."""
     props = schema.get("properties") or {}
     return frozenset(k for k, v in props.items() if isinstance(v, Mapping) and v.get("writeOnly"))
+
+
+def environment_variables(desired: Resource) -> dict[str, str]:
+    """A service's environment variables with their real values (its spec holds only digests)."""
+    names = (desired.spec.get("deploy") or {}).get("environment_variables") or {}
+    return {name: desired.secrets.get(f"environment_variables.{name}", str(v)) for name, v in names.items()}
 
 
 def as_events(progress: Progress) -> Events:

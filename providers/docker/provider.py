@@ -27,7 +27,16 @@ from planner.addresses import Address
 from planner.hashing import canonical_json
 from planner.resources import Live, Resource
 
-from ..base import BuildResult, Endpoint, Progress, ProjectContext, Provider, ProviderError, as_events
+from ..base import (
+    BuildResult,
+    Endpoint,
+    Progress,
+    ProjectContext,
+    Provider,
+    ProviderError,
+    as_events,
+    environment_variables,
+)
 from ..http import is_ready
 from ..images import BuiltImage, ImageBuilder
 from ..local import LocalProvider, processes
@@ -286,7 +295,7 @@ class DockerLocalProvider(LocalProvider):
                    "--host", HOST, "--port", str(port), "--workers", str(deploy.get("workers", 1)),
                    "--listen-socket", f"{PORTS_MOUNT}/{keeper.socket.name}", "--probe-port", str(probe_port)]
         env = {
-            **{k: str(v) for k, v in deploy.get("environment_variables", {}).items()},
+            **environment_variables(desired),
             "AZUREML_MODEL_DIR": recipe.model_dir,
             "AZUREML_ENTRY_SCRIPT": inputs["entry_script"],
             "AML_APP_ROOT": APP_ROOT,

@@ -31,7 +31,16 @@ from planner.hashing import digest
 from planner.plan import Action, Change, Rules
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource
 
-from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError, as_events, wait_until
+from ..base import (
+    Endpoint,
+    Progress,
+    ProjectContext,
+    Provider,
+    ProviderError,
+    as_events,
+    environment_variables,
+    wait_until,
+)
 from ..http import is_ready, smoke_test
 from ..store import _read_json, _write_json, ensure_state_dir
 from . import processes
@@ -338,7 +347,7 @@ class LocalProvider(Provider):
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/"),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
-            **{k: str(v) for k, v in deploy.get("environment_variables", {}).items()},
+            **environment_variables(desired),
             "AZUREML_MODEL_DIR": str(model_dir),
             "AZUREML_ENTRY_SCRIPT": inputs["entry_script"],
             "AML_APP_ROOT": str(source),

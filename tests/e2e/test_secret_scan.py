@@ -1,0 +1,143 @@
+"""Distinctive secret values in every secret-bearing field, then a scan of everything a user, a log
+collector or another process on the machine can see: 0 hits.
+
+Fields: explicit primary/secondary keys, a key taken from `${VAR}`, environment variable values, a
+secret target setting (`writeOnly`, on the in-memory target). Outputs: validate (with a key that
+is too short), plan text/JSON/markdown, apply, status, models, logs, call, error messages, every
+file under .mlops/ except the key store, and the command lines of every process we started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import make_project
+
+pytestmark = pytest.mark.slow
+
+SECRETS = {
+    "primary": "PRIMARYk3y-9f8e7d6c5b4a3210",
+    "secondary": "SECONDk3y-0a1b2c3d4e5f6789",
+    "from_env": "ENVk3y-5555aaaa6666bbbb",
+    "env_value": "dbpass-Zq8Wm2Rt7Yp4",
+    "token": "tok-Hh3Jj4Kk5Ll6Mm7",
+}
+
+MANIFEST = f"""\
+version: 1
+project: scan
+targets:
+  dev: {{provider: local}}
+  mem: {{provider: memory, token: {SECRETS["token"]}}}
+models:
+  m: {{path: model.txt}}
+environments:
+  e: {{python: "3.11"}}
+services:
+  keyed-api:
+    models: [m]
+    environment: e
+    source_dir: src
+    entry_script: score.py
+    sample_request: sample.json
+    target: dev
+    deploy:
+      port: auto
+      auth: key
+      primary_key: {SECRETS["primary"]}
+      secondary_key: {SECRETS["secondary"]}
+      environment_variables: {{DB_PASSWORD: {SECRETS["env_value"]}}}
+  env-api:
+    models: [m]
+    environment: e
+    source_dir: src
+    entry_script: score.py
+    target: mem
+    deploy: {{auth: key, primary_key: "${{SCAN_KEY}}"}}
+"""
+
+
+def shim(tmp_path: Path) -> Path:
+    from gitops_shim_path import install
+
+    return install(tmp_path)
+
+
+def run(cmd: Path, *args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cmd), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600,
+                          stdin=subprocess.DEVNULL)
+
+
+def hits(text: str) -> list[str]:
+    return [name for name, value in SECRETS.items() if value in text]
+
+
+def test_no_secret_reaches_any_output_file_or_command_line(tmp_path: Path):
+    root = tmp_path / "repo"
+    make_project(root, MANIFEST)
+    mlops = shim(tmp_path)
+    env = {**os.environ, "SCAN_KEY": SECRETS["from_env"], "MLOPS_TEST_MEMORY_STATE": str(tmp_path / "mem.pickle")}
+    seen: dict[str, str] = {}
+
+    def record(label: str, proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+        seen[label] = proc.stdout + proc.stderr
+        return proc
+
+    try:
+        # A too-short key is reported without its value (with and without a newline in it).
+        short = MANIFEST.replace(SECRETS["primary"], '"S3cr3t-sh\\nortk"')
+        (root / "bad.yaml").write_text(short.replace(f"token: {SECRETS['token']}", "token: 12"))
+        record("validate-bad", run(mlops, "validate", "-f", "bad.yaml", cwd=root, env=env))
+        assert "S3cr3t" not in seen["validate-bad"] and "ortk" not in seen["validate-bad"]
+        assert record("validate", run(mlops, "validate", cwd=root, env=env)).returncode == 0
+        record("plan", run(mlops, "plan", cwd=root, env=env))
+        record("plan-json", run(mlops, "plan", "--json", cwd=root, env=env))
+        record("plan-md", run(mlops, "plan", "--format", "markdown", cwd=root, env=env))
+        assert record("apply", run(mlops, "apply", "--auto-approve", cwd=root, env=env)).returncode == 0, \
+            seen["apply"]
+        record("status", run(mlops, "status", cwd=root, env=env))
+        record("status-json", run(mlops, "status", "--json", cwd=root, env=env))
+        record("models", run(mlops, "models", "--json", cwd=root, env=env))
+        record("logs", run(mlops, "logs", "keyed-api", cwd=root, env=env))
+        record("call", run(mlops, "call", "keyed-api", cwd=root, env=env))
+        assert json.loads(seen["call"])["echo"] == {"data": [1, 2, 3]}
+        # An error that would carry the target's secret: the memory target made unreachable.
+        (root / "ml.yaml").write_text(MANIFEST.replace("token:", "unreachable: true, token:"))
+        record("unreachable", run(mlops, "plan", cwd=root, env=env))
+        assert "unreachable" in seen["unreachable"]
+        (root / "ml.yaml").write_text(MANIFEST)
+        # After a change of key the plan says so, masked.
+        (root / "ml.yaml").write_text(MANIFEST.replace(SECRETS["primary"], SECRETS["primary"] + "X"))
+        record("plan-rotated", run(mlops, "plan", cwd=root, env=env))
+        assert "(sensitive, changed)" in run(mlops, "plan", "--json", cwd=root, env=env).stdout \
+            or "(sensitive)" in seen["plan-rotated"]
+        (root / "ml.yaml").write_text(MANIFEST)
+
+        leaks = {label: hits(text) for label, text in seen.items() if hits(text)}
+        assert not leaks, leaks
+
+        state = root / ".mlops"
+        files = [p for p in state.rglob("*") if p.is_file() and "keys" not in p.relative_to(state).parts]
+        assert files
+        leaked_files = {str(p.relative_to(state)): hits(p.read_bytes().decode(errors="replace")) for p in files
+                        if hits(p.read_bytes().decode(errors="replace"))}
+        assert not leaked_files, leaked_files
+
+        from providers.base import ProjectContext
+        from providers.local import processes
+        from providers.local.provider import MARKER, owner_of
+
+        context = ProjectContext(project="scan", root=root, state_dir=state, cache_dir=state)
+        ours = [pid for pid, _s, _v in processes.find_marked(MARKER, owner_of(context) + "/")]
+        assert ours
+        for pid in ours:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+            assert not hits(cmdline), cmdline
+            assert SECRETS["primary"] not in environ and SECRETS["secondary"] not in environ
+    finally:
+        run(mlops, "destroy", "--auto-approve", cwd=root, env=env)
