@@ -74,10 +74,6 @@ def schema() -> dict[str, Any]:
     return json.loads(resources.files("planner").joinpath("schema/ml.schema.json").read_text())
 
 
-def schema_path() -> Path:
-    return Path(str(resources.files("planner").joinpath("schema/ml.schema.json")))
-
-
 @dataclass(frozen=True)
 class Manifest:
     """A validated manifest: plain data plus where it came from."""
@@ -119,10 +115,6 @@ class Manifest:
         if not isinstance(value, dict):
             return {}
         return {k: v for k, v in value.items() if isinstance(v, dict)}
-
-    def where(self, *path: str | int, key: bool = False) -> str:
-        line, col = self.positions.of(path, key=key)
-        return f"{self.display}:{line}:{col}"
 
 
 def _display(path: Path) -> str:
