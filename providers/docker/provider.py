@@ -140,7 +140,7 @@ class DockerLocalProvider(LocalProvider):
     # -- live state -------------------------------------------------------------------------------
     def read(self) -> list[Live]:
         cli = self.client
-        found = cli.containers.list(all=True, filters={"label": [f"{label('project')}={self.context.project}",
+        found = list_containers(cli, filters={"label": [f"{label('project')}={self.context.project}",
                                                                  f"{label('target')}={self.target}"]})
         return [self._live(c, found) for c in _newest_per_service(found)]
 
@@ -149,7 +149,7 @@ class DockerLocalProvider(LocalProvider):
         """Our containers on targets no longer declared; nothing when no engine answers."""
         if not engine.reachable():
             return []
-        found = engine.client().containers.list(all=True, filters={"label": f"{label('project')}={context.project}"})
+        found = list_containers(engine.client(), filters={"label": f"{label('project')}={context.project}"})
         orphans = [c for c in found if c.labels.get(label("target")) not in declared_targets]
         out = []
         for c in _newest_per_service(orphans):
@@ -240,7 +240,7 @@ class DockerLocalProvider(LocalProvider):
         self._prune_images(name, final=True)
 
     def _service_containers(self, cli: Any, name: str) -> list[Any]:
-        return cli.containers.list(all=True, filters={"label": [f"{label('project')}={self.context.project}",
+        return list_containers(cli, filters={"label": [f"{label('project')}={self.context.project}",
                                                                 f"{label('service')}={name}"]})
 
     def _remove(self, container_id: str) -> None:
@@ -264,7 +264,7 @@ class DockerLocalProvider(LocalProvider):
         import docker.errors
 
         cli = self.client
-        in_use = {c.attrs.get("Image") for c in cli.containers.list(all=True)}
+        in_use = {c.attrs.get("Image") for c in list_containers(cli)}
         filters = [f"{label('project')}={self.context.project}", f"{label('service')}={name}"]
         images = cli.images.list(all=True, filters={"label": filters})
         service_images = [i for i in images if i.labels.get(label("role")) == "service"]
@@ -389,6 +389,26 @@ class DockerLocalProvider(LocalProvider):
         with path.open(errors="replace") as fh:
             for line in fh:
                 yield line.rstrip("\n")
+
+
+def list_containers(cli: Any, filters: dict[str, Any] | None = None) -> list[Any]:
+    """Containers (all states) matching ``filters``, ours only: those carrying our instance label.
+
+    The SDK lists, then inspects each one; a container removed in between (another apply, the
+    engine's own clean-up) makes that inspect fail, so the listing is simply taken again.
+    Containers someone else started from one of our images inherit the image's labels but not
+    the instance label we set on the container, and are never ours.
+    """
+    import docker.errors
+
+    for attempt in range(5):
+        try:
+            found = cli.containers.list(all=True, filters=filters or {})
+            break
+        except docker.errors.NotFound:
+            if attempt == 4:
+                raise
+    return [c for c in found if not filters or label("instance") in (c.labels or {})]
 
 
 def _newest_per_service(found: list[Any]) -> list[Any]:

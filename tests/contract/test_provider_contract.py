@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ SERVICE = Address("service", "echo-api")
 
 MANIFEST = """\
 version: 1
-project: contract
+project: {project}
 targets:
   t: {target}
 models:
@@ -102,11 +103,13 @@ class Target:
     def __init__(self, root: Path, kind: str):
         self.kind = kind
         self.root = root
+        self.project_name = f"contract-{uuid.uuid4().hex[:8]}"   # runs on a shared engine never mix
         self.target, self.deploy = KINDS[kind].target, KINDS[kind].deploy
         self.path = make_project(root, self.manifest())
 
     def manifest(self, **deploy) -> str:
-        return MANIFEST.format(target=self.target, deploy=_flow({**self.deploy, **deploy}))
+        return MANIFEST.format(project=self.project_name, target=self.target,
+                               deploy=_flow({**self.deploy, **deploy}))
 
     def rewrite(self, **deploy) -> None:
         self.path.write_text(self.manifest(**deploy))
