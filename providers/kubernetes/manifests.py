@@ -9,6 +9,7 @@ applied. Bodies are complete (server-side apply owns exactly the fields we send)
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class Service:
     keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     pull_secret: Mapping[str, Any] | None = field(default=None, repr=False)   # {.dockerconfigjson: ...}
     placement: Placement = Placement()
+    keys_digest: str | None = None       # given where the keys themselves are not (render)
 
     @property
     def deploy(self) -> Mapping[str, Any]:
@@ -167,7 +169,7 @@ def deployment(svc: Service) -> dict[str, Any]:
         "progressDeadlineSeconds": deploy["progress_deadline_s"],
         "revisionHistoryLimit": 5,
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-        "template": {"metadata": {"labels": pod_labels(svc)}, "spec": pod_spec},
+        "template": {"metadata": {"labels": pod_labels(svc), **_template_annotations(svc)}, "spec": pod_spec},
     }
     if "autoscale" not in deploy:
         spec = {"replicas": deploy["replicas"], **spec}
@@ -175,6 +177,17 @@ def deployment(svc: Service) -> dict[str, Any]:
     meta["annotations"] = {label("spec"): json.dumps(dict(svc.spec), sort_keys=True, separators=(",", ":")),
                            label("sensitive"): json.dumps(sorted(svc.sensitive))}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
+
+
+def keys_digest(keys: Mapping[str, str]) -> str:
+    """A one-way digest of the keys: pods read them at start, so new keys must roll the pods."""
+    return hashlib.sha256(f"{keys.get('primary', '')}\0{keys.get('secondary', '')}".encode()).hexdigest()[:16]
+
+
+def _template_annotations(svc: Service) -> dict[str, Any]:
+    if svc.deploy.get("auth") != "key":
+        return {}
+    return {"annotations": {label("keys-digest"): svc.keys_digest or keys_digest(svc.keys)}}
 
 
 def service(svc: Service) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import queue
@@ -153,6 +154,12 @@ class KubernetesProvider(Provider):
     def render(self, desired: Resource) -> str | None:
         """The objects apply sends, secrets redacted; the image is shown by tag (apply pins its digest)."""
         svc = self._desired_service(desired, self.images.ref(desired.address.name, desired.spec), {})
+        if desired.spec["deploy"].get("auth") == "key":
+            stored = self.keys.load(desired.address.name)
+            keys = {"primary": desired.secrets.get("primary_key") or stored.get("primary", ""),
+                    "secondary": desired.secrets.get("secondary_key") or stored.get("secondary", "")}
+            digest = manifests.keys_digest(keys) if keys["primary"] and keys["secondary"] else "(set at apply)"
+            svc = dataclasses.replace(svc, keys_digest=digest)
         docs = [_redact_env(manifests.redacted(o), desired.sensitive) for o in manifests.objects(svc)]
         head = f"# image {svc.image} is pinned to its pushed digest (repository@sha256:...) at apply\n"
         return head + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
@@ -376,10 +383,15 @@ class KubernetesProvider(Provider):
             self._apply_objects(manifests.objects(svc), events)
             self._prune_parts(svc)
             self._wait_rollout(desired, events)
-        except (RolloutFailed, CancelledError) as exc:
-            cause = f"{exc.state}: {exc}" if isinstance(exc, RolloutFailed) else "cancelled"
+        except (ProviderError, CancelledError) as exc:   # RolloutFailed, or the API refused an object
+            cause = f"{exc.state}: {exc}" if isinstance(exc, RolloutFailed) else \
+                "cancelled" if isinstance(exc, CancelledError) else str(exc)
             events.step(f"the new version failed ({cause}); rolling back to the previous one")
-            self._rollback(live)
+            try:
+                self._rollback(live)
+            except ProviderError as again:
+                raise ProviderError(f"{desired.address}: the new version failed ({cause}) and the rollback failed "
+                                    f"too ({again}); see `mlops status`") from None
             if isinstance(exc, CancelledError):
                 raise
             raise ProviderError(f"{desired.address}: the new version failed ({cause}); rolled back, the previous "

@@ -18,10 +18,11 @@ DEFAULTS: dict[str, Any] = {
     "replicas": 1, "cpu": 0.1, "memory_gb": 0.5, "auth": "key", "scoring_timeout_ms": 60000,
     "max_concurrent_requests_per_replica": 1, "workers": 1, "progress_deadline_s": 600,
 }
-PROBE_DEFAULTS: dict[str, int] = {"period_seconds": 10, "initial_delay_seconds": 0, "timeout_seconds": 2,
+PROBE_DEFAULTS: dict[str, int] = {"period_seconds": 10, "initial_delay_seconds": 310, "timeout_seconds": 2,
                                   "failure_threshold": 3, "success_threshold": 1}
-READINESS_DEFAULTS = {**PROBE_DEFAULTS, "period_seconds": 2}
-"""Readiness is probed more often than liveness: a rollout waits for it, and init() may be quick."""
+"""Azure ML's AKS liveness defaults: a slow init() (a big model loading) is not killed in its first 5 minutes."""
+READINESS_DEFAULTS = {**PROBE_DEFAULTS, "period_seconds": 2, "initial_delay_seconds": 0}
+"""Readiness is probed from the start and often: a rollout waits for it."""
 AUTOSCALE_DEFAULTS: dict[str, int] = {"min_replicas": 1, "max_replicas": 10, "target_utilization": 70,
                                       "refresh_seconds": 1}
 

@@ -403,3 +403,11 @@ def test_autoscale_hands_replicas_to_the_hpa_and_dropping_it_removes_the_hpa(api
     applied({"replicas": 3})
     assert provider.cluster.get("Deployment", "auto", "ml")["spec"]["replicas"] == 3
     assert not provider.cluster.list("HorizontalPodAutoscaler", "ml", labels="mlops.dev/project=auto")
+
+
+def test_new_keys_roll_the_pods_and_the_template_never_carries_them():
+    old, new = _service(), manifests.Service(**{**_service().__dict__, "keys": {"primary": "p" * 20,
+                                                                                   "secondary": "s" * 20}})
+    template = [manifests.deployment(s)["spec"]["template"] for s in (old, new)]
+    assert template[0] != template[1], "pods read the keys at start: new keys must change the pod template"
+    assert "primary-key-value-123" not in json.dumps(template[0])
