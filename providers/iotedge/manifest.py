@@ -79,8 +79,11 @@ def create_options(deploy: Mapping[str, Any]) -> dict[str, Any]:
     return {**extra, "ExposedPorts": exposed, "HostConfig": host}
 
 
-def module_env(name: str, deploy: Mapping[str, Any], keys: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    env = {str(k): str(v) for k, v in (deploy.get("environment_variables") or {}).items()}
+def module_env(name: str, deploy: Mapping[str, Any], keys: Mapping[str, str],
+               values: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """The module's environment; ``values`` are the real variable values (the spec holds digests)."""
+    env = {str(k): str(v) for k, v in (values if values is not None
+                                       else deploy.get("environment_variables") or {}).items()}
     env["SCORING_TIMEOUT_MS"] = str(deploy.get("scoring_timeout_ms", 60000))
     env["SERVICE_NAME"] = name
     if keys:
@@ -93,7 +96,8 @@ def credential_name(registry: str) -> str:
 
 
 def content(*, name: str, spec: Mapping[str, Any], image: str, keys: Mapping[str, str],
-            sensitive: list[str], registry: str, credentials: tuple[str, str] | None) -> dict[str, Any]:
+            sensitive: list[str], registry: str, credentials: tuple[str, str] | None,
+            env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The layered deployment's ``content``: one module, optional registry credentials, our spec."""
     deploy = spec["deploy"]
     module = {
@@ -102,7 +106,7 @@ def content(*, name: str, spec: Mapping[str, Any], image: str, keys: Mapping[str
         "status": "running",
         "restartPolicy": RESTART_POLICIES[deploy.get("restart_policy", "always")],
         "imagePullPolicy": "on-create",
-        "env": module_env(name, deploy, keys),
+        "env": module_env(name, deploy, keys, env),
         "settings": {"image": image, **chunk_create_options(create_options(deploy))},
     }
     agent: dict[str, Any] = {f"properties.desired.modules.{name}": module}

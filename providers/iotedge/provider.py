@@ -29,7 +29,17 @@ from planner.errors import CancelledError
 from planner.plan import Change, Rules
 from planner.resources import FAILED, HEALTHY, UNSCHEDULABLE, Live, Resource
 
-from ..base import Endpoint, Events, Progress, ProjectContext, Provider, ProviderError, Unreachable, as_events
+from ..base import (
+    Endpoint,
+    Events,
+    Progress,
+    ProjectContext,
+    Provider,
+    ProviderError,
+    Unreachable,
+    as_events,
+    environment_variables,
+)
 from ..docker.build import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV
 from ..http import is_ready, request, smoke_test
 from ..images import ImageBuilder
@@ -326,7 +336,7 @@ class IotEdgeProvider(Provider):
         spec = {k: v for k, v in desired.spec.items() if k != "target_condition"}
         return mf.content(name=desired.address.name, spec=spec, image=image, keys=keys,
                           sensitive=sorted(desired.sensitive), registry=self.registry,
-                          credentials=self._credentials())
+                          credentials=self._credentials(), env=environment_variables(desired))
 
     def _configuration(self, desired: Resource, image: str, keys: Mapping[str, str], *,
                        priority: int) -> dict[str, Any]:
