@@ -214,6 +214,9 @@ class KubernetesProvider(Provider):
                 h = Health(h.state, f"{h.message}: {' | '.join(lines)}", h.ready, h.desired, h.failed)
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         args = list(container.get("args") or [])
+        drift = _drift(spec, deployment, container)
+        if drift:   # changed behind our back (kubectl scale / set image): the plan shows it, apply takes it back
+            spec = {**spec, "drift": drift}
         details = {
             "endpoint": self._scoring_url(name, service),
             "namespace": self.namespace,
@@ -402,7 +405,8 @@ class KubernetesProvider(Provider):
         """Re-apply the previous objects (its spec, image digest and keys) and wait for them (bounded)."""
         name = live.address.name
         keys = self.keys.load(name) if live.spec.get("deploy", {}).get("auth") == "key" else {}
-        old = self._service(name, live.spec, image=str(live.details["image"]), model_dir=str(live.details["model_dir"]),
+        spec = {k: v for k, v in live.spec.items() if k != "drift"}
+        old = self._service(name, spec, image=str(live.details["image"]), model_dir=str(live.details["model_dir"]),
                             entry_script=str(live.details["entry_script"]),
                             fingerprint=str(live.details.get("fingerprint_label") or ""),
                             sensitive=sorted(live.sensitive), keys=keys,
@@ -597,6 +601,26 @@ class FpgaProvider(KubernetesProvider):
         return Placement(resource=str(self.config["resource"]), count=int(self.config.get("count", 1)),
                          node_selector=dict(self.config.get("node_selector") or {}),
                          tolerations=tuple(self.config.get("tolerations") or ()))
+
+
+def _drift(spec: Mapping[str, Any], deployment: Mapping[str, Any], container: Mapping[str, Any]) -> str | None:
+    """What of ours someone changed in the cluster, found in what the LIST already returned.
+
+    Only fields the API server returns as they were sent: the replica count (without an HPA) and
+    which repository the image comes from (it runs by digest; another image means ``set image``).
+    """
+    found = []
+    deploy = spec.get("deploy") or {}
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    if "autoscale" not in deploy and "replicas" in deploy and replicas != deploy["replicas"]:
+        found.append(f"spec.replicas is {replicas}, not {deploy['replicas']}")
+    repository = str(spec.get("image") or "").rsplit(":", 1)[0]
+    image = str(container.get("image") or "")
+    if repository and not image.startswith(f"{repository}@") and image != spec.get("image"):
+        found.append(f"the container runs {image}")
+    if not found:
+        return None
+    return "changed in the cluster: " + "; ".join(found)
 
 
 def _arg(args: Sequence[str], flag: str) -> str | None:

@@ -411,3 +411,23 @@ def test_new_keys_roll_the_pods_and_the_template_never_carries_them():
     template = [manifests.deployment(s)["spec"]["template"] for s in (old, new)]
     assert template[0] != template[1], "pods read the keys at start: new keys must change the pod template"
     assert "primary-key-value-123" not in json.dumps(template[0])
+
+
+def test_a_deployment_scaled_behind_our_back_shows_in_the_live_spec_and_apply_takes_it_back(api_double, apis,
+                                                                                               tmp_path: Path):
+    apps, _ = apis
+    provider = make_provider(api_double, tmp_path, project="drifty")
+    spec = {"deploy": schema.normalize({"replicas": 0}), "image": "r/p/drifty:1"}
+    keys = {"primary": "k" * 20, "secondary": "s" * 20}
+    svc = provider._service("drifty", spec, image="r/p/drifty@sha256:" + "d" * 64, model_dir="/m",
+                            entry_script="score.py", fingerprint="f" * 64, sensitive=(), keys=keys)
+    provider._ensure_namespace()
+    for obj in manifests.objects(svc):
+        provider.cluster.apply(obj)
+    assert "drift" not in provider.read()[0].spec
+    apps.patch_namespaced_deployment("drifty", "ml", {"spec": {"replicas": 4}}, field_manager="kubectl-scale")
+    live = provider.read()[0]
+    assert live.spec["drift"] == "changed in the cluster: spec.replicas is 4, not 0"
+    for obj in manifests.objects(svc):   # what apply sends: SSA with force takes the field back
+        provider.cluster.apply(obj)
+    assert "drift" not in provider.read()[0].spec

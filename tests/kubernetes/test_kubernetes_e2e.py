@@ -181,6 +181,14 @@ def test_kubernetes_example_through_the_cli(kube, tmp_path: Path):
     assert row["state"] == "Healthy" and row["health"]["ready"] == row["health"]["desired"] == 3
     assert run_cli("plan", "--detailed-exitcode", *f).code == 0
 
+    # Scaled behind our back (kubectl scale): the plan shows it, apply takes it back.
+    apps.patch_namespaced_deployment("diabetes-api", "ml", {"spec": {"replicas": 1}}, field_manager="kubectl-scale")
+    drifted = run_cli("plan", "--detailed-exitcode", *f)
+    assert drifted.code == 2 and "spec.replicas is 1, not 3" in drifted.out
+    ok("apply", "--auto-approve", *f)
+    assert apps.read_namespaced_deployment("diabetes-api", "ml").spec.replicas == 3
+    assert run_cli("plan", "--detailed-exitcode", *f).code == 0
+
     # Destroy: everything of ours goes; an unlabelled Deployment in the namespace stays.
     theirs = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "not-ours", "namespace": "ml"},
               "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "not-ours"}},
