@@ -228,6 +228,8 @@ class _Checks:
         """Paths whose ${VAR} is not set: reported once, not again by the schema."""
         self.samples: dict[Path, str | None] = {}
         """Sample request files read so far (services may share one): path -> problem or None."""
+        self.entry_scripts: dict[Path, tuple[Path, os.stat_result | None]] = {}
+        """Entry scripts looked at so far (services share them): path -> (resolved, lstat)."""
         self.values: set[str] = set()
         """Values taken from the environment, blanked out of any message that still holds one."""
 
@@ -768,20 +770,25 @@ def _check_entry_script(service: Mapping[str, Any], src: Path, name: str, checks
     where, field_name = ("services", name, "entry_script"), f"services.{name}.entry_script"
     report, shown = checks.report, checks.shown(("services", name, "entry_script"), entry)
     target = src / entry
-    try:
-        resolved = target.resolve()
-    except (OSError, ValueError, RuntimeError) as exc:
-        report(where, f"{field_name}: {shown} cannot be used ({_why(exc)})")
-        return False
+    seen = checks.entry_scripts   # services share scripts: look once
+    if target in seen:
+        resolved, st = seen[target]
+    else:
+        try:
+            resolved = target.resolve()
+        except (OSError, ValueError, RuntimeError) as exc:
+            report(where, f"{field_name}: {shown} cannot be used ({_why(exc)})")
+            return False
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            st = None
+        except (OSError, ValueError) as exc:
+            report(where, f"{field_name}: {shown} cannot be used ({_why(exc)})")
+            return False
+        seen[target] = (resolved, st)
     if Path(entry).is_absolute() or not resolved.is_relative_to(src):
         report(where, f"{field_name}: {shown} is outside source_dir (it is relative to source_dir)")
-        return False
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        st = None
-    except (OSError, ValueError) as exc:
-        report(where, f"{field_name}: {shown} cannot be used ({_why(exc)})")
         return False
     if st is not None and stat.S_ISLNK(st.st_mode):
         report(where, f"{field_name}: {shown} is a symbolic link; mlops runs only regular files "

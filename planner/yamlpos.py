@@ -309,7 +309,8 @@ class _Builder:
             line, col = _pos(n)
             raise YamlProblem(line, col, f"unsupported YAML tag {_tag_name(tag)} (a manifest is plain YAML); "
                                          "remove the tag, or quote the value if it is text")
-        if tag == _YAML + "int" and sum(ch.isdigit() for ch in n.value) > MAX_INT_DIGITS:
+        if (tag == _YAML + "int" and len(n.value) > MAX_INT_DIGITS
+                and sum(ch.isdigit() for ch in n.value) > MAX_INT_DIGITS):
             line, col = _pos(n)
             raise YamlProblem(line, col, f"an integer of {sum(ch.isdigit() for ch in n.value)} digits is too "
                                          f"large (at most {MAX_INT_DIGITS}); quote it if it is text")
