@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import socket
 import threading
 import time
@@ -47,10 +48,14 @@ def _parse(text: str | None) -> dt.datetime | None:
 
 
 class LeaseLock:
-    def __init__(self, cluster: Cluster, namespace: str, project: str, holder: str, *, timeout_s: float = 120):
+    def __init__(self, cluster: Cluster, namespace: str, project: str, holder: str, *, timeout_s: float = 120,
+                 target: str | None = None):
         self.cluster = cluster
         self.namespace = namespace
-        self.name = f"mlops-lock-{project}"[:63].rstrip("-")
+        # One Lease per target: two targets of one manifest may share a namespace, and apply takes
+        # each target's lock in turn (always in manifest order, so two runners cannot deadlock).
+        suffix = f"-{re.sub(r'[^a-z0-9-]+', '-', target.lower()).strip('-')}" if target else ""
+        self.name = f"mlops-lock-{project}{suffix}"[:253].rstrip("-")
         self.project = project
         self.identity = f"{holder} on {socket.gethostname()} pid {os.getpid()} ({uuid.uuid4().hex[:8]})"
         self.manager = f"mlops-lock-{uuid.uuid4().hex[:12]}"

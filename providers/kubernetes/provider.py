@@ -271,10 +271,14 @@ class KubernetesProvider(Provider):
             return [f"cannot list nodes to check that one offers {', '.join(sorted(wanted))} (the credentials may "
                     "not list nodes)"]
         out = []
+        selector = self.placement().node_selector
+        eligible = [n for n in nodes
+                    if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
         for res, names in sorted(wanted.items()):
-            offering = [n for n in nodes if _quantity((n.get("status") or {}).get("allocatable", {}).get(res)) > 0]
+            offering = [n for n in eligible if _quantity((n.get("status") or {}).get("allocatable", {}).get(res)) > 0]
             if not offering:
-                out.append(f"no node offers {res} in its allocatable ({len(nodes)} nodes checked): "
+                matching = f", {len(eligible)} matching the node_selector" if selector else ""
+                out.append(f"no node offers {res} in its allocatable ({len(nodes)} nodes checked{matching}): "
                            f"{', '.join(sorted(names))} will be Unschedulable until one does (install the "
                            "device plugin on a node with the device)")
             if res.startswith("fpga.intel.com/"):
@@ -289,7 +293,8 @@ class KubernetesProvider(Provider):
             return contextlib.nullcontext()   # nothing of ours can be there
         self._ensure_namespace()
         timeout = float(self.config.get("lock_timeout_s", 120))
-        return LeaseLock(cluster, self.namespace, self.context.project, holder, timeout_s=timeout).held()
+        return LeaseLock(cluster, self.namespace, self.context.project, holder, timeout_s=timeout,
+                         target=self.target).held()
 
     # -- acting ---------------------------------------------------------------------------------
     def _namespace_exists(self) -> bool:

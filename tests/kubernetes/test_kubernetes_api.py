@@ -431,3 +431,30 @@ def test_a_deployment_scaled_behind_our_back_shows_in_the_live_spec_and_apply_ta
     for obj in manifests.objects(svc):   # what apply sends: SSA with force takes the field back
         provider.cluster.apply(obj)
     assert "drift" not in provider.read()[0].spec
+
+
+def test_two_targets_sharing_a_namespace_take_their_own_leases(api_double, tmp_path: Path):
+    one = make_provider(api_double, tmp_path, project="shared", target="k8s", lock_timeout_s=0)
+    two = make_provider(api_double, tmp_path, kind=FpgaProvider, project="shared", target="fpga", lock_timeout_s=0)
+    with one.apply_lock("mlops apply"), two.apply_lock("mlops apply"):
+        leases = {lease["metadata"]["name"] for lease in one.cluster.list("Lease", "ml")}
+        assert {"mlops-lock-shared-k8s", "mlops-lock-shared-fpga"} <= leases
+        with pytest.raises(LockedError), make_provider(api_double, tmp_path, project="shared",
+                                                       lock_timeout_s=0).apply_lock("mlops apply (runner 2)"):
+            pass
+
+
+def test_a_device_on_a_node_the_selector_excludes_still_warns(api_double, tmp_path: Path):
+    provider = make_provider(api_double, tmp_path, kind=FpgaProvider, project="sel", target="fpga",
+                             resource="example.com/selected-fpga", node_selector={"accelerator": "u250"})
+
+    class Desired:
+        address = type("A", (), {"name": "accel"})()
+        spec = {"deploy": schema.normalize({})}
+
+    api_double.add_node("fpga-wrong-labels", allocatable={"example.com/selected-fpga": "1"})
+    warnings = provider.plan_warnings([Desired()])   # type: ignore[list-item]
+    assert warnings and "0 matching the node_selector" in warnings[0]
+    api_double.add_node("fpga-right-labels", labels={"accelerator": "u250"},
+                        allocatable={"example.com/selected-fpga": "1"})
+    assert provider.plan_warnings([Desired()]) == []   # type: ignore[list-item]
