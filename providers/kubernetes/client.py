@@ -215,18 +215,25 @@ class Cluster:
         """A request through the API server's proxy (``/api/v1/namespaces/NS/services/NAME:PORT/proxy/…``).
 
         The typed ``connect_post_namespaced_service_proxy_with_path`` sends no body, so the request
-        is serialized by the client (its host, TLS and credentials) and sent with the raw body.
+        goes through the client's own connection pool (its TLS settings and client certificate) with
+        the kubeconfig's bearer token when it has one (refreshed as the client refreshes it).
         """
-        method_, url, header_params, _, _ = self.api_client.param_serialize(
-            method, path, header_params=dict(headers), auth_settings=["BearerToken"])
+        configuration = self.api_client.configuration
+        header_params = dict(headers)
+        auth = (configuration.auth_settings() or {}).get("BearerToken") or {}
+        if auth.get("value"):   # the API server consumes this header: a scoring key cannot ride along (README)
+            header_params = {k: v for k, v in header_params.items() if k.lower() != "authorization"}
+            header_params["Authorization"] = auth["value"]
+        method_, url = method, f"{configuration.host.rstrip('/')}{path}"
 
         def once() -> tuple[int, bytes]:
             self.requests += 1
             reply = self.api_client.rest_client.pool_manager.request(
                 method_, url, body=body, headers=header_params, timeout=timeout, retries=False)
-            if reply.status in (502, 503) and b"no endpoints available" in reply.data:
-                return reply.status, reply.data
-            if is_transient_status(reply.status) and reply.status != 504:
+            # Only the API server's own throttling and gateway answers are retried; whatever the
+            # scoring server answers (a 500 from run(), its 503 when full) is the caller's answer.
+            from_api_server = b'"kind": "Status"' in reply.data[:200] or b'"kind":"Status"' in reply.data[:200]
+            if reply.status in (429, 502, 503) and from_api_server and b"no endpoints available" not in reply.data:
                 raise TransientError(f"HTTP {reply.status}", retry_after(dict(reply.headers)))
             return reply.status, reply.data
 

@@ -128,6 +128,8 @@ def test_kubernetes_example_through_the_cli(kube, tmp_path: Path):
     assert "Apply complete! Resources: 3 added" in out
     first = json.loads(ok("call", "diabetes-api", *f))["predictions"]
     assert len(first) == 2 and all(isinstance(p, float) for p in first)
+    bad = run_cli("call", "diabetes-api", "--data", '{"data": "not rows"}', *f)
+    assert bad.code == 1 and "HTTP 500" in bad.err, "the scoring server's own answer reaches the caller"
     assert run_cli("plan", "--detailed-exitcode", *f).code == 0
     row = state(manifest, "diabetes-api")
     assert row["state"] == "Healthy" and row["health"]["ready"] == row["health"]["desired"] == 2
