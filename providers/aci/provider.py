@@ -426,11 +426,12 @@ class AciProvider(Provider):
              instance: str | None = None) -> Iterator[str]:
         """The container's logs (ACI returns up to 4 MB); ``follow`` polls and prints what is new."""
         name = str(live.details.get("container_group") or live.address.name)
-        seen = self._call(f"reading the logs of {name!r}",
-                          lambda: self.client.containers.list_logs(self.resource_group, name, name, tail=tail))
-        lines = (seen.content or "").splitlines()
-        yield from lines
-        count = len(self._log_lines(name)) if tail else len(lines)
+        # One read of the whole log (ACI returns up to 4 MB): the tail to show, and where following starts.
+        full = self._call(f"reading the logs of {name!r}",
+                          lambda: self.client.containers.list_logs(self.resource_group, name, name))
+        lines = (full.content or "").splitlines()
+        count = len(lines)
+        yield from (lines[-tail:] if tail else lines)
         while follow:
             time.sleep(2)
             now = self._log_lines(name)

@@ -10,6 +10,8 @@ one clear line).
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import json
 import re
 import secrets
@@ -22,10 +24,13 @@ from aci_fixtures import ROOT, apply_env, double_running, env_for, free_port, re
 from docker_fixtures import _engine_or_skip
 from support import run_cli
 
+from planner.addresses import Address
+from planner.project import Project
 from providers.http import request
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 EXAMPLE = ROOT.parent / "examples" / "aci"
+SERVICE = Address("service", "diabetes-api")
 SAMPLE = json.loads((EXAMPLE / "sample-request.json").read_text())
 
 
@@ -98,6 +103,13 @@ def test_the_example_lives_and_dies_on_aci(aci, monkeypatch):
     row = {r["service"]: r for r in json.loads(status)["services"]}["diabetes-api"]
     assert row["state"] == "Healthy" and "diabetes-dev.westeurope.azurecontainer.io" in row["endpoint"]
     assert any("init() finished" in line for line in ok("logs", "diabetes-api", *f).splitlines())
+    project = Project.load(manifest)
+    live = project.live()[SERVICE]
+    stream = project.provider_for(live).logs(live, follow=True, tail=2)   # --follow: polls list_logs
+    assert len(list(itertools.islice(stream, 2))) == 2
+    assert score(port, json.loads(keys_file.read_text())["primary"])[0] == 200
+    follower = concurrent.futures.ThreadPoolExecutor(1).submit(next, stream)   # never hang the suite on it
+    assert "path=/score" in follower.result(timeout=60), "a new line shows up while following"
     assert "No changes" in ok("plan", "--detailed-exitcode", *f, code=0)
 
     # Tags only: a PATCH, the container keeps running (no PUT, same container).
