@@ -22,7 +22,7 @@ from typing import Any
 # once can see it half-initialised.
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
+from urllib3.exceptions import HTTPError, SSLError
 
 from planner.errors import ProviderError, Unreachable
 from planner.retrying import TransientError, call_with_retries, is_transient_status, retry_after
@@ -103,7 +103,7 @@ class Cluster:
         self.requests = 0
 
     # -- plumbing -------------------------------------------------------------------------------
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+    def _call(self, what: str, fn: Callable[[], Any], *, attempts: int = 5) -> Any:
         """One API call: retried when transient; 404 -> NotFound, 409 -> Conflict, else one line."""
         def once() -> Any:
             self.requests += 1
@@ -126,10 +126,15 @@ class Cluster:
                                         f"(HTTP {status}: {message})") from None
                 raise ProviderError(f"{what}: HTTP {status}: {message}") from None
             except (HTTPError, OSError) as exc:
-                raise TransientError(f"{type(exc).__name__}: {exc}") from None
+                reason = getattr(exc, "reason", None)
+                if isinstance(exc, SSLError) or isinstance(reason, SSLError):
+                    raise ProviderError(f"{what}: the TLS certificate of {self.host} is not trusted "
+                                        f"({_short(reason or exc)}); check certificate-authority in {self.where}"
+                                        ) from None
+                raise TransientError(f"{type(exc).__name__}: {_short(reason or exc)}") from None
 
         try:
-            return call_with_retries(once, what=what, cancel=self.cancel)
+            return call_with_retries(once, what=what, attempts=attempts, cancel=self.cancel)
         except ProviderError:
             raise
         except Exception as exc:   # PermanentError after the retries: say where
@@ -160,8 +165,8 @@ class Cluster:
 
     def server_version(self) -> str:
         """``/version`` (readable by any authenticated user, unlike most objects): the API server answers."""
-        info = self._json(self._call("read the server version",
-                                     lambda: self.version.get_code(_preload_content=False)))
+        info = self._json(self._call("read the server version",   # connect: a down server is said quickly
+                                     lambda: self.version.get_code(_preload_content=False), attempts=2))
         return str(info.get("gitVersion") or f"{info.get('major')}.{info.get('minor')}")
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
@@ -241,6 +246,12 @@ class Cluster:
             return call_with_retries(once, what=f"{method} {path}", attempts=3, cancel=self.cancel)
         except Exception as exc:
             raise ProviderError(f"{method} {path} through {self.host}: {exc}") from None
+
+
+def _short(exc: Any) -> str:
+    """An exception as one short line (urllib3's reasons nest the whole request in their text)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
 
 
 def _where(meta: Mapping[str, Any]) -> str:

@@ -458,3 +458,14 @@ def test_a_device_on_a_node_the_selector_excludes_still_warns(api_double, tmp_pa
     api_double.add_node("fpga-right-labels", labels={"accelerator": "u250"},
                         allocatable={"example.com/selected-fpga": "1"})
     assert provider.plan_warnings([Desired()]) == []   # type: ignore[list-item]
+
+
+def test_an_untrusted_server_certificate_is_one_line(api_double, tmp_path: Path):
+    other = yaml.safe_load(api_double.kubeconfig.read_text())
+    other["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(
+        (api_double.state_dir / "pki" / "client.crt").read_bytes()).decode()   # not the CA that signed it
+    wrong = tmp_path / "wrong-ca"
+    wrong.write_text(yaml.safe_dump(other))
+    with pytest.raises(Unreachable) as err:
+        make_provider(api_double, tmp_path, kubeconfig=str(wrong))
+    assert "not trusted" in str(err.value) and "\n" not in str(err.value)
