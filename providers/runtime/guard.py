@@ -185,6 +185,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise _TooManyHeaders()
         self._body_deadline = self.loop.time() + self.limits.body_timeout_s
         super().on_headers_complete()
+        if getattr(self, "draining", False) and self.cycle is not None:
+            self.cycle.keep_alive = False   # shutting down: answer, then close (the client reconnects)
 
     def on_message_complete(self) -> None:
         self._body_deadline = None

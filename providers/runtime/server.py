@@ -37,11 +37,27 @@ class Server(uvicorn.Server):
         self.servers.append(listener)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """uvicorn's graceful shutdown, after a short drain of just-accepted connections."""
+        """uvicorn's graceful shutdown, after a drain that never closes a connection under a request.
+
+        Closing an idle keep-alive connection races with the client's next request on it (the
+        request is lost to a reset or an EOF). So, first, every connection is told to answer its
+        next request with ``Connection: close``; busy clients get that answer and reconnect —
+        to the instance that now accepts on the shared listener — and only connections idle for
+        the whole drain are closed under uvicorn's own shutdown.
+        """
         self.stop_accepting()
         for sock in sockets or []:
             sock.close()
-        await asyncio.sleep(DRAIN_S)
+        for connection in list(self.server_state.connections):
+            connection.draining = True
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_S
+        await asyncio.sleep(MIN_DRAIN_S)
+        while self.server_state.connections and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         await super().shutdown(sockets=None)
 
     def stop_accepting(self) -> None:
@@ -50,10 +66,11 @@ class Server(uvicorn.Server):
             listener.close()
 
 
-DRAIN_S = 0.25
-"""After the listeners close, how long connections accepted a moment ago get to deliver their
-request before uvicorn closes the ones it sees idle (an idle close under a request on its way
-would reset it)."""
+DRAIN_S = 2.0
+"""After the listeners close, how long open connections get to send one more request (answered
+with ``Connection: close``) before uvicorn closes the ones still idle."""
+MIN_DRAIN_S = 0.25
+"""Connections accepted a moment ago get at least this long to deliver their first request."""
 
 
 def _http(limits: Limits | None) -> tuple[Any, dict[str, Any]]:
