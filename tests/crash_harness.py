@@ -86,15 +86,19 @@ class Trial:
         return not self.problems
 
 
-def run_trial(root: Path, phase: str, delay: float, bump: int, cache: Path) -> Trial:
-    """One kill-and-recover trial; ``bump`` makes an update phase change the model's content."""
+def run_trial(root: Path, phase: str, delay: float, bump: int, cache: Path, bump_file: str = "model.txt") -> Trial:
+    """One kill-and-recover trial; ``bump`` makes an update phase change ``bump_file`` (model or source)."""
     trial = Trial(phase, delay)
     if phase == "create":
         mlops("destroy", "--auto-approve", cwd=root)
     else:
         mlops("apply", "--auto-approve", cwd=root)
     if phase == "update":
-        (root / "model.txt").write_text(f"v{bump}\n")
+        target = root / bump_file
+        if target.suffix == ".py":
+            target.write_text(target.read_text().split("\n# bump ")[0] + f"\n# bump {bump}\n")
+        else:
+            target.write_text(f"v{bump}\n")
     command = "destroy" if phase == "destroy" else "apply"
     proc = subprocess.Popen([sys.executable, "-m", "planner.cli", command, "--auto-approve"], cwd=root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -132,7 +136,9 @@ def run_trial(root: Path, phase: str, delay: float, bump: int, cache: Path) -> T
     return trial
 
 
-def run_trials(root: Path, trials: int, cache: Path, *, seed: int = 7, max_delay: float = 2.5) -> list[Trial]:
+def run_trials(root: Path, trials: int, cache: Path, *, seed: int = 7, max_delay: float = 2.5,
+               bump_file: str = "model.txt") -> list[Trial]:
     rng = random.Random(seed)
     phases = ["create", "update", "destroy"]
-    return [run_trial(root, phases[i % 3], rng.uniform(0.0, max_delay), i, cache) for i in range(trials)]
+    return [run_trial(root, phases[i % 3], rng.uniform(0.0, max_delay), i, cache, bump_file)
+            for i in range(trials)]
