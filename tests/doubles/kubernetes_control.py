@@ -14,7 +14,9 @@ controllers, and a kubelet that runs every scheduled pod's container for real in
   ``ProgressDeadlineExceeded`` after ``progressDeadlineSeconds`` without progress).
 - **ReplicaSet controller**: pods per replica with owner references; extra pods deleted
   (unscheduled and unready first).
-- **Kubelet**: pulls the image (by digest, from the local registry, unless the engine has it),
+- **Kubelet**: stops a deleted pod's container 1 s after the pod leaves the API (requests already
+  routed to it finish, as endpoints are removed before SIGTERM lands on a real node); pulls the
+  image (by digest, from the local registry, unless the engine has it),
   resolves env (``value``, ``secretKeyRef``; a missing Secret is CreateContainerConfigError), runs
   the container with the pod's command/args, probes readiness and liveness over HTTP, restarts
   exited containers with back-off (CrashLoopBackOff, lastState.terminated, restartCount), serves
@@ -383,10 +385,13 @@ class ControlPlane:
         if runtime is not None:
             runtime.gone = True
             for cid in (runtime.container_id, runtime.dead_id):
-                if cid:
-                    threading.Thread(target=self._remove_container, args=(cid,), daemon=True).start()
+                if cid:   # a request routed to the pod just before it left still finds it (endpoints lag)
+                    threading.Thread(target=self._remove_container, args=(cid,), kwargs={"grace": 1.0},
+                                     daemon=True).start()
 
-    def _remove_container(self, container_id: str) -> None:
+    def _remove_container(self, container_id: str, *, grace: float = 0.0) -> None:
+        if grace:
+            time.sleep(grace)
         with contextlib.suppress(Exception):
             c = self.docker.containers.get(container_id)
             c.stop(timeout=5)
