@@ -305,3 +305,21 @@ def test_ca_bundle_setting_trusts_the_doubles_certificate_without_the_environmen
     p = provider(tmp_path, double, ca_bundle=str(double.ca_file))
     put(p, "diabetes-api", SPEC)
     assert [live.address.name for live in p.read()] == ["diabetes-api"]
+
+
+@pytest.mark.parametrize(("cloud", "arm", "login"), [
+    (None, "https://management.azure.com", "https://login.microsoftonline.com"),
+    ("AzureChinaCloud", "https://management.chinacloudapi.cn", "https://login.chinacloudapi.cn"),
+    ("AzureUSGovernment", "https://management.usgovcloudapi.net", "https://login.microsoftonline.us"),
+])
+def test_the_cloud_setting_moves_resource_manager_and_login_together(cloud, arm, login):
+    from providers.aci.arm import endpoints
+
+    assert endpoints({"cloud": cloud} if cloud else {}, True) == (arm, login, f"{arm}/.default", False)
+
+
+def test_an_explicit_arm_endpoint_finds_its_login_in_the_cloud_metadata(double):
+    from providers.aci.arm import endpoints
+
+    arm, login, scope, custom = endpoints({"arm_endpoint": double.url + "/"}, str(double.ca_file))
+    assert (arm, login, scope, custom) == (double.url, double.url, f"{double.url}/.default", True)
