@@ -77,9 +77,12 @@ class KubernetesProvider(Provider):
     def kube_context(self) -> str | None:
         return self.config.get("context") or None
 
+    def kubeconfig(self) -> str | None:
+        return self.config.get("kubeconfig") or None
+
     def connect(self) -> None:
         """Load the kubeconfig and ask the API server once; failure is one line naming both."""
-        cluster = Cluster(self.config.get("kubeconfig"), self.kube_context())
+        cluster = Cluster(self.kubeconfig(), self.kube_context())
         try:
             cluster.server_version()
         except ProviderError as exc:
@@ -585,7 +588,22 @@ class AksProvider(KubernetesProvider):
 
     kind: ClassVar[str] = "aks"
 
+    def fetches_credentials(self) -> bool:
+        """``subscription_id`` + ``resource_group`` + ``cluster`` and no ``kubeconfig``: ask ARM for it."""
+        return not self.config.get("kubeconfig") and all(
+            self.config.get(k) for k in ("subscription_id", "resource_group", "cluster"))
+
+    def kubeconfig(self) -> str | None:
+        if self.fetches_credentials():
+            from .aks import fetch_user_kubeconfig
+
+            dest = self.context.state_dir / "kubernetes" / f"{self.target}.kubeconfig"
+            return str(fetch_user_kubeconfig(self.config, dest))
+        return super().kubeconfig()
+
     def kube_context(self) -> str | None:
+        if self.fetches_credentials():
+            return self.config.get("context") or None   # the fetched file's own current context
         return self.config.get("context") or self.config.get("cluster") or None
 
     def connect(self) -> None:
@@ -593,8 +611,10 @@ class AksProvider(KubernetesProvider):
             super().connect()
         except Unreachable as exc:
             rg, cluster = self.config.get("resource_group", "RG"), self.config.get("cluster", "CLUSTER")
+            if self.fetches_credentials():
+                raise
             raise Unreachable(f"{exc} (fetch the credentials with: az aks get-credentials --resource-group {rg} "
-                              f"--name {cluster})") from None
+                              f"--name {cluster}, or set subscription_id to have mlops fetch them)") from None
 
 
 class FpgaProvider(KubernetesProvider):

@@ -56,10 +56,13 @@ def target_schema(kind: str) -> dict[str, Any]:
     }
     if kind == "aks":
         props |= {
-            "subscription_id": {"type": "string", "description": "documentation only: fetch credentials with "
-                                                                 "`az aks get-credentials`"},
-            "resource_group": {"type": "string"},
-            "cluster": {"type": "string"},
+            "subscription_id": {"type": "string", "minLength": 1,
+                                "description": "with resource_group and cluster (and no kubeconfig): fetch the "
+                                               "cluster's user kubeconfig through Azure Resource Manager"},
+            "resource_group": {"type": "string", "minLength": 1},
+            "cluster": {"type": "string", "minLength": 1, "description": "the AKS cluster's name"},
+            "arm_endpoint": {"type": "string", "pattern": r"^https://[^\s/]+(/[^\s]*)?$",
+                             "description": "Azure Resource Manager (default the public cloud's)"},
         }
     required = ["registry"]
     if kind == "fpga":
