@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .addresses import Address
-from .errors import MlopsError, TargetsUnreachable
+from .errors import MlopsError, TargetsUnreachable, Unreachable
 from .resources import Live
 
 READ_PARALLELISM = 8
@@ -74,8 +74,11 @@ def read_live(
         for name, fut in targets.items():
             try:
                 found = fut.result()
-            except MlopsError as exc:
+            except Unreachable as exc:
                 problems.append(f"{providers[name].describe()} is unreachable: {exc}")
+                continue
+            except MlopsError as exc:
+                problems.append(f"{providers[name].describe()} could not be read: {exc}")
                 continue
             for live in found:
                 state.add(live, providers[name])

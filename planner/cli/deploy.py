@@ -136,8 +136,6 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"), \
             contextlib.ExitStack() as target_locks:
         desired, live = project.desired(), project.live()
-        for provider in project.providers.values():   # connected by the live read
-            target_locks.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}"))
         planfile = getattr(args, "planfile", None)
         reviewed = getattr(args, "reviewed", None)
         if planfile and reviewed:
@@ -168,6 +166,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
                 print("No changes. Nothing to apply.")
             code, result = 0, "No changes. Nothing to apply."
         else:
+            live = _lock_targets(project, plan, desired, live, target_locks, destroy)
             print()
             cancel = threading.Event()
             with ProgressPrinter(sys.stdout) as printer, _cancel_on_signals(cancel):
@@ -186,6 +185,25 @@ def _confirm(destroy: bool) -> bool:
         return input("  Enter a value: ").strip() == "yes"
     except EOFError:
         return False
+
+
+def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack: contextlib.ExitStack,
+                  destroy: bool) -> dict:
+    """Take the locks of the targets this plan changes (a no-op apply writes nothing there), then
+    read live state again: what another runner did while this one waited makes the plan stale."""
+    from ..apply import check_fresh
+
+    names = {c.after_target for c in plan.actionable if c.after_target} | \
+            {c.before_target for c in plan.actionable if c.before_target}
+    lockable = [project.providers[n] for n in sorted(names) if n in project.providers]
+    if not lockable:
+        return live
+    for provider in lockable:
+        provider.ensure_connected()
+        stack.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}"))
+    fresh = project.live()
+    check_fresh(plan, desired, fresh, project.rules_for)
+    return fresh
 
 
 @contextlib.contextmanager

@@ -26,8 +26,10 @@ TAG = {name: f"{OWN_TAG_PREFIX}{name}" for name in
 SPEC_TAG = f"{OWN_TAG_PREFIX}spec-"
 CHUNK = 250
 OWN_ENV = frozenset({"SCORING_TIMEOUT_MS", "SERVICE_NAME", "MLOPS_PRIMARY_KEY", "MLOPS_SECONDARY_KEY"})
-HELD_BY_ARM = ("cpu", "memory_gb", "port", "restart_policy", "dns_name_label", "location", "environment_variables",
-               "tags")
+HELD_BY_ARM = ("cpu", "memory_gb", "port", "restart_policy", "dns_name_label", "location", "tags")
+"""Settings read back from the group itself. Environment variables are not: they are sent as
+secure values (they may be credentials; ARM never returns them), and the spec tags keep their
+salted digests, as the plan compares them."""
 CRASH_WINDOW_S = 300
 """A container that restarted and has run for less than this is crash-looping (Unhealthy), not Healthy."""
 TRANSITIONAL = ("Pending", "Creating", "Repairing", "Updating", "Accepted")
@@ -41,7 +43,7 @@ def tags_for(*, project: str, target: str, name: str, spec: Mapping[str, Any], f
              git: Mapping[str, Any], keys_sha: str) -> dict[str, str]:
     """Our tags plus the user's (``deploy.tags``); at most Azure's 50."""
     deploy = spec["deploy"]
-    stored = {**spec, "deploy": {k: v for k, v in deploy.items() if k not in ("environment_variables", "tags")}}
+    stored = {**spec, "deploy": {k: v for k, v in deploy.items() if k != "tags"}}
     text = canonical_json(stored)
     chunks = [text[i:i + CHUNK] for i in range(0, len(text), CHUNK)]
     tags = {
@@ -60,15 +62,16 @@ def too_many_tags(tags: Mapping[str, str]) -> bool:
 
 def container_group(models: Any, *, name: str, spec: Mapping[str, Any], image: str, model_dir: str,
                     entry_script: str, location: str, keys: Mapping[str, str], tags: Mapping[str, str],
-                    registry: str, registry_auth: tuple[str, str] | None) -> Any:
+                    registry: str, registry_auth: tuple[str, str] | None,
+                    env_values: Mapping[str, str] | None = None) -> Any:
     """The full PUT body (ACI reverts whatever a PUT omits, so everything is sent every time)."""
     deploy = spec["deploy"]
     port = int(deploy["port"])
     command = [f"{VENV}/bin/python", "-m", PACKAGE_NAME, "--entry-script", f"{APP_ROOT}/{entry_script}",
                "--model-dir", model_dir, "--host", "0.0.0.0", "--port", str(port),
                "--workers", str(deploy.get("workers", 1))]
-    env = [models.EnvironmentVariable(name=k, value=str(v))
-           for k, v in sorted((deploy.get("environment_variables") or {}).items())]
+    values = env_values if env_values is not None else (deploy.get("environment_variables") or {})
+    env = [models.EnvironmentVariable(name=k, secure_value=str(v)) for k, v in sorted(values.items())]
     env += [models.EnvironmentVariable(name="SCORING_TIMEOUT_MS", value=str(deploy.get("scoring_timeout_ms", 60000))),
             models.EnvironmentVariable(name="SERVICE_NAME", value=name)]
     if keys:
@@ -128,10 +131,6 @@ def spec_of(group: Any, target_location: str) -> dict[str, Any] | None:
         deploy["cpu"], deploy["memory_gb"] = round(float(requests.cpu), 2), round(float(requests.memory_in_gb), 2)
         if container.ports:
             deploy["port"] = int(container.ports[0].port)
-        env = {e.name: e.value for e in container.environment_variables or []
-               if e.name not in OWN_ENV and e.value is not None}
-        if env:
-            deploy["environment_variables"] = dict(sorted(env.items()))
     deploy["restart_policy"] = str(group.restart_policy or "Always")
     label = group.ip_address.dns_name_label if group.ip_address else None
     if label:

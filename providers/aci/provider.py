@@ -27,7 +27,17 @@ from planner.addresses import Address
 from planner.plan import Action, Rules, changed_paths
 from planner.resources import FAILED, HEALTHY, UNHEALTHY, Live, Resource
 
-from ..base import BuildResult, CancelledError, Endpoint, Progress, ProjectContext, Provider, ProviderError, as_events
+from ..base import (
+    BuildResult,
+    CancelledError,
+    Endpoint,
+    Progress,
+    ProjectContext,
+    Provider,
+    ProviderError,
+    as_events,
+    environment_variables,
+)
 from ..docker import build as builds
 from ..http import is_ready, request, smoke_test
 from ..images import BuiltImage, ImageBuilder
@@ -198,8 +208,9 @@ class AciProvider(Provider):
         if keys:
             data["tags"][groups.TAG["keys-sha"]] = "(a salted digest of the keys, made at apply)"
         for env in data["properties"]["containers"][0]["properties"].get("environmentVariables", []):
-            if "value" in env and f"deploy.environment_variables.{env['name']}" in desired.sensitive:
-                env["value"] = "(sensitive)"
+            for field in ("value", "secureValue"):
+                if field in env and f"deploy.environment_variables.{env['name']}" in desired.sensitive:
+                    env[field] = "(sensitive)"
         return yaml.safe_dump(data, sort_keys=False)
 
     # -- acting ---------------------------------------------------------------------------------
@@ -280,7 +291,8 @@ class AciProvider(Provider):
             models, name=name, spec=spec, image=image, model_dir=model_dir,
             entry_script=str(desired.inputs.get("entry_script") or spec.get("entry_script")),
             location=str(spec["deploy"].get("location") or self.location), keys=keys, tags=tags,
-            registry=str(self.image_registry()), registry_auth=registry_auth)
+            registry=str(self.image_registry()), registry_auth=registry_auth,
+            env_values=environment_variables(desired))
 
     def _put(self, desired: Resource, image: BuiltImage, keys: Mapping[str, str], events: Any) -> Any:
         """PUT the whole group and wait for provisioning, reporting each state; Failed -> ARM's code and message."""

@@ -58,6 +58,8 @@ class Service:
     pull_secret: Mapping[str, Any] | None = field(default=None, repr=False)   # {.dockerconfigjson: ...}
     placement: Placement = Placement()
     keys_digest: str | None = None       # given where the keys themselves are not (render)
+    env_values: Mapping[str, str] | None = field(default=None, repr=False)
+    """The real environment variable values (the spec holds salted digests); None: the spec's."""
 
     @property
     def deploy(self) -> Mapping[str, Any]:
@@ -131,8 +133,8 @@ def resources(deploy: Mapping[str, Any], placement: Placement) -> dict[str, Any]
 
 def _env(svc: Service) -> list[dict[str, Any]]:
     deploy = svc.deploy
-    env: list[dict[str, Any]] = [{"name": k, "value": str(v)}
-                                 for k, v in sorted((deploy.get("environment_variables") or {}).items())]
+    values = svc.env_values if svc.env_values is not None else (deploy.get("environment_variables") or {})
+    env: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in sorted(values.items())]
     env += [
         {"name": "SERVICE_NAME", "value": svc.name},
         {"name": "SCORING_TIMEOUT_MS", "value": str(deploy["scoring_timeout_ms"])},

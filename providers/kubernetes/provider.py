@@ -39,6 +39,7 @@ from ..base import (
     Rules,
     Unreachable,
     as_events,
+    environment_variables,
 )
 from ..docker.build import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV
 from ..images import ImageBuilder
@@ -150,9 +151,10 @@ class KubernetesProvider(Provider):
 
     def _desired_service(self, desired: Resource, image: str, keys: Mapping[str, str]) -> manifests.Service:
         recipe = self.images.recipe(desired)
-        return self._service(desired.address.name, desired.spec, image=image, model_dir=recipe.model_dir,
-                             entry_script=desired.inputs["entry_script"], fingerprint=desired.fingerprint,
-                             sensitive=desired.sensitive, keys=keys)
+        svc = self._service(desired.address.name, desired.spec, image=image, model_dir=recipe.model_dir,
+                            entry_script=desired.inputs["entry_script"], fingerprint=desired.fingerprint,
+                            sensitive=desired.sensitive, keys=keys)
+        return dataclasses.replace(svc, env_values=environment_variables(desired))
 
     def render(self, desired: Resource) -> str | None:
         """The objects apply sends, secrets redacted; the image is shown by tag (apply pins its digest)."""

@@ -7,6 +7,7 @@ lock, so concurrent applies that need the same environment build it once and nev
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,7 @@ def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable
     root = cache_dir / "venvs"
     root.mkdir(parents=True, exist_ok=True)
     final = root / venv_key(env_spec)
+    _remove_stale_builds(root, final.name)
     if (final / ".complete").exists():
         return final
     with (root / f"{final.name}.lock").open("w") as lock:
@@ -59,10 +61,6 @@ def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable
         if (final / ".complete").exists():
             return final
         shutil.rmtree(final, ignore_errors=True)
-        # Holding the lock, no one else builds this environment: any build folder of it is what a
-        # killed apply left behind (hundreds of MB each).
-        for stale in root.glob(f".build-{final.name}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
         build = Path(tempfile.mkdtemp(dir=root, prefix=f".build-{final.name}-"))
         try:
             progress(f"creating virtualenv (python {env_spec['python']})")
@@ -82,6 +80,39 @@ def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable
         finally:
             shutil.rmtree(build, ignore_errors=True)
     return final
+
+
+def _remove_stale_builds(root: Path, key: str) -> None:
+    """Build folders of ``key`` that no live build holds: what a killed apply left (hundreds of MB
+    each), and the processes still working in them (pip, ensurepip's own pip), which die with them.
+
+    A build holds the key's lock for as long as it runs, and the kernel drops the lock of a killed
+    process; so when the lock can be had at once, no build of this key is alive.
+    """
+    stale = list(root.glob(f".build-{key}-*"))
+    if not stale:
+        return
+    with (root / f"{key}.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return   # a build of this environment is running right now: its folder is not stale
+        for folder in stale:
+            _kill_processes_in(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _kill_processes_in(folder: Path) -> None:
+    """SIGKILL every process whose command line names ``folder`` (orphans of a killed build)."""
+    needle = str(folder).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def _die_with_us() -> Callable[[], None]:
