@@ -510,6 +510,9 @@ def _check_targets_and_deploy(manifest: Manifest, checks: _Checks) -> None:
             continue
         if target not in variants:
             continue
+        name_problem = _service_name_problem(variants[target], name)
+        if name_problem:
+            report(("services", name), f"services.{one_line(name, 60)}: {name_problem}", key=True)
         deploy = service.get("deploy") or {}
         if not isinstance(deploy, dict):
             continue
@@ -529,6 +532,18 @@ def _check_targets_and_deploy(manifest: Manifest, checks: _Checks) -> None:
                 report(("services", name, "deploy", "port"),
                        f"services.{name}.deploy.port: port {port} is already taken by services.{other} "
                        f"(both bind {one_line(str(scope), 60)}); choose another port or `auto`")
+
+
+def _service_name_problem(variant: Any, name: str) -> str | None:
+    """The target kind's own naming rule for services (ACI's names), as the provider says; None: fine."""
+    hook = getattr(variant, "service_name_problem", None)
+    if not callable(hook):
+        return None
+    try:
+        problem = hook(name)
+    except Exception:  # noqa: BLE001 - a plugin's hook must not turn validate into a traceback
+        return None
+    return one_line(str(problem), 200) if problem else None
 
 
 def _port_scope(variant: Any, config: Mapping[str, Any]) -> str | None:

@@ -165,6 +165,14 @@ class Provider(ABC):
         """
         return None
 
+    @classmethod
+    def service_name_problem(cls, name: str) -> str | None:
+        """Why this kind cannot run a service of that name (its own naming rules), or None.
+
+        ``mlops validate`` reports it at the service's name: a deploy schema cannot see the name.
+        """
+        return None
+
     def secret_values(self) -> list[str]:
         """Values of this target's secret settings, so every output can mask them."""
         names = secret_settings(type(self).target_schema())

@@ -76,6 +76,15 @@ class AciProvider(Provider):
             del out["location"]          # the target's own region is no override
         return out
 
+    @classmethod
+    def service_name_problem(cls, name: str) -> str | None:
+        import re
+
+        if re.match(settings.NAME_PATTERN, name):
+            return None
+        return (f"{name!r} is not a valid container group name (ACI allows 1-63 lowercase letters, digits and "
+                "single hyphens); rename the service")
+
     def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """The spec plus the image it runs; refuses a name ACI would refuse (before anything is built)."""
         import re
