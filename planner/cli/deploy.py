@@ -195,7 +195,11 @@ def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack
 
     names = {c.after_target for c in plan.actionable if c.after_target} | \
             {c.before_target for c in plan.actionable if c.before_target}
-    lockable = [project.providers[n] for n in sorted(names) if n in project.providers]
+    from providers.base import Provider
+
+    # Only targets that lock themselves (a Kubernetes Lease); the manifest's own lock covers the rest.
+    lockable = [project.providers[n] for n in sorted(names)
+                if n in project.providers and type(project.providers[n]).apply_lock is not Provider.apply_lock]
     if not lockable:
         return live
     for provider in lockable:
