@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
-import yaml
 
 from .errors import MlopsError
 from .manifest import Manifest
@@ -62,8 +61,8 @@ def changed_since(manifest: Manifest, ref: str) -> ChangeReport:
         old_text = (base.tree / manifest_rel).data_stream.read().decode()
     except KeyError:
         old_text = ""
-    old = yaml.safe_load(old_text) or {}
-    new = yaml.safe_load(manifest.path.read_text()) or {}
+    old = _parse(old_text)
+    new = _parse(manifest.path.read_text(errors="replace"))
     root = PurePosixPath(os.path.relpath(manifest.root.resolve(), top).replace(os.sep, "/"))
     reasons = _explain(manifest, old if isinstance(old, dict) else {}, new if isinstance(new, dict) else {},
                        files, root, PurePosixPath(manifest_rel).name)
@@ -124,6 +123,21 @@ def _explain(manifest: Manifest, old: Mapping[str, Any], new: Mapping[str, Any],
         if target in edited["targets"]:
             add(address, f"target `{target}` changed in {manifest_name}")
     return reasons
+
+
+def _parse(text: str) -> dict[str, Any]:
+    """A manifest version as data, read with the same bounds as validate (a pull request wrote it);
+    what cannot be read counts as empty (validate reports the problem itself)."""
+    from .manifest import max_manifest_bytes
+    from .yamlpos import YamlProblem, load
+
+    if len(text.encode()) > max_manifest_bytes():
+        return {}
+    try:
+        data, _positions = load(text)
+    except (YamlProblem, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _entry_changes(old: Any, new: Any, manifest_name: str) -> dict[str, str]:

@@ -136,10 +136,12 @@ class Store:
         staging = Path(tempfile.mkdtemp(dir=version_dir.parent, prefix=".staging-"))
         try:
             dest = staging / source.name
+            # Links are copied as links, never followed (a link to /etc/shadow must not be registered);
+            # validate refuses them already, and the hash check below refuses a link that appeared since.
             if source.is_dir():
-                shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:
-                shutil.copy2(source, dest)
+                shutil.copy2(source, dest, follow_symlinks=False)
             # The files may have changed since the plan; registering other content would lie.
             if ContentHasher().tree_hash(dest) != sha256:
                 raise ProviderError(
