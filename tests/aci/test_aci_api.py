@@ -258,7 +258,8 @@ def test_target_settings_are_checked_and_a_name_aci_refuses_is_one_line(tmp_path
     result = run_cli("validate", "-f", str(path))
     assert result.code == 1 and "missing required field 'subscription_id'" in result.err + result.out
     path = make_project(tmp_path / "repo2", MANIFEST.format(target=TARGET_FLOW, name="my--svc", deploy="{}"))
-    assert run_cli("validate", "-f", str(path)).code == 0
+    validated = run_cli("validate", "-f", str(path))   # refused at validate, at the service's name
+    assert validated.code == 1 and "services.my--svc: 'my--svc' is not a valid container group name" in validated.err
     planned = run_cli("plan", "-f", str(path))
     assert planned.code == 1 and "not a valid container group name" in planned.err and "Traceback" not in planned.err
 
