@@ -84,6 +84,17 @@ def secret_settings(schema: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(k for k, v in props.items() if isinstance(v, Mapping) and v.get("writeOnly"))
 
 
+def score_at(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, bytes, str]:
+    """POST a scoring request: (status, body, url); an unreachable service is one line."""
+    from .http import request
+
+    try:
+        reply = request(url, data=body, headers={**headers, "Content-Type": "application/json"}, timeout=timeout)
+    except OSError as exc:
+        raise ProviderError(f"cannot reach {url}: {exc} (see `mlops status`)") from None
+    return reply.status, reply.body, url
+
+
 def environment_variables(desired: Resource) -> dict[str, str]:
     """A service's environment variables with their real values (its spec holds only digests)."""
     names = (desired.spec.get("deploy") or {}).get("environment_variables") or {}
@@ -273,18 +284,11 @@ class Provider(ABC):
         The default posts to ``endpoint()``; a target that reaches its services another way (the
         Kubernetes API server's service proxy, a device's module) overrides it.
         """
-        from .http import request
-
         endpoint = self.endpoint(live, instance)
         if endpoint is None:
             raise ProviderError(f"{live.address}: no endpoint this machine can reach on target {live.target!r} "
                                 "(see `mlops status` for its state)")
-        try:
-            reply = request(endpoint.scoring_url, data=body,
-                            headers={**endpoint.headers, "Content-Type": "application/json"}, timeout=timeout)
-        except OSError as exc:
-            raise ProviderError(f"cannot reach {endpoint.scoring_url}: {exc} (see `mlops status`)") from None
-        return reply.status, reply.body, endpoint.scoring_url
+        return score_at(endpoint.scoring_url, body, endpoint.headers, timeout)
 
     @abstractmethod
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,

@@ -37,9 +37,10 @@ from ..base import (
     ProviderError,
     as_events,
     environment_variables,
+    score_at,
 )
 from ..docker import build as builds
-from ..http import is_ready, request, smoke_test
+from ..http import is_ready, smoke_test
 from ..images import BuiltImage, ImageBuilder
 from . import groups, settings
 from .arm import Connection, arm_call, connect, error_code, error_line
@@ -436,12 +437,7 @@ class AciProvider(Provider):
         host = urllib.parse.urlsplit(url).hostname or ""
         if live.details.get("fqdn") and live.details.get("ip") and not _resolves(host):
             url = f"http://{live.details['ip']}:{live.details['port']}/score"
-        try:
-            reply = request(url, data=body, headers={**endpoint.headers, "Content-Type": "application/json"},
-                            timeout=timeout)
-        except OSError as exc:
-            raise ProviderError(f"cannot reach {url}: {exc} (see `mlops status`)") from None
-        return reply.status, reply.body, url
+        return score_at(url, body, endpoint.headers, timeout)
 
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,
              instance: str | None = None) -> Iterator[str]:
