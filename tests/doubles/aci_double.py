@@ -50,7 +50,6 @@ import argparse
 import contextlib
 import copy
 import datetime as dt
-import ipaddress
 import json
 import os
 import re
@@ -67,6 +66,9 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # run as a script or imported from tests
+from http_base import MethodDispatch, self_signed  # noqa: E402
 
 HOST = "127.0.0.1"
 API_PREFIX = "Microsoft.ContainerInstance"
@@ -85,29 +87,9 @@ def _now() -> str:
 
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (EC P-256: fast to make); returns (cert, key) paths."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aci-double.127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=7))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST)),
-                                                        x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / "aci-double-cert.pem", folder / "aci-double-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    """A self-signed certificate for 127.0.0.1; returns (cert, key) paths."""
+    return self_signed(folder, cert_name="aci-double-cert.pem", key_name="aci-double-key.pem",
+                       common_name="aci-double.127.0.0.1", dns_names=("localhost",))
 
 
 class ArmError(Exception):
@@ -548,7 +530,7 @@ def _fixed(group: dict[str, Any], field: str) -> Any:
             for c in props.get("containers") or []]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(MethodDispatch, BaseHTTPRequestHandler):
     double: AciDouble
     protocol_version = "HTTP/1.1"
 
@@ -571,21 +553,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
         d = self.double

@@ -71,6 +71,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # run as a script or imported from tests
+from http_base import MethodDispatch, self_signed  # noqa: E402
+
 HOST = "127.0.0.1"
 POLICY = "iothubowner"
 LABEL = "mlops-iotedge-double"
@@ -678,7 +681,7 @@ def check_sas(header: str | None, host: str, key: str) -> bool:
     return hmac.compare_digest(want, fields.get("sig", ""))
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(MethodDispatch, BaseHTTPRequestHandler):
     hub: Hub
     protocol_version = "HTTP/1.1"
     wbufsize = -1               # one write per response (headers and body), flushed per request
@@ -805,47 +808,13 @@ class Handler(BaseHTTPRequestHandler):
             items.append({"id": item.get("id"), "payload": text})
         return self._send(200, {"status": 200, "payload": items})
 
-    def do_GET(self) -> None:
-        self._route("GET")
-
-    def do_PUT(self) -> None:
-        self._route("PUT")
-
-    def do_POST(self) -> None:
-        self._route("POST")
-
-    def do_DELETE(self) -> None:
-        self._route("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._route("PATCH")
+    def _dispatch(self, method: str) -> None:
+        self._route(method)
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (IP SAN), written as cert.pem / key.pem."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "iothub-double")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    return self_signed(folder, cert_name="cert.pem", key_name="key.pem", common_name="iothub-double")
 
 
 BASE_DEPLOYMENT = {

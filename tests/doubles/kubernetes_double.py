@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml  # noqa: E402
+from http_base import MethodDispatch  # noqa: E402
 from kubernetes_control import ControlPlane  # noqa: E402
 from kubernetes_store import BY_KIND, BY_PATH, ApiError, Store, not_found  # noqa: E402
 
@@ -109,7 +110,7 @@ def _certificates(folder: Path) -> dict[str, Path]:
 
 
 # -- HTTP -----------------------------------------------------------------------------------------
-class Handler(BaseHTTPRequestHandler):
+class Handler(MethodDispatch, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     wbufsize = 1 << 16   # headers and body leave in one segment (no Nagle / delayed-ACK stall per answer)
     server: Server
@@ -131,21 +132,6 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
         double = self.server.double
