@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-from packaging.requirements import InvalidRequirement, Requirement
+from typing import TYPE_CHECKING, Any
 
 from .errors import ManifestError, MlopsError, Problem
 from .hashing import SKIP_DIRS, UnsafeFile, iter_files
+from .schemacheck import SchemaCheck
 from .yamlpos import LIMIT_VARIABLE, Positions, YamlProblem, decode, load, max_manifest_kib, one_line
+
+if TYPE_CHECKING:
+    import jsonschema
 
 DEFAULT_TARGET = "local"
 _VAR = re.compile(r"\$(\$)?\{([^}]*)\}")
@@ -337,26 +338,31 @@ def _check_schema(data: dict, checks: _Checks) -> None:
     the same errors, at the same positions, in a fraction of the time.
     """
     full = schema()
+    whole = SchemaCheck(full)
+    if whole.passes(data):
+        return
     services = data.get("services") if isinstance(data, dict) else None
     entry_schema = full["properties"]["services"].get("additionalProperties")
     if not isinstance(services, dict) or not isinstance(entry_schema, Mapping):
-        for error in jsonschema.Draft202012Validator(full).iter_errors(data):
+        for error in whole.errors(data):
             _report_schema_error(error, checks, root=full)
         return
     outline = {**full, "properties": {**full["properties"],
                                       "services": {**full["properties"]["services"], "additionalProperties": True}}}
-    for error in jsonschema.Draft202012Validator(outline).iter_errors(data):
+    for error in SchemaCheck(outline).errors(data):
         _report_schema_error(error, checks, root=outline)
-    entry_validator = jsonschema.Draft202012Validator(full).evolve(schema=entry_schema)
+    entry_check = SchemaCheck(entry_schema, within=full)
     seen: dict[str, list[jsonschema.ValidationError]] = {}
     for name, entry in services.items():
+        if entry_check.passes(entry):
+            continue
         try:
             key = json.dumps(entry, sort_keys=True)
         except (TypeError, ValueError):
             key = None
         errors = seen.get(key) if key is not None else None
         if errors is None:
-            errors = list(entry_validator.iter_errors(entry))
+            errors = list(entry_check.validator().iter_errors(entry))
             if key is not None:
                 seen[key] = errors
         for error in errors:
@@ -486,8 +492,7 @@ def _check_targets_and_deploy(manifest: Manifest, checks: _Checks) -> None:
         except MlopsError as exc:  # a broken plugin fails where its kind is used, on one line
             report(("targets", name, "provider"), f"targets.{name}.provider: {exc}")
             continue
-        validator = jsonschema.Draft202012Validator(target_schema)
-        errors = list(validator.iter_errors(config))
+        errors = SchemaCheck(target_schema).errors(config)
         for error in errors:
             _report_schema_error(error, checks, ("targets", name), root=target_schema)
         if not errors:
@@ -518,9 +523,9 @@ def _check_targets_and_deploy(manifest: Manifest, checks: _Checks) -> None:
             continue
         if target not in validators:  # one per target: a big manifest has many services, few targets
             deploy_schema = variants[target].deploy_schema()
-            validators[target] = (deploy_schema, jsonschema.Draft202012Validator(deploy_schema))
-        deploy_schema, validator = validators[target]
-        errors = list(validator.iter_errors(deploy))
+            validators[target] = (deploy_schema, SchemaCheck(deploy_schema))
+        deploy_schema, check = validators[target]
+        errors = check.errors(deploy)
         for error in errors:
             _report_schema_error(error, checks, ("services", name, "deploy"), root=deploy_schema)
         port = deploy.get("port")
@@ -585,12 +590,26 @@ def _check_environments(manifest: Manifest, checks: _Checks) -> None:
                 report((*base, "pip_index_url"), f"environments.{name}.pip_index_url: {problem}")
 
 
+_VERSION = r"[0-9]+(?:\.[0-9]+)*"
+_SIMPLE_REQUIREMENT = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"            # a project name (PEP 508)
+    rf"(?:(?:==|!=){_VERSION}(?:\.\*)?|(?:<=|>=|<|>){_VERSION}|~={_VERSION}\.[0-9]+)"
+    rf"(?:,(?:(?:==|!=){_VERSION}(?:\.\*)?|(?:<=|>=|<|>){_VERSION}|~={_VERSION}\.[0-9]+))*"
+    r"|[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", re.ASCII)
+"""`name` or `name` with plain release specifiers (numpy, scikit-learn==1.5.*, a>=1,<2): a strict
+subset of PEP 508 that needs no further checks. Anything else goes to packaging, which words the error."""
+
+
 def pip_problem(entry: str) -> str | None:
     """Why a pip entry is refused, or None: only PEP 508 requirements reach pip, never options."""
     text = entry.strip()
     if text.startswith("-"):
         return ("is a pip option, not a requirement; list packages only (e.g. numpy==2.1.*) and set "
                 "pip_index_url for another index")
+    if _SIMPLE_REQUIREMENT.fullmatch(text):
+        return None  # the common case, valid PEP 508 by construction: no need to load packaging
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:

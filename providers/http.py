@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,6 +20,9 @@ class Reply:
 def request(url: str, *, data: bytes | None = None, headers: Mapping[str, str] | None = None,
             timeout: float = 5.0) -> Reply:
     """One request; HTTP error statuses are returned, connection errors raise OSError."""
+    import urllib.error  # here, not at the top: validate and plan load providers but never call
+    import urllib.request
+
     req = urllib.request.Request(url, data=data, headers=dict(headers or {}),
                                  method="POST" if data is not None else "GET")
     try:

@@ -74,19 +74,23 @@ def _targets(args: argparse.Namespace) -> list[Address]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..gitops import manifest_key
     from ..planning import make_plan
     from ..project import Project
-    from ..provenance import changed_since
-    from ..render_markdown import Provenance, render_markdown
     from ..render_text import render_plan
 
     project = Project.load(args.file)
     plan = make_plan(project, targets=_targets(args), destroy=args.destroy)
-    report = changed_since(project.manifest, args.changed_since) if args.changed_since else None
+    report = None
+    if args.changed_since:
+        from ..provenance import changed_since
+
+        report = changed_since(project.manifest, args.changed_since)
     if args.format == "json":
         sys.stdout.write(_plan_json(plan, report))
     elif args.format == "markdown":
+        from ..gitops import manifest_key
+        from ..render_markdown import Provenance, render_markdown
+
         why = Provenance(report.ref, report.reasons) if report else None
         sys.stdout.write("\n".join(render_markdown(plan, manifest=manifest_key(args.file), why=why)))
     else:

@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -331,7 +330,7 @@ class LocalProvider(Provider):
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
         venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress)
         as_events(progress).check()   # cancelled while the environment was built: start nothing
-        instance = uuid.uuid4().hex[:8]
+        instance = os.urandom(4).hex()
         instance_dir = self._instance_dir(name, instance)
         model_dir = self._model_dir(inputs["models"], instance_dir)
         source = snapshot(Path(inputs["source_dir"]), str(spec["source"]).rsplit("@", 1)[-1], self.context.state_dir)
