@@ -41,7 +41,16 @@ def build_desired(
     out: dict[Address, Resource] = {}
     models: dict[str, Resource] = {}
     hashed: dict[Path, str] = {}
-    samples: dict[Path, str] = {}
+    samples: dict[str, str] = {}
+    resolved: dict[str, Path] = {}
+    model_paths: dict[tuple[str, str], str] = {}
+
+    def model_path(model: str, version: str) -> str:
+        key = (model, version)
+        if key not in model_paths:
+            model_paths[key] = str(store.model_path(model, version))
+        return model_paths[key]
+
     runtime_versions: dict[int, str] = {}
     for name, m in manifest.section("models").items():
         source = (manifest.root / m["path"]).resolve()
@@ -72,7 +81,9 @@ def build_desired(
         provider = providers[target]
         deploy, secrets, sensitive = _split_secrets(provider.normalize_deploy(s.get("deploy") or {}), manifest.project)
         env = environments[s["environment"]]
-        source_dir = (manifest.root / s["source_dir"]).resolve()
+        source_dir = resolved.get(s["source_dir"])
+        if source_dir is None:
+            source_dir = resolved[s["source_dir"]] = (manifest.root / s["source_dir"]).resolve()
         source_sha = hashed.get(source_dir)
         if source_sha is None:
             source_sha = hashed[source_dir] = _tree_hash(manifest, hasher, source_dir,
@@ -93,11 +104,11 @@ def build_desired(
         inputs = {
             "source_dir": str(source_dir),
             "entry_script": s["entry_script"],
-            "models": {m: {"version": r.spec["version"], "path": str(store.model_path(m, r.spec["version"]))}
+            "models": {m: {"version": r.spec["version"], "path": model_path(m, r.spec["version"])}
                        for m, r in model_refs.items()},
             "environment": dict(env.spec),
             "environment_name": env.address.name,
-            "sample_request": _sample(manifest, manifest.root / sample, name, samples) if sample else None,
+            "sample_request": _sample(manifest, sample, name, samples) if sample else None,
         }
         res = Resource(
             Address("service", name), spec,
@@ -146,11 +157,11 @@ def _tree_hash(manifest: Manifest, hasher: ContentHasher, path: Path, where: tup
         raise _problem(manifest, where, f"{'.'.join(map(str, where))}: {show(rel, 120)} {exc.reason}") from None
 
 
-def _sample(manifest: Manifest, path: Path, service: str, seen: dict[Path, str]) -> str:
+def _sample(manifest: Manifest, rel: str, service: str, seen: dict[str, str]) -> str:
     """One read per sample file, however many services share it."""
-    if path not in seen:
-        seen[path] = _read_sample(manifest, path, service)
-    return seen[path]
+    if rel not in seen:
+        seen[rel] = _read_sample(manifest, manifest.root / rel, service)
+    return seen[rel]
 
 
 def _read_sample(manifest: Manifest, path: Path, service: str) -> str:

@@ -229,8 +229,8 @@ class _Checks:
         """Paths whose ${VAR} is not set: reported once, not again by the schema."""
         self.samples: dict[Path, str | None] = {}
         """Sample request files read so far (services may share one): path -> problem or None."""
-        self.entry_scripts: dict[Path, tuple[Path, os.stat_result | None]] = {}
-        """Entry scripts looked at so far (services share them): path -> (resolved, lstat)."""
+        self.entry_scripts: dict[tuple[Path, str], tuple[str, str]] = {}
+        """Entry scripts looked at so far (services share them): (source_dir, script) -> verdict."""
         self.values: set[str] = set()
         """Values taken from the environment, blanked out of any message that still holds one."""
 
@@ -729,8 +729,10 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
 
         ``quiet``: a problem was reported for this folder already (its entry script); say no more.
         """
-        st = _lstat(manifest.root / rel)
-        if st is not None and stat.S_ISLNK(st.st_mode):
+        if rel not in linked:
+            st = _lstat(manifest.root / rel)
+            linked[rel] = st is not None and stat.S_ISLNK(st.st_mode)
+        if linked[rel]:
             report(where, f"{field_name}: {checks.shown(where, rel)} is a symbolic link; mlops never follows links "
                           "in model and source folders (use the real path, or a copy)")
             return False
@@ -749,6 +751,7 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
         return True
 
     walked: dict[Path, UnsafeFile | None] = {}
+    linked: dict[str, bool] = {}
     hashed: list[tuple[Path, str]] = []
     for name, model in models.items():
         rel = model.get("path")
@@ -801,38 +804,51 @@ def _check_entry_script(service: Mapping[str, Any], src: Path, name: str, checks
     entry = service.get("entry_script")
     if not _plain_path(entry):
         return True
+    key = (src, entry)
+    verdict = checks.entry_scripts.get(key)   # services share scripts: look once
+    if verdict is None:
+        verdict = checks.entry_scripts[key] = _entry_script_verdict(src, entry)
+    kind, detail = verdict
+    if not kind:
+        return True
     where, field_name = ("services", name, "entry_script"), f"services.{name}.entry_script"
-    report, shown = checks.report, checks.shown(("services", name, "entry_script"), entry)
-    target = src / entry
-    seen = checks.entry_scripts   # services share scripts: look once
-    if target in seen:
-        resolved, st = seen[target]
-    else:
-        try:
-            resolved = target.resolve()
-        except (OSError, ValueError, RuntimeError) as exc:
-            report(where, f"{field_name}: {shown} cannot be used ({_why(exc)})")
-            return False
-        try:
-            st = os.lstat(target)
-        except FileNotFoundError:
-            st = None
-        except (OSError, ValueError) as exc:
-            report(where, f"{field_name}: {shown} cannot be used ({_why(exc)})")
-            return False
-        seen[target] = (resolved, st)
-    if Path(entry).is_absolute() or not resolved.is_relative_to(src):
+    report, shown = checks.report, checks.shown(where, entry)
+    if kind == "unusable":
+        report(where, f"{field_name}: {shown} cannot be used ({detail})")
+        return False
+    if kind == "outside":
         report(where, f"{field_name}: {shown} is outside source_dir (it is relative to source_dir)")
         return False
-    if st is not None and stat.S_ISLNK(st.st_mode):
+    if kind == "link":
         report(where, f"{field_name}: {shown} is a symbolic link; mlops runs only regular files "
                       "(replace the link with the script)")
         return False
-    if st is None or not stat.S_ISREG(st.st_mode):
-        secret = checks.secret(("services", name, "source_dir"))
-        folder = "source_dir" if secret else one_line(service["source_dir"], 120)
-        report(where, f"{field_name}: {shown} not found in {folder} (it is relative to source_dir)")
+    secret = checks.secret(("services", name, "source_dir"))
+    folder = "source_dir" if secret else one_line(service["source_dir"], 120)
+    report(where, f"{field_name}: {shown} not found in {folder} (it is relative to source_dir)")
     return True
+
+
+def _entry_script_verdict(src: Path, entry: str) -> tuple[str, str]:
+    """What is wrong with ``entry`` in ``src``: ("", "") nothing, else unusable/outside/link/missing."""
+    target = src / entry
+    try:
+        resolved = target.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:
+        return "unusable", _why(exc)
+    try:
+        st: os.stat_result | None = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    except (OSError, ValueError) as exc:
+        return "unusable", _why(exc)
+    if Path(entry).is_absolute() or not resolved.is_relative_to(src):
+        return "outside", ""
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        return "link", ""
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return "missing", ""
+    return "", ""
 
 
 def _check_sample_request(sample: str, where: tuple, name: str, inside: Callable[..., Path | None],
@@ -887,9 +903,13 @@ def _check_registry(manifest: Manifest, root: Path, hashed: list[tuple[Path, str
         fix = "use a folder inside it, such as .mlops" if where else "remove the link (mlops creates the folder)"
         report(where, f"{name}: {shown} is outside the manifest's folder (plan writes there); {fix}")
         return
+    inside: dict[Path, bool] = {}   # thousands of services share a few folders: decide each once
     for folder, field_name in hashed:
-        if state.is_relative_to(folder) and folder.is_dir():
-            first = state.relative_to(folder).parts[:1]
-            if not first or first[0] not in SKIP_DIRS:
-                report(where, f"{name}: {shown} is inside {field_name}, which is hashed: every plan "
-                              "would change it; use a folder outside it, such as .mlops")
+        if folder not in inside:
+            inside[folder] = False
+            if state.is_relative_to(folder) and folder.is_dir():
+                first = state.relative_to(folder).parts[:1]
+                inside[folder] = not first or first[0] not in SKIP_DIRS
+        if inside[folder]:
+            report(where, f"{name}: {shown} is inside {field_name}, which is hashed: every plan "
+                          "would change it; use a folder outside it, such as .mlops")

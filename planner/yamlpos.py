@@ -329,8 +329,95 @@ class _Builder:
                                          "remove the tag")
 
 
+class _NeedKey:
+    """A mapping frame's key slot while it waits for its next key."""
+
+
+_NEED_KEY = _NeedKey()
+
+
+def _load_plain(text: str) -> tuple[Any, Positions] | None:
+    """The common document (no anchors, aliases, merge keys or tags) straight from libyaml's events.
+
+    One pass, no node graph and no recursion: depth is counted as it goes, so no separate pass is
+    needed to protect libyaml's recursive composer. It gives exactly the data and positions the
+    node-graph path (``_Builder``) gives such a document; anything else, including every error
+    and every limit reached, returns None and that path decides and words it.
+    """
+    if _CLoader is None:
+        return None
+    builder = _Builder()
+    values, keys = builder.positions.values, builder.positions.keys
+    resolve = _RESOLVER.resolve
+    limit, count, root = builder.max_values, 0, None
+    stack: list[list[Any]] = []   # [container, path, key slot] per open mapping or list
+    events = yaml.parse(text, Loader=_CLoader)
+    try:
+        if type(next(events)) is not yaml.StreamStartEvent or type(next(events)) is not yaml.DocumentStartEvent:
+            return None
+        for event in events:
+            kind = type(event)
+            if kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                stack.pop()
+                continue
+            if kind is yaml.DocumentEndEvent:
+                break
+            if kind is yaml.AliasEvent or event.anchor is not None or event.tag is not None:
+                return None
+            top = stack[-1] if stack else None
+            mark = event.start_mark
+            if top is not None and top[2] is _NEED_KEY:
+                if kind is not yaml.ScalarEvent:
+                    return None
+                tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+                if tag == _MERGE:
+                    return None
+                key = event.value if tag in _AS_TEXT else builder.key(yaml.ScalarNode(tag, event.value, mark))
+                if key in top[0]:
+                    return None   # a duplicate key: the node-graph path reports it
+                keys[(*top[1], key)] = (mark.line + 1, mark.column + 1)
+                top[2] = key
+                continue
+            path = () if top is None else (*top[1], top[2] if top[2] is not None else len(top[0]))
+            count += 1
+            if count > limit or len(path) > MAX_DEPTH:
+                return None
+            values[path] = (mark.line + 1, mark.column + 1)
+            if kind is yaml.ScalarEvent:
+                tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+                value = event.value if tag in _AS_TEXT else builder.scalar(yaml.ScalarNode(tag, event.value, mark))
+                frame = None
+            elif kind is yaml.MappingStartEvent:
+                value, frame = {}, [None, path, _NEED_KEY]
+            elif kind is yaml.SequenceStartEvent:
+                value, frame = [], [None, path, None]
+            else:
+                return None
+            if top is None:
+                root = value
+            elif top[2] is None:
+                top[0].append(value)
+            else:
+                top[0][top[2]] = value
+                top[2] = _NEED_KEY
+            if frame is not None:
+                frame[0] = value
+                stack.append(frame)
+        if type(next(events)) is not yaml.StreamEndEvent:
+            return None   # a second document: the node-graph path refuses it
+    except (yaml.YAMLError, YamlProblem, StopIteration, ValueError, TypeError, OverflowError):
+        return None
+    return root, builder.positions
+
+
+_RESOLVER = yaml.resolver.Resolver()
+
+
 def load(text: str) -> tuple[Any, Positions]:
     """Parse one YAML document into plain data plus positions; raise YamlProblem on bad input."""
+    plain = _load_plain(text)
+    if plain is not None:
+        return plain
     node = _compose(text)
     builder = _Builder()
     if node is None:
