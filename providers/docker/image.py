@@ -79,6 +79,11 @@ class Recipe:
     entry_script: str
     labels: Mapping[str, str] = field(default_factory=dict)
     deps_labels: Mapping[str, str] = field(default_factory=dict)
+    index_url: str | None = None
+    """The environment's pip_index_url: its own packages come from there, the runtime's from the
+    machine's index. None: one install of everything, as before."""
+    own_packages: int = 0
+    """How many of ``packages`` (the first ones) are the environment's own."""
 
     @property
     def ref(self) -> str:
@@ -105,6 +110,8 @@ def recipe_for(*, project: str, service: str, spec: Mapping[str, Any], inputs: M
         base_image=env.get("base_image") or DEFAULT_BASE_IMAGE,
         python=str(env.get("python", "3.11")),
         packages=(*env.get("pip", []), *requirements()),
+        index_url=env.get("pip_index_url") or None,
+        own_packages=len(env.get("pip", [])),
         models=tuple(ModelFiles(n, int(m["version"]), Path(m["path"]), (model_sources or {}).get(n))
                      for n, m in sorted(inputs["models"].items())),
         source_dir=Path(inputs["source_dir"]),
@@ -133,9 +140,9 @@ def dockerfile(recipe: Recipe) -> str:
         f"RUN [\"python3\", \"-c\", {_q(check)}]",
         "COPY pip/ /etc/mlops-pip/",
         "COPY requirements.txt /tmp/mlops-requirements.txt",
+        *(["COPY runtime-requirements.txt /tmp/mlops-runtime-requirements.txt"] if recipe.index_url else []),
         f"RUN PIP_CONFIG_FILE=/etc/mlops-pip/pip.conf python3 -m venv {VENV} && "
-        f"PIP_CONFIG_FILE=/etc/mlops-pip/pip.conf {VENV}/bin/pip install --no-cache-dir "
-        f"-r /tmp/mlops-requirements.txt",
+        + _pip_installs(recipe),
         f"LABEL {deps_labels}",
         "",
         f"FROM {recipe.base_image}",
@@ -153,6 +160,24 @@ def dockerfile(recipe: Recipe) -> str:
         f"LABEL {labels}",
         "",
     ])
+
+
+def _pip_installs(recipe: Recipe) -> str:
+    pip = f"PIP_CONFIG_FILE=/etc/mlops-pip/pip.conf {VENV}/bin/pip install --no-cache-dir"
+    if recipe.index_url is None:
+        return f"{pip} -r /tmp/mlops-requirements.txt"
+    steps = [f"{pip} -r /tmp/mlops-runtime-requirements.txt"]
+    if recipe.own_packages:
+        steps.insert(0, f"{pip} --index-url {_q(recipe.index_url)} -r /tmp/mlops-requirements.txt")
+    return " && ".join(steps)
+
+
+def _requirement_files(recipe: Recipe) -> dict[str, tuple[str, ...]]:
+    """requirements.txt (all, or with an index: the environment's own) and the runtime's apart."""
+    if recipe.index_url is None:
+        return {"requirements.txt": recipe.packages}
+    return {"requirements.txt": recipe.packages[:recipe.own_packages],
+            "runtime-requirements.txt": recipe.packages[recipe.own_packages:]}
 
 
 def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -199,7 +224,8 @@ def build_context(recipe: Recipe, pip: PipSettings) -> IO[bytes]:
     spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115 - the caller closes it
     with tarfile.open(fileobj=spool, mode="w") as tar:
         _add_bytes(tar, "Dockerfile", dockerfile(recipe).encode())
-        _add_bytes(tar, "requirements.txt", ("\n".join(recipe.packages) + "\n").encode())
+        for name, packages in _requirement_files(recipe).items():
+            _add_bytes(tar, name, ("\n".join(packages) + "\n").encode())
         _add_bytes(tar, "pip/pip.conf", pip.conf.encode())
         _add_bytes(tar, "pip/ca.pem", pip.ca_bundle)
         for folder in ("models", "app"):   # COPY needs them even when empty

@@ -40,8 +40,20 @@ def find_python(version: str) -> str:
 
 
 def venv_key(env_spec: Mapping[str, Any]) -> str:
-    return digest({"python": env_spec["python"], "pip": list(env_spec.get("pip", [])),
-                   "runtime": runtime_version()})[:16]
+    inputs = {"python": env_spec["python"], "pip": list(env_spec.get("pip", [])), "runtime": runtime_version()}
+    if env_spec.get("pip_index_url"):   # only when set: existing virtualenvs keep their keys
+        inputs["pip_index_url"] = env_spec["pip_index_url"]
+    return digest(inputs)[:16]
+
+
+def pip_installs(env_spec: Mapping[str, Any]) -> list[list[str]]:
+    """The `pip install` arguments for an environment: its packages from its own index when it names
+    one (pip_index_url replaces PyPI for them), and the scoring runtime's from the machine's index."""
+    packages = list(env_spec.get("pip", []))
+    index = env_spec.get("pip_index_url")
+    if not index:
+        return [[*packages, *requirements()]]
+    return [a for a in ([f"--index-url={index}", *packages] if packages else [], list(requirements())) if a]
 
 
 def venv_python(venv: Path) -> Path:
@@ -65,10 +77,12 @@ def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable
         try:
             progress(f"creating virtualenv (python {env_spec['python']})")
             _run([find_python(env_spec["python"]), "-m", "venv", str(build)], "python -m venv")
-            packages = [*env_spec.get("pip", []), *requirements()]
-            progress(f"installing {len(packages)} packages with pip")
-            _run([str(venv_python(build)), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                  *packages], "pip install")
+            for args in pip_installs(env_spec):
+                packages = [a for a in args if not a.startswith("--")]
+                index = "" if len(packages) == len(args) else " from the environment's index"
+                progress(f"installing {len(packages)} packages with pip{index}")
+                _run([str(venv_python(build)), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                      *args], "pip install")
             site = Path(subprocess.run(
                 [str(venv_python(build)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                 capture_output=True, text=True, check=True).stdout.strip())

@@ -118,3 +118,20 @@ def test_a_build_failure_names_the_step_and_the_pip_error(tmp_path):
     assert "step 5/16 (pip install)" in message
     assert message.count("ERROR:") == 2 and "No matching distribution found for nope==1" in message
     assert "mlops logs --build api" in message and "\n" not in message
+
+
+def test_an_environment_index_serves_its_own_packages_and_not_the_runtime(tmp_path):
+    """pip_index_url: the environment's packages come from its index, the runtime's from the machine's."""
+    plain = _recipe(tmp_path)
+    indexed = Recipe(**{**plain.__dict__, "index_url": "https://pypi.example.org/simple"})
+    assert plain.index_url is None and plain.own_packages == 1
+    text = dockerfile(indexed)
+    own = 'install --no-cache-dir --index-url "https://pypi.example.org/simple" -r /tmp/mlops-requirements.txt'
+    assert own in text
+    assert text.index(own) < text.index("-r /tmp/mlops-runtime-requirements.txt")
+    assert "--index-url" not in dockerfile(plain)
+    with tarfile.open(fileobj=build_context(indexed, PipSettings("[global]\n", b"")), mode="r") as tar:
+        files = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers() if m.name.endswith(".txt")
+                 and "/" not in m.name}
+    assert files["requirements.txt"] == "six\n"
+    assert "six" not in files["runtime-requirements.txt"] and "uvicorn" in files["runtime-requirements.txt"]
