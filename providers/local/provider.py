@@ -44,7 +44,7 @@ from ..http import is_ready, smoke_test
 from ..store import _read_json, _write_json, ensure_state_dir
 from . import processes
 from .ports import PortKeepers
-from .snapshots import snapshot
+from .snapshots import prune, snapshot
 from .venvs import ensure_venv, venv_python
 
 HOST = "127.0.0.1"
@@ -275,6 +275,7 @@ class LocalProvider(Provider):
         progress("retiring the previous instance")
         processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
         shutil.rmtree(self._instance_dir(name, str(live.details["instance"])), ignore_errors=True)
+        self._prune_snapshots()
         return self._live_from(record, self._records_dir(self.context))
 
     def delete(self, live: Live, progress: Progress) -> None:
@@ -295,6 +296,18 @@ class LocalProvider(Provider):
         self._record_file(name).unlink(missing_ok=True)
         for keeper in self.ports.of_service(name):
             self.ports.stop(keeper)
+        self._prune_snapshots()
+
+    def _prune_snapshots(self) -> None:
+        """Source snapshots that no instance of this project (any local target) runs from go."""
+        in_use = set()
+        for meta in (self._records_dir(self.context) / "instances").glob("*/instance.json"):
+            try:
+                spec = (_read_json(meta) or {}).get("spec") or {}
+            except (ProviderError, AttributeError):
+                return   # a record we cannot read may name any snapshot: remove nothing
+            in_use.add(str(spec.get("source", "")).rsplit("@", 1)[-1])
+        prune(self.context.state_dir, in_use)
 
     def _stop_strays(self, name: str, *, keep: str | None, progress: Progress) -> None:
         """Stop every running instance of ``name`` except ``keep`` (found by marker, recorded or not)."""

@@ -57,6 +57,32 @@ def snapshot(source_dir: Path, expected_prefix: str, state_dir: Path) -> Path:
     return final / "app"
 
 
+def prune(state_dir: Path, in_use: set[str], *, min_age_s: float = 3600) -> list[str]:
+    """Remove snapshots no instance uses (their digests do not start with any of ``in_use``).
+
+    Snapshots younger than ``min_age_s`` stay: another target's apply may have made one and not
+    yet written down the instance that will run from it. Returns the digests removed.
+    """
+    import time
+
+    root = state_dir / "sources"
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    cutoff = time.time() - min_age_s
+    for folder in root.iterdir():
+        if folder.name.startswith(".") or any(folder.name.startswith(p) for p in in_use if p):
+            continue
+        try:
+            if (folder / ".complete").stat().st_mtime > cutoff:
+                continue
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
+
+
 def _oldest_live_staging() -> float:
     """Staging folders older than an hour cannot belong to a running copy."""
     import time
