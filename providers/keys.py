@@ -18,6 +18,8 @@ from pathlib import Path
 
 from planner.errors import ProviderError
 
+MOUNTED = ".mounted"
+"""Under the keys folder: the copies containers mount (providers.docker)."""
 LEGACY = ("local/keys/{name}.json", "docker/{name}.keys.json")
 """Where earlier versions kept keys; read so that running services keep theirs after an upgrade."""
 
@@ -70,7 +72,22 @@ class KeyStore:
             json.dump(dict(keys), fh)
         os.replace(tmp, self._file(name))
 
+    def mountable(self, name: str, keys: Mapping[str, str]) -> Path:
+        """A copy of ``keys`` for a container to mount read-only (never its environment, which
+        `docker inspect` shows). The file is world-readable, so any user the image runs as can
+        read it inside the container; on this machine the 0700 folder keeps everyone else out."""
+        folder = self.folder / MOUNTED
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(dict(keys), fh)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, folder / f"{name}.json")
+        return folder / f"{name}.json"
+
     def forget(self, name: str) -> None:
         """The service left the project: its keys go (and the legacy copies with them)."""
-        for path in (self._file(name), *(self.state_dir / p.format(name=name) for p in LEGACY)):
+        for path in (self._file(name), self.folder / MOUNTED / f"{name}.json",
+                     *(self.state_dir / p.format(name=name) for p in LEGACY)):
             path.unlink(missing_ok=True)

@@ -48,6 +48,8 @@ from .image import APP_ROOT, Recipe
 
 HOST = containers.HOST
 PORTS_MOUNT = "/run/mlops-ports"
+KEYS_MOUNT = "/run/mlops-keys.json"
+"""Where a container finds its keys (MLOPS_KEYS_FILE), mounted read-only from the key store."""
 """Where the port keepers' control sockets appear inside a container."""
 REGISTRY_PATTERN = r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$"
 
@@ -302,8 +304,10 @@ class DockerLocalProvider(LocalProvider):
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
         }
-        if keys:
-            env["MLOPS_PRIMARY_KEY"], env["MLOPS_SECONDARY_KEY"] = keys["primary"], keys["secondary"]
+        volumes = {str(SOCKET_ROOT): {"bind": PORTS_MOUNT, "mode": "rw"}}
+        if keys:   # a read-only file, as the process engine does: the environment shows in `docker inspect`
+            volumes[str(self.keys.mountable(name, keys))] = {"bind": KEYS_MOUNT, "mode": "ro"}
+            env["MLOPS_KEYS_FILE"] = KEYS_MOUNT
         git = self.context.git
         labels = {
             label("project"): self.context.project, label("target"): self.target, label("service"): name,
@@ -317,7 +321,7 @@ class DockerLocalProvider(LocalProvider):
             container = containers.run_service(
                 self.client, image=image.digest_ref or image.image_id,
                 name=f"{self.context.project}-{name}-{instance}", command=command, env=env, labels=labels,
-                port=port, deploy=deploy, volumes={str(SOCKET_ROOT): {"bind": PORTS_MOUNT, "mode": "rw"}})
+                port=port, deploy=deploy, volumes=volumes)
         except docker.errors.APIError as exc:
             raise ProviderError(f"{desired.address}: the engine refused to start the container: "
                                 f"{exc.explanation or exc}") from None
@@ -359,10 +363,13 @@ class DockerLocalProvider(LocalProvider):
         import docker.errors
 
         try:
-            env = self.client.containers.get(str(live.details["container"])).attrs["Config"]["Env"] or []
+            container = self.client.containers.get(str(live.details["container"]))
         except docker.errors.NotFound:
             return found
-        key = next((e.split("=", 1)[1] for e in env if e.startswith("MLOPS_PRIMARY_KEY=")), None)
+        env = container.attrs["Config"]["Env"] or []
+        key = next((e.split("=", 1)[1] for e in env if e.startswith("MLOPS_PRIMARY_KEY=")), None)  # before 0.3
+        if key is None:
+            key = _mounted_key(container)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return Endpoint(scoring_url=found.scoring_url, headers=headers)
 
@@ -423,3 +430,20 @@ def _newest_per_service(found: list[Any]) -> list[Any]:
             best[name] = c
     return [best[n] for n in sorted(best)]
 
+
+
+def _mounted_key(container: Any) -> str | None:
+    """The primary key from the file mounted in ``container`` (the key store's copy may be gone)."""
+    import io
+    import tarfile
+
+    import docker.errors
+
+    try:
+        stream, _ = container.get_archive(KEYS_MOUNT)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.getmembers()[0]
+            data = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
+    except (docker.errors.APIError, tarfile.TarError, IndexError, AttributeError, ValueError):
+        return None
+    return str(data.get("primary") or "") or None if isinstance(data, dict) else None

@@ -114,7 +114,12 @@ def test_example_lifecycle_on_docker(tmp_path: Path, engine, project_name):  # n
     assert c.attrs["Image"] == built[0].image_id, "apply must run the image `mlops build` made"
     keys = json.loads((manifest.parent / ".mlops" / "keys" / "diabetes-api.json").read_text())
     env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
-    assert env["MLOPS_PRIMARY_KEY"] == keys["primary"]
+    assert not any(keys["primary"] in v or keys["secondary"] in v for v in env.values()), \
+        "keys stay out of the container's environment (docker inspect shows it)"
+    mounts = {m["Destination"]: m for m in c.attrs["Mounts"]}
+    assert env["MLOPS_KEYS_FILE"] == "/run/mlops-keys.json" and mounts["/run/mlops-keys.json"]["RW"] is False
+    assert json.loads(Path(mounts["/run/mlops-keys.json"]["Source"]).read_text()) == keys
+    assert oct(Path(mounts["/run/mlops-keys.json"]["Source"]).parent.stat().st_mode & 0o777) == "0o700"
     assert env["AZUREML_MODEL_DIR"] == "/var/azureml-app/azureml-models/ridge/1"
     assert not any(keys["primary"] in v or keys["secondary"] in v for v in c.labels.values())
 
