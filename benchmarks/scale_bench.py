@@ -124,7 +124,7 @@ def extract(base: str, into: Path) -> Path:
 
 
 def measure(code_root: Path, sizes: list[int], runs: int, work: Path,
-            env_extra: dict[str, str]) -> dict[str, dict[int, float]]:
+            env_extra: dict[str, str], graph_max: int = 10 ** 9) -> dict[str, dict[int, float]]:
     runner = work / "runner.py"
     runner.write_text(RUNNER)
     inproc = work / "inproc.py"
@@ -148,11 +148,14 @@ def measure(code_root: Path, sizes: list[int], runs: int, work: Path,
                                            for _ in range(runs))
         out["plan_json"][n] = statistics.median(timed([*run, "plan", "--json", "-f", str(path)], benv, root)
                                                 for _ in range(runs))
+        if n > graph_max:
+            continue   # the baseline's quadratic graph: about 8 minutes a run at 10,000
         figures = [json.loads(subprocess.run([sys.executable, str(inproc), str(code_root), str(n)], env=env,
                                              capture_output=True, text=True, check=True).stdout)
                    for _ in range(runs)]
         out["graph"][n] = statistics.median(f["graph"] for f in figures)
         out["schedule"][n] = statistics.median(f["schedule"] for f in figures)
+        print(f"  measured {n} services ({code_root.name})", file=sys.stderr, flush=True)
     return out
 
 
@@ -184,6 +187,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--base", default="cf90e3f", help="the baseline commit (today's code before this work)")
     parser.add_argument("--no-base", action="store_true", help="measure only the current code")
+    parser.add_argument("--base-graph-max", type=int, default=4000,
+                        help="largest size for the baseline's graph and scheduler (quadratic: 8 min at 10,000)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,7 +198,7 @@ def main() -> None:
             base = extract(args.base, work / "base")
             only_local = {"BENCH_ONLY_LOCAL": "1"}
             results["baseline"] = (startup(base, args.runs, work, only_local),
-                                   measure(base, sizes, args.runs, work, only_local))
+                                   measure(base, sizes, args.runs, work, only_local, args.base_graph_max))
     print(f"median of {args.runs} (start-up: of {args.runs * 3}); whole processes except graph/schedule")
     for name, (start, _) in results.items():
         print(f"{name:>9}: python -c pass {start['bare'] * 1000:6.0f} ms | mlops --help {start['help'] * 1000:6.0f} ms "
@@ -207,14 +212,17 @@ def main() -> None:
         for i, n in enumerate(sizes):
             cells = []
             for name in results:
+                if n not in results[name][1][figure]:
+                    cells.append(f"{'skipped':>12} {'':>12} {'':>12}")
+                    continue
                 t = results[name][1][figure][n]
                 added = ""
-                if i:
+                if i and sizes[i - 1] in results[name][1][figure]:
                     before = sizes[i - 1]
                     added = f"{(t - results[name][1][figure][before]) / (n - before) * 1000:.3f}"
                 cells.append(f"{t:>12.3f} {t / n * 1000:>12.3f} {added:>12}")
             ratio = ""
-            if len(results) > 1:
+            if len(results) > 1 and all(n in results[k][1][figure] for k in results):
                 ratio = f"  {results['baseline'][1][figure][n] / results['mlops'][1][figure][n]:6.1f}x"
             print(f"{figure:>10} {n:>9} " + " ".join(cells) + ratio)
 

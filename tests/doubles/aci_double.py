@@ -533,6 +533,7 @@ def _fixed(group: dict[str, Any], field: str) -> Any:
 class _Handler(MethodDispatch, BaseHTTPRequestHandler):
     double: AciDouble
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True   # headers and body are separate writes: no 40 ms delayed-ACK stall
 
     def log_message(self, fmt: str, *args: Any) -> None:
         if os.environ.get("ACI_DOUBLE_VERBOSE"):

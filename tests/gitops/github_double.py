@@ -103,6 +103,8 @@ class GitHubDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True   # headers and body are separate writes: no delayed-ACK stall
+
             def log_message(self, *args: Any) -> None:
                 pass
 
