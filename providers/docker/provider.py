@@ -41,6 +41,7 @@ from ..http import is_ready
 from ..images import BuiltImage, ImageBuilder
 from ..local import LocalProvider, processes
 from ..local.ports import SOCKET_ROOT
+from ..local.provider import HOLD_PUBLIC_S
 from . import build as builds
 from . import containers, engine
 from .engine import label
@@ -295,7 +296,8 @@ class DockerLocalProvider(LocalProvider):
         probe_port = processes.free_port(HOST)
         command = ["--entry-script", f"{APP_ROOT}/{inputs['entry_script']}", "--model-dir", recipe.model_dir,
                    "--host", HOST, "--port", str(port), "--workers", str(deploy.get("workers", 1)),
-                   "--listen-socket", f"{PORTS_MOUNT}/{keeper.socket.name}", "--probe-port", str(probe_port)]
+                   "--listen-socket", f"{PORTS_MOUNT}/{keeper.socket.name}", "--probe-port", str(probe_port),
+                   "--hold-public", str(HOLD_PUBLIC_S)]
         env = {
             **environment_variables(desired),
             "AZUREML_MODEL_DIR": recipe.model_dir,
@@ -328,6 +330,7 @@ class DockerLocalProvider(LocalProvider):
         try:
             self._wait_ready(desired, container, probe_port, progress)
             self._smoke_test(desired, probe_port, keys, progress)
+            container.kill(signal="SIGUSR1")   # GO_LIVE: only now does it take public requests
         except BaseException:
             self._remove(container.id)
             raise

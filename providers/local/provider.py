@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -49,6 +50,12 @@ from .venvs import ensure_venv, venv_python
 
 HOST = "127.0.0.1"
 PROBE_PARALLELISM = 16
+HOLD_PUBLIC_S = 90
+"""A new instance takes public requests only after its smoke test passed (GO_LIVE), or this long
+after its init() at the latest (the smoke test's own limit is 60 s): an apply killed in between
+leaves an instance that still serves, as a stray the next apply retires."""
+GO_LIVE = signal.SIGUSR1
+"""The runtime's --hold-public signal (providers/runtime/supervisor.py)."""
 MARKER = "MLOPS_INSTANCE"
 """Environment variable every instance process carries: ``<owner>/<target>/<service>/<instance>``."""
 
@@ -354,7 +361,7 @@ class LocalProvider(Provider):
                "--entry-script", str(source / inputs["entry_script"]),
                "--model-dir", str(model_dir), "--host", HOST, "--port", str(port),
                "--workers", str(deploy.get("workers", 1)), "--listen-socket", str(keeper.socket),
-               "--probe-port", str(probe_port)]
+               "--probe-port", str(probe_port), "--hold-public", str(HOLD_PUBLIC_S)]
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/"),
@@ -386,6 +393,7 @@ class LocalProvider(Provider):
         try:
             self._wait_ready(desired, pid, start_id, probe_port, log_file, progress)
             self._smoke_test(desired, probe_port, keys, progress)
+            os.kill(pid, GO_LIVE)   # only now does it take public requests
         except BaseException:
             processes.stop(pid, start_id, timeout=5)
             shutil.rmtree(instance_dir, ignore_errors=True)

@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="take the main port's listening socket from the port keeper at this unix socket instead of "
         "binding it: every version of a service shares one accept queue, so an update drops nothing",
     )
+    parser.add_argument(
+        "--hold-public",
+        type=float,
+        metavar="SECONDS",
+        help="with --probe-port: join the main port only on SIGUSR1 (sent once the deployer's smoke test "
+        "passed), or SECONDS after init() at the latest",
+    )
     parser.add_argument("--log-level", type=str.upper, choices=settings.LOG_LEVELS, help="log level (default INFO)")
     parser.add_argument("--version", action="version", version=f"mlops-runtime {__version__}")
     return parser
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             reuse_port=args.reuse_port,
             probe_port=args.probe_port,
             listen_socket=args.listen_socket,
+            hold_public_s=args.hold_public,
             cors_origins=args.access_control_allow_origins,
         )
     except settings.SettingsError as exc:

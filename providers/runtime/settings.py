@@ -66,6 +66,9 @@ class Settings:
     probe_port: int | None = None
     """A second, private listener on the same host, so a deployer can probe readiness and send
     its smoke test to this very instance while another one shares the main port."""
+    hold_public_s: float | None = None
+    """With a probe port: join the main port only on SIGUSR1 (the deployer's smoke test passed), or
+    this many seconds after init() at the latest (a restarted container has no deployer)."""
     limits: _limits.Limits = field(default_factory=_limits.Limits)
     """Header deadline, header size/count limits and the connection cap (``MLOPS_*`` variables)."""
     cors_origins: tuple[str, ...] = ()
@@ -164,6 +167,7 @@ def load(
     probe_port: int | None = None,
     listen_socket: str | None = None,
     cors_origins: str | None = None,
+    hold_public_s: float | None = None,
 ) -> Settings:
     """Build the settings from flags (None = not given) and ``env``; raises SettingsError."""
     app_root = Path(env.get("AML_APP_ROOT") or os.getcwd()).expanduser().resolve()
@@ -188,6 +192,9 @@ def load(
     if probe_port is not None and not 0 <= probe_port <= 65535:
         raise SettingsError(f"--probe-port must be between 0 and 65535, got {probe_port}")
 
+    if hold_public_s is not None and (probe_port is None or not 0 < hold_public_s <= 86400):
+        raise SettingsError("--hold-public needs --probe-port and between 0 and 86400 seconds, "
+                            f"got {hold_public_s}")
     source_dir = env.get("AZUREML_SOURCE_DIRECTORY")
     return Settings(
         entry_script=script,
@@ -208,6 +215,7 @@ def load(
         reuse_port=reuse_port,
         probe_port=probe_port,
         listen_socket=listen_socket,
+        hold_public_s=hold_public_s,
         limits=_limits.Limits(
             header_timeout_s=_int(env, "MLOPS_HEADER_TIMEOUT_MS", _limits.DEFAULT_HEADER_TIMEOUT_MS, 1) / 1000,
             max_header_bytes=_int(env, "MLOPS_MAX_HEADER_BYTES", _limits.DEFAULT_MAX_HEADER_BYTES, 1024),

@@ -29,6 +29,9 @@ CRASH_WINDOW_S = 60.0
 MAX_CRASHES = 5
 """More unexpected worker deaths than this within the window: stop instead of looping."""
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+GO_LIVE = signal.SIGUSR1
+"""The deployer's word that this instance passed its smoke test: join the public port (--hold-public)."""
+_BLOCKED_ACROSS_FORK = (*_STOP_SIGNALS, GO_LIVE)
 
 
 def bind(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
@@ -107,6 +110,16 @@ class Supervisor:
         self._result = exitcodes.OK
         self._crashes: list[float] = []
         self._pid = os.getpid()
+        self._live = settings.hold_public_s is None
+        """Whether workers join the public port as soon as their init() finished (else on GO_LIVE)."""
+
+    def _on_go_live(self, signum: int, frame: FrameType | None) -> None:
+        if not self._live:
+            log.info("smoke test passed: joining the public port")
+        self._live = True
+        for pid in list(self._children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, GO_LIVE)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self._stopping:
@@ -127,14 +140,14 @@ class Supervisor:
     def _spawn(self) -> None:
         # Signals stay blocked across fork(), so the child can never run the parent's handler
         # (which would signal its siblings); each side unblocks once its own handlers are set.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_ACROSS_FORK)
         try:
             pid = os.fork()
             if pid == 0:
                 self._become_worker()
             self._children.add(pid)
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_ACROSS_FORK)
 
     def _become_worker(self) -> None:
         code = exitcodes.ERROR
@@ -145,8 +158,9 @@ class Supervisor:
 
             for signum in _STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
+            # GO_LIVE stays blocked (a pending one is kept) until run_worker has its own handler.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-            code = run_worker(self._settings, self._sockets, self._deferred)
+            code = run_worker(self._settings, self._sockets, self._deferred, live=self._live)
         except BaseException:  # noqa: BLE001 - a worker must always leave through os._exit
             traceback.print_exc()
         finally:
@@ -187,6 +201,7 @@ class Supervisor:
         """Start the workers and wait; returns the exit code of the whole service."""
         for signum in _STOP_SIGNALS:
             signal.signal(signum, self._on_signal)
+        signal.signal(GO_LIVE, self._on_go_live)
         for _ in range(self._settings.workers):
             if not self._stopping:
                 self._spawn()

@@ -11,6 +11,7 @@ the script fails to load or ``init()`` raises, after logging one line that says 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -60,12 +61,46 @@ class _StopFlag:
             self.server.should_exit = True
 
 
-def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socket.socket | None = None) -> int:
-    """Serve ``sockets`` until told to stop, and ``deferred`` as well once ``init()`` finished;
-    returns the process exit code."""
+class _PublicGate:
+    """When this worker joins the public port: once init() finished and the instance is live
+    (at once, on SIGUSR1 from the supervisor, or ``hold_public_s`` after init() at the latest)."""
+
+    def __init__(self, live: bool, hold_s: float | None) -> None:
+        self.live, self.hold_s = live, hold_s
+        self.join: Any = None          # set once init() finished: joins the listener in the loop
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.live = True
+        if self.loop is not None and self.join is not None:
+            self.loop.call_soon_threadsafe(self.join)
+
+    async def ready(self, join_now: Any) -> None:
+        joined = False
+
+        def join() -> None:
+            nonlocal joined
+            if not joined:
+                joined = True
+                asyncio.ensure_future(join_now())
+
+        self.loop, self.join = asyncio.get_running_loop(), join
+        if self.live:
+            join()
+        elif self.hold_s is not None:
+            self.loop.call_later(self.hold_s, join)
+
+
+def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socket.socket | None = None,
+               *, live: bool = True) -> int:
+    """Serve ``sockets`` until told to stop, and ``deferred`` as well once ``init()`` finished
+    (and, with --hold-public, once the deployer said so); returns the process exit code."""
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    gate = _PublicGate(live, settings.hold_public_s)
+    signal.signal(signal.SIGUSR1, gate.on_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR1])
     logs.configure(settings.log_level)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # the script's print()s, in order with logs
@@ -98,10 +133,13 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
         _fail_script("init() failed", exc)
         os._exit(exitcodes.SCRIPT_FAILED)
 
+    async def join_public() -> None:
+        await server.add_listener(deferred)
+        log.info("serving the public port")
+
     async def ready() -> None:
         if deferred is not None:
-            await server.add_listener(deferred)
-            log.info("serving the public port")
+            await gate.ready(join_public)
 
     scorer = Scorer(
         script,

@@ -264,6 +264,32 @@ def test_an_update_under_load_drops_no_request(tmp_path: Path, migrate_req: str)
         mlops("destroy", "--auto-approve", cwd=root, check=False)
 
 
+def test_a_new_version_takes_no_public_request_before_its_smoke_test_passes(tmp_path: Path):
+    """The new instance serves its probe port only until the smoke test passed (--hold-public): a
+    release that fails it never answers a client, even while the test runs for seconds."""
+    root = tmp_path / "repo"
+    make_project(root, MANIFEST.replace("auth: key", "auth: none"))
+    try:
+        mlops("apply", "--auto-approve", cwd=root)
+        endpoint = status(root)["echo-api"]["endpoint"]
+        (root / "src" / "score.py").write_text(
+            "import time\n\ndef init():\n    pass\n\n"
+            "def run(data):\n"
+            "    if 'data' in str(data):  # the sample request: fail it, slowly\n"
+            "        time.sleep(2)\n"
+            "        raise RuntimeError('broken release')\n"
+            "    return {'model': 'broken'}\n")
+        commit(root, "a broken release")
+        with Hammer(endpoint) as load:
+            result = mlops("apply", "--auto-approve", cwd=root, check=False)
+            time.sleep(0.3)
+        assert result.returncode == 1 and "smoke test failed" in result.stderr, result.stderr
+        assert load.failures == [], load.failures[:5]
+        assert load.answers and set(load.answers) == {"v1"}, "the broken release answered a client"
+    finally:
+        mlops("destroy", "--auto-approve", cwd=root, check=False)
+
+
 def test_a_service_on_a_removed_target_is_found_and_moved(tmp_path: Path):
     """Live state comes from the targets, not the manifest: renaming a target must not orphan."""
     root = tmp_path / "repo"

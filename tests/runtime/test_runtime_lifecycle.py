@@ -135,6 +135,38 @@ def test_probe_port_serves_at_once_and_the_public_port_after_init(runtime, unuse
     assert server.request("POST", "/score", '{"sleep": 0}', port=unused_port).status == 200
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_hold_public_waits_for_the_go_live_signal(runtime, unused_port, workers):
+    """--hold-public: ready on the probe port, yet no public traffic until SIGUSR1 (every worker)."""
+    server = runtime("slow.py", "--probe-port", str(unused_port), "--hold-public", "60", "--workers", workers,
+                     wait_ready=False)
+    server.wait_ready(port=unused_port)
+    assert server.request("POST", "/score", '{"sleep": 0}', port=unused_port).status == 200
+    time.sleep(0.5)
+    with pytest.raises(ConnectionRefusedError):
+        server.request("GET", "/")
+    server.process.send_signal(signal.SIGUSR1)
+    assert server.log.wait_for("smoke test passed: joining the public port", timeout=5)
+    deadline = time.monotonic() + 5
+    while server.log.text.count("serving the public port") < int(workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.log.text.count("serving the public port") == int(workers)
+    assert server.request("POST", "/score", '{"sleep": 0}').status == 200
+
+
+def test_hold_public_gives_up_waiting_after_its_limit(runtime, unused_port):
+    """No deployer (a container restarted by its engine): the public port is joined after the limit."""
+    server = runtime("slow.py", "--probe-port", str(unused_port), "--hold-public", "1", wait_ready=False)
+    server.wait_ready(port=unused_port)
+    assert server.log.wait_for("serving the public port", timeout=10)
+    assert server.request("POST", "/score", '{"sleep": 0}').status == 200
+
+
+def test_hold_public_needs_a_probe_port(runtime):
+    with pytest.raises(AssertionError, match="exit 2"):
+        runtime("echo.py", "--hold-public", "5")
+
+
 def test_reuse_port_lets_a_new_instance_take_over_without_a_gap(runtime, unused_port):
     old = runtime("slow.py", "--reuse-port")
     old_pid = old.request("POST", "/score", '{"sleep": 0}').json()["pid"]
