@@ -330,6 +330,11 @@ class LocalProvider(Provider):
         (or already held by this service's own keeper, e.g. a replacement of a broken instance)."""
         port = desired.spec["deploy"]["port"]
         if port == "auto":
+            # A replacement (a healed crash) keeps the endpoint its callers know, if it is still ours or free.
+            record = _read_json(self._record_file(desired.address.name)) or {}
+            old = int(record["port"]) if record.get("port") else None
+            if old and (self.ports.find(desired.address.name, old) is not None or not processes.port_in_use(old, HOST)):
+                return old
             return processes.free_port(HOST)
         if self.ports.find(desired.address.name, int(port)) is None and processes.port_in_use(int(port), HOST):
             raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
