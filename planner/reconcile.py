@@ -218,7 +218,7 @@ class Reconciler:
         suspended = suspended_services(seen.project.manifest)
         with remembered(state_dir) as memory:
             learn(memory, seen.desired, seen.live)
-            report.services = self._services(seen, memory, suspended)
+            report.services = self.service_reports(seen, memory, suspended)
             todo = self._select(seen, memory, suspended, report, final=False)
         if todo and not self.stop.is_set():
             self._act(seen.project, report)
@@ -226,7 +226,7 @@ class Reconciler:
                 after = self.observe()   # report what runs now, not what ran before the changes
                 with remembered(state_dir) as memory:
                     learn(memory, after.desired, after.live)
-                    report.services = self._services(after, memory, suspended_services(after.project.manifest))
+                    report.services = self.service_reports(after, memory, suspended_services(after.project.manifest))
         else:
             with remembered(state_dir) as memory:
                 self._select(seen, memory, suspended, report, final=True)   # report what is held back
@@ -238,7 +238,8 @@ class Reconciler:
         if events:
             self.notify(events)
 
-    def _services(self, seen: Observation, memory: ReconcileMemory, suspended: set[str]) -> list[ServiceReport]:
+    def service_reports(self, seen: Observation, memory: ReconcileMemory,
+                        suspended: set[str]) -> list[ServiceReport]:
         out = []
         for change in seen.plan.changes:
             if change.address.kind != "service":
@@ -320,7 +321,7 @@ class Reconciler:
                 suspended = suspended_services(seen.project.manifest)
                 with remembered(state_dir) as memory:
                     learn(memory, seen.desired, seen.live)
-                    report.services = self._services(seen, memory, suspended)
+                    report.services = self.service_reports(seen, memory, suspended)
                     chosen = self._select(seen, memory, suspended, report, final=True)
                 self._carry_out(seen, chosen, report)
         except LockedError as exc:
