@@ -44,7 +44,7 @@ def build_state(seen: Observation) -> dict[str, Any]:
     """The header and one row per service, failing rows first."""
     project = seen.project
     memory = read_memory(project.manifest.state_dir)   # read only: the page never writes
-    learn(memory, seen.desired, seen.live)
+    learn(memory, seen.plan, seen.live)
     reports = Reconciler(project.manifest.path, Options()).service_reports(
         seen, memory, suspended_services(project.manifest))
     rows = []
