@@ -219,3 +219,31 @@ def test_sigterm_finishes_the_current_change_and_leaves_a_state_the_next_plan_re
     plan = mlops("plan", "--detailed-exitcode", cwd=project, check=False)
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert status(project)["state"] == "Healthy"
+
+
+def test_a_running_reconciler_serves_metrics_on_loopback_and_stops_on_sigterm(project: Path):
+    from providers.http import request
+
+    kill_service(project)
+    proc = spawn("reconcile", "--metrics-port", "0", "--interval", "0.5", "--jitter", "0.5", cwd=project)
+    try:
+        url = None
+        cycles = 0
+        for line in proc.stdout:   # the server is up before the first cycle; wait for two cycles
+            event = json.loads(line)
+            url = event.get("url", url)
+            cycles += event["event"] == "cycle"
+            if cycles == 2:
+                break
+        assert url and url.startswith("http://127.0.0.1:")
+        text = request(url).body.decode()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert 'mlops_resource_drift{service="echo-api",target="local"} 1' in text
+    assert 'mlops_resource_health{service="echo-api",target="local",state="Failed"} 1' in text
+    assert "mlops_reconcile_cycles_total 2" in text or "mlops_reconcile_cycles_total 3" in text
+    assert status(project)["state"] == "Failed"     # observe (the default) changed nothing
