@@ -277,7 +277,7 @@ def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: 
     if not path:
         return
     text = render_summary(manifest=project.manifest.display, choice=choice, plan=plan, outcomes=outcomes,
-                          services=service_rows(project), result=result)
+                          services=[r.to_json() for r in service_rows(project)], result=result)
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)
