@@ -265,3 +265,18 @@ def test_status_json_has_the_same_keys_in_every_state_and_the_manifest_target(tm
     assert text.splitlines()[0].split() == ["SERVICE", "TARGET", "STATE", "ENDPOINT", "MODELS", "FINGERPRINT",
                                             "COMMIT"]
     assert "two-api  prod" in text
+
+
+def test_a_broken_local_plugin_does_not_fail_manifests_without_local_targets(tmp_path: Path, plugins: Path):
+    """`local` is only the default kind: a manifest whose targets are all elsewhere never loads it."""
+    _plugin(plugins, "mlops_shadow", "local", "broken_plugin:Provider")   # now `local` cannot load
+    registry.refresh()
+    with pytest.raises(MlopsError, match="local"):
+        registry.load("local")
+    path = make_project(tmp_path, manifest())
+    for command in (["validate"], ["plan"], ["apply", "--auto-approve"], ["status"], ["destroy", "--auto-approve"]):
+        result = run_cli(*command, "-f", str(path))
+        assert result.code == 0, (command, result.err)
+    path.write_text(manifest(targets="mem: {provider: memory}\n  box: {provider: local}"))
+    result = run_cli("plan", "-f", str(path))
+    assert result.code == 1 and "targets.box.provider: provider kind 'local' is claimed by several" in result.err
