@@ -241,11 +241,13 @@ class Provider(ABC):
         """The exact objects apply would send for this service, as text (YAML), secrets redacted; None if n/a."""
         return None
 
-    def apply_lock(self, holder: str) -> contextlib.AbstractContextManager[None]:
+    def apply_lock(self, holder: str, cancel: threading.Event | None = None
+                   ) -> contextlib.AbstractContextManager[None]:
         """A lock on the target itself, held while apply works there (e.g. a Kubernetes Lease).
 
         The manifest's own lock (a file beside the state) cannot stop a second CI runner on
-        another machine; a shared target can. Entered after ``connect``.
+        another machine; a shared target can. Entered after ``connect``; waiting for another
+        holder raises ``CancelledError`` as soon as ``cancel`` is set (Ctrl-C, SIGTERM).
         """
         return contextlib.nullcontext()
 

@@ -281,14 +281,15 @@ class KubernetesProvider(ImageTarget, Provider):
         return out
 
     # -- lock -----------------------------------------------------------------------------------
-    def apply_lock(self, holder: str) -> contextlib.AbstractContextManager[None]:
+    def apply_lock(self, holder: str, cancel: threading.Event | None = None
+                   ) -> contextlib.AbstractContextManager[None]:
         cluster = self.cluster
         if "destroy" in holder and not self._namespace_exists():
             return contextlib.nullcontext()   # nothing of ours can be there
         self._ensure_namespace()
         timeout = float(self.config.get("lock_timeout_s", 120))
         return LeaseLock(cluster, self.namespace, self.context.project, holder, timeout_s=timeout,
-                         target=self.target).held()
+                         target=self.target).held(cancel)
 
     # -- acting ---------------------------------------------------------------------------------
     def _namespace_exists(self) -> bool:
