@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..addresses import Address
-from ..errors import MlopsError
+from ..errors import CancelledError, MlopsError
 
 if TYPE_CHECKING:   # the handlers import what they use: `mlops --help` must not pay for it
     from ..apply import Outcome
@@ -170,12 +170,19 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
                 print("No changes. Nothing to apply.")
             code, result = 0, "No changes. Nothing to apply."
         else:
-            live = _lock_targets(project, plan, desired, live, target_locks, destroy)
-            print()
             cancel = threading.Event()
-            with ProgressPrinter(sys.stdout) as printer, _cancel_on_signals(cancel):
-                outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism, notify=printer,
-                                      cancel=cancel)
+            with _cancel_on_signals(cancel):
+                try:   # waiting for a target's lock stops at Ctrl-C too
+                    live = _lock_targets(project, plan, desired, live, target_locks, destroy, cancel)
+                except CancelledError as exc:
+                    result = f"Apply cancelled: {exc}"
+                    print(result, file=sys.stderr)
+                    _job_summary(project, plan, choice, outcomes, result)
+                    return 130
+                print()
+                with ProgressPrinter(sys.stdout) as printer:
+                    outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism,
+                                          notify=printer, cancel=cancel)
             code, result = _report(outcomes, destroy)
     _job_summary(project, plan, choice, outcomes, result)
     return code
@@ -192,7 +199,7 @@ def _confirm(destroy: bool) -> bool:
 
 
 def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack: contextlib.ExitStack,
-                  destroy: bool) -> dict:
+                  destroy: bool, cancel: threading.Event) -> dict:
     """Take the locks of the targets this plan changes (a no-op apply writes nothing there), then
     read live state again: what another runner did while this one waited makes the plan stale."""
     from ..apply import check_fresh
@@ -208,7 +215,7 @@ def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack
         return live
     for provider in lockable:
         provider.ensure_connected()
-        stack.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}"))
+        stack.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}", cancel))
     fresh = project.live()
     check_fresh(plan, desired, fresh, project.rules_for)
     return fresh
@@ -277,7 +284,7 @@ def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: 
     if not path:
         return
     text = render_summary(manifest=project.manifest.display, choice=choice, plan=plan, outcomes=outcomes,
-                          services=service_rows(project), result=result)
+                          services=[r.to_json() for r in service_rows(project)], result=result)
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)

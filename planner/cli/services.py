@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,49 +61,73 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 
-def service_rows(project: Project) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ServiceRow:
+    """One line of `mlops status`: the same keys in every state (``status --json`` is a contract).
+
+    ``target`` is where the service runs, or for one not deployed yet where the manifest puts it.
+    """
+
+    service: str
+    target: str | None
+    state: str
+    endpoint: str | None = None
+    models: tuple[str, ...] = ()
+    fingerprint: str | None = None
+    git_commit: str | None = None
+    dirty: bool | None = None
+    message: str = ""
+    in_manifest: bool = True
+    health: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+
+def service_rows(project: Project) -> list[ServiceRow]:
     live = project.live(allow_duplicates=True)
     rows = []
     declared = project.manifest.section("services")
     for name in sorted(set(declared) | {a.name for a in live if a.kind == "service"}):
         lv = live.get(Address("service", name))
         if lv is None:
-            rows.append({"service": name, "target": declared[name].get("target", "local"), "state": "NotDeployed",
-                         "endpoint": None, "models": [], "fingerprint": None, "git_commit": None,
-                         "dirty": None, "message": "not deployed; run `mlops apply`"})
+            target = project.manifest.service_target(declared[name])
+            rows.append(ServiceRow(service=name, target=target if isinstance(target, str) else None,
+                                   state="NotDeployed", message="not deployed; run `mlops apply`"))
             continue
         git = lv.details.get("git") or {}
-        rows.append({
-            "service": name, "target": lv.target, "state": lv.status, "endpoint": lv.details.get("endpoint"),
-            "models": list(lv.spec.get("models", [])), "fingerprint": digest(dict(lv.spec))[:12],
-            "git_commit": git.get("commit"), "dirty": git.get("dirty"), "message": lv.details.get("message") or "",
-            "in_manifest": name in declared,
-            "health": lv.health.to_json() if lv.health is not None and lv.health.has_counts else None,
-        })
+        rows.append(ServiceRow(
+            service=name, target=lv.target, state=lv.status, endpoint=lv.details.get("endpoint"),
+            models=tuple(lv.spec.get("models", [])), fingerprint=digest(dict(lv.spec))[:12],
+            git_commit=git.get("commit"), dirty=git.get("dirty"), message=lv.details.get("message") or "",
+            in_manifest=name in declared,
+            health=lv.health.to_json() if lv.health is not None and lv.health.has_counts else None,
+        ))
     return rows
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     rows = service_rows(_load(args.file))
     if args.json:
-        print(json.dumps({"format_version": "1.0", "services": rows}, indent=2, sort_keys=True))
+        print(json.dumps({"format_version": "1.0", "services": [r.to_json() for r in rows]}, indent=2,
+                         sort_keys=True))
         return 0
     if not rows:
         print("No services declared or running.")
         return 0
     table = [["SERVICE", "TARGET", "STATE", "ENDPOINT", "MODELS", "FINGERPRINT", "COMMIT"]]
     for r in rows:
-        commit = (r["git_commit"] or "-")[:10] + ("+dirty" if r["dirty"] else "")
-        counts = Health.from_json(r["health"]).counts() if r.get("health") else ""
-        state = f"{r['state']} ({counts})" if counts else r["state"]
-        table.append([r["service"], r["target"] or "-", state, r["endpoint"] or "-",
-                      ",".join(m.split("@")[0] for m in r["models"]) or "-", r["fingerprint"] or "-", commit])
+        commit = (r.git_commit or "-")[:10] + ("+dirty" if r.dirty else "")
+        counts = Health.from_json(r.health).counts() if r.health else ""
+        state = f"{r.state} ({counts})" if counts else r.state
+        table.append([r.service, r.target or "-", state, r.endpoint or "-",
+                      ",".join(m.split("@")[0] for m in r.models) or "-", r.fingerprint or "-", commit])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for r in rows:
-        if r["message"]:
-            print(f"{r['service']}: {r['message']}")
+        if r.message:
+            print(f"{r.service}: {r.message}")
     return 0
 
 

@@ -28,7 +28,6 @@ from planner.hashing import canonical_json
 from planner.resources import Live, Resource
 
 from ..base import (
-    BuildResult,
     Endpoint,
     Progress,
     ProjectContext,
@@ -38,14 +37,13 @@ from ..base import (
     environment_variables,
 )
 from ..http import is_ready
-from ..images import BuiltImage, ImageBuilder
+from ..images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, ImageTarget, engine
+from ..images.engine import label
+from ..images.recipe import APP_ROOT
 from ..local import LocalProvider, processes
 from ..local.ports import SOCKET_ROOT
 from ..local.provider import HOLD_PUBLIC_S
-from . import build as builds
-from . import containers, engine
-from .engine import label
-from .image import APP_ROOT, Recipe
+from . import containers
 
 HOST = containers.HOST
 PORTS_MOUNT = "/run/mlops-ports"
@@ -55,16 +53,16 @@ KEYS_MOUNT = "/run/mlops-keys.json"
 REGISTRY_PATTERN = r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$"
 
 
-class DockerLocalProvider(LocalProvider):
+class DockerLocalProvider(ImageTarget, LocalProvider):
     """``provider: local`` with ``engine: docker``."""
 
     kind: ClassVar[str] = "local"
     engine_name: ClassVar[str] = "docker"
-    builds_images: ClassVar[bool] = True
+    pulls_from_registry: ClassVar[bool] = False   # runs in the engine that built it; a registry is optional
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         super().__init__(target=target, config=config, context=context)
-        self.images = ImageBuilder(context, self.registry, log_dir=self._records_dir(context) / "builds")
+        self.init_images(context, self.registry, log_dir=self._records_dir(context) / "builds")
         self._docker: Any = None
 
     def connect(self) -> None:
@@ -79,9 +77,6 @@ class DockerLocalProvider(LocalProvider):
         self.ensure_connected()
         return self._docker
 
-    def image_registry(self) -> str | None:
-        return self.registry
-
     # -- schema -------------------------------------------------------------------------------
     @classmethod
     def target_schema(cls) -> dict[str, Any]:
@@ -91,7 +86,7 @@ class DockerLocalProvider(LocalProvider):
             "engine": {"const": "docker", "description": "docker: each service is a container in a Docker engine"},
             "registry": {"type": "string", "pattern": REGISTRY_PATTERN,
                          "description": "push every image here (host[:port][/path]); credentials come from "
-                                        f"{builds.REGISTRY_USER_ENV} / {builds.REGISTRY_PASSWORD_ENV}"},
+                                        f"{REGISTRY_USER_ENV} / {REGISTRY_PASSWORD_ENV}"},
         }
         return schema
 
@@ -113,10 +108,7 @@ class DockerLocalProvider(LocalProvider):
         The image name is derived from the spec alone (content address), so planning never asks
         the engine; with a registry the name carries it, so adding one shows as a change.
         """
-        return {**spec, "image": self.recipe_ref(name, spec)}
-
-    def recipe_ref(self, name: str, spec: Mapping[str, Any]) -> str:
-        return self.images.ref(name, spec)
+        return self.with_image(name, spec)
 
     @property
     def registry(self) -> str | None:
@@ -128,17 +120,11 @@ class DockerLocalProvider(LocalProvider):
         """Keys of docker services (0600); the containers themselves are the live state."""
         return context.state_dir / "docker"
 
-    def build_log_file(self, name: str) -> Path:
-        return self.images.log_file(name)
-
     # -- images ---------------------------------------------------------------------------------
-    def recipe(self, desired: Resource, model_sources: Mapping[str, Path] | None = None) -> Recipe:
-        return self.images.recipe(desired, model_sources)
-
-    def ensure_image(self, desired: Resource, progress: Progress, *,
+    def ensure_image(self, desired: Resource, progress: Progress, *, client: Any | None = None,
                      model_sources: Mapping[str, Path] | None = None) -> BuiltImage:
-        """Build the service's image unless its tag exists; push it when the target has a registry."""
-        return self.images.ensure(desired, progress, client=self.client, model_sources=model_sources)
+        """The shared build, in this target's engine client (pushed when the target has a registry)."""
+        return super().ensure_image(desired, progress, client=client or self.client, model_sources=model_sources)
 
     # -- live state -------------------------------------------------------------------------------
     def read(self) -> list[Live]:
@@ -289,7 +275,7 @@ class DockerLocalProvider(LocalProvider):
         import docker.errors
 
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
-        recipe = self.recipe(desired)
+        recipe = self.images.recipe(desired)
         deploy = spec["deploy"]
         instance = uuid.uuid4().hex[:8]
         keeper = self.ports.ensure(name, port, self._records_dir(self.context) / "logs" / f"{name}.ports.log")
@@ -385,20 +371,6 @@ class DockerLocalProvider(LocalProvider):
         except docker.errors.NotFound:
             raise ProviderError(f"{live.address}: its container is gone; run `mlops apply` to recreate it") from None
         yield from containers.log_lines(container, follow=follow, tail=tail)
-
-    def build_image(self, desired: Resource, progress: Progress, *,
-                    model_sources: Mapping[str, Path] | None = None) -> BuildResult:
-        built = self.ensure_image(desired, progress, model_sources=model_sources)
-        return BuildResult(desired.address.name, built.ref, built.image_id, built.built, built.seconds,
-                           built.digest_ref, built.cached_steps, built.steps)
-
-    def build_log(self, name: str) -> Iterator[str]:
-        path = self.build_log_file(name)
-        if not path.exists():
-            raise ProviderError(f"no image build log for service {name!r} yet; run `mlops build {name}`")
-        with path.open(errors="replace") as fh:
-            for line in fh:
-                yield line.rstrip("\n")
 
 
 def list_containers(cli: Any, filters: dict[str, Any] | None = None) -> list[Any]:

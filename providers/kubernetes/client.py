@@ -24,8 +24,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError, SSLError
 
-from planner.errors import ProviderError, Unreachable
-from planner.retrying import TransientError, call_with_retries, is_transient_status, retry_after
+from planner.errors import CancelledError, ProviderError, Unreachable
+from planner.retrying import PermanentError, TransientError, call_with_retries, is_transient_status, retry_after
 
 FIELD_MANAGER = "mlops"
 APPLY = "application/apply-patch+yaml"
@@ -135,9 +135,11 @@ class Cluster:
 
         try:
             return call_with_retries(once, what=what, attempts=attempts, cancel=self.cancel)
-        except ProviderError:
+        except PermanentError as exc:   # after the retries: say where
+            raise ProviderError(f"{exc} ({self.where}, {self.host})") from None
+        except (ProviderError, CancelledError):
             raise
-        except Exception as exc:   # PermanentError after the retries: say where
+        except Exception as exc:
             raise ProviderError(f"{exc} ({self.where}, {self.host})") from None
 
     def _method(self, verb: str, kind: str) -> tuple[Callable[..., Any], bool]:
@@ -244,6 +246,8 @@ class Cluster:
 
         try:
             return call_with_retries(once, what=f"{method} {path}", attempts=3, cancel=self.cancel)
+        except CancelledError:
+            raise
         except Exception as exc:
             raise ProviderError(f"{method} {path} through {self.host}: {exc}") from None
 
