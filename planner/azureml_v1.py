@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shlex
@@ -41,7 +42,7 @@ import yaml
 
 from .errors import MlopsError, Problem
 from .manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
-from .yamlpos import YamlProblem, decode, load, one_line
+from .yamlpos import MAX_INT_DIGITS, YamlProblem, decode, load, one_line
 
 MAX_CONFIG_BYTES = 1024 * 1024
 MIN_PYTHON = (3, 11)
@@ -152,6 +153,46 @@ def _problem(path: Path, text: str, key: str | None, message: str) -> V1ConfigEr
     return V1ConfigError(_shown(path), line, col, message)
 
 
+class _NumberProblem(ValueError):
+    """A JSON number Python would refuse or a manifest cannot hold (raised from json's hooks)."""
+
+    def __init__(self, literal: str, why: str) -> None:
+        super().__init__(why)
+        self.literal = literal
+        self.why = why
+
+
+def _bounded_int(literal: str) -> int:
+    if sum(ch.isdigit() for ch in literal) > MAX_INT_DIGITS:
+        raise _NumberProblem(literal, f"an integer with {len(literal.lstrip('-'))} digits is too large "
+                             f"(at most {MAX_INT_DIGITS})")
+    return int(literal)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NumberProblem(literal, f"{one_line(literal, 20)} is not a finite number")
+    return value
+
+
+def _no_constant(literal: str) -> float:
+    raise _NumberProblem(literal, f"{literal} is not a JSON number")
+
+
+def _parse_json(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise V1ConfigError(_shown(path), exc.lineno, exc.colno, f"not valid JSON: {exc.msg}") from None
+    except _NumberProblem as exc:
+        index = max(text.find(exc.literal), 0)
+        line = text.count("\n", 0, index) + 1
+        raise V1ConfigError(_shown(path), line, index - (text.rfind("\n", 0, index) + 1) + 1, exc.why) from None
+    except RecursionError:
+        raise V1ConfigError(_shown(path), 1, 1, "nested too deeply") from None
+
+
 def read_json(path: Path) -> tuple[dict[str, Any], str]:
     """A v1 JSON config file as a mapping plus its text; located errors for bad files."""
     try:
@@ -166,12 +207,7 @@ def read_json(path: Path) -> tuple[dict[str, Any], str]:
         text = decode(raw)
     except YamlProblem as exc:
         raise V1ConfigError(_shown(path), exc.line, exc.col, exc.message) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise V1ConfigError(_shown(path), exc.lineno, exc.colno, f"not valid JSON: {exc.msg}") from None
-    except RecursionError:
-        raise V1ConfigError(_shown(path), 1, 1, "nested too deeply") from None
+    data = _parse_json(path, text)
     if not isinstance(data, dict):
         raise V1ConfigError(_shown(path), 1, 1, "must be a JSON object ({...})")
     return data, text
@@ -251,6 +287,23 @@ def _conda_dependencies(deps: Any, where: str, warnings: list[str], pip: list[st
     return python
 
 
+def _inside_project(
+    config: Path, text: str, key: str, field_name: str, relative: str, base: Path, project: Path
+) -> Path:
+    """``base / relative`` when it stays in the project folder (symlinks followed); a v1 file from a
+    pull request must not make the import read (and echo) files from elsewhere on the machine."""
+    target = (base / relative).resolve()
+    if not target.is_relative_to(project.resolve()):
+        raise _problem(
+            config,
+            text,
+            key,
+            f"{field_name} {one_line(relative, 80)!r} points outside the project folder ({project}): "
+            "copy the conda file into the project",
+        )
+    return target
+
+
 def _conda_file(path: Path, where: str, warnings: list[str], pip: list[str]) -> str | None:
     try:
         raw = read_regular(path, MAX_CONFIG_BYTES)
@@ -278,7 +331,7 @@ class _Inference:
     variables: dict[str, str]
 
 
-def _inference(path: Path, warnings: list[str]) -> _Inference:
+def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
     data, text = read_json(path)
     shown = _shown(path)
     entry = data.get("entryScript") or data.get("entry_script")
@@ -319,9 +372,11 @@ def _inference(path: Path, warnings: list[str]) -> _Inference:
             )
         conda_file = py.get("condaDependenciesFile")
         if isinstance(conda_file, str) and conda_file:
-            python = (
-                _conda_file(source_dir / conda_file, f"{where}.python.condaDependenciesFile", warnings, pip) or python
+            field_name = "environment.python.condaDependenciesFile"
+            conda_path = _inside_project(
+                path, text, "condaDependenciesFile", field_name, conda_file, source_dir, project
             )
+            python = _conda_file(conda_path, f"{shown}: {field_name}", warnings, pip) or python
         if py.get("userManagedDependencies"):
             warnings.append(
                 f"{where}.python.userManagedDependencies: a user-managed environment lists no packages; "
@@ -352,8 +407,9 @@ def _inference(path: Path, warnings: list[str]) -> _Inference:
             "list its packages under environments.*.pip"
         )
     # The legacy "image" keys of older CLI versions.
-    if isinstance(data.get("condaFile"), str):
-        python = _conda_file(source_dir / data["condaFile"], f"{shown}: condaFile", warnings, pip) or python
+    if isinstance(data.get("condaFile"), str) and data["condaFile"]:
+        conda_path = _inside_project(path, text, "condaFile", "condaFile", data["condaFile"], source_dir, project)
+        python = _conda_file(conda_path, f"{shown}: condaFile", warnings, pip) or python
     if isinstance(data.get("baseImage"), str):
         base_image = data["baseImage"]
     for key in ("extraDockerfileSteps", "enableGpu", "cudaVersion", "runtime"):
@@ -638,7 +694,7 @@ def import_v1(
             raise MlopsError(f"--model {model}: {path} does not exist")
         model_entries[model]["path"] = _relative(path, out_dir)
 
-    inference = _inference(ic_path, warnings)
+    inference = _inference(ic_path, out_dir, warnings)
     env_name = inference.env_name if inference.env_name and _NAME.match(inference.env_name) else name
     environment: dict[str, Any] = {"python": inference.python}
     if inference.pip:

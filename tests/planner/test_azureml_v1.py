@@ -216,6 +216,12 @@ def test_compute_type_is_case_insensitive(work):
             {"ic.json": '{"entryScript": "missing.py", "sourceDirectory": "source_dir"}'},
             "ic.json:1:2: entryScript 'missing.py' is not a file",
         ),
+        (
+            {"dc.json": '{"computeType": "ACI",\n "port": ' + "9" * 5000 + "}"},
+            "dc.json:2:10: an integer with 5000 digits is too large (at most 30)",
+        ),
+        ({"dc.json": '{"computeType": "ACI", "cpu": NaN}'}, "dc.json:1:31: NaN is not a JSON number"),
+        ({"dc.json": '{"computeType": "ACI", "cpu": 1e999}'}, "dc.json:1:31: 1e999 is not a finite number"),
     ],
 )
 def test_bad_inputs_are_one_located_line(work, files, expected):
@@ -349,3 +355,43 @@ def test_imported_example_applies_and_answers_like_azure(work):
         assert json.loads(called.stdout) == "test is {'this': 'is a test'}"
     finally:
         mlops("destroy", "--auto-approve")
+
+
+def test_a_5000_digit_integer_is_one_error_line_from_the_cli(work, capsys):
+    """Python refuses to parse integers over 4300 digits (ValueError, not a JSONDecodeError): the
+    import used to end in a traceback."""
+    from planner.cli import main
+
+    (work / "big.json").write_text('{\n  "computeType": "local",\n  "port": ' + "1" * 5000 + "\n}")
+    argv = ["import", "--ic", "inferenceconfig.json", "--dc", "big.json", "--model", "m=model.onnx", "--service", "abc"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == "Error: big.json:3:11: an integer with 5000 digits is too large (at most 30)\n"
+
+
+@pytest.mark.parametrize(
+    ("environment", "field"),
+    [
+        ({"python": {"condaDependenciesFile": "../../outside/env.yml"}}, "environment.python.condaDependenciesFile"),
+        ({"python": {"condaDependenciesFile": "link.yml"}}, "environment.python.condaDependenciesFile"),
+        (None, "condaFile"),
+    ],
+)
+def test_a_conda_file_outside_the_project_is_refused(work, environment, field):
+    """A v1 file from a pull request must not make the import read files elsewhere on the machine
+    (through ``..`` or a symlink); the error names the file and the field."""
+    outside = work.parent / "outside"
+    outside.mkdir()
+    (outside / "env.yml").write_text("dependencies:\n  - python=3.11\n  - pip:\n    - secret-package-name\n")
+    (work / "source_dir" / "link.yml").symlink_to(outside / "env.yml")
+    config = {"entryScript": "score.py", "sourceDirectory": "source_dir"}
+    if environment is None:
+        config["condaFile"] = "../../outside/env.yml"
+    else:
+        config["environment"] = environment
+    (work / "ic.json").write_text(json.dumps(config))
+    with pytest.raises(MlopsError) as caught:
+        run_import({"inference_config": "ic.json", "deploy_configs": ["deploymentconfig.json"]}, work / "ml.yaml")
+    message = str(caught.value)
+    assert message.startswith("ic.json:1:") and f"{field} " in message and "points outside the project" in message
+    assert "\n" not in message and "secret-package-name" not in message
