@@ -1,7 +1,9 @@
 """Azure ML v1 deployment files -> an ``ml.yaml``: what ``mlops import`` does, as pure functions.
 
 Reads ``inferenceconfig.json`` (entry script, source folder, environment), one or more
-``deploymentconfig.json`` files (``computeType`` local / ACI / AKS) and ``az ml model deploy`` /
+``deploymentconfig.json`` files (``computeType`` local / ACI / AKS), each JSON or YAML (as
+``az ml model deploy --ic/--dc`` took them; MLOpsPython ships ``inference_config.yml`` and
+``deployment_config_aci.yml``), and ``az ml model deploy`` /
 ``az ml model register`` lines, and returns the manifest text, its data and warnings. Nothing
 here prints; bad input raises ``MlopsError`` with one line (``file:line:col: message`` for a
 bad file, ``V1ConfigError``).
@@ -42,7 +44,7 @@ import yaml
 
 from .errors import MlopsError, Problem
 from .manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
-from .yamlpos import MAX_INT_DIGITS, YamlProblem, decode, load, one_line
+from .yamlpos import MAX_INT_DIGITS, Positions, YamlProblem, decode, load, one_line
 
 MAX_CONFIG_BYTES = 1024 * 1024
 MIN_PYTHON = (3, 11)
@@ -136,21 +138,40 @@ class _Az:
 
 
 def _shown(path: Path) -> str:
+    """A file as messages name it: relative to the working directory when it is inside it."""
+    if path.is_absolute():
+        with contextlib.suppress(ValueError, OSError):
+            return path.relative_to(Path.cwd()).as_posix()
     return str(path)
 
 
-def _locate(text: str, key: str) -> tuple[int, int]:
-    """Line and column of ``"key"`` in a JSON text (its first occurrence), else 1:1."""
-    index = text.find(f'"{key}"')
-    if index < 0:
-        return 1, 1
-    line = text.count("\n", 0, index) + 1
-    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+@dataclass(frozen=True)
+class _Config:
+    """A v1 config file's mapping and where its keys are (JSON or YAML, as ``az ml`` took both)."""
+
+    path: Path
+    data: dict[str, Any]
+    text: str
+    positions: Positions | None = None
+    """Set for YAML files (positions of every key); JSON keys are found in the text."""
+
+    def at(self, key: str | tuple[str, ...] | None) -> tuple[int, int]:
+        """Line and column of ``key`` (a top-level key or a path of keys), else 1:1; in JSON the
+        first occurrence of the last key."""
+        if key is None:
+            return 1, 1
+        path = (key,) if isinstance(key, str) else key
+        if self.positions is not None:
+            return self.positions.of(path, key=True) if path in self.positions.keys else (1, 1)
+        index = self.text.find(f'"{path[-1]}"')
+        if index < 0:
+            return 1, 1
+        line = self.text.count("\n", 0, index) + 1
+        return line, index - (self.text.rfind("\n", 0, index) + 1) + 1
 
 
-def _problem(path: Path, text: str, key: str | None, message: str) -> V1ConfigError:
-    line, col = _locate(text, key) if key else (1, 1)
-    return V1ConfigError(_shown(path), line, col, message)
+def _problem(config: _Config, key: str | tuple[str, ...] | None, message: str) -> V1ConfigError:
+    return V1ConfigError(_shown(config.path), *config.at(key), message)
 
 
 class _NumberProblem(ValueError):
@@ -193,8 +214,16 @@ def _parse_json(path: Path, text: str) -> Any:
         raise V1ConfigError(_shown(path), 1, 1, "nested too deeply") from None
 
 
-def read_json(path: Path) -> tuple[dict[str, Any], str]:
-    """A v1 JSON config file as a mapping plus its text; located errors for bad files."""
+def _is_yaml(path: Path, text: str) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in (".yml", ".yaml"):
+        return True
+    return suffix != ".json" and not text.lstrip().startswith("{")
+
+
+def read_config(path: Path) -> _Config:
+    """A v1 config file (JSON, or YAML as MLOpsPython ships them: ``.yml``/``.yaml``, or any other
+    name whose text does not start with ``{``) as a mapping; located errors for bad files."""
     try:
         raw = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
@@ -207,10 +236,18 @@ def read_json(path: Path) -> tuple[dict[str, Any], str]:
         text = decode(raw)
     except YamlProblem as exc:
         raise V1ConfigError(_shown(path), exc.line, exc.col, exc.message) from None
+    if _is_yaml(path, text):
+        try:
+            data, positions = load(text)
+        except YamlProblem as exc:
+            raise V1ConfigError(_shown(path), exc.line, exc.col, exc.message) from None
+        if not isinstance(data, dict):
+            raise V1ConfigError(_shown(path), 1, 1, "must be a YAML mapping (key: value lines)")
+        return _Config(path, data, text, positions)
     data = _parse_json(path, text)
     if not isinstance(data, dict):
         raise V1ConfigError(_shown(path), 1, 1, "must be a JSON object ({...})")
-    return data, text
+    return _Config(path, data, text)
 
 
 def parse_az(line: str) -> _Az:
@@ -287,18 +324,15 @@ def _conda_dependencies(deps: Any, where: str, warnings: list[str], pip: list[st
     return python
 
 
-def _inside_project(
-    config: Path, text: str, key: str, field_name: str, relative: str, base: Path, project: Path
-) -> Path:
+def _inside_project(config: _Config, key: tuple[str, ...], relative: str, base: Path, project: Path) -> Path:
     """``base / relative`` when it stays in the project folder (symlinks followed); a v1 file from a
     pull request must not make the import read (and echo) files from elsewhere on the machine."""
     target = (base / relative).resolve()
     if not target.is_relative_to(project.resolve()):
         raise _problem(
             config,
-            text,
             key,
-            f"{field_name} {one_line(relative, 80)!r} points outside the project folder ({project}): "
+            f"{'.'.join(key)} {one_line(relative, 80)!r} points outside the project folder ({project}): "
             "copy the conda file into the project",
         )
     return target
@@ -332,28 +366,28 @@ class _Inference:
 
 
 def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
-    data, text = read_json(path)
+    config = read_config(path)
+    data = config.data
     shown = _shown(path)
     entry = data.get("entryScript") or data.get("entry_script")
     if not isinstance(entry, str) or not entry.strip():
         raise _problem(
-            path,
-            text,
+            config,
             None,
             'entryScript is missing: name the scoring script (init()/run()), e.g. "entryScript": "score.py"',
         )
     source = data.get("sourceDirectory") or data.get("source_directory") or "."
     if not isinstance(source, str):
-        raise _problem(path, text, "sourceDirectory", "sourceDirectory must be a folder path")
+        raise _problem(config, "sourceDirectory", "sourceDirectory must be a folder path")
     source_dir = (path.parent / source).resolve()
     if not source_dir.is_dir():
         raise _problem(
-            path, text, "sourceDirectory", f"sourceDirectory {source!r} is not a folder (looked for {source_dir})"
+            config, "sourceDirectory", f"sourceDirectory {source!r} is not a folder (looked for {source_dir})"
         )
     entry_path = PurePosixPath(entry.replace("\\", "/"))
     entry = str(PurePosixPath(*[p for p in entry_path.parts if p not in (".",)]))
     if not (source_dir / entry).is_file():
-        raise _problem(path, text, "entryScript", f"entryScript {entry!r} is not a file in {source_dir}")
+        raise _problem(config, "entryScript", f"entryScript {entry!r} is not a file in {source_dir}")
 
     pip: list[str] = []
     python: str | None = None
@@ -372,11 +406,9 @@ def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
             )
         conda_file = py.get("condaDependenciesFile")
         if isinstance(conda_file, str) and conda_file:
-            field_name = "environment.python.condaDependenciesFile"
-            conda_path = _inside_project(
-                path, text, "condaDependenciesFile", field_name, conda_file, source_dir, project
-            )
-            python = _conda_file(conda_path, f"{shown}: {field_name}", warnings, pip) or python
+            key = ("environment", "python", "condaDependenciesFile")
+            conda_path = _inside_project(config, key, conda_file, source_dir, project)
+            python = _conda_file(conda_path, f"{shown}: {'.'.join(key)}", warnings, pip) or python
         if py.get("userManagedDependencies"):
             warnings.append(
                 f"{where}.python.userManagedDependencies: a user-managed environment lists no packages; "
@@ -408,7 +440,7 @@ def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
         )
     # The legacy "image" keys of older CLI versions.
     if isinstance(data.get("condaFile"), str) and data["condaFile"]:
-        conda_path = _inside_project(path, text, "condaFile", "condaFile", data["condaFile"], source_dir, project)
+        conda_path = _inside_project(config, ("condaFile",), data["condaFile"], source_dir, project)
         python = _conda_file(conda_path, f"{shown}: condaFile", warnings, pip) or python
     if isinstance(data.get("baseImage"), str):
         base_image = data["baseImage"]
@@ -559,15 +591,15 @@ def _map_deploy(data: dict[str, Any], compute: str, key_var: str) -> tuple[dict[
 
 
 def _stage(path: Path, deploy_fields: DeployFields, key_var: str, warnings: list[str]) -> _Stage:
-    data, text = read_json(path)
+    v1_config = read_config(path)
+    data = v1_config.data
     compute_raw = data.get("computeType")
     if not isinstance(compute_raw, str) or not compute_raw.strip():
-        raise _problem(path, text, None, 'computeType is missing: set "computeType" to local, ACI or AKS')
+        raise _problem(v1_config, None, 'computeType is missing: set "computeType" to local, ACI or AKS')
     compute = compute_raw.strip().lower()
     if compute not in _STAGE_PROVIDER:
         raise _problem(
-            path,
-            text,
+            v1_config,
             "computeType",
             f"unknown computeType {one_line(compute_raw, 40)!r}: use local, "
             "ACI or AKS (IoT Edge deployments cannot be imported)",

@@ -35,6 +35,26 @@ CASES = {
 }
 
 
+MLOPSPYTHON = {
+    "inference_config": "diabetes_regression/scoring/inference_config.yml",
+    "deploy_configs": [
+        "diabetes_regression/scoring/deployment_config_aci.yml",
+        "diabetes_regression/scoring/deployment_config_aks.yml",
+    ],
+    "models": ["diabetes_regression_model.pkl=models/diabetes_regression_model.pkl"],
+    "service": "mlops",
+}
+
+
+@pytest.fixture
+def mlopspython(tmp_path, monkeypatch):
+    """A copy of MLOpsPython's scoring files (YAML, tests/golden/import/mlopspython) as the project."""
+    folder = tmp_path / "MLOpsPython"
+    shutil.copytree(GOLDEN / "mlopspython", folder)
+    monkeypatch.chdir(folder)
+    return folder
+
+
 @pytest.fixture
 def work(tmp_path, monkeypatch):
     """A copy of the v1 example folder as the working directory (the import resolves paths there)."""
@@ -86,6 +106,50 @@ def test_published_examples_import_validate_and_reimport_unchanged(work, name):
     assert set(manifest.section("services")) == set(result.data["services"])
     again = run_import(CASES[name], output)
     assert (again.changed, again.text) == (False, output.read_text())
+
+
+def test_mlopspython_yaml_configs_import_validate_and_reimport_unchanged(mlopspython):
+    """MLOpsPython ships YAML inference and deployment configs (az ml model deploy --ic/--dc took
+    YAML as well as JSON); they import like the JSON ones."""
+    output = mlopspython / "ml.yaml"
+    result = run_import(MLOPSPYTHON, output)
+    check_golden("mlopspython", result.text, result.warnings)
+    write(result, output)
+    load_manifest(output, env={"MLOPS_PRIMARY_KEY": "k" * 32})
+    services = result.data["services"]
+    assert set(services) == {"mlops-aci", "mlops-aks"}
+    assert services["mlops-aci"]["source_dir"] == "diabetes_regression/scoring"
+    assert services["mlops-aks"]["deploy"]["scoring_timeout_ms"] == 5000
+    assert services["mlops-aci"]["deploy"] == {"auth": "none", "cpu": 1, "memory_gb": 4, "port": "auto"}
+    again = run_import(MLOPSPYTHON, output)
+    assert (again.changed, again.text) == (False, output.read_text())
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("dc.yml", "computeType: ACI\nport: [1\n", "dc.yml:3:1: "),
+        ("dc.yml", "- computeType: ACI\n", "dc.yml:1:1: must be a YAML mapping"),
+        ("dc.yml", "computeType: iot\n", "dc.yml:1:1: unknown computeType 'iot'"),
+        ("dc.yml", "containerResourceRequirements:\n  cpu: 1\ncomputeType:\n", "dc.yml:1:1: computeType is missing"),
+        ("dc.yml", "computeType: ACI\nport: " + "7" * 5000 + "\n", "dc.yml:2:7: "),
+        ("deployment_config", "computeType: iot\n", "deployment_config:1:1: unknown computeType 'iot'"),
+    ],
+)
+def test_bad_yaml_configs_are_one_located_line(mlopspython, name, text, expected):
+    (mlopspython / name).write_text(text)
+    case = {**MLOPSPYTHON, "deploy_configs": [name]}
+    with pytest.raises(MlopsError) as caught:
+        run_import(case, mlopspython / "ml.yaml")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(expected), message
+
+
+def test_a_yaml_inference_config_error_names_its_line(mlopspython):
+    (mlopspython / "ic.yaml").write_text("runtime: python\nentryScript: nothere.py\nsourceDirectory: models\n")
+    with pytest.raises(MlopsError) as caught:
+        run_import({**MLOPSPYTHON, "inference_config": "ic.yaml"}, mlopspython / "ml.yaml")
+    assert str(caught.value).startswith("ic.yaml:2:1: entryScript 'nothere.py' is not a file"), str(caught.value)
 
 
 def test_az_command_lines(work):
