@@ -653,6 +653,59 @@ def _dns(name: str, what: str) -> str:
     return name
 
 
+_GENERIC_FOLDERS = frozenset(
+    {"scoring", "score", "src", "source", "sources", "source_dir", "app", "code", "deploy", "deployment",
+     "inference", "service", "scripts", "model", "models"}
+)
+"""Folder names that say nothing about the service; the search goes up past them."""
+_CONFIG_WORDS = re.compile(r"inference|configuration|config|deployment|deploy")
+_MEANINGLESS_STEMS = frozenset({"ic", "dc", "cfg", "conf", "my", "default", "file"})
+
+
+def service_name_from(text: str) -> str | None:
+    """``text`` normalised to Azure ML's service-name rule (3-32 lowercase letters, digits and
+    dashes, starting with a letter, not ending with a dash), or None when nothing is left."""
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower())
+    name = re.sub(r"^[^a-z]+", "", name)[:32].rstrip("-")
+    if not name:
+        return None
+    if len(name) < 3:
+        name = f"{name}-svc"
+    return name
+
+
+def derive_service_name(inference_config: Path, entry_script: Path, project: Path) -> tuple[str, str]:
+    """A service name when none is given, and what it was taken from, the first that gives one:
+
+    1. the inference config's file name without the words inference/config/deployment
+       (``diabetes_inference_config.json`` -> ``diabetes``; ``ic.json`` and the like say nothing);
+    2. the entry script's folder, then its parents up to the project folder (the folder of
+       ``ml.yaml``), skipping generic names such as ``scoring``, ``src`` or ``source_dir``
+       (MLOpsPython's ``diabetes_regression/scoring/score.py`` -> ``diabetes-regression``);
+    3. the entry script's file name, unless it is ``score``/``main``/``entry``;
+    4. ``ml-service``.
+
+    Each is normalised by :func:`service_name_from`.
+    """
+    stem = re.sub(r"[^a-z0-9]+", " ", _CONFIG_WORDS.sub("", inference_config.stem.lower())).strip()
+    name = service_name_from(stem) if stem not in _MEANINGLESS_STEMS else None
+    if name:
+        return name, f"the inference config's file name {inference_config.name!r}"
+    folder = entry_script.parent.resolve()
+    root = project.resolve()
+    while folder.is_relative_to(root):
+        if folder.name.lower() not in _GENERIC_FOLDERS and (name := service_name_from(folder.name)):
+            return name, f"the folder {folder.name}"
+        if folder == root:
+            break
+        folder = folder.parent
+    if entry_script.stem.lower() not in ("score", "main", "entry", "entry_script", "scoring") and (
+        name := service_name_from(entry_script.stem)
+    ):
+        return name, f"the entry script {entry_script.name}"
+    return "ml-service", "nothing more specific (no telling folder or file name)"
+
+
 def _env_key(service: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", service.upper())
 
@@ -677,25 +730,49 @@ def import_v1(
     fields = deploy_fields or _installed_deploy_fields
     warnings: list[str] = []
     az = _Az()
+    lines: list[_Az] = []
     for line in from_az:
         parsed = parse_az(line)
         az.registered.update(parsed.registered)
-        az.service = parsed.service or az.service
+        if parsed.registered:
+            continue
+        lines.append(parsed)
         az.models += [m for m in parsed.models if m not in az.models]
-        az.inference_config = parsed.inference_config or az.inference_config
-        az.deploy_config = parsed.deploy_config or az.deploy_config
-    ic_path = inference_config or (Path(az.inference_config) if az.inference_config else None)
+    ic_paths = list(dict.fromkeys(Path(x.inference_config) for x in lines if x.inference_config))
+    if inference_config is None and len({p.resolve() for p in ic_paths}) > 1:
+        raise MlopsError(
+            f"--from-az: the deploy lines name {len(ic_paths)} inference configs "
+            f"({', '.join(map(str, ic_paths))}): import one at a time, or pass --inference-config FILE"
+        )
+    ic_path = inference_config or (ic_paths[0] if ic_paths else None)
     if ic_path is None:
         raise MlopsError(
             "no inference configuration: pass --inference-config FILE (or an `az ml model deploy "
             "--ic FILE` line with --from-az)"
         )
-    dc_paths = list(dict.fromkeys([*([Path(az.deploy_config)] if az.deploy_config else []), *deploy_configs]))
-    if not dc_paths:
+    # One stage per deploy line (in order) and per --deploy-config; a --deploy-config repeating a
+    # line's file is that line's stage.
+    stage_names: dict[tuple[Path, str | None], None] = {}
+    for x in lines:
+        if x.deploy_config:
+            stage_names[(Path(x.deploy_config), x.service)] = None
+    for dc in deploy_configs:
+        if not any(p.resolve() == dc.resolve() for p, _ in stage_names):
+            stage_names[(dc, None)] = None
+    wanted_stages = list(stage_names)
+    if not wanted_stages:
         raise MlopsError("no deployment configuration: pass --deploy-config FILE (one per stage)")
-    name = _dns(service or az.service or "", "service name") if (service or az.service) else None
-    if name is None:
-        raise MlopsError("no service name: pass --service NAME (or an `az ml model deploy -n NAME` line)")
+    if service:
+        _dns(service, "service name")
+    for x in lines:
+        if x.service:
+            _dns(x.service, "`az ml model deploy -n`")
+    # Deploy lines naming different services keep their names (MLOpsPython's mlops-aci and
+    # mlops-aks); otherwise the stages are NAME-<computeType>.
+    own = [n for _, n in wanted_stages]
+    own_names = not service and len(own) > 1 and None not in own and len(set(own)) == len(own)
+    line_names = list(dict.fromkeys(x.service for x in lines if x.service))
+    given = service or (line_names[0] if len(line_names) == 1 else None)
 
     out_dir = output.absolute().parent
     model_entries: dict[str, dict[str, Any]] = {}
@@ -727,6 +804,14 @@ def import_v1(
         model_entries[model]["path"] = _relative(path, out_dir)
 
     inference = _inference(ic_path, out_dir, warnings)
+    name = given
+    if name is None:
+        name, reason = derive_service_name(ic_path, inference.source_dir / inference.entry_script, out_dir)
+        if not own_names:
+            warnings.append(
+                f"no service name given: named the service {name!r} after {reason} (pass --service NAME "
+                "to choose another)"
+            )
     env_name = inference.env_name if inference.env_name and _NAME.match(inference.env_name) else name
     environment: dict[str, Any] = {"python": inference.python}
     if inference.pip:
@@ -734,7 +819,7 @@ def import_v1(
     if inference.base_image:
         environment["base_image"] = inference.base_image
 
-    stages = [_stage(p, fields, _env_key(name), warnings) for p in dc_paths]
+    stages = [_stage(p, fields, _env_key(own_name if own_names else name), warnings) for p, own_name in wanted_stages]
     counts: dict[str, int] = {}
     for stage in stages:
         counts[stage.compute] = counts.get(stage.compute, 0) + 1
@@ -744,11 +829,14 @@ def import_v1(
     for model in wanted:
         entries.append(("models", model, model_entries[model], [model_sources[model]]))
     entries.append(("environments", env_name, environment, [f"from {_shown(ic_path)} (environment)"]))
-    for stage in stages:
+    for stage, (_, own_name) in zip(stages, wanted_stages, strict=True):
         seen[stage.compute] = seen.get(stage.compute, 0) + 1
         suffix = stage.compute if counts[stage.compute] == 1 else f"{stage.compute}{seen[stage.compute]}"
         target = suffix
-        svc = name if len(stages) == 1 else _dns(f"{name}-{suffix}"[:32].rstrip("-"), "service name")
+        if own_names and own_name:
+            svc = own_name
+        else:
+            svc = name if len(stages) == 1 else _dns(f"{name}-{suffix}"[:32].rstrip("-"), "service name")
         comments = [f"from {stage.file} (computeType {stage.compute})", *stage.target_notes]
         entries.append(("targets", target, stage.target_config, comments))
         service_entry: dict[str, Any] = {

@@ -36,7 +36,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--model", action="append", default=[], metavar="NAME=PATH", help="a model and its files; repeatable"
     )
-    p.add_argument("--service", metavar="NAME", help="service name (default: from --from-az -n)")
+    p.add_argument(
+        "--service",
+        metavar="NAME",
+        help="service name (default: the --from-az -n, else derived from the inference config's file name or "
+        "the entry script's folder, and said in a warning)",
+    )
     p.add_argument(
         "--from-az",
         action="append",
