@@ -17,7 +17,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "same files changes nothing.",
     )
     p.set_defaults(handler=cmd_import)
-    p.add_argument("--inference-config", "--ic", type=Path, metavar="FILE", help="v1 inferenceconfig.json")
+    p.add_argument(
+        "--inference-config",
+        "--ic",
+        type=Path,
+        metavar="FILE",
+        help="v1 inference config, JSON or YAML (inferenceconfig.json, inference_config.yml)",
+    )
     p.add_argument(
         "--deploy-config",
         "--dc",
@@ -25,12 +31,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         action="append",
         default=[],
         metavar="FILE",
-        help="v1 deploymentconfig.json (computeType local, ACI or AKS); repeat for each stage",
+        help="v1 deployment config, JSON or YAML (computeType local, ACI or AKS); repeat for each stage",
     )
     p.add_argument(
         "--model", action="append", default=[], metavar="NAME=PATH", help="a model and its files; repeatable"
     )
-    p.add_argument("--service", metavar="NAME", help="service name (default: from --from-az -n)")
+    p.add_argument(
+        "--service",
+        metavar="NAME",
+        help="service name (default: the --from-az -n, else derived from the inference config's file name or "
+        "the entry script's folder, and said in a warning)",
+    )
     p.add_argument(
         "--from-az",
         action="append",

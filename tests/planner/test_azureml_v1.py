@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import providers.registry  # noqa: F401 - imported before the tests change directory
 from planner.azureml_v1 import import_v1, parse_az, write
@@ -33,6 +35,26 @@ CASES = {
         deploy_configs=["deploymentconfig.json", "re-deploymentconfig.json", "aks-deploymentconfig.json"],
     ),
 }
+
+
+MLOPSPYTHON = {
+    "inference_config": "diabetes_regression/scoring/inference_config.yml",
+    "deploy_configs": [
+        "diabetes_regression/scoring/deployment_config_aci.yml",
+        "diabetes_regression/scoring/deployment_config_aks.yml",
+    ],
+    "models": ["diabetes_regression_model.pkl=models/diabetes_regression_model.pkl"],
+    "service": "mlops",
+}
+
+
+@pytest.fixture
+def mlopspython(tmp_path, monkeypatch):
+    """A copy of MLOpsPython's scoring files (YAML, tests/golden/import/mlopspython) as the project."""
+    folder = tmp_path / "MLOpsPython"
+    shutil.copytree(GOLDEN / "mlopspython", folder)
+    monkeypatch.chdir(folder)
+    return folder
 
 
 @pytest.fixture
@@ -86,6 +108,50 @@ def test_published_examples_import_validate_and_reimport_unchanged(work, name):
     assert set(manifest.section("services")) == set(result.data["services"])
     again = run_import(CASES[name], output)
     assert (again.changed, again.text) == (False, output.read_text())
+
+
+def test_mlopspython_yaml_configs_import_validate_and_reimport_unchanged(mlopspython):
+    """MLOpsPython ships YAML inference and deployment configs (az ml model deploy --ic/--dc took
+    YAML as well as JSON); they import like the JSON ones."""
+    output = mlopspython / "ml.yaml"
+    result = run_import(MLOPSPYTHON, output)
+    check_golden("mlopspython", result.text, result.warnings)
+    write(result, output)
+    load_manifest(output, env={"MLOPS_PRIMARY_KEY": "k" * 32})
+    services = result.data["services"]
+    assert set(services) == {"mlops-aci", "mlops-aks"}
+    assert services["mlops-aci"]["source_dir"] == "diabetes_regression/scoring"
+    assert services["mlops-aks"]["deploy"]["scoring_timeout_ms"] == 5000
+    assert services["mlops-aci"]["deploy"] == {"auth": "none", "cpu": 1, "memory_gb": 4, "port": "auto"}
+    again = run_import(MLOPSPYTHON, output)
+    assert (again.changed, again.text) == (False, output.read_text())
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("dc.yml", "computeType: ACI\nport: [1\n", "dc.yml:3:1: "),
+        ("dc.yml", "- computeType: ACI\n", "dc.yml:1:1: must be a YAML mapping"),
+        ("dc.yml", "computeType: iot\n", "dc.yml:1:1: unknown computeType 'iot'"),
+        ("dc.yml", "containerResourceRequirements:\n  cpu: 1\ncomputeType:\n", "dc.yml:1:1: computeType is missing"),
+        ("dc.yml", "computeType: ACI\nport: " + "7" * 5000 + "\n", "dc.yml:2:7: "),
+        ("deployment_config", "computeType: iot\n", "deployment_config:1:1: unknown computeType 'iot'"),
+    ],
+)
+def test_bad_yaml_configs_are_one_located_line(mlopspython, name, text, expected):
+    (mlopspython / name).write_text(text)
+    case = {**MLOPSPYTHON, "deploy_configs": [name]}
+    with pytest.raises(MlopsError) as caught:
+        run_import(case, mlopspython / "ml.yaml")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(expected), message
+
+
+def test_a_yaml_inference_config_error_names_its_line(mlopspython):
+    (mlopspython / "ic.yaml").write_text("runtime: python\nentryScript: nothere.py\nsourceDirectory: models\n")
+    with pytest.raises(MlopsError) as caught:
+        run_import({**MLOPSPYTHON, "inference_config": "ic.yaml"}, mlopspython / "ml.yaml")
+    assert str(caught.value).startswith("ic.yaml:2:1: entryScript 'nothere.py' is not a file"), str(caught.value)
 
 
 def test_az_command_lines(work):
@@ -216,6 +282,12 @@ def test_compute_type_is_case_insensitive(work):
             {"ic.json": '{"entryScript": "missing.py", "sourceDirectory": "source_dir"}'},
             "ic.json:1:2: entryScript 'missing.py' is not a file",
         ),
+        (
+            {"dc.json": '{"computeType": "ACI",\n "port": ' + "9" * 5000 + "}"},
+            "dc.json:2:10: an integer with 5000 digits is too large (at most 30)",
+        ),
+        ({"dc.json": '{"computeType": "ACI", "cpu": NaN}'}, "dc.json:1:31: NaN is not a JSON number"),
+        ({"dc.json": '{"computeType": "ACI", "cpu": 1e999}'}, "dc.json:1:31: 1e999 is not a finite number"),
     ],
 )
 def test_bad_inputs_are_one_located_line(work, files, expected):
@@ -349,3 +421,152 @@ def test_imported_example_applies_and_answers_like_azure(work):
         assert json.loads(called.stdout) == "test is {'this': 'is a test'}"
     finally:
         mlops("destroy", "--auto-approve")
+
+
+def test_a_5000_digit_integer_is_one_error_line_from_the_cli(work, capsys):
+    """Python refuses to parse integers over 4300 digits (ValueError, not a JSONDecodeError): the
+    import used to end in a traceback."""
+    from planner.cli import main
+
+    (work / "big.json").write_text('{\n  "computeType": "local",\n  "port": ' + "1" * 5000 + "\n}")
+    argv = ["import", "--ic", "inferenceconfig.json", "--dc", "big.json", "--model", "m=model.onnx", "--service", "abc"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == "Error: big.json:3:11: an integer with 5000 digits is too large (at most 30)\n"
+
+
+@pytest.mark.parametrize(
+    ("environment", "field"),
+    [
+        ({"python": {"condaDependenciesFile": "../../outside/env.yml"}}, "environment.python.condaDependenciesFile"),
+        ({"python": {"condaDependenciesFile": "link.yml"}}, "environment.python.condaDependenciesFile"),
+        (None, "condaFile"),
+    ],
+)
+def test_a_conda_file_outside_the_project_is_refused(work, environment, field):
+    """A v1 file from a pull request must not make the import read files elsewhere on the machine
+    (through ``..`` or a symlink); the error names the file and the field."""
+    outside = work.parent / "outside"
+    outside.mkdir()
+    (outside / "env.yml").write_text("dependencies:\n  - python=3.11\n  - pip:\n    - secret-package-name\n")
+    (work / "source_dir" / "link.yml").symlink_to(outside / "env.yml")
+    config = {"entryScript": "score.py", "sourceDirectory": "source_dir"}
+    if environment is None:
+        config["condaFile"] = "../../outside/env.yml"
+    else:
+        config["environment"] = environment
+    (work / "ic.json").write_text(json.dumps(config))
+    with pytest.raises(MlopsError) as caught:
+        run_import({"inference_config": "ic.json", "deploy_configs": ["deploymentconfig.json"]}, work / "ml.yaml")
+    message = str(caught.value)
+    assert message.startswith("ic.json:1:") and f"{field} " in message and "points outside the project" in message
+    assert "\n" not in message and "secret-package-name" not in message
+
+
+def test_without_a_service_name_one_is_derived_and_said(mlopspython, capsys):
+    """MLOpsPython's configs sit in diabetes_regression/scoring: the generic `scoring` folder is
+    skipped and the service is named after diabetes_regression; --service still overrides."""
+    from planner.cli import main
+
+    case = {**MLOPSPYTHON, "service": None}
+    result = run_import(case, mlopspython / "ml.yaml")
+    assert set(result.data["services"]) == {"diabetes-regression-aci", "diabetes-regression-aks"}
+    assert result.data["project"] == "diabetes-regression"
+    assert (
+        "no service name given: named the service 'diabetes-regression' after the folder diabetes_regression "
+        "(pass --service NAME to choose another)" in result.warnings
+    )
+    argv = ["import", "--ic", MLOPSPYTHON["inference_config"], "--dc", MLOPSPYTHON["deploy_configs"][0],
+            "--model", MLOPSPYTHON["models"][0]]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "1 service(s) (diabetes-regression)" in capsys.readouterr().out
+    assert main([*argv, "-o", "other.yaml", "--service", "chosen"]) == 0
+    assert "1 service(s) (chosen)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("inference_config", "entry_script", "expected"),
+    [
+        ("p/diabetes_inference_config.json", "p/src/score.py", "diabetes"),
+        ("p/dummyinferenceconfig.json", "p/source_dir/echo_score.py", "dummy"),
+        ("p/inferenceconfig.json", "p/Fraud_Detection/scoring/score.py", "fraud-detection"),
+        ("p/inference_config.yml", "p/scoring/score.py", "p-svc"),
+        ("p/inference-config.yaml", "p/src/predict_churn.py", "p-svc"),
+        ("p/InferenceConfig.JSON", "p/2024 Models/score.py", "models"),
+        ("p/ic.json", "p/score.py", "p-svc"),
+        ("q/my-inference-config.json", "q/score.py", "ml-service"),
+    ],
+)
+def test_derived_service_names(tmp_path, inference_config, entry_script, expected):
+    from planner.azureml_v1 import derive_service_name
+
+    name, reason = derive_service_name(tmp_path / inference_config, tmp_path / entry_script, tmp_path / "p")
+    assert name == expected, reason
+
+
+def test_derived_service_name_falls_back_to_the_entry_script_then_a_default(tmp_path):
+    from planner.azureml_v1 import derive_service_name
+
+    project = tmp_path / "123"
+    assert derive_service_name(project / "inference_config.yml", project / "src/predict_churn.py", project) == (
+        "predict-churn",
+        "the entry script predict_churn.py",
+    )
+    assert derive_service_name(project / "config.json", project / "score.py", project)[0] == "ml-service"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(min_size=0, max_size=80),
+    st.text(min_size=1, max_size=40).filter(lambda t: "/" not in t and "\0" not in t and t not in (".", "..")),
+)
+def test_any_derived_name_follows_azure_mls_rule(text, folder):
+    from planner.azureml_v1 import _DNS, derive_service_name, service_name_from
+
+    name = service_name_from(text)
+    assert name is None or _DNS.match(name) and "\n" not in name
+    project = Path("/nonexistent-project")
+    derived, _ = derive_service_name(project / "inference_config.yml", project / folder / "score.py", project)
+    assert _DNS.match(derived) and not derived.endswith("\n")
+
+
+def test_two_deploy_lines_with_one_name_keep_both_stages(work):
+    """Like --dc repeated: one service per stage, NAME-<computeType> (only the last stage was kept)."""
+    lines = [
+        "az ml model deploy -n myservice -m bidaf-onnx:1 --ic inferenceconfig.json --dc deploymentconfig.json",
+        "az ml model deploy -n myservice -m bidaf-onnx:1 --ic inferenceconfig.json --dc re-deploymentconfig.json",
+    ]
+    result = run_import({"inference_config": None, "from_az": lines, "service": None}, work / "ml.yaml")
+    assert set(result.data["services"]) == {"myservice-local", "myservice-aci"}
+    assert set(result.data["targets"]) == {"local", "aci"}
+    repeated = run_import({"inference_config": "inferenceconfig.json", "service": "myservice",
+                           "deploy_configs": ["deploymentconfig.json", "re-deploymentconfig.json"]}, work / "ml.yaml")
+    assert repeated.text == result.text
+
+
+def test_mlopspythons_cd_lines_keep_their_service_names(mlopspython):
+    """MLOpsPython's CD pipeline deploys one model to ACI as mlops-aci and to AKS as mlops-aks."""
+    scoring = "diabetes_regression/scoring"
+    lines = [
+        f"az ml model deploy --name mlops-aci --model 'diabetes_regression_model.pkl:3' "
+        f"--ic {scoring}/inference_config.yml --dc {scoring}/deployment_config_aci.yml -g rg --overwrite -v",
+        f"az ml model deploy --name mlops-aks --model 'diabetes_regression_model.pkl:3' --compute-target aks1 "
+        f"--ic {scoring}/inference_config.yml --dc {scoring}/deployment_config_aks.yml -g rg --workspace-name ws",
+    ]
+    case = {"inference_config": None, "from_az": lines, "service": None, "models": MLOPSPYTHON["models"]}
+    result = run_import(case, mlopspython / "ml.yaml")
+    services = result.data["services"]
+    assert set(services) == {"mlops-aci", "mlops-aks"}
+    assert (services["mlops-aci"]["target"], services["mlops-aks"]["target"]) == ("aci", "aks")
+    assert not any("no service name given" in w for w in result.warnings)
+    write(result, mlopspython / "ml.yaml")
+    load_manifest(mlopspython / "ml.yaml")
+
+
+def test_deploy_lines_with_different_inference_configs_are_refused(work):
+    lines = [
+        "az ml model deploy -n a-svc -m bidaf-onnx:1 --ic inferenceconfig.json --dc deploymentconfig.json",
+        "az ml model deploy -n b-svc -m bidaf-onnx:1 --ic dummyinferenceconfig.json --dc re-deploymentconfig.json",
+    ]
+    with pytest.raises(MlopsError, match="the deploy lines name 2 inference configs"):
+        run_import({"inference_config": None, "from_az": lines, "service": None}, work / "ml.yaml")
