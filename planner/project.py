@@ -16,7 +16,7 @@ from .addresses import Address
 from .desired import build_desired
 from .errors import MlopsError
 from .gitinfo import describe
-from .hashing import ContentHasher
+from .hashing import ContentHasher, digest
 from .live import READ_PARALLELISM, LiveState, read_live
 from .manifest import DEFAULT_KIND, Manifest, load_manifest
 from .plan import Rules
@@ -45,9 +45,10 @@ class Project:
             cache_dir=cache_dir(),
             git=describe(manifest.root),
         )
-        self.store = Store(self.context)
+        self.store = Store(self.context, manifest.data.get("registry"))
         self.keys = KeyStore(manifest.state_dir)
-        self.hasher = ContentHasher(manifest.state_dir / "cache" / "hashes.json")
+        # The hash cache is per user, keyed by checkout: a plan writes nothing into the repository.
+        self.hasher = ContentHasher(self.context.cache_dir / "hashes" / f"{digest(str(self.context.root))[:16]}.json")
         self._live: LiveState | None = None
         self.read_parallelism = READ_PARALLELISM
         for provider in self.providers.values():

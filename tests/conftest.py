@@ -43,8 +43,10 @@ def shared_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(shared_cache, monkeypatch):
+def _isolated_cache(shared_cache, monkeypatch, tmp_path_factory):
     monkeypatch.setenv("MLOPS_CACHE_DIR", str(shared_cache))
+    # The embedded registry is per user: each test gets its own, so versions start at 1.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data")))
 
 
 @pytest.fixture

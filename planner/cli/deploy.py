@@ -63,10 +63,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from ..manifest import load_manifest
 
     m = load_manifest(args.file)
+    for warning in registry_warnings(m):
+        print(f"Warning: {warning}", file=sys.stderr)
     counts = {k: len(m.section(k)) for k in ("models", "environments", "services")}
     print(f"The manifest is valid: {counts['models']} models, {counts['environments']} environments, "
           f"{counts['services']} services, {len(m.targets)} targets.")
     return 0
+
+
+def registry_warnings(manifest) -> list[str]:
+    """Image targets with the embedded registry: their plans differ on every other machine."""
+    from providers.registry import provider_class
+
+    if (manifest.data.get("registry") or {}).get("url"):
+        return []
+    image_targets = sorted(name for name, config in manifest.targets.items()
+                           if provider_class(config["provider"], config).builds_images)
+    if not image_targets:
+        return []
+    return [f"{manifest.display}: target(s) {', '.join(image_targets)} run images but models and environments are "
+            "recorded in the embedded registry of this user on this machine; a CI runner or a colleague cannot read "
+            "it, so their plans show every model and environment as new and number versions from 1 again. "
+            "Declare a shared one: registry: {url: oci://HOST/REPOSITORY} (e.g. the targets' image registry)"]
 
 
 def _targets(args: argparse.Namespace) -> list[Address]:

@@ -132,29 +132,30 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """What the registry holds (versions registered on other machines included), not just this checkout."""
     project = _load(args.file)
     models = []
     for lv in project.store.read_models():
-        versions = project.store.versions(lv.address.name)
         models.append({
-            "name": lv.address.name, "current_version": lv.spec["version"], "tags": lv.spec["tags"],
-            "description": lv.spec["description"],
-            "versions": [{"version": v, "sha256": meta.get("sha256"), "created": meta.get("created"),
-                          "source": meta.get("source"), "git_commit": (meta.get("git") or {}).get("commit")}
-                         for v, meta in versions.items()],
+            "name": lv.address.name, "current_version": lv.spec["version"], "current_sha256": lv.spec["sha256"],
+            "tags": lv.spec["tags"], "description": lv.spec["description"],
+            "versions": project.store.version_list(lv.address.name),
         })
     if args.json:
-        print(json.dumps({"format_version": "1.0", "models": models}, indent=2, sort_keys=True))
+        print(json.dumps({"format_version": "1.1", "registry": project.store.describe(), "models": models},
+                         indent=2, sort_keys=True))
         return 0
+    print(f"Registry: {project.store.describe()}")
     if not models:
         print("No models registered. Run `mlops apply` to register the manifest's models.")
     for m in models:
         tags = ", ".join(f"{k}={v}" for k, v in m["tags"].items())
         print(f"{m['name']}  (current: {m['current_version']}){'  tags: ' + tags if tags else ''}")
         for v in m["versions"]:
-            mark = "*" if v["version"] == m["current_version"] else " "
-            print(f"  {mark} {v['version']:>3}  sha256:{(v['sha256'] or '')[:12]}  {v['created'] or ''}  "
-                  f"{v['source'] or ''}")
+            mark = "*" if v["sha256"] == m["current_sha256"] else " "
+            number = "pending" if v["version"] is None else str(v["version"])
+            commit = (v["git_commit"] or "-")[:10] + ("+dirty" if v["git_dirty"] else "")
+            print(f"  {mark} {number:>7}  sha256:{v['sha256'][:12]}  {v['created']}  {commit}  {v['source'] or ''}")
     return 0
 
 
