@@ -171,7 +171,7 @@ def test_a_namespace_that_does_not_exist_is_one_line(cluster, admin, namespace: 
     result = run_cli("plan", *f)
     lines = [ln for ln in result.err.splitlines() if ln.strip()]
     assert result.code != 0 and len(lines) == 1, result.out + result.err
-    assert f"nowhere-{namespace}" in lines[0] and "does not exist" in lines[0], lines[0]
+    assert f"namespace 'nowhere-{namespace}' exists" in lines[0], lines[0]
 
 
 def test_an_admission_policy_refusal_is_one_line_with_its_message(cluster, admin, tmp_path: Path):
