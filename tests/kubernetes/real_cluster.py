@@ -115,6 +115,9 @@ def shared_cluster() -> RealCluster:
         pytest.skip("no real Kubernetes control plane: its pods need the Docker engine (run .ci/docker-up.sh)")
     state = Path(os.environ.get("MLOPS_KUBE_STATE") or "/var/tmp/mlops-kube")
     if not _running(state):
+        if not (state / "bin" / ".built-from").is_file():   # never a surprise half-hour build inside pytest
+            pytest.skip(f"no real Kubernetes control plane: not built in {state}/bin; run "
+                        '`eval "$(bash .ci/kube-up.sh)"` once (it builds it: 10-30 min)')
         found = _kube_up()
         if "MLOPS_KUBE_UNAVAILABLE" in found:
             os.environ["MLOPS_KUBE_UNAVAILABLE"] = found["MLOPS_KUBE_UNAVAILABLE"]   # said once, not per test
