@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        help="print the exact objects apply would send (e.g. Kubernetes YAML), secrets redacted")
     p.set_defaults(handler=cmd_render)
     p.add_argument("services", nargs="*", metavar="SERVICE", help="default: every service whose target renders")
+    p.add_argument("--rbac", action="store_true",
+                   help="print the least privilege mlops needs per target (Kubernetes: Role, ClusterRole)")
 
 
 
@@ -232,8 +234,23 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render_rbac(project: Any) -> int:
+    shown = 0
+    for target in sorted(project.manifest.section("targets")):
+        text = getattr(project.provider_for(target), "rbac", lambda: None)()
+        if text:
+            print(f"# target {target}: bind these to the identity mlops runs as")
+            print(text.rstrip())
+            shown += 1
+    if not shown:
+        raise MlopsError("no target of this manifest needs RBAC objects")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     project = _load(args.file)
+    if args.rbac:
+        return _render_rbac(project)
     declared = project.manifest.section("services")
     unknown = [n for n in args.services if n not in declared]
     if unknown:

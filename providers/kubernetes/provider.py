@@ -159,6 +159,11 @@ class KubernetesProvider(ImageTarget, Provider):
         return head + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
 
     # -- live state -----------------------------------------------------------------------------
+    def rbac(self) -> str:
+        """The Role and ClusterRole this target needs (``mlops render --rbac``)."""
+        from . import rbac
+        return rbac.render(self.namespace)
+
     def read(self) -> list[Live]:
         """One LIST per kind in the namespace (plus the scheduler's events when a pod waits for a node)."""
         cluster, ns = self.cluster, self.namespace
