@@ -21,11 +21,11 @@ from pathlib import Path
 from .. import __version__
 from ..errors import LockedError, ManifestError, MlopsError, StalePlanError, TargetsUnreachable
 from ..redact import RedactingStream
-from . import deploy, gitops, migrate, services
+from . import deploy, gitops, graph, migrate, reconcile, services
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_STALE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
-COMMANDS = (deploy, services, gitops, migrate)
+COMMANDS = (deploy, services, gitops, migrate, graph, reconcile)
 """Command-group modules, each with ``register(sub, common)``; handlers set as ``handler``."""
 
 
