@@ -38,6 +38,11 @@ environment variables (flags win over them):
                           request header size and count, 431 past them
                           (default 65536 and 100)
   MLOPS_MAX_CONNECTIONS   open connections per worker (default 1024)
+  MLOPS_MAX_CONNECTIONS_PER_CLIENT
+                          open connections per worker from one client address
+                          (default 256); past either limit a new connection
+                          replaces the oldest one that has sent nothing, or
+                          gets 503 when there is none
   MLOPS_BODY_TIMEOUT_MS   time for a request's body after its headers (default 60000)
   MLOPS_LOG_LEVEL         DEBUG, INFO, WARNING, ERROR (default INFO)
 

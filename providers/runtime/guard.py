@@ -15,9 +15,13 @@ memory, and a bare ``\\r\\n\\r\\n`` hangs. ``GuardedHttpToolsProtocol`` adds, pe
 * a **body deadline**: a request's body must arrive within ``body_timeout_s`` of its headers,
   or the connection is closed (``408`` when no answer started), so slow-body clients cannot
   hold connections and buffers either; a truncated body never reaches ``run()``;
-* a **connection cap**: past ``max_connections`` open connections, new ones are closed at once,
-  which bounds the worker's memory to about ``max_connections × max_header_bytes`` on top of
-  the requests being served.
+* a **connection cap**, overall (``max_connections``) and per client address
+  (``max_connections_per_client``): past either, a new connection takes the place of the oldest
+  *silent* connection under that limit (one that has not sent a byte since it opened), which is
+  answered ``503`` and closed; when there is none, the new connection itself is answered ``503``
+  and closed. So connections that only sit there can never lock out a client that speaks, one
+  address cannot take the whole worker, and the worker's memory stays bounded by about
+  ``max_connections × max_header_bytes`` on top of the requests being served.
 
 Requests being served are never cut by these rules: the deadline applies only while no request
 of the connection is in progress.
@@ -32,6 +36,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .clients import ClientTable
 from .limits import Limits
 
 log = logging.getLogger("mlops.runtime")
@@ -58,12 +63,32 @@ class _TooManyHeaders(Exception):
     ``send_400_response``, which answers 431 instead."""
 
 
-def _answer(status: bytes, message: str) -> bytes:
+def _answer(status: bytes, message: str, extra: bytes = b"") -> bytes:
     body = json.dumps({"message": message}).encode()
     return (
-        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n" + extra +
         b"x-ms-run-function-failed: False\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
+
+
+REFUSAL_LOG_INTERVAL_S = 5.0
+"""A flood refuses thousands of connections: one warning line per interval says how many."""
+
+
+def _clients(state: Any) -> ClientTable:
+    table = getattr(state, "_mlops_clients", None)
+    if table is None:
+        table = state._mlops_clients = ClientTable()
+    return table
+
+
+def _note_refusal(state: Any, now: float, why: str) -> None:
+    refused = getattr(state, "_mlops_refused", 0) + 1
+    if now - getattr(state, "_mlops_refusal_logged", float("-inf")) >= REFUSAL_LOG_INTERVAL_S:
+        log.warning("connections refused or replaced: %d since the last report (latest: %s)", refused, why)
+        state._mlops_refusal_logged = now
+        refused = 0
+    state._mlops_refused = refused
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -79,19 +104,46 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._message_started = False
         self._header_bytes = 0
         self._rejected = b""
-        if len(self.connections) > self.limits.max_connections:
-            log.warning(
-                "connection refused: %d connections open (limit %d)",
-                len(self.connections) - 1,
-                self.limits.max_connections,
-            )
-            transport.abort()
-            return
-        self._arm()
+        self._silent = False
+        self._address = self.client[0] if self.client else None
+        if self._admit():
+            self._silent = True
+            _clients(self.server_state).add(self, self._address)
+            self._arm()
+
+    def _admit(self) -> bool:
+        """Make room for this connection under both caps, or refuse it (see the module docstring)."""
+        table, limits = _clients(self.server_state), self.limits
+        if table.count(self._address) >= limits.max_connections_per_client:
+            why = f"more than {limits.max_connections_per_client} connections from one address"
+            if not self._replace(table.oldest_silent(self._address), why):
+                return False
+        return len(self.connections) <= limits.max_connections or self._replace(
+            table.oldest_silent(), f"more than {limits.max_connections} connections")
+
+    def _replace(self, victim: GuardedHttpToolsProtocol | None, why: str) -> bool:
+        """Close ``victim`` (a silent connection) to make room; without one, refuse this connection."""
+        _note_refusal(self.server_state, self.loop.time(), why)
+        if victim is None:
+            self._refuse(f"Too many connections ({why}); retry later")
+            return False
+        victim._refuse(f"Connection closed to make room for others ({why}) before a request was sent")
+        return True
+
+    def _refuse(self, message: str) -> None:
+        """Answer 503 and close: a clear refusal, never a connection left hanging."""
+        self._forget()
+        self.connections.discard(self)  # closing: it no longer counts against the cap
+        self._close_with(b"503 Service Unavailable", message, b"retry-after: 1\r\n")
+
+    def _forget(self) -> None:
+        self._silent = False
+        _clients(self.server_state).remove(self, self._address)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._body_deadline = None
+        self._forget()
         super().connection_lost(exc)
 
     # -- the header deadline ------------------------------------------------------------------
@@ -137,13 +189,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- limits --------------------------------------------------------------------------------
 
-    def _close_with(self, status: bytes, message: str) -> None:
+    def _close_with(self, status: bytes, message: str, extra: bytes = b"") -> None:
         self._disarm()
         if not self.transport.is_closing():
-            self.transport.write(_answer(status, message))
+            self.transport.write(_answer(status, message, extra))
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._silent:
+            self._silent = False
+            _clients(self.server_state).spoke(self, self._address)
         if not self._awaiting_headers:  # a body, or a request being answered
             super().data_received(data)
             return

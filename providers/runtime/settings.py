@@ -221,6 +221,8 @@ def load(
             max_header_bytes=_int(env, "MLOPS_MAX_HEADER_BYTES", _limits.DEFAULT_MAX_HEADER_BYTES, 1024),
             max_headers=_int(env, "MLOPS_MAX_HEADERS", _limits.DEFAULT_MAX_HEADERS, 1),
             max_connections=_int(env, "MLOPS_MAX_CONNECTIONS", _limits.DEFAULT_MAX_CONNECTIONS, 1),
+            max_connections_per_client=_int(env, "MLOPS_MAX_CONNECTIONS_PER_CLIENT",
+                                            _limits.DEFAULT_MAX_CONNECTIONS_PER_CLIENT, 1),
             body_timeout_s=_int(env, "MLOPS_BODY_TIMEOUT_MS", _limits.DEFAULT_BODY_TIMEOUT_MS, 1) / 1000,
         ),
         cors_origins=parse_origins(_pick(cors_origins, env.get("AML_CORS_ORIGINS"), "")),  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ Waits are bounded loops (rounds of a fixed sleep), never assertions on elapsed t
 from __future__ import annotations
 
 import contextlib
+import resource
+import selectors
 import socket
 import time
 from pathlib import Path
@@ -56,6 +58,16 @@ def _worker_rss_kib(server: Server) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def _request_from(address: str, port: int, request: bytes = b"GET / HTTP/1.1\r\n", body: bytes = b"") -> int:
+    """One request from source ``address`` (any 127.x address is this machine's loopback) -> status."""
+    with socket.socket() as sock:
+        sock.settimeout(10)
+        sock.bind((address, 0))
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(request + b"Host: t\r\nConnection: close\r\n\r\n" + body)
+        return _status(_read_until_closed(sock))
 
 
 @pytest.fixture
@@ -149,9 +161,11 @@ def test_slowloris_connections_are_closed_while_normal_requests_are_served(guard
                 pass
             except OSError:
                 open_.discard(sock)
-        reply = guarded.request("POST", "/score", '{"ping": 1}', timeout=10)
-        served += reply.status == 200
-        failed += reply.status != 200
+        # From another client address: past its share of connections (256 per worker), the attacker's
+        # own address is refused, never everyone else.
+        status = _request_from("127.0.0.2", guarded.port, b"POST /score HTTP/1.1\r\nContent-Length: 2\r\n", b"{}")
+        served += status == 200
+        failed += status != 200
         time.sleep(0.1)
     for sock in attackers:
         sock.close()
@@ -187,10 +201,11 @@ def test_memory_stays_bounded_under_header_attacks(guarded):
 def test_connection_cap_refuses_new_connections_and_recovers(runtime):
     server = runtime("echo.py", env={"MLOPS_MAX_CONNECTIONS": "20", "MLOPS_HEADER_TIMEOUT_MS": "600000"})
     held = [_connect(server) for _ in range(20)]
+    for sock in held:  # each has started a request: none is silent, none may be replaced
+        sock.sendall(b"GET / HTTP/1.1\r\n")
     refused = _connect(server)
-    with contextlib.suppress(ConnectionResetError):
-        refused.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-    assert _read_until_closed(refused) == b""
+    answer = _read_until_closed(refused)
+    assert _status(answer) == 503 and b"Too many connections" in answer
     for sock in held:
         sock.close()
     for _ in range(50):  # the server notices the closes on its next loop turns
@@ -200,6 +215,76 @@ def test_connection_cap_refuses_new_connections_and_recovers(runtime):
         time.sleep(0.1)
     else:
         raise AssertionError("server did not accept connections again")
+
+
+def test_a_new_connection_takes_the_place_of_the_oldest_silent_one(runtime):
+    server = runtime("echo.py", env={"MLOPS_MAX_CONNECTIONS": "20", "MLOPS_HEADER_TIMEOUT_MS": "600000"})
+    held = [_connect(server) for _ in range(20)]
+    assert server.request("GET", "/", timeout=5).status == 200
+    answer = _read_until_closed(held[0])
+    assert _status(answer) == 503 and b"before a request was sent" in answer
+    for sock in held:
+        sock.close()
+
+
+FLOOD = 1100
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+
+
+def test_idle_connection_flood_from_one_address_starves_nobody(runtime):
+    """Issue 22.5: 1,100 idle connections from one client made every other request fail for ~11 s."""
+    _raise_fd_limit(FLOOD + 512)  # inherited by the server started below
+    server = runtime("echo.py")  # default limits: 1024 connections, 256 per client address
+    try:
+        _request_from("127.0.0.2", server.port)
+    except OSError as exc:
+        pytest.skip(f"cannot use 127.0.0.2 as a source address here: {exc}")
+    flood: list[socket.socket] = []
+    others: list[int] = []
+    same_address: list[int] = []
+    try:
+        for i in range(FLOOD):
+            flood.append(_connect(server))
+            if i % 100 == 99:  # throughout the flood, from another address and from the flooder's own
+                others.append(_request_from("127.0.0.2", server.port))
+                same_address.append(server.request("GET", "/", timeout=10).status)
+        for _ in range(5):
+            others.append(_request_from("127.0.0.2", server.port))
+            same_address.append(server.request("GET", "/", timeout=10).status)
+        # The flooder gets a clear answer on every connection beyond its share, not a hang.
+        refused = 0
+        pending = set(flood)
+        with selectors.DefaultSelector() as selector:
+            for sock in flood:
+                selector.register(sock, selectors.EVENT_READ)
+            for _ in range(50):
+                for key, _events in selector.select(0.1):
+                    answer = _read_until_closed(key.fileobj)
+                    assert _status(answer) == 503, answer[:200]
+                    assert b"retry-after: 1" in answer.lower()
+                    refused += 1
+                    pending.discard(key.fileobj)
+                    selector.unregister(key.fileobj)
+                if len(pending) <= 256:
+                    break
+    finally:
+        for sock in flood:
+            sock.close()
+    print(f"flood of {FLOOD} idle connections: {refused} answered 503, {len(pending)} left open; "
+          f"requests from 127.0.0.2: {others}; from 127.0.0.1: {same_address}")
+    assert others == [200] * len(others)
+    assert same_address == [200] * len(same_address)
+    assert len(pending) <= 256  # the per-address cap
+    assert refused >= FLOOD - 256
 
 
 def test_slow_body_is_408_and_never_reaches_run(runtime):
