@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +41,7 @@ from ..images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, Image
 from ..images.engine import label
 from ..images.recipe import APP_ROOT
 from ..local import LocalProvider, processes
+from ..local.leftovers import keeper_gone, keeper_only
 from ..local.ports import SOCKET_ROOT
 from ..local.provider import HOLD_PUBLIC_S
 from . import containers
@@ -131,7 +132,9 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
         cli = self.client
         found = list_containers(cli, filters={"label": [f"{label('project')}={self.context.project}",
                                                                  f"{label('target')}={self.target}"]})
-        return [self._live(c, found) for c in _newest_per_service(found)]
+        lives = [self._live(c, found) for c in _newest_per_service(found)]
+        return lives + keeper_only(self.ports, engine=self.engine_name, kind=self.kind, host=HOST,
+                                   known={live.address.name for live in lives}, wanted=lambda t: t == self.target)
 
     @classmethod
     def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
@@ -145,12 +148,21 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
             target = c.labels.get(label("target"), "")
             provider = cls(target=target, config={"provider": "local", "engine": "docker"}, context=context)
             out.append((provider, provider._live(c, orphans)))
+        from ..local.ports import PortKeepers
+
+        known = {c.labels.get(label("service")) for c in found}
+        for live in keeper_only(PortKeepers(context.state_dir, HOST), engine=cls.engine_name, kind=cls.kind, host=HOST,
+                                known={n for n in known if n}, wanted=lambda t: t not in declared_targets):
+            provider = cls(target=live.target or "", config={"provider": "local", "engine": "docker"}, context=context)
+            out.append((provider, live))
         return out
 
     def _live(self, container: Any, siblings: list[Any] = ()) -> Live:  # type: ignore[assignment]
         labels = container.labels
         status, message = containers.state_of(container)
         port = int(labels[label("port")])
+        if container.status == "running" and (problem := keeper_gone(self.ports, labels[label("service")], port)):
+            status, message = "Unhealthy", problem
         base = f"http://{HOST}:{port}"
         details = {
             "endpoint": f"{base}/score",
@@ -187,7 +199,8 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
         for c in self._service_containers(self.client, desired.address.name):   # unrecorded leftovers
             if c.status == "running":
                 self._remove(c.id)
-        container = self._start(desired, image, port, self._keys(desired), progress)
+        with self._keeper_released_on_failure(desired.address.name, port):
+            container = self._start(desired, image, port, self._keys(desired), progress)
         return self._live(container)
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
@@ -210,7 +223,8 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
         cli = self.client
         name = live.address.name
         progress("stopping container")
-        self._remove(str(live.details["container"]))
+        if live.details.get("container"):   # a service that is only a port keeper has none
+            self._remove(str(live.details["container"]))
         # Stopped leftovers of the same service (a failed start that could not clean up) go too;
         # a running sibling is the replacement of a create-then-delete and stays.
         remaining = []
@@ -227,6 +241,14 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
             return
         progress("removing images")
         self._prune_images(name, final=True)
+
+    def _recorded_port(self, name: str) -> int | None:
+        newest = _newest_per_service(self._service_containers(self.client, name))
+        return int(newest[0].labels[label("port")]) if newest else None
+
+    def _listener_holders(self, name: str) -> list[tuple[int, Callable[[], None]]]:
+        return [(int(c.attrs.get("State", {}).get("Pid") or 0), lambda c=c: self._remove(c.id))
+                for c in self._service_containers(self.client, name) if c.status == "running"]
 
     def _service_containers(self, cli: Any, name: str) -> list[Any]:
         return list_containers(cli, filters={"label": [f"{label('project')}={self.context.project}",
@@ -278,7 +300,7 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
         recipe = self.images.recipe(desired)
         deploy = spec["deploy"]
         instance = uuid.uuid4().hex[:8]
-        keeper = self.ports.ensure(name, port, self._records_dir(self.context) / "logs" / f"{name}.ports.log")
+        keeper = self._hold_port(name, port, self._records_dir(self.context) / "logs" / f"{name}.ports.log")
         probe_port = processes.free_port(HOST)
         command = ["--entry-script", f"{APP_ROOT}/{inputs['entry_script']}", "--model-dir", recipe.model_dir,
                    "--host", HOST, "--port", str(port), "--workers", str(deploy.get("workers", 1)),
