@@ -73,12 +73,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def registry_warnings(manifest) -> list[str]:
     """Image targets with the embedded registry: their plans differ on every other machine."""
+    from providers.base import BuildsImages
     from providers.registry import provider_class
 
     if (manifest.data.get("registry") or {}).get("url"):
         return []
     image_targets = sorted(name for name, config in manifest.targets.items()
-                           if provider_class(config["provider"], config).builds_images)
+                           if issubclass(provider_class(config["provider"], config), BuildsImages))
     if not image_targets:
         return []
     return [f"{manifest.display}: target(s) {', '.join(image_targets)} run images but models and environments are "
