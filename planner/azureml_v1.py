@@ -819,9 +819,10 @@ def import_v1(
         raise MlopsError("no deployment configuration: pass --deploy-config FILE (one per stage)")
     if service:
         _dns(service, "service name")
-    for x in lines:
-        if x.service:
-            _dns(x.service, "`az ml model deploy -n`")
+    else:  # --service overrides the lines' names: only the names that will be used are checked
+        for x in lines:
+            if x.service:
+                _dns(x.service, "`az ml model deploy -n`")
     # Deploy lines naming different services keep their names (MLOpsPython's mlops-aci and
     # mlops-aks); otherwise the stages are NAME-<computeType>.
     own = [n for _, n in wanted_stages]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/@?#]+)@")
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*:/{1,3})(?P<userinfo>[^\s/@?#]+)@")
+"""``scheme://`` or, once a URL went through ``pathlib.Path``, ``scheme:/``."""
 _SECRET_QUERY = re.compile(
     r"(?P<key>[?&;](?:[A-Za-z0-9_.-]*(?:token|key|secret|password|passwd|pwd|sig|signature|auth|credential)"
     r"[A-Za-z0-9_.-]*)=)(?P<value>[^&;#\s'\"]+)",

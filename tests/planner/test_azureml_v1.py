@@ -734,3 +734,20 @@ def test_mask_url_credentials(text, expected):
     from planner.urlmask import mask_url_credentials
 
     assert mask_url_credentials(text) == expected
+
+
+def test_a_login_in_a_file_url_passed_on_the_command_line_is_masked_in_the_error(work, capsys):
+    from planner.cli import main
+
+    url = "https://deployer:pa55-w0rd-value@files.example/ic.json"
+    argv = ["import", "--ic", url, "--dc", "deploymentconfig.json", "--model", "m=model.onnx"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "https:/deployer:***@files.example/ic.json: file not found" in err and "pa55-w0rd-value" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_service_overrides_an_invalid_deploy_line_name(work):
+    lines = ["az ml model deploy -n Bad_Name -m bidaf-onnx:1 --ic inferenceconfig.json --dc deploymentconfig.json"]
+    result = run_import({"inference_config": None, "from_az": lines, "service": "good-name"}, work / "ml.yaml")
+    assert set(result.data["services"]) == {"good-name"}
