@@ -252,10 +252,12 @@ def _allows(requires_python: str | None, python: tuple[int, int]) -> bool:
 class _Releases:
     all: set[Version]
     with_wheel: set[Version]
+    with_yanked_wheel: set[Version]
+    """pip takes a yanked file only for an exact ``==`` pin (PEP 592)."""
 
 
 def _releases(project: str, files: list[_File], python: tuple[int, int], supported: frozenset[tags.Tag]) -> _Releases:
-    out = _Releases(set(), set())
+    out = _Releases(set(), set(), set())
     name = canonicalize_name(project)
     for file in files:
         try:
@@ -264,8 +266,8 @@ def _releases(project: str, files: list[_File], python: tuple[int, int], support
                 if wheel_name != name:
                     continue
                 out.all.add(version)
-                if not file.yanked and _allows(file.requires_python, python) and wheel_tags & supported:
-                    out.with_wheel.add(version)
+                if _allows(file.requires_python, python) and wheel_tags & supported:
+                    (out.with_yanked_wheel if file.yanked else out.with_wheel).add(version)
             else:
                 sdist_name, version = parse_sdist_filename(file.name)
                 if sdist_name == name:
@@ -289,8 +291,10 @@ def _judge(entry: str, requirement: Requirement, releases: _Releases, python_tex
     if not requirement.specifier:
         return None
     matching = sorted(requirement.specifier.filter(releases.all, prereleases=True))
-    with_wheel = [v for v in matching if v in releases.with_wheel]
-    if with_wheel:
+    specs = list(requirement.specifier)
+    exact = len(specs) == 1 and specs[0].operator in ("==", "===") and not specs[0].version.endswith(".*")
+    usable = releases.with_wheel | (releases.with_yanked_wheel if exact else set())
+    if any(v in usable for v in matching):
         return None
     nearest = _nearest(matching or sorted(releases.all), releases.with_wheel)
     hint = (

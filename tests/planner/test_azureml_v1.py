@@ -658,6 +658,21 @@ def test_yanked_and_requires_python_files_do_not_count(tmp_path):
         warnings = check_pins(["numpy==1.26.4"], "3.11", IndexConfig((index.url,)))
         assert len(warnings) == 1 and "no release of it has one" in warnings[0], warnings
         assert check_pins(["numpy==1.26.4"], "3.12", IndexConfig((index.url,))) == []
+        assert check_pins(["numpy==1.25.0"], "3.11", IndexConfig((index.url,))) == []  # an exact pin takes it
+        assert "no release of it has one" in check_pins(["numpy>=1.25"], "3.11", IndexConfig((index.url,)))[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~", min_size=1, max_size=20),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEF0123456789-_.~%!$&'()*+,;=", min_size=1, max_size=40),
+    st.sampled_from(["https", "http", "git+https"]),
+)
+def test_the_mask_replaces_exactly_the_password(user, password, scheme):
+    from planner.urlmask import mask_url_credentials
+
+    text = f"pip entry '--extra-index-url {scheme}://{user}:{password}@index.example/simple' left out"
+    assert mask_url_credentials(text) == text.replace(f"{user}:{password}@", f"{user}:***@")
 
 
 def test_an_unreachable_index_is_one_warning_and_the_import_goes_on(work, capsys, monkeypatch):
