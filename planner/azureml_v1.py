@@ -456,7 +456,7 @@ def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
         if data.get(key) and key != "runtime":
             warnings.append(f"{shown}: {key}: no equivalent (left out)")
 
-    script_imports = _entry_script_imports(source_dir / entry, source_dir, warnings)
+    script_imports = _entry_script_imports(source_dir / entry, warnings)
     kept: list[str] = []
     for entry_text in pip:
         package = re.split(r"[\s\[<>=!~;@]", entry_text.strip(), maxsplit=1)[0].lower()
@@ -493,7 +493,7 @@ def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
     return _Inference(source_dir, entry, env_name, python or DEFAULT_PYTHON, kept, base_image, variables)
 
 
-def _entry_script_imports(script: Path, source_dir: Path, warnings: list[str]) -> set[str]:
+def _entry_script_imports(script: Path, warnings: list[str]) -> set[str]:
     """The top-level modules the entry script imports; flags the v1 SDK (``azureml.core``), which
     the mlops runtime does not provide: ``Model.get_model_path`` needs a workspace or Azure's
     model folder layout, while ``AZUREML_MODEL_DIR`` works everywhere."""
@@ -521,7 +521,7 @@ def _entry_script_imports(script: Path, source_dir: Path, warnings: list[str]) -
     )
     if sdk_lines:
         line, name = min(sdk_lines)
-        shown = _shown(source_dir / script.relative_to(source_dir))
+        shown = _shown(script)
         uses = f"; line {calls[0]} calls Model.get_model_path" if calls else ""
         warnings.append(
             f"{shown}:{line}: imports {name} (Azure ML SDK v1: azureml-sdk/azureml-core, out of support and not "
@@ -864,10 +864,12 @@ def import_v1(
     if name is None:
         name, reason = derive_service_name(ic_path, inference.source_dir / inference.entry_script, out_dir)
         if not own_names:
-            warnings.append(
-                f"no service name given: named the service {name!r} after {reason} (pass --service NAME "
-                "to choose another)"
+            why = (
+                f"the deploy lines name {', '.join(map(repr, line_names))}, not one for every stage"
+                if line_names
+                else "no service name given"
             )
+            warnings.append(f"{why}: named the service {name!r} after {reason} (pass --service NAME to choose another)")
     env_name = inference.env_name if inference.env_name and _NAME.match(inference.env_name) else name
     if inference.pip:
         index = (pin_index or pip_index_config)()

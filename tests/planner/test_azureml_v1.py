@@ -766,3 +766,16 @@ def test_service_overrides_an_invalid_deploy_line_name(work):
     lines = ["az ml model deploy -n Bad_Name -m bidaf-onnx:1 --ic inferenceconfig.json --dc deploymentconfig.json"]
     result = run_import({"inference_config": None, "from_az": lines, "service": "good-name"}, work / "ml.yaml")
     assert set(result.data["services"]) == {"good-name"}
+
+
+def test_deploy_lines_with_two_names_and_a_nameless_stage_say_why_the_name_is_derived(work):
+    lines = [
+        "az ml model deploy -n first-svc -m bidaf-onnx:1 --ic inferenceconfig.json --dc deploymentconfig.json",
+        "az ml model deploy -n second-svc -m bidaf-onnx:1 --ic inferenceconfig.json --dc re-deploymentconfig.json",
+    ]
+    case = {"inference_config": None, "from_az": lines, "service": None,
+            "deploy_configs": ["aks-deploymentconfig.json"]}
+    result = run_import(case, work / "ml.yaml")
+    assert set(result.data["services"]) == {"project-local", "project-aci", "project-aks"}
+    assert any(w.startswith("the deploy lines name 'first-svc', 'second-svc', not one for every stage: named the "
+                            "service 'project'") for w in result.warnings), result.warnings
