@@ -28,7 +28,9 @@ Decisions (the README's "Coming from Azure ML v1" says the same):
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -44,6 +46,8 @@ import yaml
 
 from .errors import MlopsError, Problem
 from .manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
+from .pincheck import IndexConfig, check_pins, pip_index_config
+from .urlmask import mask_url_credentials
 from .yamlpos import MAX_INT_DIGITS, Positions, YamlProblem, decode, load, one_line
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -52,6 +56,10 @@ MIN_PYTHON = (3, 11)
 DEFAULT_PYTHON = "3.11"
 SERVER_PACKAGES = {"azureml-defaults", "azureml-inference-server-http", "azureml-contrib-services"}
 """Azure's serving stack: the mlops runtime replaces it (and provides its import names)."""
+V1_WEB_SERVERS = {"gunicorn": "gunicorn", "flask": "flask"}
+"""Azure's v1 images served the entry script with gunicorn and flask; kept only when the entry
+script imports them itself (pip name -> import name)."""
+MAX_SCRIPT_BYTES = 1024 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _DNS = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 _STAGE_PROVIDER = {"local": "local", "aci": "aci", "aks": "aks"}
@@ -448,6 +456,7 @@ def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
         if data.get(key) and key != "runtime":
             warnings.append(f"{shown}: {key}: no equivalent (left out)")
 
+    script_imports = _entry_script_imports(source_dir / entry, warnings)
     kept: list[str] = []
     for entry_text in pip:
         package = re.split(r"[\s\[<>=!~;@]", entry_text.strip(), maxsplit=1)[0].lower()
@@ -455,6 +464,12 @@ def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
             warnings.append(
                 f"{where}: pip package {package} left out: the mlops runtime serves the entry script "
                 "(and provides azureml.contrib.services for @rawhttp scripts)"
+            )
+            continue
+        if package in V1_WEB_SERVERS and V1_WEB_SERVERS[package] not in script_imports:
+            warnings.append(
+                f"{where}: pip package {package} left out: Azure ML v1 images served the entry script with "
+                f"gunicorn and flask; the mlops runtime serves it (add {package} back if your code imports it)"
             )
             continue
         problem = pip_problem(entry_text)
@@ -466,7 +481,7 @@ def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
     if python is not None and tuple(int(p) for p in python.split(".")) < MIN_PYTHON:
         warnings.append(
             f"{where}: python {python} is older than the runtime supports; set to {DEFAULT_PYTHON} "
-            "(check that the pinned packages exist for it)"
+            "(its pins are checked against the package index)"
         )
         python = DEFAULT_PYTHON
     if base_image is not None and base_image.startswith("mcr.microsoft.com/azureml/"):
@@ -476,6 +491,44 @@ def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
         )
         base_image = None
     return _Inference(source_dir, entry, env_name, python or DEFAULT_PYTHON, kept, base_image, variables)
+
+
+def _entry_script_imports(script: Path, warnings: list[str]) -> set[str]:
+    """The top-level modules the entry script imports; flags the v1 SDK (``azureml.core``), which
+    the mlops runtime does not provide: ``Model.get_model_path`` needs a workspace or Azure's
+    model folder layout, while ``AZUREML_MODEL_DIR`` works everywhere."""
+    try:
+        raw = read_regular(script, MAX_SCRIPT_BYTES)
+        tree = ast.parse(raw or b"", filename=script.name)
+    except (OSError, SyntaxError, ValueError):
+        return set()  # the runtime reports a script that cannot load, where it happens
+    found: set[str] = set()
+    sdk_lines: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module]
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level
+            else []
+        )
+        for name in names:
+            found.add(name.split(".")[0])
+            if (name == "azureml" or name.startswith("azureml.")) and not name.startswith("azureml.contrib.services"):
+                sdk_lines.append((node.lineno, name))
+    calls = sorted(
+        n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "get_model_path"
+    )
+    if sdk_lines:
+        line, name = min(sdk_lines)
+        shown = _shown(script)
+        uses = f"; line {calls[0]} calls Model.get_model_path" if calls else ""
+        warnings.append(
+            f"{shown}:{line}: imports {name} (Azure ML SDK v1: azureml-sdk/azureml-core, out of support and not "
+            f"part of the mlops runtime){uses}: load the model from the folder in os.environ['AZUREML_MODEL_DIR'] "
+            "instead (see the README's \"Coming from Azure ML v1\")"
+        )
+    return found
 
 
 # -- deployment configurations ---------------------------------------------------------------------
@@ -719,13 +772,15 @@ def import_v1(
     from_az: Sequence[str] = (),
     output: Path,
     deploy_fields: DeployFields | None = None,
+    pin_index: Callable[[], IndexConfig | None] | None = None,
 ) -> Imported:
     """The manifest for these v1 files, merged into ``output`` when it exists (see the module doc).
 
     ``models`` are ``NAME=PATH`` (relative to the working directory); ``from_az`` are ``az ml model
     deploy/register`` lines whose ``--ic``/``--dc`` files, service name and models are used when
     not given directly. ``deploy_fields`` tells which deploy settings a target takes (default:
-    ask the installed providers).
+    ask the installed providers); ``pin_index`` where the environment's pins are checked (default:
+    the index pip is configured with).
     """
     fields = deploy_fields or _installed_deploy_fields
     warnings: list[str] = []
@@ -764,9 +819,10 @@ def import_v1(
         raise MlopsError("no deployment configuration: pass --deploy-config FILE (one per stage)")
     if service:
         _dns(service, "service name")
-    for x in lines:
-        if x.service:
-            _dns(x.service, "`az ml model deploy -n`")
+    else:  # --service overrides the lines' names: only the names that will be used are checked
+        for x in lines:
+            if x.service:
+                _dns(x.service, "`az ml model deploy -n`")
     # Deploy lines naming different services keep their names (MLOpsPython's mlops-aci and
     # mlops-aks); otherwise the stages are NAME-<computeType>.
     own = [n for _, n in wanted_stages]
@@ -808,11 +864,17 @@ def import_v1(
     if name is None:
         name, reason = derive_service_name(ic_path, inference.source_dir / inference.entry_script, out_dir)
         if not own_names:
-            warnings.append(
-                f"no service name given: named the service {name!r} after {reason} (pass --service NAME "
-                "to choose another)"
+            why = (
+                f"the deploy lines name {', '.join(map(repr, line_names))}, not one for every stage"
+                if line_names
+                else "no service name given"
             )
+            warnings.append(f"{why}: named the service {name!r} after {reason} (pass --service NAME to choose another)")
     env_name = inference.env_name if inference.env_name and _NAME.match(inference.env_name) else name
+    if inference.pip:
+        index = (pin_index or pip_index_config)()
+        where = f"{_shown(ic_path)}: environment"
+        warnings += [f"{where}: {w}" for w in check_pins(inference.pip, inference.python, index)]
     environment: dict[str, Any] = {"python": inference.python}
     if inference.pip:
         environment["pip"] = inference.pip
@@ -854,7 +916,8 @@ def import_v1(
         comments = [f"from {_shown(ic_path)} + {stage.file}"]
         comments += [f"not carried over: {note}" for note in stage.notes]
         entries.append(("services", svc, service_entry, comments))
-    return _merge(output, name, entries, sources, warnings)
+    result = _merge(output, name, entries, sources, warnings)
+    return dataclasses.replace(result, warnings=[mask_url_credentials(w) for w in result.warnings])
 
 
 def _relative(path: Path, base: Path) -> str:

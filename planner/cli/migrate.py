@@ -54,17 +54,22 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def cmd_import(args: argparse.Namespace) -> int:
     from ..azureml_v1 import import_v1, write  # here, not at the top: `mlops --help` stays light
+    from ..errors import MlopsError
     from ..manifest import load_manifest
+    from ..urlmask import mask_url_credentials
 
     output: Path = args.output or args.file
-    result = import_v1(
-        inference_config=args.inference_config,
-        deploy_configs=args.deploy_config,
-        models=args.model,
-        service=args.service,
-        from_az=args.from_az,
-        output=output,
-    )
+    try:
+        result = import_v1(
+            inference_config=args.inference_config,
+            deploy_configs=args.deploy_config,
+            models=args.model,
+            service=args.service,
+            from_az=args.from_az,
+            output=output,
+        )
+    except MlopsError as exc:  # an index or file URL with a login may be in what the user passed
+        raise MlopsError(mask_url_credentials(str(exc))) from None
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     if not result.changed:
