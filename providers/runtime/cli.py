@@ -31,6 +31,10 @@ environment variables (flags win over them):
                           run() calls at once per worker, in threads (default 1)
   MLOPS_MAX_QUEUED_REQUESTS
                           requests waiting per worker before 503 (default 64)
+  MLOPS_STALL_MS          a run() running this long while requests wait behind
+                          it lets the next one start on an extra thread (at most
+                          MLOPS_MAX_CONCURRENT_REQUESTS extra); 0 = never
+                          (default 2000, or a quarter of SCORING_TIMEOUT_MS)
   AML_CORS_ORIGINS        comma-separated origins answered with CORS headers
   MLOPS_HEADER_TIMEOUT_MS time for a request's line and headers, then the
                           connection is closed (default 10000)

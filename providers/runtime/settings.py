@@ -24,6 +24,7 @@ DEFAULT_SCORING_TIMEOUT_MS = 60_000
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT = 1
 DEFAULT_MAX_QUEUED = 64
+DEFAULT_STALL_MS = 2_000
 KEY_VARIABLES = ("MLOPS_PRIMARY_KEY", "MLOPS_SECONDARY_KEY")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -52,6 +53,9 @@ class Settings:
     """``run()`` calls executing at once in one worker (threads); 1 = Azure's behaviour."""
     max_queued: int = DEFAULT_MAX_QUEUED
     """Requests allowed to wait for a free slot in one worker; 503 past it."""
+    stall_ms: int = DEFAULT_STALL_MS
+    """A ``run()`` call running this long while requests wait behind it gives its slot to the next
+    one (on an extra thread, at most ``max_concurrent`` extra); 0 = never (see ``scorer``)."""
     log_level: str = "INFO"
     service_name: str = "ML service"
     service_version: str = "1.0"
@@ -196,6 +200,7 @@ def load(
         raise SettingsError("--hold-public needs --probe-port and between 0 and 86400 seconds, "
                             f"got {hold_public_s}")
     source_dir = env.get("AZUREML_SOURCE_DIRECTORY")
+    timeout_ms = _int(env, "SCORING_TIMEOUT_MS", DEFAULT_SCORING_TIMEOUT_MS, 1)
     return Settings(
         entry_script=script,
         app_root=app_root,
@@ -203,10 +208,11 @@ def load(
         host=str(_pick(host, None, DEFAULT_HOST)),
         port=chosen_port,
         workers=chosen_workers,
-        scoring_timeout_ms=_int(env, "SCORING_TIMEOUT_MS", DEFAULT_SCORING_TIMEOUT_MS, 1),
+        scoring_timeout_ms=timeout_ms,
         max_body_bytes=_int(env, "MLOPS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1),
         max_concurrent=_int(env, "MLOPS_MAX_CONCURRENT_REQUESTS", DEFAULT_MAX_CONCURRENT, 1),
         max_queued=_int(env, "MLOPS_MAX_QUEUED_REQUESTS", DEFAULT_MAX_QUEUED, 0),
+        stall_ms=_int(env, "MLOPS_STALL_MS", min(DEFAULT_STALL_MS, timeout_ms // 4), 0),
         log_level=level,
         service_name=env.get("SERVICE_NAME", "ML service"),
         service_version=env.get("SERVICE_VERSION", "1.0"),

@@ -147,6 +147,7 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
         max_queued=settings.max_queued,
         timeout_ms=settings.scoring_timeout_ms,
         on_wedged=wedged,
+        stall_ms=settings.stall_ms,
     )
     app = RuntimeApp(
         script,
