@@ -48,6 +48,10 @@ environment variables (flags win over them):
                           replaces the oldest one that has sent nothing, or
                           gets 503 when there is none
   MLOPS_BODY_TIMEOUT_MS   time for a request's body after its headers (default 60000)
+  MLOPS_REVISION          the version label of the metrics (as --revision)
+  MLOPS_METRICS           on (default) or off: with --probe-port, GET /metrics
+                          there answers Prometheus text (requests by status
+                          class and a latency histogram, all workers summed)
   MLOPS_LOG_LEVEL         DEBUG, INFO, WARNING, ERROR (default INFO)
 
 exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime error, 2 usage or configuration error,
@@ -103,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --probe-port: join the main port only on SIGUSR1 (sent once the deployer's smoke test "
         "passed), or SECONDS after init() at the latest",
     )
+    parser.add_argument(
+        "--revision",
+        metavar="REV",
+        help="the version label of this instance's metrics (the deployer passes the service's spec "
+        "fingerprint; default: MLOPS_REVISION, else 'unknown')",
+    )
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        default=None,
+        help="do not count requests nor serve GET /metrics on the probe port (as MLOPS_METRICS=off)",
+    )
     parser.add_argument("--log-level", type=str.upper, choices=settings.LOG_LEVELS, help="log level (default INFO)")
     parser.add_argument("--version", action="version", version=f"mlops-runtime {__version__}")
     return parser
@@ -127,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             probe_port=args.probe_port,
             listen_socket=args.listen_socket,
             hold_public_s=args.hold_public,
+            revision=args.revision,
+            metrics=args.metrics,
             cors_origins=args.access_control_allow_origins,
         )
     except settings.SettingsError as exc:

@@ -73,6 +73,11 @@ class Settings:
     hold_public_s: float | None = None
     """With a probe port: join the main port only on SIGUSR1 (the deployer's smoke test passed), or
     this many seconds after init() at the latest (a restarted container has no deployer)."""
+    revision: str = "unknown"
+    """The version label of this instance's metrics: the service's spec fingerprint, given by the
+    deployer (``--revision`` / ``MLOPS_REVISION``), so a rollout can compare two versions."""
+    metrics: bool = True
+    """Count scoring requests and serve ``GET /metrics`` on the probe port (``--no-metrics``)."""
     limits: _limits.Limits = field(default_factory=_limits.Limits)
     """Header deadline, header size/count limits and the connection cap (``MLOPS_*`` variables)."""
     cors_origins: tuple[str, ...] = ()
@@ -172,6 +177,8 @@ def load(
     listen_socket: str | None = None,
     cors_origins: str | None = None,
     hold_public_s: float | None = None,
+    revision: str | None = None,
+    metrics: bool | None = None,
 ) -> Settings:
     """Build the settings from flags (None = not given) and ``env``; raises SettingsError."""
     app_root = Path(env.get("AML_APP_ROOT") or os.getcwd()).expanduser().resolve()
@@ -200,6 +207,11 @@ def load(
         raise SettingsError("--hold-public needs --probe-port and between 0 and 86400 seconds, "
                             f"got {hold_public_s}")
     source_dir = env.get("AZUREML_SOURCE_DIRECTORY")
+    chosen_revision = str(_pick(revision, env.get("MLOPS_REVISION") or None, "unknown"))
+    metrics_value = (env.get("MLOPS_METRICS") or "on").strip().lower()
+    if metrics_value not in ("on", "off", "1", "0", "true", "false"):
+        raise SettingsError(f"MLOPS_METRICS must be on or off, got {metrics_value!r}")
+    chosen_metrics = metrics if metrics is not None else metrics_value in ("on", "1", "true")
     timeout_ms = _int(env, "SCORING_TIMEOUT_MS", DEFAULT_SCORING_TIMEOUT_MS, 1)
     return Settings(
         entry_script=script,
@@ -222,6 +234,8 @@ def load(
         probe_port=probe_port,
         listen_socket=listen_socket,
         hold_public_s=hold_public_s,
+        revision=chosen_revision,
+        metrics=chosen_metrics,
         limits=_limits.Limits(
             header_timeout_s=_int(env, "MLOPS_HEADER_TIMEOUT_MS", _limits.DEFAULT_HEADER_TIMEOUT_MS, 1) / 1000,
             max_header_bytes=_int(env, "MLOPS_MAX_HEADER_BYTES", _limits.DEFAULT_MAX_HEADER_BYTES, 1024),
