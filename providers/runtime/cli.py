@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 
-from . import __version__, exitcodes, logs, settings
+from . import __version__, exitcodes, logs, models, settings
 from .supervisor import serve
 
 ENVIRONMENT_HELP = """\
@@ -71,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--entry-script", "--entry_script", metavar="PATH", help="the score script defining init() and run()"
     )
     parser.add_argument("--model-dir", "--model_dir", metavar="DIR", help="sets AZUREML_MODEL_DIR for the script")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME[:VERSION]=PATH",
+        help="a model file or folder, laid out exactly as a deployment lays it out (repeatable; "
+        "one model: $AZUREML_MODEL_DIR/<file or folder name>; several: "
+        "$AZUREML_MODEL_DIR/NAME/VERSION/<file or folder name>; VERSION defaults to 1)",
+    )
     parser.add_argument("--port", type=int, metavar="N", help="port to listen on (default 5001)")
     parser.add_argument("--host", metavar="HOST", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
@@ -131,11 +141,30 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error already printed
         return exit_.code if isinstance(exit_.code, int) else exitcodes.USAGE
+    laid_out: Path | None = None
+    model_dir = args.model_dir
+    if args.model:
+        if args.model_dir is not None:
+            print("mlops serve: error: give --model or --model-dir, not both", file=sys.stderr)
+            return exitcodes.USAGE
+        try:
+            laid_out, model_dir = models.lay_out([models.parse(value) for value in args.model])
+        except models.ModelSpecError as exc:
+            print(f"mlops serve: error: {exc}", file=sys.stderr)
+            return exitcodes.USAGE
+    try:
+        return _serve(args, str(model_dir) if model_dir is not None else None)
+    finally:
+        if laid_out is not None:
+            shutil.rmtree(laid_out, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace, model_dir: str | None) -> int:
     try:
         chosen = settings.load(
             os.environ,
             entry_script=args.entry_script,
-            model_dir=args.model_dir,
+            model_dir=model_dir,
             host=args.host,
             port=args.port,
             workers=args.workers,
