@@ -313,6 +313,7 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
             "AML_APP_ROOT": APP_ROOT,
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
+            "MLOPS_REVISION": desired.fingerprint,   # the version label of its metrics
         }
         volumes = {str(SOCKET_ROOT): {"bind": PORTS_MOUNT, "mode": "rw"}}
         if keys:   # a read-only file, as the process engine does: the environment shows in `docker inspect`

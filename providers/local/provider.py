@@ -429,6 +429,7 @@ class LocalProvider(Provider):
             "PYTHONDONTWRITEBYTECODE": "1",
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
+            "MLOPS_REVISION": desired.fingerprint,   # the version label of its metrics
             "PYTHONUNBUFFERED": "1",
         }
         if keys:

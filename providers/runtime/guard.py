@@ -8,8 +8,14 @@ memory, and a bare ``\\r\\n\\r\\n`` hangs. ``GuardedHttpToolsProtocol`` adds, pe
   the connection opening or the previous answer (checked by one sweep per worker, so give or
   take a quarter of it), or the connection is closed (``408`` first if part of a request came
   in); dripping bytes does not extend it;
-* **header limits**: more than ``max_header_bytes`` before the end of the headers, or more than
-  ``max_headers`` header lines, answers ``431`` and closes, so buffered headers stay bounded;
+* **header limits**: more than ``max_header_bytes`` before the end of the headers (counted as
+  they arrive, and again as the parser hands over the request line and each header, so a whole
+  request arriving in one read is measured too), or more than ``max_headers`` header lines,
+  answers ``431`` and closes, so buffered headers stay bounded;
+* **chunk framing**: a chunked body's framing (chunk-size lines with their extensions, and the
+  trailers) may not exceed about ``max_header_bytes`` plus a few bytes per chunk, or the request
+  answers ``400``: the parser skips extensions without buffering them, but a client could
+  otherwise stream them for ever without a body byte ever counting against a limit;
 * **blank requests**: a connection that sends only empty lines (``\\r\\n\\r\\n``) gets ``400`` at
   once instead of waiting (one stray CRLF between requests is still tolerated, as RFC 9112 asks);
 * a **body deadline**: a request's body must arrive within ``body_timeout_s`` of its headers,
@@ -63,6 +69,10 @@ class _TooManyHeaders(Exception):
     ``send_400_response``, which answers 431 instead."""
 
 
+CHUNK_FRAMING_BYTES = 32
+"""What one chunk's size line and CRLFs may take (``ffffffff\\r\\n`` … ``\\r\\n`` is 12), with room."""
+
+
 def _answer(status: bytes, message: str, extra: bytes = b"") -> bytes:
     body = json.dumps({"message": message}).encode()
     return (
@@ -104,6 +114,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._message_started = False
         self._header_bytes = 0
         self._rejected = b""
+        self._reject_reason = ""
+        self._header_size = 0
+        self._chunked = False
+        self._after_headers = 0
+        self._body_bytes = 0
+        self._chunks = 0
         self._silent = False
         self._address = self.client[0] if self.client else None
         if self._admit():
@@ -177,7 +193,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         log.warning("request body not received within %.0f s; connection closed", self.limits.body_timeout_s)
         if self.cycle is not None and not self.cycle.response_started:
-            self.cycle.response_complete = True  # nothing more may be written for this request
+            self._abandon_request()
             self._close_with(b"408 Request Timeout", "Request body not received in time")
         else:
             self.transport.close()
@@ -199,10 +215,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._silent:
             self._silent = False
             _clients(self.server_state).spoke(self, self._address)
-        if not self._awaiting_headers:  # a body, or a request being answered
-            super().data_received(data)
-            return
         if self._rejected:
+            return
+        if not self._awaiting_headers:  # a body, or a request being answered
+            if self._chunked:
+                self._after_headers += len(data)
+            super().data_received(data)
+            if self._chunked:
+                self._check_chunk_framing()
             return
         self._header_bytes += len(data)
         blank = not self._message_started and data[:1] in b"\r\n" and not data.strip(b"\r\n")
@@ -211,7 +231,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().data_received(data)
         if self._awaiting_headers and self._header_bytes > self.limits.max_header_bytes and not self._rejected:
-            self._reject_headers(f"Request headers are larger than the limit of {self.limits.max_header_bytes} bytes")
+            self._reject_headers(self._too_large())
+        elif self._chunked and not self._rejected:
+            # The headers ended in this read: what follows them in it counts (with the headers,
+            # which is why the framing allowance includes one more header limit).
+            self._after_headers += len(data)
+            self._check_chunk_framing()
+
+    def _abandon_request(self) -> None:
+        """We answer this request ourselves: the app sees a disconnect (its ``run()`` is never called),
+        writes nothing more, and uvicorn does not add a 500 when the app returns without answering."""
+        cycle = self.cycle
+        cycle.response_complete = True
+        cycle.disconnected = True
+        cycle.message_event.set()
+
+    def _too_large(self) -> str:
+        return f"Request headers are larger than the limit of {self.limits.max_header_bytes} bytes"
+
+    def _check_chunk_framing(self) -> None:
+        framing = self._after_headers - self._body_bytes
+        if framing > 2 * self.limits.max_header_bytes + CHUNK_FRAMING_BYTES * self._chunks and not self._rejected:
+            log.warning("400: chunk extensions or trailers larger than %d bytes", self.limits.max_header_bytes)
+            self._rejected = b"400"
+            if self.cycle is not None and not self.cycle.response_started:
+                self._abandon_request()
+            self._close_with(b"400 Bad Request", "Chunk extensions or trailers are larger than the limit of "
+                             f"{self.limits.max_header_bytes} bytes")
 
     def _reject_headers(self, message: str) -> None:
         log.warning("431: %s", message)
@@ -220,7 +266,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         if self._rejected:  # the parser stopped on our limit: answer it, not a generic 400
-            self._reject_headers(f"More than {self.limits.max_headers} request headers")
+            self._reject_headers(self._reject_reason)
             return
         self._disarm()
         super().send_400_response(msg)
@@ -231,13 +277,42 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._message_started = True
         self._awaiting_headers = True
+        self._header_size = 0
+        self._chunked = False
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_size += size
+        if self._header_size > self.limits.max_header_bytes:
+            self._rejected = b"pending"
+            self._reject_reason = self._too_large()
+            raise _TooManyHeaders()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url) + 16)  # the method, the version and the line's spaces and CRLF
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
         self._disarm()
         if len(self.headers) > self.limits.max_headers:  # counted here: the byte limit bounds memory
             self._rejected = b"pending"
+            self._reject_reason = f"More than {self.limits.max_headers} request headers"
             raise _TooManyHeaders()
+        for name, _value in self.headers:
+            if name == b"transfer-encoding":
+                self._chunked = True
+                self._after_headers = self._body_bytes = self._chunks = 0
         self._body_deadline = self.loop.time() + self.limits.body_timeout_s
         super().on_headers_complete()
         if getattr(self, "draining", False) and self.cycle is not None:
