@@ -35,8 +35,8 @@ import git  # noqa: E402
 
 from planner.addresses import Address  # noqa: E402
 from planner.project import Project  # noqa: E402
-from providers.docker import build as builds  # noqa: E402
-from providers.docker import engine  # noqa: E402
+from providers.images import build as builds  # noqa: E402
+from providers.images import engine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = """\

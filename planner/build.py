@@ -1,7 +1,7 @@
 """`mlops build [SERVICE…]` and `mlops logs --build`: images without deploying them.
 
-Generic over targets: a service can be built when its target's provider says it runs images
-(``builds_images``); the provider does the work and returns a frozen BuildResult.
+Generic over targets: a service can be built when its target's provider has the image capability
+(``isinstance(provider, BuildsImages)``); the provider does the work and returns a frozen BuildResult.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from providers.base import BuildResult, Provider
+from providers.base import BuildResult, BuildsImages
 
 from .addresses import Address
 from .errors import MlopsError
@@ -19,12 +19,12 @@ BuildProgress = Callable[[str, str], None]
 """Called with (service name, step text)."""
 
 
-def image_services(project: Project) -> dict[str, Provider]:
+def image_services(project: Project) -> dict[str, BuildsImages]:
     """Services of the manifest whose target runs images, with their providers."""
-    out: dict[str, Provider] = {}
+    out: dict[str, BuildsImages] = {}
     for name, service in project.manifest.section("services").items():
         provider = project.providers[project.manifest.service_target(service)]
-        if provider.builds_images:
+        if isinstance(provider, BuildsImages):
             out[name] = provider
     return out
 
@@ -61,4 +61,8 @@ def build_log(project: Project, service: str) -> Iterator[str]:
     declared = project.manifest.section("services")
     if service not in declared:
         raise MlopsError(f"no service {service!r} in the manifest")
-    return project.providers[project.manifest.service_target(declared[service])].build_log(service)
+    target = project.manifest.service_target(declared[service])
+    provider = project.providers[target]
+    if not isinstance(provider, BuildsImages):
+        raise MlopsError(f"service {service!r} has no image build (target {target!r} builds no image)")
+    return provider.build_log(service)

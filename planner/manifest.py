@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     import jsonschema
 
 DEFAULT_TARGET = "local"
+DEFAULT_KIND = "local"
+"""The one target of a manifest that declares none: ``local: {provider: local}``."""
 _VAR = re.compile(r"\$(\$)?\{([^}]*)\}")
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SENSITIVE_NAME = re.compile(r"(^|_)(key|keys|secret|password|token|connection_string)$")
@@ -101,7 +103,7 @@ class Manifest:
 
     @property
     def targets(self) -> dict[str, dict[str, Any]]:
-        return self.section("targets") or {DEFAULT_TARGET: {"provider": "local"}}
+        return self.section("targets") or {DEFAULT_TARGET: {"provider": DEFAULT_KIND}}
 
     def service_target(self, service: Mapping[str, Any]) -> Any:
         """A service's target: as given, else the only declared target, else ``local``."""

@@ -16,15 +16,16 @@ from .addresses import Address
 from .desired import build_desired
 from .errors import MlopsError
 from .gitinfo import describe
-from .hashing import ContentHasher
+from .hashing import ContentHasher, digest
 from .live import READ_PARALLELISM, LiveState, read_live
-from .manifest import Manifest, load_manifest
+from .manifest import DEFAULT_KIND, Manifest, load_manifest
 from .plan import Rules
 from .redact import REDACTOR
 from .resources import Live, Resource
 
-EMBEDDED_KINDS = ("local",)
-"""Kinds searched for services on undeclared targets even when no declared target uses them."""
+EMBEDDED_KINDS = (DEFAULT_KIND,)
+"""Kinds searched for services on undeclared targets even when no declared target uses them; one that
+cannot load (a broken plugin) is left out of that search, never failing a manifest that does not use it."""
 
 
 def cache_dir() -> Path:
@@ -44,9 +45,10 @@ class Project:
             cache_dir=cache_dir(),
             git=describe(manifest.root),
         )
-        self.store = Store(self.context)
+        self.store = Store(self.context, manifest.data.get("registry"))
         self.keys = KeyStore(manifest.state_dir)
-        self.hasher = ContentHasher(manifest.state_dir / "cache" / "hashes.json")
+        # The hash cache is per user, keyed by checkout: a plan writes nothing into the repository.
+        self.hasher = ContentHasher(self.context.cache_dir / "hashes" / f"{digest(str(self.context.root))[:16]}.json")
         self._live: LiveState | None = None
         self.read_parallelism = READ_PARALLELISM
         for provider in self.providers.values():
@@ -96,15 +98,26 @@ class Project:
     def live_state(self, *, refresh: bool = False) -> LiveState:
         """What really exists: registry entries and every target's services, read in parallel."""
         if self._live is None or refresh:
-            kinds = {p.kind for p in self.providers.values()} | set(EMBEDDED_KINDS)
             declared = set(self.providers)
             orphan_reads = [
                 (lambda v=variant: v.orphans(self.context, declared))
-                for kind in sorted(kinds) for variant in provider_class(kind).variants()
+                for cls in self._orphan_searchers() for variant in cls.variants()
             ]
             self._live = read_live([self.store.read_models, self.store.read_environments], self.providers,
                                    orphan_reads, parallelism=self.read_parallelism)
         return self._live
+
+    def _orphan_searchers(self) -> list[type[Provider]]:
+        """The classes of the declared kinds, and of the embedded ones that load."""
+        used = {p.kind for p in self.providers.values()}
+        found = []
+        for kind in sorted(used | set(EMBEDDED_KINDS)):
+            try:
+                found.append(provider_class(kind))
+            except MlopsError:
+                if kind in used:
+                    raise
+        return found
 
     def live(self, *, allow_duplicates: bool = False) -> dict[Address, Live]:
         """Live resources by address; an address live on two targets is an error unless allowed."""

@@ -4,6 +4,10 @@ A failure is either worth retrying (``TransientError``: 429, 5xx, a dropped conn
 server's Retry-After when it gave one) or not (anything else). Retries use tenacity with
 exponential backoff and jitter, honour Retry-After up to a bound, and stop after a few attempts
 or as soon as the caller's cancellation is set, so Ctrl-C never waits out a backoff.
+
+One error tree: both kinds are ``ProviderError``s (what a target or a remote API could not do), and a
+cancellation during a backoff is a ``CancelledError``, never turned into a failure: apply reports
+the change as cancelled, and handlers of ``ProviderError`` cannot swallow it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from .errors import MlopsError
+from .errors import CancelledError, ProviderError
 
 T = TypeVar("T")
 
@@ -24,7 +28,7 @@ MAX_RETRY_AFTER = 120.0
 """Longer waits than this are not worth holding a job for; the error tells the user to re-run."""
 
 
-class TransientError(MlopsError):
+class TransientError(ProviderError):
     """A failure worth retrying: the same call may succeed later (after ``retry_after`` seconds)."""
 
     retryable = True
@@ -34,7 +38,7 @@ class TransientError(MlopsError):
         self.retry_after = retry_after
 
 
-class PermanentError(MlopsError):
+class PermanentError(ProviderError):
     """A failure that retrying cannot fix (bad request, forbidden, not found, conflict)."""
 
     retryable = False
@@ -100,4 +104,4 @@ def call_with_retries(
     except TransientError as exc:
         raise PermanentError(f"{what} failed after {attempts} attempts: {exc}; try again later") from None
     except _Cancelled:
-        raise PermanentError(f"{what}: cancelled while waiting to retry") from None
+        raise CancelledError(f"{what}: cancelled while waiting to retry") from None

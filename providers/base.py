@@ -34,8 +34,9 @@ from planner.resources import Health, Live, Resource
 from .keys import KeyStore
 
 __all__ = [
-    "PROTOCOL", "BuildResult", "CancelledError", "Endpoint", "Events", "Health", "ProjectContext", "Progress",
-    "Provider", "ProviderError", "Rules", "Unreachable", "environment_variables", "secret_settings", "wait_until",
+    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "ProjectContext",
+    "Progress", "Provider", "ProviderError", "Rules", "Unreachable", "environment_variables", "secret_settings",
+    "wait_until",
 ]
 
 PROTOCOL = 2
@@ -110,8 +111,6 @@ class Provider(ABC):
 
     protocol: ClassVar[int] = PROTOCOL
     kind: ClassVar[str]
-    builds_images: ClassVar[bool] = False
-    """Whether `mlops build` applies: the target runs an image built from the service."""
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         self.target = target
@@ -204,10 +203,6 @@ class Provider(ABC):
         """The service spec as this target runs it; a target may add what it derives (an image)."""
         return dict(spec)
 
-    def image_registry(self) -> str | None:
-        """Where this target's images are pushed (None: no images, or the local engine only)."""
-        return None
-
     # -- live state -----------------------------------------------------------------------------
     @abstractmethod
     def read(self) -> list[Live]:
@@ -246,11 +241,13 @@ class Provider(ABC):
         """The exact objects apply would send for this service, as text (YAML), secrets redacted; None if n/a."""
         return None
 
-    def apply_lock(self, holder: str) -> contextlib.AbstractContextManager[None]:
+    def apply_lock(self, holder: str, cancel: threading.Event | None = None
+                   ) -> contextlib.AbstractContextManager[None]:
         """A lock on the target itself, held while apply works there (e.g. a Kubernetes Lease).
 
         The manifest's own lock (a file beside the state) cannot stop a second CI runner on
-        another machine; a shared target can. Entered after ``connect``.
+        another machine; a shared target can. Entered after ``connect``; waiting for another
+        holder raises ``CancelledError`` as soon as ``cancel`` is set (Ctrl-C, SIGTERM).
         """
         return contextlib.nullcontext()
 
@@ -295,14 +292,22 @@ class Provider(ABC):
              instance: str | None = None) -> Iterator[str]:
         """The service's log lines, oldest first; ``instance`` names one pod or device."""
 
+
+class BuildsImages(ABC):
+    """Capability beside ``Provider``: the target runs an image built from the service.
+
+    ``mlops build`` and ``mlops logs --build`` ask ``isinstance(provider, BuildsImages)``; the shared
+    implementation is ``providers.images.ImageTarget``, which every container-running kind mixes in.
+    """
+
+    @abstractmethod
     def build_image(self, desired: Resource, progress: Progress, *,
                     model_sources: Mapping[str, Path] | None = None) -> BuildResult:
-        """Build (and push) the service's image without deploying it; only if ``builds_images``."""
-        raise ProviderError(f"{desired.address}: target {self.target!r} ({self.kind}) builds no image")
+        """Build (and push) the service's image without deploying it."""
 
+    @abstractmethod
     def build_log(self, name: str) -> Iterator[str]:
         """The full output of the service's last image build."""
-        raise ProviderError(f"service {name!r} has no image build (target {self.target!r} builds no image)")
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.1,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..addresses import Address
-from ..errors import MlopsError
+from ..errors import CancelledError, MlopsError
 
 if TYPE_CHECKING:   # the handlers import what they use: `mlops --help` must not pay for it
     from ..apply import Outcome
@@ -63,10 +63,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from ..manifest import load_manifest
 
     m = load_manifest(args.file)
+    for warning in registry_warnings(m):
+        print(f"Warning: {warning}", file=sys.stderr)
     counts = {k: len(m.section(k)) for k in ("models", "environments", "services")}
     print(f"The manifest is valid: {counts['models']} models, {counts['environments']} environments, "
           f"{counts['services']} services, {len(m.targets)} targets.")
     return 0
+
+
+def registry_warnings(manifest) -> list[str]:
+    """Image targets with the embedded registry: their plans differ on every other machine."""
+    from providers.base import BuildsImages
+    from providers.registry import provider_class
+
+    if (manifest.data.get("registry") or {}).get("url"):
+        return []
+    image_targets = sorted(name for name, config in manifest.targets.items()
+                           if issubclass(provider_class(config["provider"], config), BuildsImages))
+    if not image_targets:
+        return []
+    return [f"{manifest.display}: target(s) {', '.join(image_targets)} run images but models and environments are "
+            "recorded in the embedded registry of this user on this machine; a CI runner or a colleague cannot read "
+            "it, so their plans show every model and environment as new and number versions from 1 again. "
+            "Declare a shared one: registry: {url: oci://HOST/REPOSITORY} (e.g. the targets' image registry)"]
 
 
 def _targets(args: argparse.Namespace) -> list[Address]:
@@ -170,12 +189,19 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
                 print("No changes. Nothing to apply.")
             code, result = 0, "No changes. Nothing to apply."
         else:
-            live = _lock_targets(project, plan, desired, live, target_locks, destroy)
-            print()
             cancel = threading.Event()
-            with ProgressPrinter(sys.stdout) as printer, _cancel_on_signals(cancel):
-                outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism, notify=printer,
-                                      cancel=cancel)
+            with _cancel_on_signals(cancel):
+                try:   # waiting for a target's lock stops at Ctrl-C too
+                    live = _lock_targets(project, plan, desired, live, target_locks, destroy, cancel)
+                except CancelledError as exc:
+                    result = f"Apply cancelled: {exc}"
+                    print(result, file=sys.stderr)
+                    _job_summary(project, plan, choice, outcomes, result)
+                    return 130
+                print()
+                with ProgressPrinter(sys.stdout) as printer:
+                    outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism,
+                                          notify=printer, cancel=cancel)
             code, result = _report(outcomes, destroy)
     _job_summary(project, plan, choice, outcomes, result)
     return code
@@ -192,7 +218,7 @@ def _confirm(destroy: bool) -> bool:
 
 
 def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack: contextlib.ExitStack,
-                  destroy: bool) -> dict:
+                  destroy: bool, cancel: threading.Event) -> dict:
     """Take the locks of the targets this plan changes (a no-op apply writes nothing there), then
     read live state again: what another runner did while this one waited makes the plan stale."""
     from ..apply import check_fresh
@@ -208,7 +234,7 @@ def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack
         return live
     for provider in lockable:
         provider.ensure_connected()
-        stack.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}"))
+        stack.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}", cancel))
     fresh = project.live()
     check_fresh(plan, desired, fresh, project.rules_for)
     return fresh
@@ -277,7 +303,7 @@ def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: 
     if not path:
         return
     text = render_summary(manifest=project.manifest.display, choice=choice, plan=plan, outcomes=outcomes,
-                          services=service_rows(project), result=result)
+                          services=[r.to_json() for r in service_rows(project)], result=result)
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)

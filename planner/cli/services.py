@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,79 +58,106 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        help="print the exact objects apply would send (e.g. Kubernetes YAML), secrets redacted")
     p.set_defaults(handler=cmd_render)
     p.add_argument("services", nargs="*", metavar="SERVICE", help="default: every service whose target renders")
+    p.add_argument("--rbac", action="store_true",
+                   help="print the least privilege mlops needs per target (Kubernetes: Role, ClusterRole)")
 
 
 
-def service_rows(project: Project) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ServiceRow:
+    """One line of `mlops status`: the same keys in every state (``status --json`` is a contract).
+
+    ``target`` is where the service runs, or for one not deployed yet where the manifest puts it.
+    """
+
+    service: str
+    target: str | None
+    state: str
+    endpoint: str | None = None
+    models: tuple[str, ...] = ()
+    fingerprint: str | None = None
+    git_commit: str | None = None
+    dirty: bool | None = None
+    message: str = ""
+    in_manifest: bool = True
+    health: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+
+def service_rows(project: Project) -> list[ServiceRow]:
     live = project.live(allow_duplicates=True)
     rows = []
     declared = project.manifest.section("services")
     for name in sorted(set(declared) | {a.name for a in live if a.kind == "service"}):
         lv = live.get(Address("service", name))
         if lv is None:
-            rows.append({"service": name, "target": declared[name].get("target", "local"), "state": "NotDeployed",
-                         "endpoint": None, "models": [], "fingerprint": None, "git_commit": None,
-                         "dirty": None, "message": "not deployed; run `mlops apply`"})
+            target = project.manifest.service_target(declared[name])
+            rows.append(ServiceRow(service=name, target=target if isinstance(target, str) else None,
+                                   state="NotDeployed", message="not deployed; run `mlops apply`"))
             continue
         git = lv.details.get("git") or {}
-        rows.append({
-            "service": name, "target": lv.target, "state": lv.status, "endpoint": lv.details.get("endpoint"),
-            "models": list(lv.spec.get("models", [])), "fingerprint": digest(dict(lv.spec))[:12],
-            "git_commit": git.get("commit"), "dirty": git.get("dirty"), "message": lv.details.get("message") or "",
-            "in_manifest": name in declared,
-            "health": lv.health.to_json() if lv.health is not None and lv.health.has_counts else None,
-        })
+        rows.append(ServiceRow(
+            service=name, target=lv.target, state=lv.status, endpoint=lv.details.get("endpoint"),
+            models=tuple(lv.spec.get("models", [])), fingerprint=digest(dict(lv.spec))[:12],
+            git_commit=git.get("commit"), dirty=git.get("dirty"), message=lv.details.get("message") or "",
+            in_manifest=name in declared,
+            health=lv.health.to_json() if lv.health is not None and lv.health.has_counts else None,
+        ))
     return rows
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     rows = service_rows(_load(args.file))
     if args.json:
-        print(json.dumps({"format_version": "1.0", "services": rows}, indent=2, sort_keys=True))
+        print(json.dumps({"format_version": "1.0", "services": [r.to_json() for r in rows]}, indent=2,
+                         sort_keys=True))
         return 0
     if not rows:
         print("No services declared or running.")
         return 0
     table = [["SERVICE", "TARGET", "STATE", "ENDPOINT", "MODELS", "FINGERPRINT", "COMMIT"]]
     for r in rows:
-        commit = (r["git_commit"] or "-")[:10] + ("+dirty" if r["dirty"] else "")
-        counts = Health.from_json(r["health"]).counts() if r.get("health") else ""
-        state = f"{r['state']} ({counts})" if counts else r["state"]
-        table.append([r["service"], r["target"] or "-", state, r["endpoint"] or "-",
-                      ",".join(m.split("@")[0] for m in r["models"]) or "-", r["fingerprint"] or "-", commit])
+        commit = (r.git_commit or "-")[:10] + ("+dirty" if r.dirty else "")
+        counts = Health.from_json(r.health).counts() if r.health else ""
+        state = f"{r.state} ({counts})" if counts else r.state
+        table.append([r.service, r.target or "-", state, r.endpoint or "-",
+                      ",".join(m.split("@")[0] for m in r.models) or "-", r.fingerprint or "-", commit])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for r in rows:
-        if r["message"]:
-            print(f"{r['service']}: {r['message']}")
+        if r.message:
+            print(f"{r.service}: {r.message}")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    """What the registry holds (versions registered on other machines included), not just this checkout."""
     project = _load(args.file)
     models = []
     for lv in project.store.read_models():
-        versions = project.store.versions(lv.address.name)
         models.append({
-            "name": lv.address.name, "current_version": lv.spec["version"], "tags": lv.spec["tags"],
-            "description": lv.spec["description"],
-            "versions": [{"version": v, "sha256": meta.get("sha256"), "created": meta.get("created"),
-                          "source": meta.get("source"), "git_commit": (meta.get("git") or {}).get("commit")}
-                         for v, meta in versions.items()],
+            "name": lv.address.name, "current_version": lv.spec["version"], "current_sha256": lv.spec["sha256"],
+            "tags": lv.spec["tags"], "description": lv.spec["description"],
+            "versions": project.store.version_list(lv.address.name),
         })
     if args.json:
-        print(json.dumps({"format_version": "1.0", "models": models}, indent=2, sort_keys=True))
+        print(json.dumps({"format_version": "1.1", "registry": project.store.describe(), "models": models},
+                         indent=2, sort_keys=True))
         return 0
+    print(f"Registry: {project.store.describe()}")
     if not models:
         print("No models registered. Run `mlops apply` to register the manifest's models.")
     for m in models:
         tags = ", ".join(f"{k}={v}" for k, v in m["tags"].items())
         print(f"{m['name']}  (current: {m['current_version']}){'  tags: ' + tags if tags else ''}")
         for v in m["versions"]:
-            mark = "*" if v["version"] == m["current_version"] else " "
-            print(f"  {mark} {v['version']:>3}  sha256:{(v['sha256'] or '')[:12]}  {v['created'] or ''}  "
-                  f"{v['source'] or ''}")
+            mark = "*" if v["sha256"] == m["current_sha256"] else " "
+            number = "pending" if v["version"] is None else str(v["version"])
+            commit = (v["git_commit"] or "-")[:10] + ("+dirty" if v["git_dirty"] else "")
+            print(f"  {mark} {number:>7}  sha256:{v['sha256'][:12]}  {v['created']}  {commit}  {v['source'] or ''}")
     return 0
 
 
@@ -206,8 +234,23 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render_rbac(project: Any) -> int:
+    shown = 0
+    for target in sorted(project.manifest.section("targets")):
+        text = getattr(project.provider_for(target), "rbac", lambda: None)()
+        if text:
+            print(f"# target {target}: bind these to the identity mlops runs as")
+            print(text.rstrip())
+            shown += 1
+    if not shown:
+        raise MlopsError("no target of this manifest needs RBAC objects")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     project = _load(args.file)
+    if args.rbac:
+        return _render_rbac(project)
     declared = project.manifest.section("services")
     unknown = [n for n in args.services if n not in declared]
     if unknown:

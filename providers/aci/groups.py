@@ -18,7 +18,7 @@ from planner.hashing import canonical_json, secret_digest
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY
 
 from ..bundle import PACKAGE_NAME
-from ..docker.image import APP_ROOT, VENV
+from ..images.recipe import APP_ROOT, VENV
 from .settings import MAX_TAGS, OWN_TAG_PREFIX
 
 TAG = {name: f"{OWN_TAG_PREFIX}{name}" for name in

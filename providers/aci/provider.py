@@ -20,7 +20,6 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, ClassVar
 
 from planner.addresses import Address
@@ -28,7 +27,6 @@ from planner.plan import Action, Rules, changed_paths
 from planner.resources import FAILED, HEALTHY, UNHEALTHY, Live, Resource
 
 from ..base import (
-    BuildResult,
     CancelledError,
     Endpoint,
     Progress,
@@ -39,9 +37,8 @@ from ..base import (
     environment_variables,
     score_at,
 )
-from ..docker import build as builds
 from ..http import is_ready, smoke_test
-from ..images import BuiltImage, ImageBuilder
+from ..images import BuiltImage, ImageTarget
 from . import groups, settings
 from .arm import Connection, arm_call, connect, error_code, error_line
 
@@ -53,13 +50,12 @@ POLL = 1.0
 READ_PARALLELISM = 8
 
 
-class AciProvider(Provider):
+class AciProvider(ImageTarget, Provider):
     kind: ClassVar[str] = "aci"
-    builds_images: ClassVar[bool] = True
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         super().__init__(target=target, config=config, context=context)
-        self.images = ImageBuilder(context, self.config.get("registry"), log_dir=context.state_dir / "aci" / "builds")
+        self.init_images(context, self.config.get("registry"), log_dir=context.state_dir / "aci" / "builds")
         self._conn: Connection | None = None
 
     # -- schema and spec ------------------------------------------------------------------------
@@ -93,10 +89,7 @@ class AciProvider(Provider):
         if not re.match(settings.NAME_PATTERN, name):
             raise ProviderError(f"services.{name}: {name!r} is not a valid container group name on {self.describe()} "
                                 "(ACI allows 1-63 lowercase letters, digits and single hyphens); rename the service")
-        return {**spec, "image": self.images.ref(name, spec)}
-
-    def image_registry(self) -> str | None:
-        return self.config.get("registry") or None
+        return self.with_image(name, spec)
 
     @property
     def location(self) -> str:
@@ -211,9 +204,9 @@ class AciProvider(Provider):
 
         keys = {"primary": "(sensitive)", "secondary": "(sensitive)"} if desired.spec["deploy"].get("auth") == "key" \
             else {}
-        auth = builds.registry_auth()
+        auth = self.pull_credentials()
         body = self._body(models, desired, image=str(desired.spec["image"]), keys=keys,
-                          registry_auth=(auth["username"], "(sensitive)") if auth else None)
+                          registry_auth=(auth[0], "(sensitive)") if auth else None)
         data = body.serialize()
         if keys:
             data["tags"][groups.TAG["keys-sha"]] = "(a salted digest of the keys, made at apply)"
@@ -281,10 +274,7 @@ class AciProvider(Provider):
         return self.keys.keys_for(desired.address.name, desired.spec["deploy"].get("auth"), desired.secrets)
 
     def _image(self, desired: Resource, events: Any) -> BuiltImage:
-        built = self.images.ensure(desired, events)
-        if not built.digest_ref:
-            raise ProviderError(f"{desired.address}: the image was not pushed to {self.image_registry()!r}")
-        return built
+        return self.ensure_image(desired, events)
 
     def _body(self, models: Any, desired: Resource, *, image: str, keys: Mapping[str, str],
               registry_auth: tuple[str, str] | None) -> Any:
@@ -310,9 +300,8 @@ class AciProvider(Provider):
         from azure.mgmt.containerinstance import models
 
         name = desired.address.name
-        auth = builds.registry_auth()
         body = self._body(models, desired, image=str(image.digest_ref), keys=keys,
-                          registry_auth=(auth["username"], auth["password"]) if auth else None)
+                          registry_auth=self.pull_credentials())
         events.step(f"creating or updating container group {name!r} in {self.resource_group!r}")
         poller = self._call(f"sending container group {name!r}",
                             lambda: self.client.container_groups.begin_create_or_update(self.resource_group, name,
@@ -456,20 +445,6 @@ class AciProvider(Provider):
                 count = 0
             yield from now[count:]
             count = len(now)
-
-    def build_image(self, desired: Resource, progress: Progress, *,
-                    model_sources: Mapping[str, Path] | None = None) -> BuildResult:
-        built = self.images.ensure(desired, progress, model_sources=model_sources)
-        return BuildResult(desired.address.name, built.ref, built.image_id, built.built, built.seconds,
-                           built.digest_ref, built.cached_steps, built.steps)
-
-    def build_log(self, name: str) -> Iterator[str]:
-        path = self.images.log_file(name)
-        if not path.exists():
-            raise ProviderError(f"no image build log for service {name!r} yet; run `mlops build {name}`")
-        with path.open(errors="replace") as fh:
-            for line in fh:
-                yield line.rstrip("\n")
 
 
 def _resolves(host: str) -> bool:

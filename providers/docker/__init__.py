@@ -1,14 +1,13 @@
 """The Docker engine: services as containers built from content-addressed images.
 
 ``DockerLocalProvider`` is the local target's ``engine: docker`` variant; planner.build drives what
-the CLI wires to ``mlops build`` and ``mlops logs --build``. It is loaded on first use, so the
-image builder (``providers.images``, which every image-running target shares) can import this
-package's building blocks without importing the provider that uses it.
+the CLI wires to ``mlops build`` and ``mlops logs --build``, through the image capability every
+image-running target shares (``providers.images``). It is loaded on first use.
 """
 
 from typing import Any
 
-from .image import DEFAULT_BASE_IMAGE
+from ..images.recipe import DEFAULT_BASE_IMAGE
 
 __all__ = ["DEFAULT_BASE_IMAGE", "DockerLocalProvider"]
 

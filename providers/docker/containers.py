@@ -17,7 +17,7 @@ from typing import Any
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY
 
 from ..http import is_ready
-from .engine import label
+from ..images.engine import label
 
 HOST = "127.0.0.1"
 PROBE = ("import sys, urllib.request; "

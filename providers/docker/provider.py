@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +28,6 @@ from planner.hashing import canonical_json
 from planner.resources import Live, Resource
 
 from ..base import (
-    BuildResult,
     Endpoint,
     Progress,
     ProjectContext,
@@ -38,14 +37,14 @@ from ..base import (
     environment_variables,
 )
 from ..http import is_ready
-from ..images import BuiltImage, ImageBuilder
+from ..images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, ImageTarget, engine
+from ..images.engine import label
+from ..images.recipe import APP_ROOT
 from ..local import LocalProvider, processes
+from ..local.leftovers import keeper_gone, keeper_only
 from ..local.ports import SOCKET_ROOT
 from ..local.provider import HOLD_PUBLIC_S
-from . import build as builds
-from . import containers, engine
-from .engine import label
-from .image import APP_ROOT, Recipe
+from . import containers
 
 HOST = containers.HOST
 PORTS_MOUNT = "/run/mlops-ports"
@@ -55,16 +54,16 @@ KEYS_MOUNT = "/run/mlops-keys.json"
 REGISTRY_PATTERN = r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$"
 
 
-class DockerLocalProvider(LocalProvider):
+class DockerLocalProvider(ImageTarget, LocalProvider):
     """``provider: local`` with ``engine: docker``."""
 
     kind: ClassVar[str] = "local"
     engine_name: ClassVar[str] = "docker"
-    builds_images: ClassVar[bool] = True
+    pulls_from_registry: ClassVar[bool] = False   # runs in the engine that built it; a registry is optional
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         super().__init__(target=target, config=config, context=context)
-        self.images = ImageBuilder(context, self.registry, log_dir=self._records_dir(context) / "builds")
+        self.init_images(context, self.registry, log_dir=self._records_dir(context) / "builds")
         self._docker: Any = None
 
     def connect(self) -> None:
@@ -79,9 +78,6 @@ class DockerLocalProvider(LocalProvider):
         self.ensure_connected()
         return self._docker
 
-    def image_registry(self) -> str | None:
-        return self.registry
-
     # -- schema -------------------------------------------------------------------------------
     @classmethod
     def target_schema(cls) -> dict[str, Any]:
@@ -91,7 +87,7 @@ class DockerLocalProvider(LocalProvider):
             "engine": {"const": "docker", "description": "docker: each service is a container in a Docker engine"},
             "registry": {"type": "string", "pattern": REGISTRY_PATTERN,
                          "description": "push every image here (host[:port][/path]); credentials come from "
-                                        f"{builds.REGISTRY_USER_ENV} / {builds.REGISTRY_PASSWORD_ENV}"},
+                                        f"{REGISTRY_USER_ENV} / {REGISTRY_PASSWORD_ENV}"},
         }
         return schema
 
@@ -113,10 +109,7 @@ class DockerLocalProvider(LocalProvider):
         The image name is derived from the spec alone (content address), so planning never asks
         the engine; with a registry the name carries it, so adding one shows as a change.
         """
-        return {**spec, "image": self.recipe_ref(name, spec)}
-
-    def recipe_ref(self, name: str, spec: Mapping[str, Any]) -> str:
-        return self.images.ref(name, spec)
+        return self.with_image(name, spec)
 
     @property
     def registry(self) -> str | None:
@@ -128,24 +121,20 @@ class DockerLocalProvider(LocalProvider):
         """Keys of docker services (0600); the containers themselves are the live state."""
         return context.state_dir / "docker"
 
-    def build_log_file(self, name: str) -> Path:
-        return self.images.log_file(name)
-
     # -- images ---------------------------------------------------------------------------------
-    def recipe(self, desired: Resource, model_sources: Mapping[str, Path] | None = None) -> Recipe:
-        return self.images.recipe(desired, model_sources)
-
-    def ensure_image(self, desired: Resource, progress: Progress, *,
+    def ensure_image(self, desired: Resource, progress: Progress, *, client: Any | None = None,
                      model_sources: Mapping[str, Path] | None = None) -> BuiltImage:
-        """Build the service's image unless its tag exists; push it when the target has a registry."""
-        return self.images.ensure(desired, progress, client=self.client, model_sources=model_sources)
+        """The shared build, in this target's engine client (pushed when the target has a registry)."""
+        return super().ensure_image(desired, progress, client=client or self.client, model_sources=model_sources)
 
     # -- live state -------------------------------------------------------------------------------
     def read(self) -> list[Live]:
         cli = self.client
         found = list_containers(cli, filters={"label": [f"{label('project')}={self.context.project}",
                                                                  f"{label('target')}={self.target}"]})
-        return [self._live(c, found) for c in _newest_per_service(found)]
+        lives = [self._live(c, found) for c in _newest_per_service(found)]
+        return lives + keeper_only(self.ports, engine=self.engine_name, kind=self.kind, host=HOST,
+                                   known={live.address.name for live in lives}, wanted=lambda t: t == self.target)
 
     @classmethod
     def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
@@ -159,12 +148,21 @@ class DockerLocalProvider(LocalProvider):
             target = c.labels.get(label("target"), "")
             provider = cls(target=target, config={"provider": "local", "engine": "docker"}, context=context)
             out.append((provider, provider._live(c, orphans)))
+        from ..local.ports import PortKeepers
+
+        known = {c.labels.get(label("service")) for c in found}
+        for live in keeper_only(PortKeepers(context.state_dir, HOST), engine=cls.engine_name, kind=cls.kind, host=HOST,
+                                known={n for n in known if n}, wanted=lambda t: t not in declared_targets):
+            provider = cls(target=live.target or "", config={"provider": "local", "engine": "docker"}, context=context)
+            out.append((provider, live))
         return out
 
     def _live(self, container: Any, siblings: list[Any] = ()) -> Live:  # type: ignore[assignment]
         labels = container.labels
         status, message = containers.state_of(container)
         port = int(labels[label("port")])
+        if container.status == "running" and (problem := keeper_gone(self.ports, labels[label("service")], port)):
+            status, message = "Unhealthy", problem
         base = f"http://{HOST}:{port}"
         details = {
             "endpoint": f"{base}/score",
@@ -201,7 +199,8 @@ class DockerLocalProvider(LocalProvider):
         for c in self._service_containers(self.client, desired.address.name):   # unrecorded leftovers
             if c.status == "running":
                 self._remove(c.id)
-        container = self._start(desired, image, port, self._keys(desired), progress)
+        with self._keeper_released_on_failure(desired.address.name, port):
+            container = self._start(desired, image, port, self._keys(desired), progress)
         return self._live(container)
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
@@ -224,7 +223,8 @@ class DockerLocalProvider(LocalProvider):
         cli = self.client
         name = live.address.name
         progress("stopping container")
-        self._remove(str(live.details["container"]))
+        if live.details.get("container"):   # a service that is only a port keeper has none
+            self._remove(str(live.details["container"]))
         # Stopped leftovers of the same service (a failed start that could not clean up) go too;
         # a running sibling is the replacement of a create-then-delete and stays.
         remaining = []
@@ -241,6 +241,14 @@ class DockerLocalProvider(LocalProvider):
             return
         progress("removing images")
         self._prune_images(name, final=True)
+
+    def _recorded_port(self, name: str) -> int | None:
+        newest = _newest_per_service(self._service_containers(self.client, name))
+        return int(newest[0].labels[label("port")]) if newest else None
+
+    def _listener_holders(self, name: str) -> list[tuple[int, Callable[[], None]]]:
+        return [(int(c.attrs.get("State", {}).get("Pid") or 0), lambda c=c: self._remove(c.id))
+                for c in self._service_containers(self.client, name) if c.status == "running"]
 
     def _service_containers(self, cli: Any, name: str) -> list[Any]:
         return list_containers(cli, filters={"label": [f"{label('project')}={self.context.project}",
@@ -289,10 +297,10 @@ class DockerLocalProvider(LocalProvider):
         import docker.errors
 
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
-        recipe = self.recipe(desired)
+        recipe = self.images.recipe(desired)
         deploy = spec["deploy"]
         instance = uuid.uuid4().hex[:8]
-        keeper = self.ports.ensure(name, port, self._records_dir(self.context) / "logs" / f"{name}.ports.log")
+        keeper = self._hold_port(name, port, self._records_dir(self.context) / "logs" / f"{name}.ports.log")
         probe_port = processes.free_port(HOST)
         command = ["--entry-script", f"{APP_ROOT}/{inputs['entry_script']}", "--model-dir", recipe.model_dir,
                    "--host", HOST, "--port", str(port), "--workers", str(deploy.get("workers", 1)),
@@ -305,6 +313,7 @@ class DockerLocalProvider(LocalProvider):
             "AML_APP_ROOT": APP_ROOT,
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
+            "MLOPS_REVISION": desired.fingerprint,   # the version label of its metrics
         }
         volumes = {str(SOCKET_ROOT): {"bind": PORTS_MOUNT, "mode": "rw"}}
         if keys:   # a read-only file, as the process engine does: the environment shows in `docker inspect`
@@ -385,20 +394,6 @@ class DockerLocalProvider(LocalProvider):
         except docker.errors.NotFound:
             raise ProviderError(f"{live.address}: its container is gone; run `mlops apply` to recreate it") from None
         yield from containers.log_lines(container, follow=follow, tail=tail)
-
-    def build_image(self, desired: Resource, progress: Progress, *,
-                    model_sources: Mapping[str, Path] | None = None) -> BuildResult:
-        built = self.ensure_image(desired, progress, model_sources=model_sources)
-        return BuildResult(desired.address.name, built.ref, built.image_id, built.built, built.seconds,
-                           built.digest_ref, built.cached_steps, built.steps)
-
-    def build_log(self, name: str) -> Iterator[str]:
-        path = self.build_log_file(name)
-        if not path.exists():
-            raise ProviderError(f"no image build log for service {name!r} yet; run `mlops build {name}`")
-        with path.open(errors="replace") as fh:
-            for line in fh:
-                yield line.rstrip("\n")
 
 
 def list_containers(cli: Any, filters: dict[str, Any] | None = None) -> list[Any]:

@@ -40,9 +40,8 @@ from ..base import (
     as_events,
     environment_variables,
 )
-from ..docker.build import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV
 from ..http import is_ready, request, smoke_test
-from ..images import ImageBuilder
+from ..images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, ImageTarget
 from . import health as healths
 from . import manifest as mf
 from .hub import ConnectionString, HubClient
@@ -59,16 +58,14 @@ SMOKE_DEVICES = 10
 TWIN_PARALLELISM = 8
 
 
-class IotEdgeProvider(Provider):
+class IotEdgeProvider(ImageTarget, Provider):
     """Services as modules on IoT Edge devices chosen by a target condition over their twins."""
 
     kind: ClassVar[str] = "iotedge"
-    builds_images: ClassVar[bool] = True
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         super().__init__(target=target, config=config, context=context)
-        self.images = ImageBuilder(context, self.config.get("registry"),
-                                   log_dir=context.state_dir / "iotedge" / "builds")
+        self.init_images(context, self.config.get("registry"), log_dir=context.state_dir / "iotedge" / "builds")
         self._hub: HubClient | None = None
 
     # -- schema -------------------------------------------------------------------------------
@@ -179,10 +176,7 @@ class IotEdgeProvider(Provider):
 
     def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """The spec, the image it runs (content address) and the condition choosing its devices."""
-        return {**spec, "image": self.images.ref(name, spec), "target_condition": self.condition}
-
-    def image_registry(self) -> str | None:
-        return self.registry or None
+        return {**self.with_image(name, spec), "target_condition": self.condition}
 
     # -- connection -------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -328,15 +322,11 @@ class IotEdgeProvider(Provider):
         return yaml.safe_dump(mf.redacted(body, desired.address.name), sort_keys=False)
 
     # -- building the deployment -----------------------------------------------------------------
-    def _credentials(self) -> tuple[str, str] | None:
-        user, password = os.environ.get(REGISTRY_USER_ENV), os.environ.get(REGISTRY_PASSWORD_ENV)
-        return (user, password) if user and password else None
-
     def _content(self, desired: Resource, image: str, keys: Mapping[str, str]) -> dict[str, Any]:
         spec = {k: v for k, v in desired.spec.items() if k != "target_condition"}
         return mf.content(name=desired.address.name, spec=spec, image=image, keys=keys,
                           sensitive=sorted(desired.sensitive), registry=self.registry,
-                          credentials=self._credentials(), env=environment_variables(desired))
+                          credentials=self.pull_credentials(), env=environment_variables(desired))
 
     def _configuration(self, desired: Resource, image: str, keys: Mapping[str, str], *,
                        priority: int) -> dict[str, Any]:
@@ -410,14 +400,10 @@ class IotEdgeProvider(Provider):
 
     def _build(self, desired: Resource, ev: Events, group: list[dict[str, Any]]) -> dict[str, Any]:
         """Build and push the image, then the deployment body (priority above every earlier one of ours)."""
-        if not self.registry:
-            raise ProviderError(f"{self.describe()}: registry is missing (devices pull the image from it)")
-        image = self.images.ensure(desired, ev)
-        if not image.digest_ref:
-            raise ProviderError(f"{desired.address}: the image was not pushed to {self.registry}")
+        image = self.ensure_image(desired, ev)
         keys = self.keys.keys_for(desired.address.name, desired.spec["deploy"].get("auth"), desired.secrets)
         priority = max([self.base_priority - 1, *(int(c.get("priority") or 0) for c in group)]) + 1
-        body = self._configuration(desired, image.digest_ref, keys, priority=priority)
+        body = self._configuration(desired, str(image.digest_ref), keys, priority=priority)
         existing = next((c for c in group if c["id"] == body["id"]), None)
         if existing is not None:
             body["priority"] = existing.get("priority")   # the same content: keep its place

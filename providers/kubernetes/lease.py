@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from planner.errors import LockedError
+from planner.errors import CancelledError, LockedError
 
 from .client import Cluster, Conflict, NotFound
 from .manifests import MANAGED_BY, label
@@ -100,7 +100,9 @@ class LeaseLock:
                 self.cluster.apply(self._body(acquired), manager=self.manager)
 
     @contextlib.contextmanager
-    def held(self, events_cancel: threading.Event | None = None) -> Iterator[None]:
+    def held(self, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Hold the Lease for the block; waiting for another holder stops at once when ``cancel`` is set."""
+        cancel = cancel or threading.Event()
         acquired = _now()
         deadline = time.monotonic() + self.timeout_s
         while True:
@@ -111,7 +113,9 @@ class LeaseLock:
                 raise LockedError(f"the cluster lock (Lease {self.namespace}/{self.name}) is held by {holder}; "
                                   f"waited {self.timeout_s:.0f}s (target setting lock_timeout_s). It expires "
                                   f"{DURATION_S}s after its holder stops renewing it")
-            time.sleep(1)
+            if cancel.wait(1):
+                raise CancelledError(f"cancelled while waiting for the cluster lock (Lease {self.namespace}/"
+                                     f"{self.name}, held by {holder}); nothing was changed")
         renewer = threading.Thread(target=self._renew, args=(acquired,), daemon=True, name="mlops-lease")
         renewer.start()
         try:

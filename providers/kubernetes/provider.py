@@ -16,7 +16,6 @@ import base64
 import contextlib
 import dataclasses
 import json
-import os
 import queue
 import threading
 import time
@@ -30,7 +29,6 @@ from planner.errors import CancelledError
 from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Health, Live, Resource
 
 from ..base import (
-    BuildResult,
     Endpoint,
     Progress,
     ProjectContext,
@@ -41,8 +39,7 @@ from ..base import (
     as_events,
     environment_variables,
 )
-from ..docker.build import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV
-from ..images import ImageBuilder
+from ..images import ImageTarget
 from . import health as healths
 from . import manifests, schema
 from .client import Cluster, Forbidden, NotFound
@@ -63,14 +60,12 @@ class RolloutFailed(ProviderError):
         self.state = state
 
 
-class KubernetesProvider(Provider):
+class KubernetesProvider(ImageTarget, Provider):
     kind: ClassVar[str] = "kubernetes"
-    builds_images: ClassVar[bool] = True
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         super().__init__(target=target, config=config, context=context)
-        self.images = ImageBuilder(context, self.config.get("registry"),
-                                   log_dir=context.state_dir / "kubernetes" / "builds")
+        self.init_images(context, self.config.get("registry"), log_dir=context.state_dir / "kubernetes" / "builds")
         self._cluster: Cluster | None = None
         self._namespace_ok = False
 
@@ -118,10 +113,7 @@ class KubernetesProvider(Provider):
 
     def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """The spec plus its image's content address, so a plan shows which image changes."""
-        return {**spec, "image": self.images.ref(name, spec)}
-
-    def image_registry(self) -> str | None:
-        return self.config.get("registry") or None
+        return self.with_image(name, spec)
 
     def placement(self) -> Placement:
         return Placement()
@@ -132,11 +124,8 @@ class KubernetesProvider(Provider):
 
     # -- objects --------------------------------------------------------------------------------
     def _pull_config(self) -> dict[str, Any] | None:
-        user, password = os.environ.get(REGISTRY_USER_ENV), os.environ.get(REGISTRY_PASSWORD_ENV)
-        registry = self.config.get("registry")
-        if not (user and password and registry):
-            return None
-        return manifests.dockerconfig(registry, user, password)
+        credentials = self.pull_credentials()
+        return manifests.dockerconfig(str(self.image_registry()), *credentials) if credentials else None
 
     def _service(self, name: str, spec: Mapping[str, Any], *, image: str, model_dir: str, entry_script: str,
                  fingerprint: str, sensitive: Sequence[str], keys: Mapping[str, str],
@@ -170,6 +159,11 @@ class KubernetesProvider(Provider):
         return head + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
 
     # -- live state -----------------------------------------------------------------------------
+    def rbac(self) -> str:
+        """The Role and ClusterRole this target needs (``mlops render --rbac``)."""
+        from . import rbac
+        return rbac.render(self.namespace)
+
     def read(self) -> list[Live]:
         """One LIST per kind in the namespace (plus the scheduler's events when a pod waits for a node)."""
         cluster, ns = self.cluster, self.namespace
@@ -292,14 +286,15 @@ class KubernetesProvider(Provider):
         return out
 
     # -- lock -----------------------------------------------------------------------------------
-    def apply_lock(self, holder: str) -> contextlib.AbstractContextManager[None]:
+    def apply_lock(self, holder: str, cancel: threading.Event | None = None
+                   ) -> contextlib.AbstractContextManager[None]:
         cluster = self.cluster
         if "destroy" in holder and not self._namespace_exists():
             return contextlib.nullcontext()   # nothing of ours can be there
         self._ensure_namespace()
         timeout = float(self.config.get("lock_timeout_s", 120))
         return LeaseLock(cluster, self.namespace, self.context.project, holder, timeout_s=timeout,
-                         target=self.target).held()
+                         target=self.target).held(cancel)
 
     # -- acting ---------------------------------------------------------------------------------
     def _namespace_exists(self) -> bool:
@@ -332,10 +327,8 @@ class KubernetesProvider(Provider):
                                 f"managed by mlops project {self.context.project!r}; rename the service or "
                                 "remove that Deployment")
 
-    def ensure_image(self, desired: Resource, progress: Progress) -> str:
-        if not self.config.get("registry"):
-            raise ProviderError(f"{self.describe()}: no registry to push images to; set the target's registry")
-        built = self.images.ensure(desired, progress)
+    def _pushed_image(self, desired: Resource, progress: Progress) -> str:
+        built = self.ensure_image(desired, progress)
         return built.digest_ref or built.ref
 
     def _keys(self, desired: Resource) -> dict[str, str]:
@@ -368,7 +361,7 @@ class KubernetesProvider(Provider):
         try:
             self._ensure_namespace()
             self._check_not_foreign(name)
-            image = self.ensure_image(desired, events)
+            image = self._pushed_image(desired, events)
             svc = self._desired_service(desired, image, self._keys(desired))
             events.step(f"applying {len(manifests.objects(svc))} objects to {self.namespace} (server-side apply)")
             self._apply_objects(manifests.objects(svc), events)
@@ -389,7 +382,7 @@ class KubernetesProvider(Provider):
         events = as_events(progress)
         self.ensure_connected()
         name = desired.address.name
-        image = self.ensure_image(desired, events)
+        image = self._pushed_image(desired, events)
         svc = self._desired_service(desired, image, self._keys(desired))
         try:
             events.step(f"applying {len(manifests.objects(svc))} objects to {self.namespace} (server-side apply)")
@@ -568,20 +561,6 @@ class KubernetesProvider(Provider):
             yield from self.cluster.pod_log(pod, self.namespace, tail=tail, follow=follow)
         except ProviderError as exc:
             yield f"(no logs: {exc})"
-
-    def build_image(self, desired: Resource, progress: Progress, *, model_sources: Mapping[str, Any] | None = None
-                    ) -> BuildResult:
-        built = self.images.ensure(desired, progress, model_sources=model_sources)
-        return BuildResult(desired.address.name, built.ref, built.image_id, built.built, built.seconds,
-                           built.digest_ref, built.cached_steps, built.steps)
-
-    def build_log(self, name: str) -> Iterator[str]:
-        path = self.images.log_file(name)
-        if not path.exists():
-            raise ProviderError(f"no image build log for service {name!r} yet; run `mlops build {name}`")
-        with path.open(errors="replace") as fh:
-            for line in fh:
-                yield line.rstrip("\n")
 
 
 class AksProvider(KubernetesProvider):

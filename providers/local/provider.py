@@ -15,6 +15,7 @@ versions share one accept queue, so nothing queued is dropped at cut-over whatev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -44,7 +45,8 @@ from ..base import (
 from ..http import is_ready, smoke_test
 from ..store import _read_json, _write_json, ensure_state_dir
 from . import processes
-from .ports import PortKeepers
+from .leftovers import keeper_gone, keeper_only
+from .ports import Keeper, PortKeepers
 from .snapshots import prune, snapshot
 from .venvs import ensure_venv, venv_python
 
@@ -190,6 +192,8 @@ class LocalProvider(Provider):
         for name, instances in sorted(running.items()):
             if name not in recorded and wanted(instances[0]["target"]):
                 out.append(cls._unrecorded(context, name, instances))
+        out += keeper_only(PortKeepers(context.state_dir, HOST), engine="process", kind=cls.kind, host=HOST,
+                           known=recorded | set(running), wanted=wanted, log_dir=folder / "logs")
         return out
 
     @classmethod
@@ -240,6 +244,9 @@ class LocalProvider(Provider):
             status = FAILED
             lines = [ln for ln in processes.tail(folder / "logs" / f"{record['name']}.log", 40) if ln.strip()]
             message = "process exited" + (f": {lines[-1].strip()}" if lines else "")
+        elif problem := keeper_gone(PortKeepers(folder.parent, HOST), record["name"], int(record["port"])):
+            status = UNHEALTHY
+            message = problem
         elif is_ready(base):
             status = HEALTHY
         elif time.time() - record["started"] < record["spec"]["deploy"].get("startup_timeout_s", 120):
@@ -268,7 +275,8 @@ class LocalProvider(Provider):
     def create(self, desired: Resource, progress: Progress) -> Live:
         port = self._claim_port(desired)
         keys = self._keys(desired)
-        record = self._start(desired, port, keys, progress)
+        with self._keeper_released_on_failure(desired.address.name, port):
+            record = self._start(desired, port, keys, progress)
         return self._live_from(record, self._records_dir(self.context))
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
@@ -326,20 +334,63 @@ class LocalProvider(Provider):
             shutil.rmtree(self._instance_dir(name, r["instance"]), ignore_errors=True)
 
     def _claim_port(self, desired: Resource) -> int:
-        """The port a new service listens on: a free one for ``auto``, else the asked one if free
-        (or already held by this service's own keeper, e.g. a replacement of a broken instance)."""
-        port = desired.spec["deploy"]["port"]
+        """The port a new service listens on: for ``auto`` the port the service already holds (its
+        keeper's, or its instance's), else a free one; else the asked one if free or held by this
+        service itself (a replacement of a broken instance, or of one whose keeper was killed)."""
+        name, port = desired.address.name, desired.spec["deploy"]["port"]
         if port == "auto":
-            # A replacement (a healed crash) keeps the endpoint its callers know, if it is still ours or free.
-            record = _read_json(self._record_file(desired.address.name)) or {}
-            old = int(record["port"]) if record.get("port") else None
-            if old and (self.ports.find(desired.address.name, old) is not None or not processes.port_in_use(old, HOST)):
-                return old
-            return processes.free_port(HOST)
-        if self.ports.find(desired.address.name, int(port)) is None and processes.port_in_use(int(port), HOST):
+            return self._held_port(name) or processes.free_port(HOST)
+        if self.ports.find(name, int(port)) is None and processes.port_in_use(int(port), HOST) \
+                and not self._listener_holders(name):
             raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
                                 "(stop it or choose another deploy.port)")
         return int(port)
+
+    def _held_port(self, name: str) -> int | None:
+        """The port ``name`` already has: clients know it, so a replacement keeps it."""
+        held = [k.port for k in self.ports.of_service(name)]
+        recorded = self._recorded_port(name)
+        if recorded and (recorded in held or self._listener_holders(name)
+                         or not processes.port_in_use(recorded, HOST)):
+            return recorded
+        return held[0] if held else None
+
+    def _recorded_port(self, name: str) -> int | None:
+        record = _read_json(self._record_file(name))
+        return int(record["port"]) if record and record.get("port") else None
+
+    def _listener_holders(self, name: str) -> list[tuple[int, Callable[[], None]]]:
+        """Running instances of ``name`` (pid, how to stop it): they may hold its port's listener."""
+        return [(r["pid"], lambda r=r: processes.stop(r["pid"], r["start_id"]))
+                for r in self._running(self.context).get(name, [])]
+
+    def _hold_port(self, name: str, port: int, log_file: Path) -> Keeper:
+        """The service's port keeper, started if needed; a killed keeper's listener is taken over from
+        the instance that still holds it (or, without the rights to, that instance is stopped first)."""
+        found = self.ports.find(name, port)
+        if found is not None:
+            return found
+        holders = self._listener_holders(name)
+
+        def release() -> None:
+            for _pid, stop in holders:
+                stop()
+
+        return self.ports.ensure(name, port, log_file, target=self.target,
+                                 engine=getattr(self, "engine_name", "process"),
+                                 adopt_from=[pid for pid, _stop in holders], on_conflict=release)
+
+    @contextlib.contextmanager
+    def _keeper_released_on_failure(self, name: str, port: int) -> Iterator[None]:
+        """A create that fails stops the keeper it started: no port stays held by nothing."""
+        had_keeper = self.ports.find(name, port) is not None
+        try:
+            yield
+        except BaseException:
+            keeper = None if had_keeper else self.ports.find(name, port)
+            if keeper is not None:
+                self.ports.stop(keeper)
+            raise
 
     def _keys(self, desired: Resource) -> dict[str, str]:
         """Explicit keys from the manifest win; else keep the ones clients already have (one key store)."""
@@ -359,7 +410,7 @@ class LocalProvider(Provider):
         instance_dir = self._instance_dir(name, instance)
         model_dir = self._model_dir(inputs["models"], instance_dir)
         source = snapshot(Path(inputs["source_dir"]), str(spec["source"]).rsplit("@", 1)[-1], self.context.state_dir)
-        keeper = self.ports.ensure(name, port, self._log_file(name))
+        keeper = self._hold_port(name, port, self._log_file(name))
         probe_port = processes.free_port(HOST)
         deploy = spec["deploy"]
         cmd = [*_memory_limit(deploy.get("memory_gb")), str(venv_python(venv)), "-m", "mlops_runtime",
@@ -378,6 +429,7 @@ class LocalProvider(Provider):
             "PYTHONDONTWRITEBYTECODE": "1",
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
+            "MLOPS_REVISION": desired.fingerprint,   # the version label of its metrics
             "PYTHONUNBUFFERED": "1",
         }
         if keys:

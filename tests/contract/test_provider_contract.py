@@ -24,9 +24,11 @@ from support import make_project
 
 from planner.addresses import Address
 from planner.apply import apply_plan
+from planner.build import build_log, build_services
 from planner.plan import Action
 from planner.planning import make_plan
 from planner.project import Project
+from providers.base import BuildsImages
 
 SERVICE = Address("service", "echo-api")
 
@@ -229,3 +231,25 @@ def test_cancellation_leaves_a_state_the_next_plan_describes(target: Target):
     assert target.live() is None, "a cancelled create must leave nothing running"
     plan = target.plan()
     assert next(c for c in plan.changes if c.address == SERVICE).action is Action.CREATE
+
+
+def test_build_makes_the_image_the_plan_names_and_keeps_its_log(target: Target):
+    """Every kind that runs images builds through `mlops build` (the shared image capability)."""
+    project = target.project()
+    provider = project.providers["t"]
+    if not isinstance(provider, BuildsImages):
+        pytest.skip(f"{target.kind} runs no image")
+    steps: list[str] = []
+    [result] = build_services(project, [], lambda service, step: steps.append(step))
+    planned = project.desired()[SERVICE].spec["image"]
+    assert result.service == "echo-api" and result.image == planned, (result, planned)
+    assert result.image_id.startswith("sha256:")
+    registry = provider.image_registry()
+    if registry:
+        assert result.pushed and result.pushed.startswith(f"{planned.rsplit(':', 1)[0]}@sha256:"), result
+    log = list(build_log(project, "echo-api"))
+    assert log and any(f"building {planned}" in line for line in log), log[:3]
+    [again] = build_services(project, ["echo-api"], lambda service, step: None)
+    assert not again.built and again.image_id == result.image_id, "same inputs must not rebuild"
+    assert all(o.ok for o in target.apply()), "apply after build"
+    assert target.live().spec["image"] == planned

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.docker.image import DEFAULT_BASE_IMAGE
+from providers.images.recipe import DEFAULT_BASE_IMAGE
 
 
 def _engine_or_skip():

@@ -15,7 +15,7 @@ from support import copy_example, run_cli
 
 from planner.build import build_log, build_services
 from planner.project import Project
-from providers.docker.image import DEFAULT_BASE_IMAGE
+from providers.images.recipe import DEFAULT_BASE_IMAGE
 
 pytestmark = pytest.mark.docker
 

@@ -4,6 +4,7 @@ store, secret target settings, and the registry's handling of third-party plugin
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -229,3 +230,53 @@ def test_a_plugin_for_another_protocol_version_gets_a_clear_error(plugins: Path)
     registry.refresh()
     with pytest.raises(MlopsError, match="implements provider protocol 1; this mlops speaks protocol 2"):
         registry.load("old")
+
+
+# -- status ------------------------------------------------------------------------------------
+
+STATUS_KEYS = {"service", "target", "state", "endpoint", "models", "fingerprint", "git_commit", "dirty", "message",
+               "in_manifest", "health"}
+
+
+def test_status_json_has_the_same_keys_in_every_state_and_the_manifest_target(tmp_path: Path):
+    """A service not deployed yet shows the target the manifest gives it (it showed `local`)."""
+    two = manifest(targets="prod: {provider: memory}", target="prod").replace(
+        "services:\n", "services:\n  two-api: {models: [m], environment: e, source_dir: src, entry_script: score.py}\n")
+    path = make_project(tmp_path, two)
+
+    before = json.loads(run_cli("status", "--json", "-f", str(path)).out)
+    assert before["format_version"] == "1.0"
+    assert [(r["service"], r["target"], r["state"]) for r in before["services"]] == [
+        ("one-api", "prod", "NotDeployed"), ("two-api", "prod", "NotDeployed")]
+    assert before["services"][1] == {
+        "service": "two-api", "target": "prod", "state": "NotDeployed", "endpoint": None, "models": [],
+        "fingerprint": None, "git_commit": None, "dirty": None, "message": "not deployed; run `mlops apply`",
+        "in_manifest": True, "health": None}
+    assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
+    after = json.loads(run_cli("status", "--json", "-f", str(path)).out)["services"]
+    assert all(set(r) == STATUS_KEYS for r in before["services"] + after)
+    one = after[0]
+    assert (one["target"], one["state"], one["endpoint"], one["in_manifest"]) == \
+        ("prod", "Healthy", "memory://one-api", True)
+    assert one["models"] == [f"m:1@{one['models'][0].split('@')[1]}"] and len(one["fingerprint"]) == 12
+    assert one["health"] == {"state": "Healthy", "message": "", "ready": 2, "desired": 2, "failed": None,
+                             "unit": "replicas"}
+    text = run_cli("status", "-f", str(path)).out
+    assert text.splitlines()[0].split() == ["SERVICE", "TARGET", "STATE", "ENDPOINT", "MODELS", "FINGERPRINT",
+                                            "COMMIT"]
+    assert "two-api  prod" in text
+
+
+def test_a_broken_local_plugin_does_not_fail_manifests_without_local_targets(tmp_path: Path, plugins: Path):
+    """`local` is only the default kind: a manifest whose targets are all elsewhere never loads it."""
+    _plugin(plugins, "mlops_shadow", "local", "broken_plugin:Provider")   # now `local` cannot load
+    registry.refresh()
+    with pytest.raises(MlopsError, match="local"):
+        registry.load("local")
+    path = make_project(tmp_path, manifest())
+    for command in (["validate"], ["plan"], ["apply", "--auto-approve"], ["status"], ["destroy", "--auto-approve"]):
+        result = run_cli(*command, "-f", str(path))
+        assert result.code == 0, (command, result.err)
+    path.write_text(manifest(targets="mem: {provider: memory}\n  box: {provider: local}"))
+    result = run_cli("plan", "-f", str(path))
+    assert result.code == 1 and "targets.box.provider: provider kind 'local' is claimed by several" in result.err

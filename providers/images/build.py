@@ -18,8 +18,8 @@ from typing import Any
 
 from ..base import ProviderError
 from .engine import label
-from .image import DEFAULT_BASE_IMAGE, Recipe, build_context
 from .pipconf import host_pip_settings
+from .recipe import DEFAULT_BASE_IMAGE, Recipe, build_context
 
 Progress = Callable[[str], None]
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")

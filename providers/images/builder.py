@@ -17,11 +17,11 @@ from typing import Any
 from planner.errors import ProviderError
 from planner.resources import Resource
 
-from .base import Progress, ProjectContext
-from .docker import build as builds
-from .docker import engine
-from .docker.build import BuiltImage
-from .docker.image import Recipe, image_repository, image_tag, recipe_for
+from ..base import Progress, ProjectContext
+from . import build as builds
+from . import engine
+from .build import BuiltImage
+from .recipe import Recipe, image_repository, image_tag, recipe_for
 
 __all__ = ["BuiltImage", "ImageBuilder"]
 
