@@ -314,3 +314,22 @@ def test_sync_state_names(manifest: Path):
     report = Reconciler(manifest, Options()).cycle()
     assert {s.name: s.sync for s in report.services} == {"one-api": DRIFTED, "two-api": PENDING}
     assert IN_SYNC != ORPHAN
+
+
+def test_an_unreachable_target_is_an_error_line_and_nothing_is_changed(manifest: Path):
+    broken = "mem: {provider: memory, unreachable: true, token: tok-123456789}"
+    manifest.write_text(manifest.read_text().replace("mem: {provider: memory}", broken))
+    result = run_cli("reconcile", "--once", "--mode", "heal", "-f", str(manifest))
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "Error: target 'mem' (memory) is unreachable: the memory API does not answer" in result.err
+    assert "tok-123456789" not in result.out + result.err
+    assert cycle_of(result.out)["error"]
+
+
+def test_a_bad_manifest_is_one_line_per_problem(manifest: Path):
+    manifest.write_text(manifest.read_text().replace("environment: e, source_dir: src, entry_script: score.py, "
+                                                     "deploy: {port: 8001}", "environment: nope, source_dir: src, "
+                                                     "entry_script: score.py, deploy: {port: 8001}"))
+    result = run_cli("reconcile", "--once", "-f", str(manifest))
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "services.one-api.environment: unknown environment 'nope'" in result.err
