@@ -333,3 +333,21 @@ def test_a_bad_manifest_is_one_line_per_problem(manifest: Path):
     result = run_cli("reconcile", "--once", "-f", str(manifest))
     assert result.code == 1 and "Traceback" not in result.err
     assert "services.one-api.environment: unknown environment 'nope'" in result.err
+
+
+def test_a_service_in_the_middle_of_its_rollout_is_not_healed(tmp_path: Path):
+    import dataclasses
+
+    rolling = "deploy: {port: 8002, state: Transitioning}"
+    path = make_project(tmp_path, MANIFEST.replace("deploy: {port: 8002}", rolling))
+    assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
+    assert run_cli("reconcile", "--once", "-f", str(path)).code == 0   # seen as deployed, rolling out
+    services = provider(path)._services
+    live = services["two-api"]
+    scaled = {**live.spec, "deploy": {**live.spec["deploy"], "replicas": 0}}
+    services["two-api"] = dataclasses.replace(live, spec=scaled)
+    result = run_cli("reconcile", "--once", "--mode", "heal", "-f", str(path))
+    assert result.code == 2
+    [change] = [e for e in lines(result.out) if e["event"] == "change"]
+    assert change["result"] == "rollout" and "rollout in progress" in change["error"]
+    assert services["two-api"].spec["deploy"]["replicas"] == 0
