@@ -41,6 +41,7 @@ import yaml
 
 from .errors import MlopsError, Problem
 from .manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
+from .urlmask import mask_urls
 from .yamlpos import YamlProblem, decode, load, one_line
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -97,7 +98,7 @@ class V1ConfigError(MlopsError):
     """A v1 file is unusable; the message is one ``file:line:col: what and how to fix`` line."""
 
     def __init__(self, file: str, line: int, col: int, message: str) -> None:
-        super().__init__(str(Problem(file, line, col, one_line(message, 400))))
+        super().__init__(str(Problem(file, line, col, one_line(mask_urls(message), 400))))
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ class Imported:
     warnings: list[str]
     changed: bool
     """False when the output file already said exactly this (re-importing is idempotent)."""
+
+    def __post_init__(self) -> None:
+        self.warnings[:] = [mask_urls(w) for w in self.warnings]  # index URLs may carry passwords
 
 
 @dataclass

@@ -36,8 +36,9 @@ def make_plan(
         mine = [r for r in wanted.values() if r.address.kind == "service" and r.target == name]
         if mine:
             warnings += [f"target {name!r}: {w}" for w in provider.plan_warnings(mine)]
+    shown = project.manifest.references   # values from the environment print as ${NAME}
     return Plan(
-        changes=tuple(changes),
+        changes=tuple(shown.mask_change(c) for c in changes),
         manifest=project.manifest.display,
         project=project.manifest.project,
         manifest_fingerprint=fingerprint_all({str(a): r.fingerprint for a, r in desired.items()}),
@@ -46,7 +47,7 @@ def make_plan(
         targeted=tuple(str(t) for t in targets),
         destroy=destroy,
         tool_version=__version__,
-        warnings=tuple(warnings),
+        warnings=shown.texts(warnings),
     )
 
 

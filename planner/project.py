@@ -22,6 +22,7 @@ from .manifest import Manifest, load_manifest
 from .plan import Rules
 from .redact import REDACTOR
 from .resources import Live, Resource
+from .urlmask import secrets_in
 
 EMBEDDED_KINDS = ("local",)
 """Kinds searched for services on undeclared targets even when no declared target uses them."""
@@ -49,6 +50,8 @@ class Project:
         self.hasher = ContentHasher(manifest.state_dir / "cache" / "hashes.json")
         self._live: LiveState | None = None
         self.read_parallelism = READ_PARALLELISM
+        REDACTOR.reference(manifest.references.values)
+        REDACTOR.add(*secrets_in(manifest.data))   # tokens in index URLs, a password in arm_endpoint
         for provider in self.providers.values():
             REDACTOR.add(*provider.secret_values())
 

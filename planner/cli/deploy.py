@@ -270,14 +270,15 @@ def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:
 
 def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: list[Outcome], result: str) -> None:
     from ..gitops import render_summary
+    from ..redact import REDACTOR
     from .services import service_rows
 
     """In GitHub Actions, append the apply's result and every service's health to the job summary."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if not path:
         return
-    text = render_summary(manifest=project.manifest.display, choice=choice, plan=plan, outcomes=outcomes,
-                          services=service_rows(project), result=result)
+    text = REDACTOR.scrub(render_summary(manifest=project.manifest.display, choice=choice, plan=plan,
+                                         outcomes=outcomes, services=service_rows(project), result=result))
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)

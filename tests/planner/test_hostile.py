@@ -94,17 +94,26 @@ def accepted(project: Path) -> None:
                                    "-e .", "pkg @ file:///etc/passwd", "pkg @ http://evil.example/p.whl",
                                    "numpy==1 --hash=sha256:00", "numpy\\n-r /etc/passwd",
                                    "numpy; python_version == ' -r/etc/passwd'", "numpy; os_name == ' #x'",
-                                   "pkg @ https://example.org/$${AWS_SECRET}.whl"])
+                                   "pkg @ https://example.org/$${AWS_SECRET}.whl",
+                                   "pkg @ git+https://github.com/acme/pkg@v1", "pkg @ https://example.org/pkg-1.0-py3-none-any.whl",
+                                   "pkg[extra] @ https://example.org/pkg.tar.gz ; python_version >= '3.8'"])
 def test_pip_entries_must_be_pep508_requirements(project: Path, entry: str):
     replace(project, "      - joblib>=1.3", f'      - "{entry}"')
     err = refused(project, "environments.sklearn.pip[1]")
     assert "/proc/self/environ" not in err or "pip option" in err
 
 
-def test_pip_requirements_with_markers_extras_and_https_urls_pass(project: Path):
-    replace(project, "      - joblib>=1.3", "      - joblib[x]>=1.3; python_version >= '3.8'\n"
-                                            "      - pkg @ https://example.org/pkg-1.0-py3-none-any.whl")
+def test_pip_requirements_with_markers_and_extras_pass(project: Path):
+    replace(project, "      - joblib>=1.3", "      - joblib[x]>=1.3; python_version >= '3.8'")
     accepted(project)
+
+
+def test_url_requirements_are_refused_on_one_line_naming_file_line_and_field(project: Path):
+    """As the README says: `name @ git+https://…` and `name @ https://….whl` never reach pip."""
+    replace(project, "      - joblib>=1.3", '      - "pkg @ git+https://github.com/acme/pkg@v1"')
+    err = refused(project, "environments.sklearn.pip[1]")
+    [line] = [x for x in err.splitlines() if "pip[1]" in x]
+    assert re.match(r"^ml\.yaml:\d+:\d+: environments\.sklearn\.pip\[1\]: .*URL requirement", line), line
 
 
 @pytest.mark.parametrize("url, ok", [("https://pypi.example/simple", True), ("http://127.0.0.1:3141/simple", True),
