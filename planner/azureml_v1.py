@@ -50,8 +50,8 @@ MIN_PYTHON = (3, 11)
 DEFAULT_PYTHON = "3.11"
 SERVER_PACKAGES = {"azureml-defaults", "azureml-inference-server-http", "azureml-contrib-services"}
 """Azure's serving stack: the mlops runtime replaces it (and provides its import names)."""
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-_DNS = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
+_DNS = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]\Z")
 _STAGE_PROVIDER = {"local": "local", "aci": "aci", "aks": "aks"}
 _NO_EQUIVALENT = {
     "appInsightsEnabled": "Application Insights has no equivalent; read `mlops logs` instead",
@@ -245,7 +245,7 @@ def _conda_dependencies(deps: Any, where: str, warnings: list[str], pip: list[st
             pip.extend(str(p) for p in dep["pip"])
         elif isinstance(dep, str):
             version = _python_version(dep)
-            if version is not None or re.match(r"^python\s*$", dep):
+            if version is not None or re.match(r"^python\s*\Z", dep):
                 python = version or python
             elif dep.strip() != "pip" and not dep.strip().startswith("pip="):
                 warnings.append(
@@ -694,7 +694,7 @@ def _relative(path: Path, base: Path) -> str:
 
 # -- writing ----------------------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_/.${}][A-Za-z0-9_./@:=<>!*~,+${}-]*$")
+_PLAIN = re.compile(r"^[A-Za-z0-9_/.${}][A-Za-z0-9_./@:=<>!*~,+${}-]*\Z")
 _SECTIONS = ("targets", "models", "environments", "services")
 
 

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 DEFAULT_TARGET = "local"
 _VAR = re.compile(r"\$(\$)?\{([^}]*)\}")
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SENSITIVE_NAME = re.compile(r"(^|_)(key|keys|secret|password|token|connection_string)$")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+SENSITIVE_NAME = re.compile(r"(^|_)(key|keys|secret|password|token|connection_string)\Z")
 ENVIRONMENT_VARIABLES = "environment_variables"
 PUBLIC_VARS = "public_vars"
 """Top-level list of variable names whose values may be printed (``public_vars: [AZURE_LOCATION]``)."""
@@ -56,7 +56,7 @@ MAX_SAMPLE_BYTES = 10 * 1024 * 1024
 """The scoring runtime's default body limit: a larger sample request could never be sent."""
 MAX_PATH_CHARS = 1024
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}\Z")
 # Variables the dynamic loader or an interpreter acts on: setting them runs other code.
 _LOADER_PREFIXES = ("LD_", "DYLD_", "PYTHON")
 _LOADER_NAMES = frozenset({"PATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF",
@@ -66,8 +66,8 @@ _RUNTIME_NAMES = {"AZUREML_MODEL_DIR": "the registered model folder", "AZUREML_E
                   "AML_APP_ROOT": "source_dir", "SCORING_TIMEOUT_MS": "deploy.scoring_timeout_ms",
                   "SERVICE_NAME": "the service's name"}
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
-_INT = re.compile(r"^-?[0-9]{1,18}$")
-_FLOAT = re.compile(r"^-?[0-9]+\.[0-9]+$")
+_INT = re.compile(r"^-?[0-9]{1,18}\Z")
+_FLOAT = re.compile(r"^-?[0-9]+\.[0-9]+\Z")
 
 Report = Callable[..., None]
 

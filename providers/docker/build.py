@@ -22,7 +22,7 @@ from .image import DEFAULT_BASE_IMAGE, Recipe, build_context
 from .pipconf import host_pip_settings
 
 Progress = Callable[[str], None]
-STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)\Z")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 REGISTRY_USER_ENV = "MLOPS_REGISTRY_USERNAME"
 REGISTRY_PASSWORD_ENV = "MLOPS_REGISTRY_PASSWORD"
