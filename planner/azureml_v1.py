@@ -323,6 +323,9 @@ def _inference(path: Path, warnings: list[str]) -> _Inference:
             )
         conda_file = py.get("condaDependenciesFile")
         if isinstance(conda_file, str) and conda_file:
+            if not (source_dir / conda_file).resolve().is_relative_to(source_dir):   # never read a host file
+                raise _problem(path, text, "condaDependenciesFile", f"condaDependenciesFile "
+                               f"{one_line(conda_file, 80)!r} is outside sourceDirectory; copy it into that folder")
             python = (
                 _conda_file(source_dir / conda_file, f"{where}.python.condaDependenciesFile", warnings, pip) or python
             )

@@ -16,6 +16,7 @@ and the schema does not accept text there (``port: ${PORT}``), a value of the fo
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -155,6 +156,7 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
     manifest = Manifest(path, data, positions, EnvReferences(checks.references, checks.written))
     if checks.whole:
         _type_interpolated(manifest, checks)
+    _check_finite(data, (), checks)
     _check_schema(data, checks)
     # Later checks run even when the schema found problems (all errors at once); they skip
     # entries whose shape is already reported as wrong.
@@ -348,6 +350,21 @@ def _type_interpolated(manifest: Manifest, checks: _Checks) -> None:
     for path, typed in candidates.items():
         if path in refused:
             _set(manifest.data, path, typed)
+
+
+def _check_finite(value: Any, where: tuple, checks: _Checks) -> None:
+    """YAML's .nan and .inf are numbers to JSON Schema, but no setting can mean them (NaN passes every
+    bound): one clear line here instead of a failure at apply."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, (*where, k), checks)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, (*where, i), checks)
+    elif isinstance(value, float) and not math.isfinite(value):
+        field_name = one_line(".".join(str(p) for p in where), 120) or "(top level)"
+        checks.report(where, f"{field_name}: {value!r} is not a usable number (NaN or infinity); write a finite "
+                             "number")
 
 
 def _get(data: Any, path: tuple) -> Any:
@@ -786,6 +803,10 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
         if _plain_path(rel):
             where, field_name = ("models", name, "path"), f"models.{name}.path"
             p = inside(rel, where, field_name, kind="file or folder")
+            if p == root:
+                report(where, f"{field_name}: {checks.shown(where, rel)} is the project folder itself (it holds "
+                              "ml.yaml, the code and the registry); point at the model file or its own folder")
+                continue
             if p is not None and regular_tree(p, rel, where, field_name):
                 hashed.append((p, field_name))
     for name, service in manifest.section("services").items():
@@ -930,6 +951,10 @@ def _check_registry(manifest: Manifest, root: Path, hashed: list[tuple[Path, str
     if state == root or not state.is_relative_to(root):
         fix = "use a folder inside it, such as .mlops" if where else "remove the link (mlops creates the folder)"
         report(where, f"{name}: {shown} is outside the manifest's folder (plan writes there); {fix}")
+        return
+    if state.exists() and not state.is_dir():
+        report(where, f"{name}: {shown} is a file, not a folder (mlops keeps its registry there); remove the file "
+                      "or name another path, such as .mlops")
         return
     inside: dict[Path, bool] = {}   # thousands of services share a few folders: decide each once
     for folder, field_name in hashed:

@@ -518,3 +518,51 @@ def test_the_lock_message_never_reads_question_marks(tmp_path: Path):
         record = (tmp_path / "apply.lock.json").read_text()
         assert f'"pid": {os.getpid()}' in record and '"operation": "destroy"' in record
     assert not (tmp_path / "apply.lock.json").exists()
+
+
+# -- validation gaps that used to fail later (issue 22, item 9) ------------------------------------
+def test_registry_path_that_is_a_file_is_refused_at_validate(project: Path):
+    (project / "registry.txt").write_text("not a folder")
+    replace(project, "project: diabetes", "project: diabetes\nregistry: {path: registry.txt}")
+    err = refused(project, "registry.path", "is a file, not a folder")
+    for command in ("plan", "status"):
+        assert "Traceback" not in refused(project, "registry.path", command=command)
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+def test_not_a_number_is_refused_at_validate(project: Path, value: str):
+    with_deploy(project, f"      memory_gb: {value}")
+    refused(project, "services.diabetes-api.deploy.memory_gb", "not a usable number")
+
+
+@pytest.mark.parametrize("path", [".", "./", "examples/.."])
+def test_a_model_that_is_the_project_folder_is_refused(project: Path, path: str):
+    text = (project / "ml.yaml").read_text()
+    old = next(line for line in text.splitlines() if line.strip().startswith("path:") and ".pkl" in line)
+    replace(project, old, old.split("path:")[0] + f'path: "{path}"')
+    refused(project, "models.ridge.path", "the project folder itself")
+
+
+def test_import_refuses_a_conda_file_outside_the_source_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from planner.azureml_v1 import import_v1
+    from planner.errors import MlopsError
+
+    secret = tmp_path / "outside.yml"
+    secret.write_text("dependencies:\n  - pip:\n    - host-secret-package\n")
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "score.py").write_text("def init(): pass\ndef run(raw): return raw\n")
+    (project / "model.pkl").write_text("m")
+    (project / "deploymentconfig.json").write_text('{"computeType": "local", "port": 32267}')
+    (project / "inferenceconfig.json").write_text(
+        '{"entryScript": "score.py", "sourceDirectory": "./src", "environment": {"python": '
+        '{"condaDependenciesFile": "../../outside.yml"}}}')
+    monkeypatch.chdir(project)
+    with pytest.raises(MlopsError) as caught:
+        import_v1(inference_config=Path("inferenceconfig.json"), deploy_configs=[Path("deploymentconfig.json")],
+                  models=["m=model.pkl"], service="conda-api", output=project / "ml.yaml",
+                  deploy_fields=lambda config: frozenset({"port"}))
+    message = str(caught.value)
+    assert "condaDependenciesFile" in message and "outside sourceDirectory" in message
+    assert message.startswith("inferenceconfig.json:") and "\n" not in message
