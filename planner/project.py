@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -109,9 +110,18 @@ class Project:
                                    orphan_reads, parallelism=self.read_parallelism)
         return self._live
 
-    def live(self, *, allow_duplicates: bool = False) -> dict[Address, Live]:
-        """Live resources by address; an address live on two targets is an error unless allowed."""
-        state = self.live_state(refresh=True)
+    def live(self, *, allow_duplicates: bool = False, only: Collection[str] | None = None) -> dict[Address, Live]:
+        """Live resources by address; an address live on two targets is an error unless allowed.
+
+        ``only``: read just these declared targets (and the registry), for a ``--target`` selection
+        whose services all have a declared target: the other targets need not even be reachable.
+        """
+        if only is not None:
+            state = read_live([self.store.read_models, self.store.read_environments],
+                              {n: p for n, p in self.providers.items() if n in only}, [],
+                              parallelism=self.read_parallelism)
+        else:
+            state = self.live_state(refresh=True)
         if not allow_duplicates:
             state.check_unique()
         return dict(state.resources)

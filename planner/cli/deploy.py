@@ -127,7 +127,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     from ..apply import apply_plan, check_fresh
     from ..gitops import choose_plan, require_clean
     from ..lock import apply_lock
-    from ..planning import make_plan
+    from ..planning import make_plan, targets_needed
     from ..progress import ProgressPrinter
     from ..project import Project
     from ..render_text import render_plan
@@ -139,7 +139,9 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     choice: Choice | None = None
     with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"), \
             contextlib.ExitStack() as target_locks:
-        desired, live = project.desired(), project.live()
+        desired = project.desired()
+        only = targets_needed(_targets(args), desired, destroy)   # --target: reach only the targets it needs
+        live = project.live(only=only)
         planfile = getattr(args, "planfile", None)
         reviewed = getattr(args, "reviewed", None)
         if planfile and reviewed:
@@ -170,7 +172,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
                 print("No changes. Nothing to apply.")
             code, result = 0, "No changes. Nothing to apply."
         else:
-            live = _lock_targets(project, plan, desired, live, target_locks, destroy)
+            live = _lock_targets(project, plan, desired, live, target_locks, destroy, only)
             print()
             cancel = threading.Event()
             with ProgressPrinter(sys.stdout) as printer, _cancel_on_signals(cancel):
@@ -192,7 +194,7 @@ def _confirm(destroy: bool) -> bool:
 
 
 def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack: contextlib.ExitStack,
-                  destroy: bool) -> dict:
+                  destroy: bool, only: set[str] | None = None) -> dict:
     """Take the locks of the targets this plan changes (a no-op apply writes nothing there), then
     read live state again: what another runner did while this one waited makes the plan stale."""
     from ..apply import check_fresh
@@ -209,7 +211,7 @@ def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack
     for provider in lockable:
         provider.ensure_connected()
         stack.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}"))
-    fresh = project.live()
+    fresh = project.live(only=only)
     check_fresh(plan, desired, fresh, project.rules_for)
     return fresh
 
