@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..errors import LockedError, ManifestError, MlopsError, StalePlanError, TargetsUnreachable
+from ..errors import LockedError, ManifestError, MlopsError, StalePlanError, TargetsUnreachable, missing_extra
 from ..redact import RedactingStream
 from . import deploy, gitops, migrate, services
 
@@ -80,6 +80,12 @@ def _run(args: argparse.Namespace) -> int:
             raise
         for problem in exc.problems:   # one line per target; nothing was read further or changed
             print(f"Error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    except ImportError as exc:
+        hint = missing_extra(exc)
+        if args.debug or hint is None:
+            raise
+        print(f"Error: {hint}", file=sys.stderr)
         return EXIT_ERROR
     except MlopsError as exc:
         if args.debug:

@@ -566,3 +566,37 @@ def test_import_refuses_a_conda_file_outside_the_source_folder(tmp_path: Path, m
     message = str(caught.value)
     assert "condaDependenciesFile" in message and "outside sourceDirectory" in message
     assert message.startswith("inferenceconfig.json:") and "\n" not in message
+
+
+# -- a cloud SDK that is not installed: the pip command, never a traceback (item 19) ----------------
+EXTRA_MANIFEST = """\
+version: 1
+project: extras
+targets:
+  edge: {provider: iotedge, hub: "HostName=127.0.0.1:9;SharedAccessKeyName=owner;SharedAccessKey=c2VjcmV0c2VjcmV0",
+         device_id: dev1, registry: "127.0.0.1:5000"}
+  k8s: {provider: kubernetes, context: none-such, registry: "127.0.0.1:5000"}
+models:
+  m: {path: model.txt}
+environments:
+  e: {python: "3.11"}
+services:
+  edge-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, target: TARGET}
+"""
+
+
+@pytest.mark.parametrize("target, module, extra", [("edge", "azure.core", "iotedge"),
+                                                   ("k8s", "kubernetes", "kubernetes")])
+def test_a_missing_extra_names_the_pip_command(tmp_path: Path, target: str, module: str, extra: str):
+    """The SDK is made unimportable in a fresh process (``sys.modules[name] = None``), as if not installed."""
+    from support import make_project
+
+    make_project(tmp_path, EXTRA_MANIFEST.replace("TARGET", target))
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from planner.cli import main\nsys.exit(main(['plan']))\n")
+    with no_hang(120):
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"pip install 'mlops[{extra}]'" in proc.stderr, proc.stderr
