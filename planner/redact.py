@@ -88,5 +88,10 @@ class RedactingStream:
         self._inner.write(self._redactor.scrub(text))
         return len(text)
 
+    @property
+    def unredacted(self) -> TextIO:
+        """The stream itself, for what the user explicitly asked to see (``mlops endpoint --show-key``)."""
+        return self._inner
+
     def __getattr__(self, name: str):
         return getattr(self._inner, name)

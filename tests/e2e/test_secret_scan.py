@@ -106,6 +106,21 @@ def test_no_secret_reaches_any_output_file_or_command_line(tmp_path: Path):
         record("logs", run(mlops, "logs", "keyed-api", cwd=root, env=env))
         record("call", run(mlops, "call", "keyed-api", cwd=root, env=env))
         assert json.loads(seen["call"])["echo"] == {"data": [1, 2, 3]}
+        # `mlops endpoint`: the URL, and a curl line that reads the key from a variable: no key printed...
+        record("endpoint", run(mlops, "endpoint", "keyed-api", cwd=root, env=env))
+        assert seen["endpoint"].startswith("http://127.0.0.1:") and "--show-key" in seen["endpoint"]
+        curl = record("endpoint-curl", run(mlops, "endpoint", "keyed-api", "--curl", cwd=root, env=env)).stdout
+        assert "$MLOPS_KEY" in curl and "--data-binary @sample.json" in curl
+        answer = subprocess.run(["bash", "-c", curl], cwd=root, capture_output=True, text=True, timeout=60,
+                                env={**env, "PATH": f"{mlops.parent}:{env['PATH']}"})
+        assert json.loads(answer.stdout)["echo"] == {"data": [1, 2, 3]}, answer.stdout + answer.stderr
+        # ...unless asked for: then the key itself, and a line that works as printed.
+        key = run(mlops, "endpoint", "keyed-api", "--show-key", cwd=root, env=env).stdout
+        assert key == SECRETS["primary"] + "\n"
+        shown = run(mlops, "endpoint", "keyed-api", "--curl", "--show-key", cwd=root, env=env).stdout
+        assert f"Authorization: Bearer {SECRETS['primary']}" in shown
+        answer = subprocess.run(["bash", "-c", shown], cwd=root, capture_output=True, text=True, timeout=60)
+        assert json.loads(answer.stdout)["echo"] == {"data": [1, 2, 3]}, answer.stdout + answer.stderr
         # An error that would carry the target's secret: the memory target made unreachable.
         (root / "ml.yaml").write_text(MANIFEST.replace("token:", "unreachable: true, token:"))
         record("unreachable", run(mlops, "plan", cwd=root, env=env))
