@@ -4,7 +4,8 @@ Each command group lives in its own module with ``register(sub, common)``; this 
 the parser, runs the chosen handler and turns known errors into one line and an exit code a CI
 script can act on (documented in the README):
 
-    0 success / no changes      2 changes present (plan --detailed-exitcode)
+    0 success / no changes      2 changes present (plan --detailed-exitcode), a service
+                                  Failed/Unhealthy/Unschedulable/not deployed (status --detailed-exitcode)
     1 error                     3 a saved plan is stale (plan again)
     4 another apply holds the lock (retry later)      130 interrupted or cancelled
 

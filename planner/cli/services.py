@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..addresses import Address
 from ..errors import MlopsError
 from ..hashing import digest
-from ..resources import Health
+from ..resources import FAILED, UNHEALTHY, UNSCHEDULABLE, Health
 
 if TYPE_CHECKING:   # handlers import the project layer themselves: `mlops --help` stays light
     from ..project import Project
@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("status", parents=[common], help="show services: state, endpoint, models, commit")
     p.set_defaults(handler=cmd_status)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 2 when a service is Failed, Unhealthy, Unschedulable or not deployed (0: all fine)")
     p = sub.add_parser("models", parents=[common], help="list registered models and versions")
     p.set_defaults(handler=cmd_models)
     p.add_argument("--json", action="store_true")
@@ -92,11 +94,16 @@ def service_rows(project: Project) -> list[dict[str, Any]]:
     return rows
 
 
+NEEDS_ATTENTION = frozenset({FAILED, UNHEALTHY, UNSCHEDULABLE, "NotDeployed"})
+"""States for which ``status --detailed-exitcode`` exits 2 (Transitioning is a rollout under way: 0)."""
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     rows = service_rows(_load(args.file))
+    code = 2 if args.detailed_exitcode and any(r["state"] in NEEDS_ATTENTION for r in rows) else 0
     if args.json:
         print(json.dumps({"format_version": "1.0", "services": rows}, indent=2, sort_keys=True))
-        return 0
+        return code
     if not rows:
         print("No services declared or running.")
         return 0
@@ -113,7 +120,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         if r["message"]:
             print(f"{r['service']}: {r['message']}")
-    return 0
+    return code
 
 
 def cmd_models(args: argparse.Namespace) -> int:
