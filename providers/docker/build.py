@@ -63,8 +63,9 @@ def ensure_base(cli: Any, base: str, progress: Progress) -> None:
     except docker.errors.ImageNotFound:
         pass
     if base == DEFAULT_BASE_IMAGE:
-        raise ProviderError(f"the default base image {base} is not in the Docker engine; build it with "
-                            "`bash .ci/docker-up.sh` (from Debian's packages) or set base_image: on the environment")
+        raise ProviderError(f"the default base image {base} is not in the Docker engine; set base_image: on the "
+                            "environment to a Python image of its version, e.g. base_image: python:3.11-slim "
+                            "(the engine pulls it)")
     progress(f"pulling base image {base}")
     try:
         cli.images.pull(base)
