@@ -32,7 +32,16 @@ from .errors import ManifestError, MlopsError, Problem
 from .hashing import SKIP_DIRS, UnsafeFile, iter_files
 from .schemacheck import SchemaCheck
 from .urlmask import mask_urls
-from .yamlpos import LIMIT_VARIABLE, Positions, YamlProblem, decode, load, max_manifest_kib, one_line
+from .yamlpos import (
+    DEFAULT_MANIFEST_KIB,
+    LIMIT_VARIABLE,
+    Positions,
+    YamlProblem,
+    decode,
+    load,
+    max_manifest_kib,
+    one_line,
+)
 
 if TYPE_CHECKING:
     import jsonschema
@@ -46,7 +55,7 @@ PUBLIC_VARS = "public_vars"
 """Top-level list of variable names whose values may be printed (``public_vars: [AZURE_LOCATION]``)."""
 """``deploy.environment_variables``: its values are secret everywhere (plans, messages)."""
 
-MAX_MANIFEST_BYTES = 512 * 1024
+MAX_MANIFEST_BYTES = DEFAULT_MANIFEST_KIB * 1024
 """The default; ``MLOPS_MAX_MANIFEST_KIB`` raises it (see yamlpos.max_manifest_kib)."""
 
 
@@ -156,7 +165,6 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
     manifest = Manifest(path, data, positions, EnvReferences(checks.references, checks.written))
     if checks.whole:
         _type_interpolated(manifest, checks)
-    _check_finite(data, (), checks)
     _check_schema(data, checks)
     # Later checks run even when the schema found problems (all errors at once); they skip
     # entries whose shape is already reported as wrong.
@@ -279,6 +287,13 @@ class _Checks:
             return {k: self.interpolate(v, (*path, k), env) for k, v in value.items()}
         if isinstance(value, list):
             return [self.interpolate(v, (*path, i), env) for i, v in enumerate(value)]
+        if isinstance(value, float) and not math.isfinite(value):
+            # YAML's .nan and .inf are numbers to JSON Schema, but no setting can mean them (NaN passes
+            # every bound): one clear line here instead of a failure at apply.
+            field_name = one_line(".".join(str(p) for p in path), 120) or "(top level)"
+            self.report(path, f"{field_name}: {value!r} is not a usable number (NaN or infinity); write a finite "
+                              "number")
+            return value
         if not isinstance(value, str) or "${" not in value:
             return value
         used = False
@@ -350,21 +365,6 @@ def _type_interpolated(manifest: Manifest, checks: _Checks) -> None:
     for path, typed in candidates.items():
         if path in refused:
             _set(manifest.data, path, typed)
-
-
-def _check_finite(value: Any, where: tuple, checks: _Checks) -> None:
-    """YAML's .nan and .inf are numbers to JSON Schema, but no setting can mean them (NaN passes every
-    bound): one clear line here instead of a failure at apply."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_finite(v, (*where, k), checks)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_finite(v, (*where, i), checks)
-    elif isinstance(value, float) and not math.isfinite(value):
-        field_name = one_line(".".join(str(p) for p in where), 120) or "(top level)"
-        checks.report(where, f"{field_name}: {value!r} is not a usable number (NaN or infinity); write a finite "
-                             "number")
 
 
 def _get(data: Any, path: tuple) -> Any:
@@ -709,6 +709,7 @@ def _check_services(manifest: Manifest, checks: _Checks) -> None:
                                             "environment variable can hold; remove it")
 
 
+@cache   # a platform manifest repeats a few names thousands of times
 def env_name_problem(name: str) -> str | None:
     """Why a variable name is refused, or None."""
     if not _ENV_NAME.match(name):

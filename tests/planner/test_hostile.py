@@ -616,3 +616,20 @@ def test_no_message_sends_users_to_our_ci_scripts():
                   if isinstance(node, ast.Constant) and isinstance(node.value, str) and ".ci/" in node.value
                   and id(node) not in docstrings]
     assert not found, found
+
+
+def test_a_10000_service_platform_manifest_is_accepted_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Issue 22, item 23: 10,000 services (about 1.3 MB) fit the default limits, no variable needed."""
+    monkeypatch.delenv("MLOPS_MAX_MANIFEST_KIB", raising=False)
+    lines = ["version: 1", "project: platform", "models:"] + [f"  m{i}: {{path: model.txt}}" for i in range(10)]
+    lines += ["environments:"] + [f'  e{i}: {{python: "3.11", pip: [numpy]}}' for i in range(5)] + ["services:"]
+    lines += [f"  s{i:05d}: {{models: [m{i % 10}], environment: e{i % 5}, source_dir: src, entry_script: score.py, "
+              f"sample_request: sample.json, deploy: {{port: auto}}}}" for i in range(10_000)]
+    from support import make_project
+
+    make_project(tmp_path, "\n".join(lines) + "\n")
+    assert (tmp_path / "ml.yaml").stat().st_size > 1_200_000
+    with no_hang(300):
+        result = run_cli("validate", cwd=tmp_path)
+    assert result.code == 0, result.err[:500]
+    assert "10000 services" in result.out
