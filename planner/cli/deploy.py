@@ -146,7 +146,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     from ..apply import apply_plan, check_fresh
     from ..gitops import choose_plan, require_clean
     from ..lock import apply_lock
-    from ..planning import make_plan
+    from ..planning import make_plan, targets_needed
     from ..progress import ProgressPrinter
     from ..project import Project
     from ..render_text import render_plan
@@ -158,7 +158,9 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     choice: Choice | None = None
     with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"), \
             contextlib.ExitStack() as target_locks:
-        desired, live = project.desired(), project.live()
+        desired = project.desired()
+        only = targets_needed(_targets(args), desired, destroy)   # --target: reach only the targets it needs
+        live = project.live(only=only)
         planfile = getattr(args, "planfile", None)
         reviewed = getattr(args, "reviewed", None)
         if planfile and reviewed:
@@ -192,7 +194,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
             cancel = threading.Event()
             with _cancel_on_signals(cancel):
                 try:   # waiting for a target's lock stops at Ctrl-C too
-                    live = _lock_targets(project, plan, desired, live, target_locks, destroy, cancel)
+                    live = _lock_targets(project, plan, desired, live, target_locks, destroy, cancel, only)
                 except CancelledError as exc:
                     result = f"Apply cancelled: {exc}"
                     print(result, file=sys.stderr)
@@ -218,7 +220,7 @@ def _confirm(destroy: bool) -> bool:
 
 
 def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack: contextlib.ExitStack,
-                  destroy: bool, cancel: threading.Event) -> dict:
+                  destroy: bool, cancel: threading.Event, only: set[str] | None = None) -> dict:
     """Take the locks of the targets this plan changes (a no-op apply writes nothing there), then
     read live state again: what another runner did while this one waited makes the plan stale."""
     from ..apply import check_fresh
@@ -235,7 +237,7 @@ def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack
     for provider in lockable:
         provider.ensure_connected()
         stack.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}", cancel))
-    fresh = project.live()
+    fresh = project.live(only=only)
     check_fresh(plan, desired, fresh, project.rules_for)
     return fresh
 
@@ -296,14 +298,16 @@ def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:
 
 def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: list[Outcome], result: str) -> None:
     from ..gitops import render_summary
+    from ..redact import REDACTOR
     from .services import service_rows
 
     """In GitHub Actions, append the apply's result and every service's health to the job summary."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if not path:
         return
-    text = render_summary(manifest=project.manifest.display, choice=choice, plan=plan, outcomes=outcomes,
-                          services=[r.to_json() for r in service_rows(project)], result=result)
+    text = REDACTOR.scrub(render_summary(manifest=project.manifest.display, choice=choice, plan=plan,
+                                         outcomes=outcomes, services=[r.to_json() for r in service_rows(project)],
+                                         result=result))
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)

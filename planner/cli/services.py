@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..addresses import Address
 from ..errors import MlopsError
 from ..hashing import digest
-from ..resources import Health
+from ..resources import FAILED, UNHEALTHY, UNSCHEDULABLE, Health
 
 if TYPE_CHECKING:   # handlers import the project layer themselves: `mlops --help` stays light
     from ..project import Project
@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("status", parents=[common], help="show services: state, endpoint, models, commit")
     p.set_defaults(handler=cmd_status)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 2 when a service is Failed, Unhealthy, Unschedulable or not deployed (0: all fine)")
     p = sub.add_parser("models", parents=[common], help="list registered models and versions")
     p.set_defaults(handler=cmd_models)
     p.add_argument("--json", action="store_true")
@@ -53,6 +55,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--data", help="JSON body, or @FILE")
     p.add_argument("--instance", "--device", "--pod", dest="instance", metavar="ID",
                    help="score one instance of the service (an edge device); default: any healthy one")
+
+    p = sub.add_parser("endpoint", parents=[common],
+                       help="a service's scoring URL; --curl: a ready curl line; --show-key: its key")
+    p.set_defaults(handler=cmd_endpoint)
+    p.add_argument("service")
+    p.add_argument("--curl", action="store_true", help="print a curl command line that scores the service")
+    p.add_argument("--show-key", action="store_true",
+                   help="print the service's key (alone, or inside the --curl line); never shown otherwise")
+    p.add_argument("--instance", "--device", "--pod", dest="instance", metavar="ID",
+                   help="one instance of the service: a pod, an edge device")
 
     p = sub.add_parser("render", parents=[common],
                        help="print the exact objects apply would send (e.g. Kubernetes YAML), secrets redacted")
@@ -108,12 +120,17 @@ def service_rows(project: Project) -> list[ServiceRow]:
     return rows
 
 
+NEEDS_ATTENTION = frozenset({FAILED, UNHEALTHY, UNSCHEDULABLE, "NotDeployed"})
+"""States for which ``status --detailed-exitcode`` exits 2 (Transitioning is a rollout under way: 0)."""
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     rows = service_rows(_load(args.file))
+    code = 2 if args.detailed_exitcode and any(r.state in NEEDS_ATTENTION for r in rows) else 0
     if args.json:
         print(json.dumps({"format_version": "1.0", "services": [r.to_json() for r in rows]}, indent=2,
                          sort_keys=True))
-        return 0
+        return code
     if not rows:
         print("No services declared or running.")
         return 0
@@ -130,7 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         if r.message:
             print(f"{r.service}: {r.message}")
-    return 0
+    return code
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -270,4 +287,46 @@ def cmd_render(args: argparse.Namespace) -> int:
         shown += 1
     if not shown:
         raise MlopsError("no service of this manifest runs on a target that renders objects")
+    return 0
+
+
+def cmd_endpoint(args: argparse.Namespace) -> int:
+    """Where to send requests; the key only when asked for (``--show-key``), written past the redactor."""
+    import os
+    import shlex
+
+    project = _load(args.file)
+    live = _live_service(project, args.service)
+    endpoint = project.provider_for(live).endpoint(live, args.instance)
+    if endpoint is None:
+        raise MlopsError(f"service {args.service!r} has no endpoint this machine can reach on target "
+                         f"{live.target!r} (`mlops call {args.service}` scores it through the target)")
+    bearer = endpoint.headers.get("Authorization", "")
+    key = bearer.removeprefix("Bearer ") if bearer.startswith("Bearer ") else ""
+    raw = getattr(sys.stdout, "unredacted", sys.stdout)
+    if args.show_key and not args.curl:
+        if not key:
+            raise MlopsError(f"service {args.service!r} takes no key (deploy.auth is not `key`)")
+        raw.write(key + "\n")
+        return 0
+    if not args.curl:
+        print(endpoint.scoring_url)
+        if key:
+            print(f"It takes a key: `mlops endpoint {args.service} --show-key` prints it, `--curl` a ready "
+                  "command line.", file=sys.stderr)
+        return 0
+    sample = project.manifest.section("services").get(args.service, {}).get("sample_request")
+    data = "@" + os.path.relpath(project.manifest.root / sample) if sample else '{"data": []}'
+    parts = ["curl", "-sS", "-X", "POST", endpoint.scoring_url, "-H", "Content-Type: application/json"]
+    line = shlex.join([*parts, "--data-binary", data])
+    if not key:
+        print(line)
+        return 0
+    if args.show_key:
+        raw.write(shlex.join([*parts, "-H", f"Authorization: Bearer {key}", "--data-binary", data]) + "\n")
+        return 0
+    # The key stays out of the terminal and the shell history: the line reads it from a variable.
+    manifest = f" -f {shlex.quote(str(args.file))}" if str(args.file) != "ml.yaml" else ""
+    print(f"MLOPS_KEY=$(mlops endpoint {shlex.quote(args.service)}{manifest} --show-key) && "
+          f"{shlex.join(parts)} -H \"Authorization: Bearer $MLOPS_KEY\" --data-binary {shlex.quote(data)}")
     return 0
