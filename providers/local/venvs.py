@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ from planner.hashing import digest
 
 from ..base import ProviderError
 from ..bundle import install_runtime, requirements, runtime_version
+from . import venvclone
 from .pipreport import reasons
 
 
@@ -68,14 +70,15 @@ def build_log(cache_dir: Path, env_spec: Mapping[str, Any]) -> Path:
 
 
 def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable[[str], None], *,
-                log_copy: Path | None = None, log_hint: str = "") -> Path:
+                log_copy: Path | None = None, log_hint: str = "", reuse: bool = True) -> Path:
     """Return a ready virtualenv for this environment spec, building it if needed.
 
     The build's whole output is kept beside it (``build_log``) and copied to ``log_copy`` (where
     `mlops logs --build SERVICE` finds it); a failure quotes pip's own reason and ``log_hint``.
+    With ``reuse``, a new virtualenv starts as a copy of the nearest one built (venvclone.py).
     """
     try:
-        return _ensure_venv(cache_dir, env_spec, progress, log_hint)
+        return _ensure_venv(cache_dir, env_spec, progress, log_hint, reuse)
     finally:
         if log_copy is not None:
             with contextlib.suppress(OSError):
@@ -84,7 +87,7 @@ def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable
 
 
 def _ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable[[str], None],
-                 log_hint: str) -> Path:
+                 log_hint: str, reuse: bool) -> Path:
     root = cache_dir / "venvs"
     root.mkdir(parents=True, exist_ok=True)
     final = root / venv_key(env_spec)
@@ -100,21 +103,36 @@ def _ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callabl
         log = build_log(cache_dir, env_spec)
         log.write_text(f"--- mlops: building virtualenv {final.name} (python {env_spec['python']}, "
                        f"{len(env_spec.get('pip', []))} packages)\n")
+        described = venvclone.describe(env_spec, runtime_version())
         try:
-            progress(f"creating virtualenv (python {env_spec['python']})")
-            _run([find_python(env_spec["python"]), "-m", "venv", str(build)], "python -m venv", log, log_hint)
+            source = venvclone.nearest(root, described) if reuse else None
+            if source is not None:
+                progress(f"copying virtualenv {source.name} (the nearest built) to install only what differs")
+                with log.open("a") as out:
+                    out.write(f"--- copy of virtualenv {source.name} ({len(described['pip'])} packages wanted)\n")
+                venvclone.clone(source, build)
+            else:
+                progress(f"creating virtualenv (python {env_spec['python']})")
+                _run([find_python(env_spec["python"]), "-m", "venv", str(build)], "python -m venv", log, log_hint)
             for args in pip_installs(env_spec):
                 packages = [a for a in args if not a.startswith("--")]
                 index = "" if len(packages) == len(args) else " from the environment's index"
                 progress(f"installing {len(packages)} packages with pip{index}")
                 _run([str(venv_python(build)), "-m", "pip", "install", "--disable-pip-version-check",
                       "--progress-bar", "off", *args], "pip install", log, log_hint)
+            if source is not None:
+                extra = venvclone.unneeded(venv_python(build), [*env_spec.get("pip", []), *requirements()])
+                if extra:
+                    progress(f"removing {len(extra)} packages the copy had and this environment does not need")
+                    _run([str(venv_python(build)), "-m", "pip", "uninstall", "-y", *extra], "pip uninstall", log,
+                         log_hint)
             site = Path(subprocess.run(
                 [str(venv_python(build)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                 capture_output=True, text=True, check=True).stdout.strip())
             install_runtime(site)
             # A venv records its own path in scripts; we only ever run `bin/python -m`, which
             # resolves relative to the interpreter, so renaming the folder is safe.
+            (build / venvclone.SPEC_FILE).write_text(json.dumps(described, indent=2) + "\n")
             (build / ".complete").write_text(runtime_version() + "\n")
             build.rename(final)
         finally:

@@ -375,3 +375,72 @@ def test_a_pip_failure_shows_pips_reason_and_keeps_the_whole_log(tmp_path: Path)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _wheel(folder: Path, project: str, version: str) -> None:
+    """A minimal pure-Python wheel whose module knows its version."""
+    import base64
+    import hashlib
+    import zipfile
+
+    module = project.replace("-", "_")
+    dist = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: mlops-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},"
+              f"{len(t.encode())}" for p, t in files.items()] + [f"{dist}/RECORD,,"]
+    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    (folder / project).mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / project / f"{module}-{version}-py3-none-any.whl", "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+
+
+def test_a_changed_pin_reuses_the_nearest_virtualenv_and_installs_only_the_difference(tmp_path: Path):
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from providers.local.venvs import ensure_venv, venv_python
+
+    simple = tmp_path / "index" / "simple"
+    for project, version in (("mlops-probe-a", "0.1"), ("mlops-probe-b", "0.1"), ("mlops-probe-b", "0.2")):
+        _wheel(simple, project, version)
+    fetched: list[str] = []
+    handler = type("Logged", (SimpleHTTPRequestHandler,), {"log_message": lambda self, *a: fetched.append(self.path)})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(tmp_path / "index")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    index = f"http://127.0.0.1:{server.server_address[1]}/simple"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    cache = tmp_path / "cache"
+
+    def build(pins: list[str]) -> tuple[Path, list[str]]:
+        steps: list[str] = []
+        venv = ensure_venv(cache, {"python": python, "pip": pins, "pip_index_url": index}, steps.append)
+        return venv, steps
+
+    def versions(venv: Path) -> dict[str, str]:
+        code = ("import importlib.metadata as m, json; print(json.dumps({d.metadata['Name']: d.version "
+                "for d in m.distributions() if d.metadata['Name'].startswith('mlops-probe')}))")
+        return json.loads(subprocess.run([str(venv_python(venv)), "-c", code], capture_output=True, text=True,
+                                         check=True).stdout)
+
+    try:
+        first, steps = build(["mlops-probe-a==0.1", "mlops-probe-b==0.1"])
+        assert not any("copying virtualenv" in s for s in steps)
+        fetched.clear()
+        second, steps = build(["mlops-probe-a==0.1", "mlops-probe-b==0.2"])
+        assert any(f"copying virtualenv {first.name}" in s for s in steps), steps
+        assert versions(second) == {"mlops-probe-a": "0.1", "mlops-probe-b": "0.2"}
+        assert not any("mlops_probe_a-" in p for p in fetched), f"an unchanged package was fetched again: {fetched}"
+        assert versions(first) == {"mlops-probe-a": "0.1", "mlops-probe-b": "0.1"}, "the copied venv is untouched"
+        # A package dropped from the list is removed: the copy ends as a fresh build would.
+        third, steps = build(["mlops-probe-a==0.1"])
+        assert any("copying virtualenv" in s for s in steps) and versions(third) == {"mlops-probe-a": "0.1"}
+        out = subprocess.run([str(venv_python(third)), "-c", "import mlops_runtime, uvicorn"], capture_output=True)
+        assert out.returncode == 0, out.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
