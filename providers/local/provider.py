@@ -244,9 +244,6 @@ class LocalProvider(Provider):
             status = FAILED
             lines = [ln for ln in processes.tail(folder / "logs" / f"{record['name']}.log", 40) if ln.strip()]
             message = "process exited" + (f": {lines[-1].strip()}" if lines else "")
-        elif problem := keeper_gone(PortKeepers(folder.parent, HOST), record["name"], int(record["port"])):
-            status = UNHEALTHY
-            message = problem
         elif is_ready(base):
             status = HEALTHY
         elif time.time() - record["started"] < record["spec"]["deploy"].get("startup_timeout_s", 120):
@@ -254,6 +251,8 @@ class LocalProvider(Provider):
         else:
             status = UNHEALTHY
             message = f"{base}/ready does not answer 200"
+        if alive and (problem := keeper_gone(PortKeepers(folder.parent, HOST), record["name"], int(record["port"]))):
+            status, message = UNHEALTHY, problem   # it answers, but no new version could take its port
         details = {
             "endpoint": f"{base}/score",
             "swagger": f"{base}/swagger.json",

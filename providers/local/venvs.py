@@ -184,8 +184,11 @@ def _die_with_us() -> Callable[[], None]:
     return lambda: libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
 
-def _run(cmd: list[str], what: str, log: Path, log_hint: str = "") -> None:
+def _run(cmd: list[str], what: str, log: Path | None = None, log_hint: str = "") -> None:
     """Run one build step, its output appended to ``log``; a failure says why in pip's own words."""
+    if log is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return _run(cmd, what, Path(tmp) / "output.log", log_hint or "not kept")
     with log.open("a") as out:
         out.write(f"--- {what}\n")
         out.flush()
