@@ -213,13 +213,33 @@ def cmd_logs(args: argparse.Namespace) -> int:
         for line in build_log(project, args.service):
             print(line)
         return 0
-    live = _live_service(project, args.service)
+    live = project.live(allow_duplicates=True).get(Address("service", args.service))
+    if live is None:
+        return _last_attempt_log(project, args.service, tail=args.tail)
     try:
         for line in project.provider_for(live).logs(live, follow=args.follow, tail=args.tail,
                                                     instance=args.instance):
             print(line, flush=args.follow)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _last_attempt_log(project: Project, name: str, *, tail: int | None) -> int:
+    """No instance runs: show the log of the service's last start attempt, if its target keeps one."""
+    declared = project.manifest.section("services")
+    attempt = None
+    if name in declared:
+        provider = project.providers[project.manifest.service_target(declared[name])]
+        if callable(getattr(provider, "last_attempt_log", None)):
+            attempt = provider.last_attempt_log(name)
+    if attempt is None:
+        _live_service(project, name)   # raises the usual "not running" error
+        return 0
+    which, lines = attempt
+    print(f"service {name!r} is not running; the log of its last start attempt ({which}):", file=sys.stderr)
+    for line in lines[-tail:] if tail else lines:
+        print(line)
     return 0
 
 

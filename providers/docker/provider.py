@@ -40,7 +40,7 @@ from ..http import is_ready
 from ..images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, ImageTarget, engine
 from ..images.engine import label
 from ..images.recipe import APP_ROOT
-from ..local import LocalProvider, processes
+from ..local import LocalProvider, processes, startlog
 from ..local.leftovers import keeper_gone, keeper_only
 from ..local.ports import SOCKET_ROOT
 from ..local.provider import HOLD_PUBLIC_S
@@ -341,10 +341,24 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
             self._smoke_test(desired, probe_port, keys, progress)
             container.kill(signal="SIGUSR1")   # GO_LIVE: only now does it take public requests
         except BaseException:
+            self._keep_attempt_log(name, instance, port, spec, container)
             self._remove(container.id)
             raise
         container.reload()
         return container
+
+    def _keep_attempt_log(self, name: str, instance: str, port: int, spec: Mapping[str, Any], container: Any) -> None:
+        """A failed start's container is removed: its output is kept for `mlops logs` first."""
+        try:
+            output = container.logs().decode(errors="replace")
+        except Exception:  # noqa: BLE001 - gone already: nothing to keep
+            return
+        path = self._log_file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as log:
+            log.write(startlog.header(instance, name, port, spec["runtime"],
+                                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())) + "\n")
+            log.write(output if output.endswith("\n") or not output else output + "\n")
 
     def _wait_ready(self, desired: Resource, container: Any, port: int, progress: Progress) -> None:
         progress("waiting for readiness (init() running)")
@@ -357,11 +371,11 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
             container.reload()
             state = container.attrs.get("State", {})
             if state.get("Status") in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0):
-                cause = " | ".join(containers.last_lines(container)) or "no output"
+                cause = self._start_failure(desired, _output(container), APP_ROOT)
                 raise ProviderError(f"{desired.address}: the container exited during start-up "
                                     f"(code {state.get('ExitCode')}): {cause}")
             if time.monotonic() >= deadline:
-                cause = " | ".join(containers.last_lines(container)) or "no output"
+                cause = self._start_failure(desired, _output(container), APP_ROOT)
                 raise ProviderError(f"{desired.address}: not ready after {timeout}s "
                                     f"(deploy.startup_timeout_s): {cause}")
             events.sleep(0.1)
@@ -414,6 +428,14 @@ def list_containers(cli: Any, filters: dict[str, Any] | None = None) -> list[Any
             if attempt == 4:
                 raise
     return [c for c in found if not filters or label("instance") in (c.labels or {})]
+
+
+def _output(container: Any, lines: int = 400) -> list[str]:
+    """The container's last output lines as written (a traceback keeps its indentation)."""
+    try:
+        return container.logs(tail=lines).decode(errors="replace").splitlines()
+    except Exception:  # noqa: BLE001 - removed meanwhile: the state says enough
+        return []
 
 
 def _newest_per_service(found: list[Any]) -> list[Any]:

@@ -44,7 +44,7 @@ from ..base import (
 )
 from ..http import is_ready, smoke_test
 from ..store import _read_json, _write_json, ensure_state_dir
-from . import processes
+from . import processes, startlog
 from .leftovers import keeper_gone, keeper_only
 from .ports import Keeper, PortKeepers
 from .snapshots import prune, snapshot
@@ -244,9 +244,6 @@ class LocalProvider(Provider):
             status = FAILED
             lines = [ln for ln in processes.tail(folder / "logs" / f"{record['name']}.log", 40) if ln.strip()]
             message = "process exited" + (f": {lines[-1].strip()}" if lines else "")
-        elif problem := keeper_gone(PortKeepers(folder.parent, HOST), record["name"], int(record["port"])):
-            status = UNHEALTHY
-            message = problem
         elif is_ready(base):
             status = HEALTHY
         elif time.time() - record["started"] < record["spec"]["deploy"].get("startup_timeout_s", 120):
@@ -254,6 +251,8 @@ class LocalProvider(Provider):
         else:
             status = UNHEALTHY
             message = f"{base}/ready does not answer 200"
+        if alive and (problem := keeper_gone(PortKeepers(folder.parent, HOST), record["name"], int(record["port"]))):
+            status, message = UNHEALTHY, problem   # it answers, but no new version could take its port
         details = {
             "endpoint": f"{base}/score",
             "swagger": f"{base}/swagger.json",
@@ -404,7 +403,9 @@ class LocalProvider(Provider):
         so an apply killed at any moment leaves nothing the next read cannot see.
         """
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
-        venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress)
+        venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress,
+                           log_copy=self._log_file(name).with_suffix(".build.log"),
+                           log_hint=f"`mlops logs --build {name}`")
         as_events(progress).check()   # cancelled while the environment was built: start nothing
         instance = os.urandom(4).hex()
         instance_dir = self._instance_dir(name, instance)
@@ -443,12 +444,12 @@ class LocalProvider(Provider):
         log_file = self._log_file(name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a") as log:
-            log.write(f"--- mlops: starting instance {instance} of {name} on port {port} "
-                      f"({spec['runtime']}, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})\n")
+            log.write(startlog.header(instance, name, port, spec["runtime"],
+                                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())) + "\n")
         progress(f"starting process on {HOST}:{port}")
         pid, start_id = processes.start_detached(cmd, cwd=source, env=env, log_file=log_file)
         try:
-            self._wait_ready(desired, pid, start_id, probe_port, log_file, progress)
+            self._wait_ready(desired, pid, start_id, probe_port, log_file, progress, ran_from=source)
             self._smoke_test(desired, probe_port, keys, progress)
             os.kill(pid, GO_LIVE)   # only now does it take public requests
         except BaseException:
@@ -476,7 +477,7 @@ class LocalProvider(Provider):
             raise ProviderError(f"{desired.address}: smoke test failed: {problem}")
 
     def _wait_ready(self, desired: Resource, pid: int, start_id: str, port: int, log_file: Path,
-                    progress: Progress) -> None:
+                    progress: Progress, *, ran_from: Path) -> None:
         progress("waiting for readiness (init() running)")
         timeout = desired.spec["deploy"].get("startup_timeout_s", 120)
         base = f"http://{HOST}:{port}"
@@ -484,12 +485,35 @@ class LocalProvider(Provider):
                            timeout=timeout, interval=0.05, events=progress)
         if ready and is_ready(base, timeout=2):
             return
-        lines = [ln for ln in processes.tail(log_file, 200) if ln.strip()]
-        started = max((i for i, ln in enumerate(lines) if ln.startswith("--- mlops: starting")), default=0)
-        cause = " | ".join(ln.strip() for ln in lines[started + 1:][-3:]) or "no output"
+        _start_line, attempt = startlog.last_attempt(processes.tail(log_file, 400))
+        cause = self._start_failure(desired, attempt, str(ran_from))
         if not processes.is_running(pid, start_id):
             raise ProviderError(f"{desired.address}: the service process exited during start-up: {cause}")
         raise ProviderError(f"{desired.address}: not ready after {timeout}s (deploy.startup_timeout_s): {cause}")
+
+    def _start_failure(self, desired: Resource, attempt: list[str], ran_from: str) -> str:
+        """The one line an apply shows for a failed start: the exception in the user's file, and the
+        command that shows the whole attempt."""
+        user = startlog.user_source(desired.inputs["source_dir"], self.context.root)
+        return (f"{startlog.cause(attempt, ran_from, user)}; the whole log of this attempt: "
+                f"`mlops logs {desired.address.name}`")
+
+    def build_log(self, name: str) -> Iterator[str]:
+        """The whole output of the last build of the service's virtualenv (pip's full story)."""
+        path = self._log_file(name).with_suffix(".build.log")
+        if not path.exists():
+            raise ProviderError(f"no virtualenv build log for service {name!r} yet; run `mlops apply`")
+        with path.open(errors="replace") as fh:
+            for line in fh:
+                yield line.rstrip("\n")
+
+    def last_attempt_log(self, name: str) -> tuple[str, list[str]] | None:
+        """(which attempt, its lines) of the service's last start, for `mlops logs` when nothing runs."""
+        path = self._log_file(name)
+        if not path.exists():
+            return None
+        start_line, lines = startlog.last_attempt(path.read_text(errors="replace").splitlines())
+        return startlog.attempt_label(start_line), lines
 
     def _model_dir(self, models: Mapping[str, Mapping[str, Any]], instance_dir: Path) -> Path:
         """Azure ML's layout: one model -> its version folder; several -> azureml-models/<name>/<v>."""
