@@ -229,3 +229,19 @@ def test_cancellation_leaves_a_state_the_next_plan_describes(target: Target):
     assert target.live() is None, "a cancelled create must leave nothing running"
     plan = target.plan()
     assert next(c for c in plan.changes if c.address == SERVICE).action is Action.CREATE
+
+
+def test_every_resource_records_its_commit_and_dirty_state(target: Target):
+    """Provenance (issue 18): the service on its target, the model and environment in the registry."""
+    if target.kind == "memory":
+        pytest.skip("the in-memory test provider keeps no provenance")
+    import git
+
+    (target.root / "untracked.txt").write_text("makes the tree dirty\n")
+    head = git.Repo(target.root).head.commit.hexsha
+    outcomes = target.apply()
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    live = target.project().live()
+    for address in (SERVICE, Address("model", "m"), Address("environment", "e")):
+        recorded = live[address].details.get("git") or {}
+        assert (recorded.get("commit"), recorded.get("dirty")) == (head, True), (address, recorded)
