@@ -68,6 +68,7 @@ class ModelRegistry:
     def __init__(self, repo: Repository):
         self.repo = repo
         self._tags: list[str] | None = None
+        self._entries: dict[str, list[v.Entry]] = {}
         self._lock = threading.Lock()
 
     # -- reading --------------------------------------------------------------------------------
@@ -75,7 +76,13 @@ class ModelRegistry:
         with self._lock:
             if self._tags is None or refresh:
                 self._tags = self.repo.tags()
+                self._entries = v.entries_by_key(self._tags)
             return list(self._tags)
+
+    def _model_entries(self, name: str, *, refresh: bool = False) -> list[v.Entry]:
+        self.tags(refresh=refresh)
+        with self._lock:
+            return list(self._entries.get(v.model_key(name), []))
 
     def _manifest_json(self, reference: str) -> dict[str, Any] | None:
         data = self.repo.get_manifest(reference)
@@ -90,8 +97,7 @@ class ModelRegistry:
             raise ProviderError(f"{self.repo.display}: {reference} is not an OCI manifest (garbage answer)") from None
 
     def numbering(self, name: str, *, refresh: bool = False) -> v.Numbering:
-        entries = v.entries_by_key(self.tags(refresh=refresh)).get(v.model_key(name), [])
-        return v.derive(entries, datetime.now(UTC), self.repo.settle_s)
+        return v.derive(self._model_entries(name, refresh=refresh), datetime.now(UTC), self.repo.settle_s)
 
     def planned_version(self, name: str, sha256: str) -> int:
         return self.numbering(name).number_or_next(sha256)
