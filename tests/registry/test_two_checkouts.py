@@ -10,6 +10,8 @@ same versions. B changes the model's bytes: it plans ``ridge: 1 -> 2``.
 - Docker engine, whose containers every checkout sees: B's plan is empty (exit 0). The port keeper
   of a service belongs to the checkout that started it (providers/local/ports.py), so here A (the
   deployer) applies B's commit, and then both A and B plan nothing (exit 0).
+- ACI and IoT Edge (real SDKs against their doubles) and Kubernetes (a real control plane), set up
+  as in the provider contract: B's plan is empty, B applies version 2, A after pulling plans nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def run(raw_data):
 '''
 
 
-def manifest(project: str, url: str, target: str) -> str:
+def manifest(project: str, url: str, target: str, deploy: str = "{auth: none}") -> str:
     return f"""\
 version: 1
 project: {project}
@@ -47,7 +49,7 @@ environments:
   e: {{python: "3.11"}}
 services:
   echo-api: {{models: [ridge], environment: e, source_dir: src, entry_script: score.py, sample_request: sample.json,
-             target: box, deploy: {{auth: none}}}}
+             target: box, deploy: {deploy}}}
 """
 
 
@@ -96,8 +98,8 @@ def two_checkouts(tmp_path: Path, monkeypatch, text: str, venv_cache: Path) -> t
 
 
 def scenario(tmp_path: Path, monkeypatch, shared_cache: Path, project: str, target: str, *,
-             services_shared: bool, b_applies: bool = True) -> None:
-    a, b = two_checkouts(tmp_path, monkeypatch, manifest(project, remote_url(), target), shared_cache)
+             services_shared: bool, b_applies: bool = True, deploy: str = "{auth: none}") -> None:
+    a, b = two_checkouts(tmp_path, monkeypatch, manifest(project, remote_url(), target, deploy), shared_cache)
     try:
         assert a.cli("apply", "--auto-approve").code == 0
         a_models = a.models()
@@ -179,3 +181,21 @@ def _docker_fixtures_on_path():
     sys.path.insert(0, folder)
     yield
     sys.path.remove(folder)
+
+
+@pytest.mark.parametrize("kind", ["aci", "iotedge", "kubernetes"])
+def test_cloud_kind_checkouts_plan_the_same(kind, tmp_path, monkeypatch, shared_cache):
+    """ACI and IoT Edge through the real SDK against their doubles, Kubernetes against its control plane."""
+    import sys
+    import uuid
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "contract"))
+    from test_provider_contract import KINDS
+
+    contract = KINDS[kind]
+    deploy = "{" + ", ".join(f"{k}: {v}" for k, v in {**contract.deploy, "auth": "none"}.items()) + "}"
+    with contract.setup(tmp_path) as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        scenario(tmp_path, monkeypatch, shared_cache, f"two-{kind[:4]}-{uuid.uuid4().hex[:6]}", contract.target,
+                 services_shared=True, deploy=deploy)
