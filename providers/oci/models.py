@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -41,6 +42,7 @@ CREATED = "org.opencontainers.image.created"
 REVISION = "org.opencontainers.image.revision"
 A = "dev.mlops."
 RETRIES = 5
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 READ_PARALLELISM = 8
 
 
@@ -291,7 +293,11 @@ class ModelRegistry:
                 rel = PurePosixPath(title)
                 if not title or rel.is_absolute() or ".." in rel.parts:
                     raise ProviderError(f"{self.repo.display}: model {name} holds an unsafe file name {title[:80]!r}")
-                self.repo.fetch_blob(str(layer.get("digest")), staging.joinpath(*rel.parts))
+                digest = str(layer.get("digest"))
+                if not DIGEST_RE.match(digest):
+                    raise ProviderError(f"{self.repo.display}: model {name} names a malformed blob digest "
+                                        f"{digest[:80]!r}")
+                self.repo.fetch_blob(digest, staging.joinpath(*rel.parts))
             roots = [p for p in staging.iterdir()]
             if len(roots) != 1 or ContentHasher().tree_hash(roots[0]) != sha256:
                 raise ProviderError(f"{self.repo.display}: model {name} {sha256[:12]} arrived with other content")
