@@ -193,8 +193,12 @@ def test_deletion_propagates_to_what_an_object_owns_and_status_is_a_subresource(
     apps.patch_namespaced_deployment("owned", "sem", {"status": {"replicas": 99}})
     assert apps.read_namespaced_deployment("owned", "sem").status.replicas != 99
     apps.delete_namespaced_deployment("owned", "sem", propagation_policy="Background")
-    assert not apps.list_namespaced_replica_set("sem", label_selector="app=owned").items
-    assert not core.list_namespaced_pod("sem", label_selector="app=owned").items
+    # The real garbage collector works from its informers, a moment later (the double: at once).
+    deadline = time.monotonic() + 60
+    while apps.list_namespaced_replica_set("sem", label_selector="app=owned").items or \
+            core.list_namespaced_pod("sem", label_selector="app=owned").items:
+        assert time.monotonic() < deadline, "what the Deployment owned is still there"
+        time.sleep(0.2)
 
 
 # -- the provider on the double -------------------------------------------------------------------------
