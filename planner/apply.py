@@ -15,14 +15,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from .addresses import Address
-from .diff import live_fingerprint
-from .errors import CancelledError, MlopsError, StalePlanError
-from .events import Events
+from .core.addresses import Address
+from .core.diff import live_fingerprint
+from .core.errors import CancelledError, MlopsError, StalePlanError
+from .core.events import Events
+from .core.plan import Action, Change, Plan, Rules
+from .core.resources import Live, Resource
 from .graph import edges
-from .plan import Action, Change, Plan, Rules
 from .project import Project
-from .resources import Live, Resource
 
 Notify = Callable[[Change, str], None]
 """Progress callback: (change, event) where event is "start", a step text, or "done"/"failed"."""

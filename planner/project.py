@@ -12,16 +12,16 @@ from providers.keys import KeyStore
 from providers.registry import provider_class
 from providers.store import Store
 
-from .addresses import Address
+from .core.addresses import Address
+from .core.errors import MlopsError
+from .core.hashing import ContentHasher
+from .core.plan import Rules
+from .core.redact import REDACTOR
+from .core.resources import Live, Resource
 from .desired import build_desired
-from .errors import MlopsError
 from .gitinfo import describe
-from .hashing import ContentHasher
 from .live import READ_PARALLELISM, LiveState, read_live
 from .manifest import DEFAULT_KIND, Manifest, load_manifest
-from .plan import Rules
-from .redact import REDACTOR
-from .resources import Live, Resource
 
 EMBEDDED_KINDS = (DEFAULT_KIND,)
 """Kinds searched for services on undeclared targets even when no declared target uses them; one that

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from planner.errors import CancelledError, ProviderError, Unreachable
-from planner.events import Events
-from planner.plan import Change, Rules
-from planner.resources import Health, Live, Resource
+from planner.core.errors import CancelledError, ProviderError, Unreachable
+from planner.core.events import Events
+from planner.core.plan import Change, Rules
+from planner.core.resources import Health, Live, Resource
 
 from .keys import KeyStore
 

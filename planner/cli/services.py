@@ -11,10 +11,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..addresses import Address
-from ..errors import MlopsError
-from ..hashing import digest
-from ..resources import Health
+from ..core.addresses import Address
+from ..core.errors import MlopsError
+from ..core.hashing import digest
+from ..core.resources import Health
 
 if TYPE_CHECKING:   # handlers import the project layer themselves: `mlops --help` stays light
     from ..project import Project

@@ -2,7 +2,7 @@
 
 What differs from the process engine is where things run and where state lives; the rest (deploy
 settings, keys, readiness, the sample-request smoke test, blue/green updates on one port) is the
-same, so this class extends ``LocalProvider`` and reuses its helpers. Live state is read from the
+same, so this class and the process engine are siblings on ``LocalEngine``. Live state is read from the
 engine by our labels, so there is no record to drift: a container that exited is Failed with its
 last log lines, one removed by hand is missing and gets recreated.
 
@@ -27,7 +27,7 @@ from planner.addresses import Address
 from planner.hashing import canonical_json
 from planner.resources import Live, Resource
 
-from ..base import (
+from ...base import (
     Endpoint,
     Progress,
     ProjectContext,
@@ -36,13 +36,13 @@ from ..base import (
     as_events,
     environment_variables,
 )
-from ..http import is_ready
-from ..images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, ImageTarget, engine
-from ..images.engine import label
-from ..images.recipe import APP_ROOT
-from ..local import LocalProvider, processes
-from ..local.ports import SOCKET_ROOT
-from ..local.provider import HOLD_PUBLIC_S
+from ...http import is_ready
+from ...images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, ImageTarget, engine
+from ...images.engine import label
+from ...images.recipe import APP_ROOT
+from .. import processes
+from ..engine import HOLD_PUBLIC_S, LocalEngine
+from ..ports import SOCKET_ROOT
 from . import containers
 
 HOST = containers.HOST
@@ -53,7 +53,7 @@ KEYS_MOUNT = "/run/mlops-keys.json"
 REGISTRY_PATTERN = r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$"
 
 
-class DockerLocalProvider(ImageTarget, LocalProvider):
+class DockerLocalProvider(ImageTarget, LocalEngine):
     """``provider: local`` with ``engine: docker``."""
 
     kind: ClassVar[str] = "local"
@@ -80,7 +80,7 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
     # -- schema -------------------------------------------------------------------------------
     @classmethod
     def target_schema(cls) -> dict[str, Any]:
-        schema = LocalProvider.target_schema()
+        schema = LocalEngine.target_schema()
         schema["properties"] = {
             **schema["properties"],
             "engine": {"const": "docker", "description": "docker: each service is a container in a Docker engine"},
@@ -92,7 +92,7 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
 
     @classmethod
     def deploy_schema(cls) -> dict[str, Any]:
-        schema = LocalProvider.deploy_schema()
+        schema = LocalEngine.deploy_schema()
         schema["properties"] = {
             **schema["properties"],
             "cpu": {"type": "number", "exclusiveMinimum": 0, "maximum": 256,

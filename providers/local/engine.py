@@ -1,0 +1,135 @@
+"""What both engines of the local kind share: one base the process and docker engines build on.
+
+The local kind runs services on this machine, as processes (``provider.LocalProvider``) or as
+containers (``docker.DockerLocalProvider``). They are siblings: each subclasses ``LocalEngine``,
+which holds what they really share (the target and deploy schemas, the rules, defaults, the port
+keepers that hand a service's one listening socket from version to version, its keys, the sample
+request sent to a new instance, the endpoint with its key), and neither imports the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from planner.core.plan import Action, Change, Rules
+from planner.core.resources import Live, Resource
+
+from ..base import Endpoint, Progress, Provider, ProviderError
+from ..http import smoke_test
+from . import processes
+from .ports import PortKeepers
+
+HOST = "127.0.0.1"
+HOLD_PUBLIC_S = 90
+"""A new instance takes public requests only after its smoke test passed (GO_LIVE), or this long
+after its init() at the latest (the smoke test's own limit is 60 s): an apply killed in between
+leaves an instance that still serves, as a stray the next apply retires."""
+
+DEFAULTS: dict[str, Any] = {"port": "auto", "auth": "none", "workers": 1, "scoring_timeout_ms": 60000,
+                            "startup_timeout_s": 120}
+
+
+class LocalEngine(Provider):
+    """``provider: local``: the members both engines share (subclasses add where services run)."""
+
+    kind: ClassVar[str] = "local"
+    engine_name: ClassVar[str]
+    REPLACE_PATHS: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
+
+    @classmethod
+    def target_schema(cls) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "provider": {"const": "local"},
+                "engine": {"enum": ["process", "docker"],
+                           "description": "process (default): a local process per service; docker: a container"},
+            },
+        }
+
+    @classmethod
+    def deploy_schema(cls) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "port": {"anyOf": [{"type": "integer", "minimum": 1024, "maximum": 65535}, {"const": "auto"}],
+                         "description": "a port from 1024 to 65535, or auto"},
+                "auth": {"enum": ["key", "none"]},
+                "primary_key": {"type": "string", "minLength": 16},
+                "secondary_key": {"type": "string", "minLength": 16},
+                "workers": {"type": "integer", "minimum": 1, "maximum": 64},
+                "memory_gb": {"type": "number", "exclusiveMinimum": 0, "maximum": 4096,
+                              "description": "memory limit of the service's processes in GiB (RLIMIT_DATA); "
+                                             "cpu limits need engine: docker"},
+                "scoring_timeout_ms": {"type": "integer", "minimum": 1},
+                "startup_timeout_s": {"type": "integer", "minimum": 1},
+                "environment_variables": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        }
+
+    @classmethod
+    def port_scope(cls, config: Mapping[str, Any]) -> str | None:
+        """Processes and containers (host network) of every local target share this machine's ports."""
+        return f"{HOST} on this machine"
+
+    def rules(self, desired: Resource | None, live: Live | None) -> Rules:
+        """A port change is a new instance beside the old one. A move, even onto the same port, and
+        a broken instance are replaced new-first too: the port keeper lets two versions share a port."""
+        return Rules(replace_paths=self.REPLACE_PATHS, broken_order=Action.CREATE_THEN_DELETE)
+
+    def plan(self, desired: Resource | None, live: Live | None) -> Change:
+        """As the shared rules say; plus: stray instances left by an interrupted apply are a change."""
+        change = super().plan(desired, live)
+        if live is not None and live.details.get("strays") and change.action is Action.NOOP:
+            return dataclasses.replace(change, action=Action.UPDATE, reason="update_because_strays")
+        return change
+
+    def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
+        out = {**DEFAULTS, **deploy}
+        if out.get("environment_variables") == {}:
+            del out["environment_variables"]
+        return dict(sorted(out.items()))
+
+    @property
+    def ports(self) -> PortKeepers:
+        return PortKeepers(self.context.state_dir, HOST)
+
+    # -- shared steps of create and update -----------------------------------------------------
+    def _claim_port(self, desired: Resource) -> int:
+        """The port a new service listens on: a free one for ``auto``, else the asked one if free
+        (or already held by this service's own keeper, e.g. a replacement of a broken instance)."""
+        port = desired.spec["deploy"]["port"]
+        if port == "auto":
+            return processes.free_port(HOST)
+        if self.ports.find(desired.address.name, int(port)) is None and processes.port_in_use(int(port), HOST):
+            raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
+                                "(stop it or choose another deploy.port)")
+        return int(port)
+
+    def _keys(self, desired: Resource) -> dict[str, str]:
+        """Explicit keys from the manifest win; else keep the ones clients already have (one key store)."""
+        return self.keys.keys_for(desired.address.name, desired.spec["deploy"].get("auth"), desired.secrets)
+
+    def _smoke_test(self, desired: Resource, port: int, keys: Mapping[str, str], progress: Progress) -> None:
+        """Send the sample request to this very instance (its probe port); 200 + JSON or it fails."""
+        sample = desired.inputs.get("sample_request")
+        if sample is None:
+            return
+        progress("sending the sample request")
+        headers = {"Authorization": f"Bearer {keys['primary']}"} if keys else {}
+        problem = smoke_test(f"http://{HOST}:{port}/score", sample, headers)
+        if problem:
+            raise ProviderError(f"{desired.address}: smoke test failed: {problem}")
+
+    # -- using ----------------------------------------------------------------------------------
+    def endpoint(self, live: Live, instance: str | None = None) -> Endpoint:
+        headers = {}
+        if live.details.get("auth") == "key":
+            keys = self.keys.load(live.address.name)
+            if keys.get("primary"):
+                headers["Authorization"] = f"Bearer {keys['primary']}"
+        return Endpoint(scoring_url=live.details["endpoint"], headers=headers)
