@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from planner.plan import Rules
-from planner.resources import FAILED, HEALTHY, Health, Live, Resource
+from planner.resources import FAILED, HEALTHY, Health, Live, Resource, Version
 from providers.base import Endpoint, Events, Progress, Provider, ProviderError, Unreachable, as_events
 
 STATE: dict[tuple[str, str], dict[str, Live]] = {}
@@ -81,7 +81,8 @@ class MemoryProvider(Provider):
         health = Health(state, "", ready=replicas if state == HEALTHY else 0, desired=replicas)
         return Live(desired.address, dict(desired.spec), state, target=self.target, provider=self.kind,
                     details={"endpoint": f"memory://{desired.address.name}", "instance": _instances},
-                    sensitive=desired.sensitive, health=health)
+                    sensitive=desired.sensitive, health=health,
+                    versions=Version.only(desired.spec, _instances, health))
 
     def create(self, desired: Resource, events: Progress) -> Live:
         events = as_events(events)

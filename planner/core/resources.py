@@ -57,6 +57,30 @@ class Health:
                    desired=data.get("desired"), failed=data.get("failed"), unit=str(data.get("unit") or "replicas"))
 
 
+def spec_fingerprint(spec: Mapping[str, Any]) -> str:
+    """The digest of a spec alone: which version of a service is meant, wherever it runs."""
+    return digest(dict(spec))
+
+
+@dataclass(frozen=True)
+class Version:
+    """One version of a service that runs now, and how it is doing.
+
+    Every kind runs one version per service today and reports it; a progressive rollout runs
+    several at once (the old and the new, each with its share of the traffic) and reports each.
+    """
+
+    revision: str                 # the target's own name for it: an instance, a Deployment's uid, a deployment id
+    spec_fingerprint: str         # ``spec_fingerprint()`` of the spec it runs
+    traffic: float = 1.0          # its share of the requests, 0 to 1
+    health: Health | None = None
+
+    @classmethod
+    def only(cls, spec: Mapping[str, Any], revision: object, health: Health | None = None) -> tuple[Version, ...]:
+        """The versions of a service that runs exactly one: this one, with all the traffic."""
+        return (cls(str(revision or ""), spec_fingerprint(spec), 1.0, health),)
+
+
 @dataclass(frozen=True)
 class Resource:
     """One resource the manifest asks for.
@@ -86,7 +110,8 @@ class Live:
     ``spec`` is its essence (the same keys a desired spec has, nothing server-set), so that an
     unchanged resource diffs to nothing. ``details`` holds what is shown by ``status`` (endpoint,
     pid, git commit, message) and never takes part in a diff. ``health`` carries counts (replicas,
-    devices) where the target has them; its state is always ``status``.
+    devices) where the target has them; its state is always ``status``. ``versions`` are the versions
+    of the service that run now (one per service today, several during a progressive rollout).
     """
 
     address: Address
@@ -97,6 +122,7 @@ class Live:
     details: Mapping[str, Any] = field(default_factory=dict)
     sensitive: frozenset[str] = frozenset()
     health: Health | None = None
+    versions: tuple[Version, ...] = ()
 
     def __post_init__(self) -> None:
         if self.health is not None and self.health.state != self.status:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from planner.addresses import Address
 from planner.errors import CancelledError
 from planner.plan import Change, Rules
-from planner.resources import FAILED, HEALTHY, UNSCHEDULABLE, Live, Resource
+from planner.resources import FAILED, HEALTHY, UNSCHEDULABLE, Live, Resource, Version
 
 from ..base import (
     Endpoint,
@@ -253,7 +253,8 @@ class IotEdgeProvider(ImageTarget, Provider):
             "message": health.message,
         }
         return Live(Address("service", name), spec, health.state, target=self.target, provider=self.kind,
-                    details=details, sensitive=frozenset(sensitive), health=health)
+                    details=details, sensitive=frozenset(sensitive), health=health,
+                    versions=Version.only(spec, current["id"], health))
 
     def _url(self, device: healths.Device | None) -> str | None:
         """The device's scoring URL, when device_host says how to reach it and the device reports a port."""

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from planner.addresses import Address
 from planner.hashing import digest
-from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource
+from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource, Version
 
 from ..base import (
     Progress,
@@ -162,7 +162,8 @@ class LocalProvider(LocalEngine):
         if meta.get("port"):
             details["endpoint"] = f"http://{HOST}:{meta['port']}/score"
         return Live(Address("service", name), meta.get("spec") or {}, UNHEALTHY, target=instances[0]["target"],
-                    provider=cls.kind, details=details, sensitive=frozenset(meta.get("sensitive", [])))
+                    provider=cls.kind, details=details, sensitive=frozenset(meta.get("sensitive", [])),
+                    versions=Version.only(meta.get("spec") or {}, instances[0].get("instance")))
 
     @staticmethod
     def _live_from(record: dict[str, Any], folder: Path) -> Live:
@@ -195,7 +196,8 @@ class LocalProvider(LocalEngine):
         }
         return Live(Address("service", record["name"]), record["spec"], status, target=record["target"],
                     provider="local", details=details,
-                    sensitive=frozenset(k for k in record.get("sensitive", [])))
+                    sensitive=frozenset(k for k in record.get("sensitive", [])),
+                    versions=Version.only(record["spec"], record["instance"]))
 
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:

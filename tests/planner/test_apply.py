@@ -3,6 +3,7 @@ per-resource staleness of saved plans, --target, confirmation, locking."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -161,3 +162,45 @@ def test_lock_refuses_a_concurrent_apply(project: Path):
     with apply_lock(proj.manifest.state_dir, "apply"):
         result = run_cli("apply", "--auto-approve", "-f", str(project))
     assert result.code == 4 and "another mlops apply holds the lock" in result.err
+
+
+class LyingProvider(MemoryProvider):
+    """Runs what it is asked, then answers with a Live that does not describe it (a provider bug)."""
+
+    kind = "liar"
+    lie: dict = {}
+
+    @classmethod
+    def target_schema(cls):
+        return {"type": "object", "properties": {"provider": {"const": "liar"}}}
+
+    def create(self, desired, events):
+        live = super().create(desired, events)
+        return dataclasses.replace(live, **self.lie) if self.lie else live
+
+
+LIES = {
+    "target": ({"target": "elsewhere"}, "says it runs on target 'elsewhere', not 'mem'"),
+    "spec": ({"spec": {"deploy": {"port": 1}}}, "reports a spec that differs from the one asked for at "),
+    "address": ({"address": Address("service", "other-api")}, "returned the live state of service.other-api"),
+    "versions": ({"versions": ()}, "reports no running version"),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_a_live_that_does_not_match_the_request_is_reported_as_a_provider_bug(tmp_path: Path, lie: str):
+    from providers import registry
+
+    registry.register("liar", LyingProvider)
+    LyingProvider.lie = LIES[lie][0]
+    try:
+        path = make_project(tmp_path, MANIFEST.replace("{provider: memory}", "{provider: liar}"))
+        result = run_cli("apply", "--auto-approve", "-f", str(path))
+    finally:
+        registry.unregister("liar")
+        LyingProvider.lie = {}
+    assert result.code == 1
+    assert "service.one-api: provider bug in target 'mem' (liar) (test_apply.LyingProvider): create " in result.out + \
+        result.err, result.out + result.err
+    assert LIES[lie][1] in result.out + result.err
+    assert "Apply failed" in result.err

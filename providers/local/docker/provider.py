@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from planner.addresses import Address
 from planner.hashing import canonical_json
-from planner.resources import Live, Resource
+from planner.resources import Live, Resource, Version
 
 from ...base import (
     Endpoint,
@@ -175,9 +175,11 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             note = (f"{len(strays)} stray container(s) ({', '.join(s['container'][:12] for s in strays)}) left by an "
                     "interrupted apply; the next apply stops them")
             details["message"] = "; ".join(m for m in (message, note) if m)
-        return Live(Address("service", labels[label("service")]), json.loads(labels[label("spec")]), status,
+        spec = json.loads(labels[label("spec")])
+        return Live(Address("service", labels[label("service")]), spec, status,
                     target=labels.get(label("target")), provider=self.kind, details=details,
-                    sensitive=frozenset(json.loads(labels.get(label("sensitive"), "[]"))))
+                    sensitive=frozenset(json.loads(labels.get(label("sensitive"), "[]"))),
+                    versions=Version.only(spec, labels.get(label("instance")) or container.id[:12]))
 
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:
