@@ -36,6 +36,20 @@ class Outcome:
     error: str | None = None
     skipped: bool = False
     cancelled: bool = False
+    live: Live | None = None      # what a service's create/update answered (checked against the request)
+
+
+def live_after(before: Mapping[Address, Live], outcomes: list[Outcome]) -> dict[Address, Live]:
+    """Live state after an apply where every change succeeded, without reading it again: what was read
+    before, each created or updated service as its provider answered, each deleted one gone."""
+    after = dict(before)
+    for outcome in outcomes:
+        address = outcome.change.address
+        if outcome.live is not None:
+            after[address] = outcome.live
+        elif outcome.change.action is Action.DELETE:
+            after.pop(address, None)
+    return after
 
 
 RulesFor = Callable[[Resource | None, Live | None], Rules]
@@ -176,7 +190,7 @@ def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
     events = Events(lambda step: notify(change, step), cancel)
     try:
         events.check()
-        _execute(project, change, desired.get(change.address), live.get(change.address), events)
+        answered = _execute(project, change, desired.get(change.address), live.get(change.address), events)
     except CancelledError:
         notify(change, "cancelled")
         return Outcome(change, ok=False, elapsed=time.monotonic() - started, cancelled=True,
@@ -189,11 +203,12 @@ def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
         return Outcome(change, ok=False, elapsed=time.monotonic() - started,
                        error=f"unexpected {type(exc).__name__}: {exc}")
     notify(change, "done")
-    return Outcome(change, ok=True, elapsed=time.monotonic() - started)
+    return Outcome(change, ok=True, elapsed=time.monotonic() - started, live=answered)
 
 
 def _execute(project: Project, change: Change, desired: Resource | None, live: Live | None,
-             progress: Events) -> None:
+             progress: Events) -> Live | None:
+    """Carry out one change; a service's create or update answers its new Live."""
     kind, action = change.address.kind, change.action
     if kind in ("model", "environment"):
         store = project.store
@@ -202,34 +217,37 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
         else:
             progress("registering" if kind == "model" else "recording spec")
             (store.apply_model if kind == "model" else store.apply_environment)(_need(desired, change))
-        return
+        return None
     # Services: the old and the new side may live on different targets.
     old = project.provider_for(live) if live else None
     new = project.provider_for(desired.target) if desired and desired.target else None
     for provider in (old, new):
         if provider is not None:
             provider.ensure_connected()
+    answered = None
     if action is Action.CREATE:
-        _create(new, change, desired, progress)
+        answered = _create(new, change, desired, progress)
     elif action is Action.UPDATE:
         if live is None:
-            _create(new, change, desired, progress)
+            answered = _create(new, change, desired, progress)
         else:
             want = _need(desired, change)
-            check_returned(new, "update", want, _need_provider(new, change).update(want, live, progress))
+            answered = check_returned(new, "update", want,
+                                      _need_provider(new, change).update(want, live, progress))
     elif action is Action.CREATE_THEN_DELETE:
-        _create(new, change, desired, progress)
+        answered = _create(new, change, desired, progress)
         if live:
             progress("removing the previous instance")
             _need_provider(old, change).delete(live, progress)
     elif action is Action.DELETE_THEN_CREATE:
         if live:
             _need_provider(old, change).delete(live, progress)
-        _create(new, change, desired, progress)
+        answered = _create(new, change, desired, progress)
     elif action is Action.DELETE and live:
         _need_provider(old, change).delete(live, progress)
     if action is Action.DELETE:
         project.keys.forget(change.address.name)   # the service left the project: so do its keys
+    return answered
 
 
 def _create(provider, change: Change, desired: Resource | None, progress: Events) -> Live:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.addresses import Address
 from ..core.errors import MlopsError
 from ..core.hashing import digest
-from ..core.resources import Health
+from ..core.resources import Health, Live
 
 if TYPE_CHECKING:   # handlers import the project layer themselves: `mlops --help` stays light
     from ..project import Project
@@ -84,8 +85,9 @@ class ServiceRow:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
 
-def service_rows(project: Project) -> list[ServiceRow]:
-    live = project.live(allow_duplicates=True)
+def service_rows(project: Project, live: Mapping[Address, Live] | None = None) -> list[ServiceRow]:
+    """One row per service declared or running; ``live``: state already read (else it is read now)."""
+    live = project.live(allow_duplicates=True) if live is None else live
     rows = []
     declared = project.manifest.section("services")
     for name in sorted(set(declared) | {a.name for a in live if a.kind == "service"}):

@@ -60,6 +60,9 @@ def decide(desired: Resource | None, live: Live | None, rules: Rules = DEFAULT_R
 
     changed = changed_paths(live.spec, desired.spec)
     if not changed:
+        # Instances an interrupted apply left running are work too: the next apply stops them.
+        if live.strays:
+            return Change(action=Action.UPDATE, reason="update_because_strays", **common)
         return Change(action=Action.NOOP, **common)
 
     # Some attributes cannot change in place on this target.

@@ -123,6 +123,8 @@ class Live:
     sensitive: frozenset[str] = frozenset()
     health: Health | None = None
     versions: tuple[Version, ...] = ()
+    strays: tuple[str, ...] = ()
+    """Revisions an interrupted apply left running beside the current one: the next apply removes them."""
 
     def __post_init__(self) -> None:
         if self.health is not None and self.health.state != self.status:

@@ -9,11 +9,10 @@ request sent to a new instance, the endpoint with its key), and neither imports 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from planner.core.plan import Action, Change, Rules
+from planner.core.plan import Action, Rules
 from planner.core.resources import Live, Resource
 
 from ..base import Endpoint, Progress, Provider, ProviderError
@@ -81,12 +80,6 @@ class LocalEngine(Provider):
         a broken instance are replaced new-first too: the port keeper lets two versions share a port."""
         return Rules(replace_paths=self.REPLACE_PATHS, broken_order=Action.CREATE_THEN_DELETE)
 
-    def plan(self, desired: Resource | None, live: Live | None) -> Change:
-        """As the shared rules say; plus: stray instances left by an interrupted apply are a change."""
-        change = super().plan(desired, live)
-        if live is not None and live.details.get("strays") and change.action is Action.NOOP:
-            return dataclasses.replace(change, action=Action.UPDATE, reason="update_because_strays")
-        return change
 
     def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
         out = {**DEFAULTS, **deploy}

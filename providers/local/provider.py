@@ -144,7 +144,8 @@ class LocalProvider(LocalEngine):
         note = (f"{len(strays)} stray instance(s) (pid {', '.join(str(r['pid']) for r in strays)}) left by an "
                 "interrupted apply; the next apply stops them")
         message = "; ".join(m for m in (live.details.get("message"), note) if m)
-        return dataclasses.replace(live, details={**live.details, "strays": strays, "message": message})
+        return dataclasses.replace(live, details={**live.details, "strays": strays, "message": message},
+                                   strays=tuple(str(r["instance"]) for r in strays))
 
     @classmethod
     def _unrecorded(cls, context: ProjectContext, name: str, instances: list[dict[str, Any]]) -> Live:
@@ -163,7 +164,8 @@ class LocalProvider(LocalEngine):
             details["endpoint"] = f"http://{HOST}:{meta['port']}/score"
         return Live(Address("service", name), meta.get("spec") or {}, UNHEALTHY, target=instances[0]["target"],
                     provider=cls.kind, details=details, sensitive=frozenset(meta.get("sensitive", [])),
-                    versions=Version.only(meta.get("spec") or {}, instances[0].get("instance")))
+                    versions=Version.only(meta.get("spec") or {}, instances[0].get("instance")),
+                    strays=tuple(str(r["instance"]) for r in instances[1:]))
 
     @staticmethod
     def _live_from(record: dict[str, Any], folder: Path) -> Live:

@@ -204,3 +204,48 @@ def test_a_live_that_does_not_match_the_request_is_reported_as_a_provider_bug(tm
         result.err, result.out + result.err
     assert LIES[lie][1] in result.out + result.err
     assert "Apply failed" in result.err
+
+
+class CountingProvider(MemoryProvider):
+    """Counts reads of its live state; locks itself, as a shared cluster does."""
+
+    kind = "counted"
+    reads = 0
+    locks: list[str] = []
+
+    @classmethod
+    def target_schema(cls):
+        return {"type": "object", "properties": {"provider": {"const": "counted"}}}
+
+    def read(self):
+        CountingProvider.reads += 1
+        return super().read()
+
+    def apply_lock(self, holder, cancel=None):
+        import contextlib
+
+        CountingProvider.locks.append(holder)
+        return contextlib.nullcontext()
+
+
+def test_one_apply_reads_live_state_once_for_the_plan_the_lock_check_and_the_job_summary(
+        tmp_path: Path, monkeypatch):
+    from providers import registry
+
+    registry.register("counted", CountingProvider)
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    CountingProvider.reads, CountingProvider.locks = 0, []
+    try:
+        path = make_project(tmp_path / "repo", MANIFEST.replace("{provider: memory}", "{provider: counted}"))
+        result = run_cli("apply", "--auto-approve", "-f", str(path))
+        assert result.code == 0, result.err
+        assert CountingProvider.locks == ["mlops apply"]     # the target was locked, once
+        assert CountingProvider.reads == 1                   # was 3: plan, again under the lock, the summary
+        text = summary.read_text()
+        assert "| `one-api` | mem | Healthy |" in text and "| `two-api` | mem | Healthy |" in text, text
+        CountingProvider.reads = 0
+        assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0   # nothing to do
+        assert CountingProvider.reads == 1
+    finally:
+        registry.unregister("counted")

@@ -179,7 +179,8 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         return Live(Address("service", labels[label("service")]), spec, status,
                     target=labels.get(label("target")), provider=self.kind, details=details,
                     sensitive=frozenset(json.loads(labels.get(label("sensitive"), "[]"))),
-                    versions=Version.only(spec, labels.get(label("instance")) or container.id[:12]))
+                    versions=Version.only(spec, labels.get(label("instance")) or container.id[:12]),
+                    strays=tuple(str(s["instance"] or s["container"][:12]) for s in strays))
 
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:
