@@ -76,12 +76,12 @@ def _decide(project: Project, desired: Resource | None, live: Live | None) -> Ch
     address = desired.address if desired else live.address  # type: ignore[union-attr]
     if address.kind != "service":
         return decide(desired, live)
-    # The target a service is going to decides how it gets there; a leaving one decides its delete.
+    # The target a service is going to gives the rules of how it gets there; a leaving one of its delete.
+    # The decision itself is the core's: providers answer narrow questions (validate, rules), never decide.
     provider = project.provider_for(desired.target) if desired else project.provider_for(live)  # type: ignore[arg-type]
-    change = provider.plan(desired, live)
-    if change.address != address:
-        raise MlopsError(f"provider {provider.kind!r} bug: asked to plan {address}, answered {change.address}")
-    return change
+    if desired is not None:
+        provider.validate(desired)
+    return decide(desired, live, provider.rules(desired, live))
 
 
 def _restrict(changes: list[Change], targets: tuple[Address, ...]) -> list[Change]:

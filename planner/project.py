@@ -13,16 +13,16 @@ from providers.keys import KeyStore
 from providers.registry import provider_class
 from providers.store import Store
 
-from .addresses import Address
+from .core.addresses import Address
+from .core.errors import MlopsError
+from .core.hashing import ContentHasher, digest
+from .core.plan import Rules
+from .core.redact import REDACTOR
+from .core.resources import Live, Resource
 from .desired import build_desired
-from .errors import MlopsError
 from .gitinfo import describe
-from .hashing import ContentHasher, digest
 from .live import READ_PARALLELISM, LiveState, read_live
 from .manifest import DEFAULT_KIND, Manifest, load_manifest
-from .plan import Rules
-from .redact import REDACTOR
-from .resources import Live, Resource
 from .urlmask import secrets_in
 
 EMBEDDED_KINDS = (DEFAULT_KIND,)

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from planner.errors import MlopsError, missing_extra
+from planner.core.errors import MlopsError, missing_extra
 
 from .base import PROTOCOL, Provider
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from planner.plan import Rules
-from planner.resources import FAILED, HEALTHY, Health, Live, Resource
+from planner.resources import FAILED, HEALTHY, Health, Live, Resource, Version
 from providers.base import Endpoint, Events, Progress, Provider, ProviderError, Unreachable, as_events
 
 STATE: dict[tuple[str, str], dict[str, Live]] = {}
@@ -85,7 +85,8 @@ class MemoryProvider(Provider):
         return Live(desired.address, dict(desired.spec), state, target=self.target, provider=self.kind,
                     details={"endpoint": f"memory://{desired.address.name}", "instance": _instances,
                              **({"message": f"running in region {region}"} if region else {})},
-                    sensitive=desired.sensitive, health=health)
+                    sensitive=desired.sensitive, health=health,
+                    versions=Version.only(desired.spec, _instances, health))
 
     def plan_warnings(self, services: list[Resource]) -> list[str]:
         region = self.config.get("region")

@@ -7,14 +7,15 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..addresses import Address
-from ..errors import MlopsError
-from ..hashing import digest
-from ..resources import FAILED, UNHEALTHY, UNSCHEDULABLE, Health
+from ..core.addresses import Address
+from ..core.errors import MlopsError
+from ..core.hashing import digest
+from ..core.resources import FAILED, UNHEALTHY, UNSCHEDULABLE, Health, Live
 
 if TYPE_CHECKING:   # handlers import the project layer themselves: `mlops --help` stays light
     from ..project import Project
@@ -98,8 +99,9 @@ class ServiceRow:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
 
-def service_rows(project: Project) -> list[ServiceRow]:
-    live = project.live(allow_duplicates=True)
+def service_rows(project: Project, live: Mapping[Address, Live] | None = None) -> list[ServiceRow]:
+    """One row per service declared or running; ``live``: state already read (else it is read now)."""
+    live = project.live(allow_duplicates=True) if live is None else live
     rows = []
     declared = project.manifest.section("services")
     for name in sorted(set(declared) | {a.name for a in live if a.kind == "service"}):

@@ -10,7 +10,7 @@ import os
 import threading
 from typing import Any
 
-from planner.errors import ProviderError, Unreachable
+from planner.core.errors import ProviderError, Unreachable
 
 LABEL = "mlops"
 """Prefix of every label we set (``mlops.project``, ``mlops.service``, ...)."""

@@ -26,7 +26,7 @@ import yaml
 
 from planner.addresses import Address
 from planner.errors import CancelledError
-from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Health, Live, Resource
+from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Health, Live, Resource, Version
 
 from ..base import (
     Endpoint,
@@ -234,7 +234,7 @@ class KubernetesProvider(ImageTarget, Provider):
         }
         return Live(Address("service", name), spec, h.state, target=self.target, provider=self.kind,
                     details=details, sensitive=frozenset(json.loads(annotations.get(label("sensitive"), "[]"))),
-                    health=h)
+                    health=h, versions=Version.only(spec, meta.get("uid"), h))
 
     def _last_lines(self, pod: str) -> list[str]:
         try:
