@@ -564,7 +564,7 @@ def test_import_refuses_a_conda_file_outside_the_source_folder(tmp_path: Path, m
                   models=["m=model.pkl"], service="conda-api", output=project / "ml.yaml",
                   deploy_fields=lambda config: frozenset({"port"}))
     message = str(caught.value)
-    assert "condaDependenciesFile" in message and "outside sourceDirectory" in message
+    assert "condaDependenciesFile" in message and "outside the project folder" in message
     assert message.startswith("inferenceconfig.json:") and "\n" not in message
 
 
