@@ -162,6 +162,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             "tags": lv.spec["tags"], "description": lv.spec["description"],
             "versions": project.store.version_list(lv.address.name),
         })
+    for name in project.store.removed_models():   # destroyed: no current version, history kept
+        models.append({"name": name, "current_version": None, "current_sha256": None, "tags": {},
+                       "description": "", "versions": project.store.version_list(name)})
     if args.json:
         print(json.dumps({"format_version": "1.1", "registry": project.store.describe(), "models": models},
                          indent=2, sort_keys=True))
@@ -171,7 +174,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("No models registered. Run `mlops apply` to register the manifest's models.")
     for m in models:
         tags = ", ".join(f"{k}={v}" for k, v in m["tags"].items())
-        print(f"{m['name']}  (current: {m['current_version']}){'  tags: ' + tags if tags else ''}")
+        current = m["current_version"] if m["current_version"] is not None else "none, removed from the project"
+        print(f"{m['name']}  (current: {current}){'  tags: ' + tags if tags else ''}")
         for v in m["versions"]:
             mark = "*" if v["sha256"] == m["current_sha256"] else " "
             number = "pending" if v["version"] is None else str(v["version"])

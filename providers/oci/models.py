@@ -116,14 +116,23 @@ class ModelRegistry:
         manifest = self._manifest_json(info.tag) or {}
         return {str(k): str(val) for k, val in (manifest.get("annotations") or {}).items()}
 
-    def _pointers(self, prefix: str, suffix: str) -> list[dict[str, Any]]:
-        """Every pointer artifact whose tag matches, read in parallel (bounded)."""
+    def _pointers(self, prefix: str, suffix: str, *, removed: bool = False) -> list[dict[str, Any]]:
+        """Every pointer artifact whose tag matches, read in parallel (bounded); tombstones only if asked."""
         wanted = sorted(t for t in self.tags() if t.startswith(prefix) and t.endswith(suffix))
         if not wanted:
             return []
         with ThreadPoolExecutor(max_workers=min(READ_PARALLELISM, len(wanted))) as pool:
             found = list(pool.map(self._manifest_json, wanted))
-        return [m for m in found if m and (m.get("annotations") or {}).get(A + "removed") != "true"]
+        return [m for m in found if m and (removed or (m.get("annotations") or {}).get(A + "removed") != "true")]
+
+    def removed_models(self) -> list[str]:
+        """Models that left the project (a tombstone pointer) but whose versions the registry still holds."""
+        names = []
+        for manifest in self._pointers("m.", ".current", removed=True):
+            ann = manifest.get("annotations") or {}
+            if ann.get(A + "removed") == "true" and isinstance(ann.get(A + "model.name"), str):
+                names.append(ann[A + "model.name"])
+        return sorted(names)
 
     def current_models(self) -> list[dict[str, Any]]:
         """What each model currently is: its pointer's annotations plus the derived version number."""
