@@ -45,8 +45,9 @@ class MemoryProvider(Provider):
     def connect(self) -> None:
         if self.config.get("unreachable"):
             # Like an SDK that echoes the connection string it was given: the redactor must catch it.
-            raise Unreachable(f"the memory API in region {self.config.get('region')} does not answer to token "
-                              f"{self.config.get('token')}; unset `unreachable` on this target")
+            region = f" in region {self.config['region']}" if self.config.get("region") else ""
+            raise Unreachable(f"the memory API does not answer to token {self.config.get('token')}{region}; "
+                              "unset `unreachable` on this target")
 
     def normalize_deploy(self, deploy):
         return {"replicas": 1, **deploy}
