@@ -169,6 +169,17 @@ def _live_service(project: Project, name: str):
     return live
 
 
+def _reachable(project: Project, live: Live):
+    """The provider of a live service, if this machine can use its services (the Reachable capability)."""
+    from providers.base import Reachable
+
+    provider = project.provider_for(live)
+    if not isinstance(provider, Reachable):
+        raise MlopsError(f"{live.address}: {provider.describe()} offers no way to call or read its services "
+                         "from this machine")
+    return provider
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from ..build import build_services
 
@@ -197,8 +208,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return 0
     live = _live_service(project, args.service)
     try:
-        for line in project.provider_for(live).logs(live, follow=args.follow, tail=args.tail,
-                                                    instance=args.instance):
+        for line in _reachable(project, live).logs(live, follow=args.follow, tail=args.tail,
+                                                   instance=args.instance):
             print(line, flush=args.follow)
     except KeyboardInterrupt:
         pass
@@ -220,7 +231,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             raise MlopsError(f"--data {args.data}: cannot read file: {exc.strerror}") from None
     else:
         body = args.data
-    status, answer, where = project.provider_for(live).call(live, body.encode(), instance=args.instance)
+    status, answer, where = _reachable(project, live).call(live, body.encode(), instance=args.instance)
     if not where.startswith(("http://", "https://")):
         print(f"(answered by {where})", file=sys.stderr)
     text = answer.decode(errors="replace")
@@ -234,6 +245,8 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from providers.base import Renders
+
     project = _load(args.file)
     declared = project.manifest.section("services")
     unknown = [n for n in args.services if n not in declared]
@@ -244,7 +257,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     shown = 0
     for name in args.services or sorted(declared):
         resource = desired[Address("service", name)]
-        text = project.provider_for(resource.target or "").render(resource)
+        provider = project.provider_for(resource.target or "")
+        text = provider.render(resource) if isinstance(provider, Renders) else None
         if text is None:
             if args.services:
                 raise MlopsError(f"service {name!r}: its target {resource.target!r} has nothing to render")

@@ -17,14 +17,14 @@ from typing import Any, ClassVar
 
 from planner.addresses import Address
 from planner.resources import FAILED, HEALTHY, Live, Resource, Version
-from providers.base import Endpoint, Progress, Provider, ProviderError, as_events, environment_variables
+from providers.base import Endpoint, Progress, Provider, ProviderError, Reachable, as_events, environment_variables
 from providers.http import is_ready, smoke_test
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class MinimalProvider(Provider):
+class MinimalProvider(Reachable, Provider):
     kind: ClassVar[str] = "minimal"
 
     @classmethod

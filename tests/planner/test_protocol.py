@@ -229,7 +229,7 @@ def test_a_kind_claimed_twice_names_both_packages(tmp_path: Path, plugins: Path)
 def test_a_plugin_for_another_protocol_version_gets_a_clear_error(plugins: Path):
     _plugin(plugins, "mlops_old", "old", "old_plugin:OldProvider")
     registry.refresh()
-    with pytest.raises(MlopsError, match="implements provider protocol 1; this mlops speaks protocol 2"):
+    with pytest.raises(MlopsError, match="implements provider protocol 1; this mlops speaks protocol 3"):
         registry.load("old")
 
 
