@@ -175,6 +175,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
             if planfile or reviewed:
                 print("No changes. Nothing to apply.")
             code, result = 0, "No changes. Nothing to apply."
+            project.remember_targets(live)
         else:
             # A plan may touch a lockable target no manifest service uses (its services are being
             # removed): lock it too, and read again what another runner may have changed meanwhile.
