@@ -218,8 +218,13 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
             (store.delete_model if kind == "model" else store.delete_environment)(change.address.name)
         else:
             progress("registering" if kind == "model" else "recording spec")
-            (store.apply_model if kind == "model" else store.apply_environment)(_need(desired, change))
+            if kind == "model":
+                store.apply_model(_need(desired, change), progress)
+            else:
+                store.apply_environment(_need(desired, change))
         return None
+    if desired is not None and action is not Action.DELETE:
+        project.store.fetch_models(desired.inputs.get("models") or {})   # model files come from the registry
     # Services: the old and the new side may live on different targets.
     old = project.provider_for(live) if live else None
     new = project.provider_for(desired.target) if desired and desired.target else None

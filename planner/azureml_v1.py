@@ -1,7 +1,9 @@
 """Azure ML v1 deployment files -> an ``ml.yaml``: what ``mlops import`` does, as pure functions.
 
 Reads ``inferenceconfig.json`` (entry script, source folder, environment), one or more
-``deploymentconfig.json`` files (``computeType`` local / ACI / AKS) and ``az ml model deploy`` /
+``deploymentconfig.json`` files (``computeType`` local / ACI / AKS), each JSON or YAML (as
+``az ml model deploy --ic/--dc`` took them; MLOpsPython ships ``inference_config.yml`` and
+``deployment_config_aci.yml``), and ``az ml model deploy`` /
 ``az ml model register`` lines, and returns the manifest text, its data and warnings. Nothing
 here prints; bad input raises ``MlopsError`` with one line (``file:line:col: message`` for a
 bad file, ``V1ConfigError``).
@@ -26,8 +28,11 @@ Decisions (the README's "Coming from Azure ML v1" says the same):
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import re
 import shlex
@@ -41,7 +46,9 @@ import yaml
 
 from .errors import MlopsError, Problem
 from .manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
-from .yamlpos import YamlProblem, decode, load, one_line
+from .pincheck import IndexConfig, check_pins, pip_index_config
+from .urlmask import mask_url_credentials, mask_urls
+from .yamlpos import MAX_INT_DIGITS, Positions, YamlProblem, decode, load, one_line
 
 MAX_CONFIG_BYTES = 1024 * 1024
 MIN_PYTHON = (3, 11)
@@ -49,8 +56,12 @@ MIN_PYTHON = (3, 11)
 DEFAULT_PYTHON = "3.11"
 SERVER_PACKAGES = {"azureml-defaults", "azureml-inference-server-http", "azureml-contrib-services"}
 """Azure's serving stack: the mlops runtime replaces it (and provides its import names)."""
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-_DNS = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+V1_WEB_SERVERS = {"gunicorn": "gunicorn", "flask": "flask"}
+"""Azure's v1 images served the entry script with gunicorn and flask; kept only when the entry
+script imports them itself (pip name -> import name)."""
+MAX_SCRIPT_BYTES = 1024 * 1024
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
+_DNS = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]\Z")
 _STAGE_PROVIDER = {"local": "local", "aci": "aci", "aks": "aks"}
 _NO_EQUIVALENT = {
     "appInsightsEnabled": "Application Insights has no equivalent; read `mlops logs` instead",
@@ -97,7 +108,7 @@ class V1ConfigError(MlopsError):
     """A v1 file is unusable; the message is one ``file:line:col: what and how to fix`` line."""
 
     def __init__(self, file: str, line: int, col: int, message: str) -> None:
-        super().__init__(str(Problem(file, line, col, one_line(message, 400))))
+        super().__init__(str(Problem(file, line, col, one_line(mask_urls(message), 400))))
 
 
 @dataclass(frozen=True)
@@ -109,6 +120,9 @@ class Imported:
     warnings: list[str]
     changed: bool
     """False when the output file already said exactly this (re-importing is idempotent)."""
+
+    def __post_init__(self) -> None:
+        self.warnings[:] = [mask_urls(w) for w in self.warnings]  # index URLs may carry passwords
 
 
 @dataclass
@@ -135,25 +149,92 @@ class _Az:
 
 
 def _shown(path: Path) -> str:
+    """A file as messages name it: relative to the working directory when it is inside it."""
+    if path.is_absolute():
+        with contextlib.suppress(ValueError, OSError):
+            return path.relative_to(Path.cwd()).as_posix()
     return str(path)
 
 
-def _locate(text: str, key: str) -> tuple[int, int]:
-    """Line and column of ``"key"`` in a JSON text (its first occurrence), else 1:1."""
-    index = text.find(f'"{key}"')
-    if index < 0:
-        return 1, 1
-    line = text.count("\n", 0, index) + 1
-    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+@dataclass(frozen=True)
+class _Config:
+    """A v1 config file's mapping and where its keys are (JSON or YAML, as ``az ml`` took both)."""
+
+    path: Path
+    data: dict[str, Any]
+    text: str
+    positions: Positions | None = None
+    """Set for YAML files (positions of every key); JSON keys are found in the text."""
+
+    def at(self, key: str | tuple[str, ...] | None) -> tuple[int, int]:
+        """Line and column of ``key`` (a top-level key or a path of keys), else 1:1; in JSON the
+        first occurrence of the last key."""
+        if key is None:
+            return 1, 1
+        path = (key,) if isinstance(key, str) else key
+        if self.positions is not None:
+            return self.positions.of(path, key=True) if path in self.positions.keys else (1, 1)
+        index = self.text.find(f'"{path[-1]}"')
+        if index < 0:
+            return 1, 1
+        line = self.text.count("\n", 0, index) + 1
+        return line, index - (self.text.rfind("\n", 0, index) + 1) + 1
 
 
-def _problem(path: Path, text: str, key: str | None, message: str) -> V1ConfigError:
-    line, col = _locate(text, key) if key else (1, 1)
-    return V1ConfigError(_shown(path), line, col, message)
+def _problem(config: _Config, key: str | tuple[str, ...] | None, message: str) -> V1ConfigError:
+    return V1ConfigError(_shown(config.path), *config.at(key), message)
 
 
-def read_json(path: Path) -> tuple[dict[str, Any], str]:
-    """A v1 JSON config file as a mapping plus its text; located errors for bad files."""
+class _NumberProblem(ValueError):
+    """A JSON number Python would refuse or a manifest cannot hold (raised from json's hooks)."""
+
+    def __init__(self, literal: str, why: str) -> None:
+        super().__init__(why)
+        self.literal = literal
+        self.why = why
+
+
+def _bounded_int(literal: str) -> int:
+    if sum(ch.isdigit() for ch in literal) > MAX_INT_DIGITS:
+        raise _NumberProblem(literal, f"an integer with {len(literal.lstrip('-'))} digits is too large "
+                             f"(at most {MAX_INT_DIGITS})")
+    return int(literal)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise _NumberProblem(literal, f"{one_line(literal, 20)} is not a finite number")
+    return value
+
+
+def _no_constant(literal: str) -> float:
+    raise _NumberProblem(literal, f"{literal} is not a JSON number")
+
+
+def _parse_json(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise V1ConfigError(_shown(path), exc.lineno, exc.colno, f"not valid JSON: {exc.msg}") from None
+    except _NumberProblem as exc:
+        index = max(text.find(exc.literal), 0)
+        line = text.count("\n", 0, index) + 1
+        raise V1ConfigError(_shown(path), line, index - (text.rfind("\n", 0, index) + 1) + 1, exc.why) from None
+    except RecursionError:
+        raise V1ConfigError(_shown(path), 1, 1, "nested too deeply") from None
+
+
+def _is_yaml(path: Path, text: str) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in (".yml", ".yaml"):
+        return True
+    return suffix != ".json" and not text.lstrip().startswith("{")
+
+
+def read_config(path: Path) -> _Config:
+    """A v1 config file (JSON, or YAML as MLOpsPython ships them: ``.yml``/``.yaml``, or any other
+    name whose text does not start with ``{``) as a mapping; located errors for bad files."""
     try:
         raw = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
@@ -166,15 +247,18 @@ def read_json(path: Path) -> tuple[dict[str, Any], str]:
         text = decode(raw)
     except YamlProblem as exc:
         raise V1ConfigError(_shown(path), exc.line, exc.col, exc.message) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise V1ConfigError(_shown(path), exc.lineno, exc.colno, f"not valid JSON: {exc.msg}") from None
-    except RecursionError:
-        raise V1ConfigError(_shown(path), 1, 1, "nested too deeply") from None
+    if _is_yaml(path, text):
+        try:
+            data, positions = load(text)
+        except YamlProblem as exc:
+            raise V1ConfigError(_shown(path), exc.line, exc.col, exc.message) from None
+        if not isinstance(data, dict):
+            raise V1ConfigError(_shown(path), 1, 1, "must be a YAML mapping (key: value lines)")
+        return _Config(path, data, text, positions)
+    data = _parse_json(path, text)
     if not isinstance(data, dict):
         raise V1ConfigError(_shown(path), 1, 1, "must be a JSON object ({...})")
-    return data, text
+    return _Config(path, data, text)
 
 
 def parse_az(line: str) -> _Az:
@@ -241,7 +325,7 @@ def _conda_dependencies(deps: Any, where: str, warnings: list[str], pip: list[st
             pip.extend(str(p) for p in dep["pip"])
         elif isinstance(dep, str):
             version = _python_version(dep)
-            if version is not None or re.match(r"^python\s*$", dep):
+            if version is not None or re.match(r"^python\s*\Z", dep):
                 python = version or python
             elif dep.strip() != "pip" and not dep.strip().startswith("pip="):
                 warnings.append(
@@ -249,6 +333,20 @@ def _conda_dependencies(deps: Any, where: str, warnings: list[str], pip: list[st
                     "use pip): add its pip name to environments.*.pip"
                 )
     return python
+
+
+def _inside_project(config: _Config, key: tuple[str, ...], relative: str, base: Path, project: Path) -> Path:
+    """``base / relative`` when it stays in the project folder (symlinks followed); a v1 file from a
+    pull request must not make the import read (and echo) files from elsewhere on the machine."""
+    target = (base / relative).resolve()
+    if not target.is_relative_to(project.resolve()):
+        raise _problem(
+            config,
+            key,
+            f"{'.'.join(key)} {one_line(relative, 80)!r} points outside the project folder ({project}): "
+            "copy the conda file into the project",
+        )
+    return target
 
 
 def _conda_file(path: Path, where: str, warnings: list[str], pip: list[str]) -> str | None:
@@ -278,29 +376,29 @@ class _Inference:
     variables: dict[str, str]
 
 
-def _inference(path: Path, warnings: list[str]) -> _Inference:
-    data, text = read_json(path)
+def _inference(path: Path, project: Path, warnings: list[str]) -> _Inference:
+    config = read_config(path)
+    data = config.data
     shown = _shown(path)
     entry = data.get("entryScript") or data.get("entry_script")
     if not isinstance(entry, str) or not entry.strip():
         raise _problem(
-            path,
-            text,
+            config,
             None,
             'entryScript is missing: name the scoring script (init()/run()), e.g. "entryScript": "score.py"',
         )
     source = data.get("sourceDirectory") or data.get("source_directory") or "."
     if not isinstance(source, str):
-        raise _problem(path, text, "sourceDirectory", "sourceDirectory must be a folder path")
+        raise _problem(config, "sourceDirectory", "sourceDirectory must be a folder path")
     source_dir = (path.parent / source).resolve()
     if not source_dir.is_dir():
         raise _problem(
-            path, text, "sourceDirectory", f"sourceDirectory {source!r} is not a folder (looked for {source_dir})"
+            config, "sourceDirectory", f"sourceDirectory {source!r} is not a folder (looked for {source_dir})"
         )
     entry_path = PurePosixPath(entry.replace("\\", "/"))
     entry = str(PurePosixPath(*[p for p in entry_path.parts if p not in (".",)]))
     if not (source_dir / entry).is_file():
-        raise _problem(path, text, "entryScript", f"entryScript {entry!r} is not a file in {source_dir}")
+        raise _problem(config, "entryScript", f"entryScript {entry!r} is not a file in {source_dir}")
 
     pip: list[str] = []
     python: str | None = None
@@ -319,9 +417,9 @@ def _inference(path: Path, warnings: list[str]) -> _Inference:
             )
         conda_file = py.get("condaDependenciesFile")
         if isinstance(conda_file, str) and conda_file:
-            python = (
-                _conda_file(source_dir / conda_file, f"{where}.python.condaDependenciesFile", warnings, pip) or python
-            )
+            key = ("environment", "python", "condaDependenciesFile")
+            conda_path = _inside_project(config, key, conda_file, source_dir, project)
+            python = _conda_file(conda_path, f"{shown}: {'.'.join(key)}", warnings, pip) or python
         if py.get("userManagedDependencies"):
             warnings.append(
                 f"{where}.python.userManagedDependencies: a user-managed environment lists no packages; "
@@ -352,14 +450,16 @@ def _inference(path: Path, warnings: list[str]) -> _Inference:
             "list its packages under environments.*.pip"
         )
     # The legacy "image" keys of older CLI versions.
-    if isinstance(data.get("condaFile"), str):
-        python = _conda_file(source_dir / data["condaFile"], f"{shown}: condaFile", warnings, pip) or python
+    if isinstance(data.get("condaFile"), str) and data["condaFile"]:
+        conda_path = _inside_project(config, ("condaFile",), data["condaFile"], source_dir, project)
+        python = _conda_file(conda_path, f"{shown}: condaFile", warnings, pip) or python
     if isinstance(data.get("baseImage"), str):
         base_image = data["baseImage"]
     for key in ("extraDockerfileSteps", "enableGpu", "cudaVersion", "runtime"):
         if data.get(key) and key != "runtime":
             warnings.append(f"{shown}: {key}: no equivalent (left out)")
 
+    script_imports = _entry_script_imports(source_dir / entry, warnings)
     kept: list[str] = []
     for entry_text in pip:
         package = re.split(r"[\s\[<>=!~;@]", entry_text.strip(), maxsplit=1)[0].lower()
@@ -367,6 +467,12 @@ def _inference(path: Path, warnings: list[str]) -> _Inference:
             warnings.append(
                 f"{where}: pip package {package} left out: the mlops runtime serves the entry script "
                 "(and provides azureml.contrib.services for @rawhttp scripts)"
+            )
+            continue
+        if package in V1_WEB_SERVERS and V1_WEB_SERVERS[package] not in script_imports:
+            warnings.append(
+                f"{where}: pip package {package} left out: Azure ML v1 images served the entry script with "
+                f"gunicorn and flask; the mlops runtime serves it (add {package} back if your code imports it)"
             )
             continue
         problem = pip_problem(entry_text)
@@ -378,7 +484,7 @@ def _inference(path: Path, warnings: list[str]) -> _Inference:
     if python is not None and tuple(int(p) for p in python.split(".")) < MIN_PYTHON:
         warnings.append(
             f"{where}: python {python} is older than the runtime supports; set to {DEFAULT_PYTHON} "
-            "(check that the pinned packages exist for it)"
+            "(its pins are checked against the package index)"
         )
         python = DEFAULT_PYTHON
     if base_image is not None and base_image.startswith("mcr.microsoft.com/azureml/"):
@@ -388,6 +494,44 @@ def _inference(path: Path, warnings: list[str]) -> _Inference:
         )
         base_image = None
     return _Inference(source_dir, entry, env_name, python or DEFAULT_PYTHON, kept, base_image, variables)
+
+
+def _entry_script_imports(script: Path, warnings: list[str]) -> set[str]:
+    """The top-level modules the entry script imports; flags the v1 SDK (``azureml.core``), which
+    the mlops runtime does not provide: ``Model.get_model_path`` needs a workspace or Azure's
+    model folder layout, while ``AZUREML_MODEL_DIR`` works everywhere."""
+    try:
+        raw = read_regular(script, MAX_SCRIPT_BYTES)
+        tree = ast.parse(raw or b"", filename=script.name)
+    except (OSError, SyntaxError, ValueError):
+        return set()  # the runtime reports a script that cannot load, where it happens
+    found: set[str] = set()
+    sdk_lines: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module]
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level
+            else []
+        )
+        for name in names:
+            found.add(name.split(".")[0])
+            if (name == "azureml" or name.startswith("azureml.")) and not name.startswith("azureml.contrib.services"):
+                sdk_lines.append((node.lineno, name))
+    calls = sorted(
+        n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "get_model_path"
+    )
+    if sdk_lines:
+        line, name = min(sdk_lines)
+        shown = _shown(script)
+        uses = f"; line {calls[0]} calls Model.get_model_path" if calls else ""
+        warnings.append(
+            f"{shown}:{line}: imports {name} (Azure ML SDK v1: azureml-sdk/azureml-core, out of support and not "
+            f"part of the mlops runtime){uses}: load the model from the folder in os.environ['AZUREML_MODEL_DIR'] "
+            "instead (see the README's \"Coming from Azure ML v1\")"
+        )
+    return found
 
 
 # -- deployment configurations ---------------------------------------------------------------------
@@ -503,15 +647,15 @@ def _map_deploy(data: dict[str, Any], compute: str, key_var: str) -> tuple[dict[
 
 
 def _stage(path: Path, deploy_fields: DeployFields, key_var: str, warnings: list[str]) -> _Stage:
-    data, text = read_json(path)
+    v1_config = read_config(path)
+    data = v1_config.data
     compute_raw = data.get("computeType")
     if not isinstance(compute_raw, str) or not compute_raw.strip():
-        raise _problem(path, text, None, 'computeType is missing: set "computeType" to local, ACI or AKS')
+        raise _problem(v1_config, None, 'computeType is missing: set "computeType" to local, ACI or AKS')
     compute = compute_raw.strip().lower()
     if compute not in _STAGE_PROVIDER:
         raise _problem(
-            path,
-            text,
+            v1_config,
             "computeType",
             f"unknown computeType {one_line(compute_raw, 40)!r}: use local, "
             "ACI or AKS (IoT Edge deployments cannot be imported)",
@@ -565,6 +709,59 @@ def _dns(name: str, what: str) -> str:
     return name
 
 
+_GENERIC_FOLDERS = frozenset(
+    {"scoring", "score", "src", "source", "sources", "source_dir", "app", "code", "deploy", "deployment",
+     "inference", "service", "scripts", "model", "models"}
+)
+"""Folder names that say nothing about the service; the search goes up past them."""
+_CONFIG_WORDS = re.compile(r"inference|configuration|config|deployment|deploy")
+_MEANINGLESS_STEMS = frozenset({"ic", "dc", "cfg", "conf", "my", "default", "file"})
+
+
+def service_name_from(text: str) -> str | None:
+    """``text`` normalised to Azure ML's service-name rule (3-32 lowercase letters, digits and
+    dashes, starting with a letter, not ending with a dash), or None when nothing is left."""
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower())
+    name = re.sub(r"^[^a-z]+", "", name)[:32].rstrip("-")
+    if not name:
+        return None
+    if len(name) < 3:
+        name = f"{name}-svc"
+    return name
+
+
+def derive_service_name(inference_config: Path, entry_script: Path, project: Path) -> tuple[str, str]:
+    """A service name when none is given, and what it was taken from, the first that gives one:
+
+    1. the inference config's file name without the words inference/config/deployment
+       (``diabetes_inference_config.json`` -> ``diabetes``; ``ic.json`` and the like say nothing);
+    2. the entry script's folder, then its parents up to the project folder (the folder of
+       ``ml.yaml``), skipping generic names such as ``scoring``, ``src`` or ``source_dir``
+       (MLOpsPython's ``diabetes_regression/scoring/score.py`` -> ``diabetes-regression``);
+    3. the entry script's file name, unless it is ``score``/``main``/``entry``;
+    4. ``ml-service``.
+
+    Each is normalised by :func:`service_name_from`.
+    """
+    stem = re.sub(r"[^a-z0-9]+", " ", _CONFIG_WORDS.sub("", inference_config.stem.lower())).strip()
+    name = service_name_from(stem) if stem not in _MEANINGLESS_STEMS else None
+    if name:
+        return name, f"the inference config's file name {inference_config.name!r}"
+    folder = entry_script.parent.resolve()
+    root = project.resolve()
+    while folder.is_relative_to(root):
+        if folder.name.lower() not in _GENERIC_FOLDERS and (name := service_name_from(folder.name)):
+            return name, f"the folder {folder.name}"
+        if folder == root:
+            break
+        folder = folder.parent
+    if entry_script.stem.lower() not in ("score", "main", "entry", "entry_script", "scoring") and (
+        name := service_name_from(entry_script.stem)
+    ):
+        return name, f"the entry script {entry_script.name}"
+    return "ml-service", "nothing more specific (no telling folder or file name)"
+
+
 def _env_key(service: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", service.upper())
 
@@ -578,36 +775,63 @@ def import_v1(
     from_az: Sequence[str] = (),
     output: Path,
     deploy_fields: DeployFields | None = None,
+    pin_index: Callable[[], IndexConfig | None] | None = None,
 ) -> Imported:
     """The manifest for these v1 files, merged into ``output`` when it exists (see the module doc).
 
     ``models`` are ``NAME=PATH`` (relative to the working directory); ``from_az`` are ``az ml model
     deploy/register`` lines whose ``--ic``/``--dc`` files, service name and models are used when
     not given directly. ``deploy_fields`` tells which deploy settings a target takes (default:
-    ask the installed providers).
+    ask the installed providers); ``pin_index`` where the environment's pins are checked (default:
+    the index pip is configured with).
     """
     fields = deploy_fields or _installed_deploy_fields
     warnings: list[str] = []
     az = _Az()
+    lines: list[_Az] = []
     for line in from_az:
         parsed = parse_az(line)
         az.registered.update(parsed.registered)
-        az.service = parsed.service or az.service
+        if parsed.registered:
+            continue
+        lines.append(parsed)
         az.models += [m for m in parsed.models if m not in az.models]
-        az.inference_config = parsed.inference_config or az.inference_config
-        az.deploy_config = parsed.deploy_config or az.deploy_config
-    ic_path = inference_config or (Path(az.inference_config) if az.inference_config else None)
+    ic_paths = list(dict.fromkeys(Path(x.inference_config) for x in lines if x.inference_config))
+    if inference_config is None and len({p.resolve() for p in ic_paths}) > 1:
+        raise MlopsError(
+            f"--from-az: the deploy lines name {len(ic_paths)} inference configs "
+            f"({', '.join(map(str, ic_paths))}): import one at a time, or pass --inference-config FILE"
+        )
+    ic_path = inference_config or (ic_paths[0] if ic_paths else None)
     if ic_path is None:
         raise MlopsError(
             "no inference configuration: pass --inference-config FILE (or an `az ml model deploy "
             "--ic FILE` line with --from-az)"
         )
-    dc_paths = list(dict.fromkeys([*([Path(az.deploy_config)] if az.deploy_config else []), *deploy_configs]))
-    if not dc_paths:
+    # One stage per deploy line (in order) and per --deploy-config; a --deploy-config repeating a
+    # line's file is that line's stage.
+    stage_names: dict[tuple[Path, str | None], None] = {}
+    for x in lines:
+        if x.deploy_config:
+            stage_names[(Path(x.deploy_config), x.service)] = None
+    for dc in deploy_configs:
+        if not any(p.resolve() == dc.resolve() for p, _ in stage_names):
+            stage_names[(dc, None)] = None
+    wanted_stages = list(stage_names)
+    if not wanted_stages:
         raise MlopsError("no deployment configuration: pass --deploy-config FILE (one per stage)")
-    name = _dns(service or az.service or "", "service name") if (service or az.service) else None
-    if name is None:
-        raise MlopsError("no service name: pass --service NAME (or an `az ml model deploy -n NAME` line)")
+    if service:
+        _dns(service, "service name")
+    else:  # --service overrides the lines' names: only the names that will be used are checked
+        for x in lines:
+            if x.service:
+                _dns(x.service, "`az ml model deploy -n`")
+    # Deploy lines naming different services keep their names (MLOpsPython's mlops-aci and
+    # mlops-aks); otherwise the stages are NAME-<computeType>.
+    own = [n for _, n in wanted_stages]
+    own_names = not service and len(own) > 1 and None not in own and len(set(own)) == len(own)
+    line_names = list(dict.fromkeys(x.service for x in lines if x.service))
+    given = service or (line_names[0] if len(line_names) == 1 else None)
 
     out_dir = output.absolute().parent
     model_entries: dict[str, dict[str, Any]] = {}
@@ -638,15 +862,29 @@ def import_v1(
             raise MlopsError(f"--model {model}: {path} does not exist")
         model_entries[model]["path"] = _relative(path, out_dir)
 
-    inference = _inference(ic_path, warnings)
+    inference = _inference(ic_path, out_dir, warnings)
+    name = given
+    if name is None:
+        name, reason = derive_service_name(ic_path, inference.source_dir / inference.entry_script, out_dir)
+        if not own_names:
+            why = (
+                f"the deploy lines name {', '.join(map(repr, line_names))}, not one for every stage"
+                if line_names
+                else "no service name given"
+            )
+            warnings.append(f"{why}: named the service {name!r} after {reason} (pass --service NAME to choose another)")
     env_name = inference.env_name if inference.env_name and _NAME.match(inference.env_name) else name
+    if inference.pip:
+        index = (pin_index or pip_index_config)()
+        where = f"{_shown(ic_path)}: environment"
+        warnings += [f"{where}: {w}" for w in check_pins(inference.pip, inference.python, index)]
     environment: dict[str, Any] = {"python": inference.python}
     if inference.pip:
         environment["pip"] = inference.pip
     if inference.base_image:
         environment["base_image"] = inference.base_image
 
-    stages = [_stage(p, fields, _env_key(name), warnings) for p in dc_paths]
+    stages = [_stage(p, fields, _env_key(own_name if own_names else name), warnings) for p, own_name in wanted_stages]
     counts: dict[str, int] = {}
     for stage in stages:
         counts[stage.compute] = counts.get(stage.compute, 0) + 1
@@ -656,11 +894,14 @@ def import_v1(
     for model in wanted:
         entries.append(("models", model, model_entries[model], [model_sources[model]]))
     entries.append(("environments", env_name, environment, [f"from {_shown(ic_path)} (environment)"]))
-    for stage in stages:
+    for stage, (_, own_name) in zip(stages, wanted_stages, strict=True):
         seen[stage.compute] = seen.get(stage.compute, 0) + 1
         suffix = stage.compute if counts[stage.compute] == 1 else f"{stage.compute}{seen[stage.compute]}"
         target = suffix
-        svc = name if len(stages) == 1 else _dns(f"{name}-{suffix}"[:32].rstrip("-"), "service name")
+        if own_names and own_name:
+            svc = own_name
+        else:
+            svc = name if len(stages) == 1 else _dns(f"{name}-{suffix}"[:32].rstrip("-"), "service name")
         comments = [f"from {stage.file} (computeType {stage.compute})", *stage.target_notes]
         entries.append(("targets", target, stage.target_config, comments))
         service_entry: dict[str, Any] = {
@@ -678,7 +919,8 @@ def import_v1(
         comments = [f"from {_shown(ic_path)} + {stage.file}"]
         comments += [f"not carried over: {note}" for note in stage.notes]
         entries.append(("services", svc, service_entry, comments))
-    return _merge(output, name, entries, sources, warnings)
+    result = _merge(output, name, entries, sources, warnings)
+    return dataclasses.replace(result, warnings=[mask_url_credentials(w) for w in result.warnings])
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -690,7 +932,7 @@ def _relative(path: Path, base: Path) -> str:
 
 # -- writing ----------------------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_/.${}][A-Za-z0-9_./@:=<>!*~,+${}-]*$")
+_PLAIN = re.compile(r"^[A-Za-z0-9_/.${}][A-Za-z0-9_./@:=<>!*~,+${}-]*\Z")
 _SECTIONS = ("targets", "models", "environments", "services")
 
 

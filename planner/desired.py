@@ -45,10 +45,10 @@ def build_desired(
     resolved: dict[str, Path] = {}
     model_paths: dict[tuple[str, str], str] = {}
 
-    def model_path(model: str, version: str) -> str:
-        key = (model, version)
+    def model_path(model: str, sha256: str) -> str:
+        key = (model, sha256)
         if key not in model_paths:
-            model_paths[key] = str(store.model_path(model, version))
+            model_paths[key] = str(store.model_path(model, sha256))
         return model_paths[key]
 
     runtime_versions: dict[int, str] = {}
@@ -104,7 +104,8 @@ def build_desired(
         inputs = {
             "source_dir": str(source_dir),
             "entry_script": s["entry_script"],
-            "models": {m: {"version": r.spec["version"], "path": model_path(m, r.spec["version"])}
+            "models": {m: {"version": r.spec["version"], "sha256": r.spec["sha256"],
+                           "path": model_path(m, r.spec["sha256"])}
                        for m, r in model_refs.items()},
             "environment": dict(env.spec),
             "environment_name": env.address.name,

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from providers.store import ensure_state_dir
+
 from .errors import LockedError
 
 INFO_WAIT_S = 1.0
@@ -28,7 +30,7 @@ INFO_WAIT_S = 1.0
 
 @contextmanager
 def apply_lock(state_dir: Path, operation: str) -> Iterator[None]:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_state_dir(state_dir)   # git-ignored from its first byte: an apply leaves the work tree clean
     path = state_dir / "apply.lock"
     info_path = state_dir / "apply.lock.json"
     fh = path.open("a+")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from providers.store import Store
 from . import applied_targets
 from .core.addresses import Address
 from .core.errors import MlopsError
-from .core.hashing import ContentHasher
+from .core.hashing import ContentHasher, digest
 from .core.plan import Rules
 from .core.redact import REDACTOR
 from .core.resources import Live, Resource
@@ -23,6 +24,7 @@ from .desired import build_desired
 from .gitinfo import describe
 from .live import READ_PARALLELISM, LiveState, read_live
 from .manifest import DEFAULT_KIND, Manifest, load_manifest
+from .urlmask import secrets_in
 
 EMBEDDED_KINDS = (DEFAULT_KIND,)
 """Kinds searched for services on undeclared targets even when no declared target uses them; one that
@@ -46,12 +48,15 @@ class Project:
             cache_dir=cache_dir(),
             git=describe(manifest.root),
         )
-        self.store = Store(self.context)
+        self.store = Store(self.context, manifest.data.get("registry"))
         self.keys = KeyStore(manifest.state_dir)
-        self.hasher = ContentHasher(manifest.state_dir / "cache" / "hashes.json")
+        # The hash cache is per user, keyed by checkout: a plan writes nothing into the repository.
+        self.hasher = ContentHasher(self.context.cache_dir / "hashes" / f"{digest(str(self.context.root))[:16]}.json")
         self._live: LiveState | None = None
         self.removed_target_problems: list[str] = []
         self.read_parallelism = READ_PARALLELISM
+        REDACTOR.reference(manifest.references.values)
+        REDACTOR.add(*secrets_in(manifest.data))   # tokens in index URLs, a password in arm_endpoint
         for provider in self.providers.values():
             REDACTOR.add(*provider.secret_values())
 
@@ -150,9 +155,18 @@ class Project:
                     raise
         return found
 
-    def live(self, *, allow_duplicates: bool = False) -> dict[Address, Live]:
-        """Live resources by address; an address live on two targets is an error unless allowed."""
-        state = self.live_state(refresh=True)
+    def live(self, *, allow_duplicates: bool = False, only: Collection[str] | None = None) -> dict[Address, Live]:
+        """Live resources by address; an address live on two targets is an error unless allowed.
+
+        ``only``: read just these declared targets (and the registry), for a ``--target`` selection
+        whose services all have a declared target: the other targets need not even be reachable.
+        """
+        if only is not None:
+            state = read_live([self.store.read_models, self.store.read_environments],
+                              {n: p for n, p in self.providers.items() if n in only}, [],
+                              parallelism=self.read_parallelism)
+        else:
+            state = self.live_state(refresh=True)
         if not allow_duplicates:
             state.check_unique()
         return dict(state.resources)

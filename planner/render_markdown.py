@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from .graph_render import mermaid_of_changes
 from .plan import Action, Change, Plan
 from .render_text import render_change, summary_line
 
@@ -76,7 +77,7 @@ def render_markdown(
     if not plan.has_changes:
         return [head + _footer(plan)]
     lines = _diff_lines(plan)
-    single = head + _block(lines, len(lines) > FOLD_LINES, "Show plan") + _footer(plan)
+    single = head + _block(lines, len(lines) > FOLD_LINES, "Show plan") + mermaid_of_changes(plan) + _footer(plan)
     if size(single) <= limit:
         return [single]
     return _split(plan, manifest, head, lines, limit, max_parts)

@@ -1,23 +1,22 @@
-"""The embedded registry: model versions and environment specs, kept in a folder.
+"""The project's model registry and environment records, read from where every machine can see them.
 
-Layout under the state folder (default ``.mlops/`` beside the manifest, git-ignored)::
+Declared once in ml.yaml: ``registry: {url: oci://HOST/REPO}`` puts model versions (OCI
+artifacts) and environment records in that repository of a shared registry, with credentials
+from the environment as for image pushes. Without a URL, the embedded registry is an OCI image
+layout in the per-user data folder keyed by project (``$XDG_DATA_HOME/mlops/<project>/registry``),
+never in the checkout: a second checkout on this machine sees the same versions, and a plan
+writes nothing into the repository. Both go through one code path (``providers.oci.models``).
 
-    models/<name>/<version>/<basename of the registered file or folder>
-    models/<name>/<version>.json   sha256, source path, git commit, created
-    models/<name>/model.json       current version, tags, description
-    environments/<name>.json       the current spec, plus every spec it ever had
-
-Versions are content-addressed: registering content that an existing version already holds
-points ``current`` back at that version instead of making a new one.
+Model files are used from a per-user cache keyed by content (``<cache>/models/<sha256>``),
+filled from the registry by digest when a service needs them (local engines read the folder;
+image targets bake it into the service's image, whose tag covers the content hash).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,13 @@ from planner.addresses import Address
 from planner.resources import REGISTERED, Live, Resource
 
 from .base import ProjectContext, ProviderError
+from .oci.distribution import RemoteRepository, parse_url
+from .oci.layout import LayoutRepository, data_home
+from .oci.models import ModelRegistry
+from .oci.repository import Repository
+
+DEFAULT_SETTLE_S = 20.0
+"""Remote registries: how long a new registration stays pending (> PUT latency + 2 x clock skew)."""
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -38,6 +44,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def ensure_state_dir(state_dir: Path) -> None:
+    """The checkout's state folder (what apply keeps there), git-ignored from its first byte."""
     state_dir.mkdir(parents=True, exist_ok=True)
     ignore = state_dir / ".gitignore"
     if not ignore.exists():
@@ -53,129 +60,109 @@ def _read_json(path: Path) -> Any:
         raise ProviderError(f"{path}: corrupt registry record ({exc}); remove it and re-apply") from None
 
 
+def embedded_root(project: str) -> Path:
+    return data_home() / project / "registry"
+
+
+def open_repository(project: str, registry: Mapping[str, Any] | None) -> Repository:
+    """The repository the manifest declares (``registry.url``), else the embedded one of the project."""
+    registry = registry or {}
+    url = registry.get("url")
+    if not url:
+        return LayoutRepository(embedded_root(project))
+    try:
+        parse_url(str(url))
+    except ValueError as exc:
+        raise ProviderError(f"registry.url {str(url)[:200]!r}: {exc}") from None
+    settle = float(registry.get("settle_seconds", DEFAULT_SETTLE_S))
+    return RemoteRepository(str(url), settle_s=settle)
+
+
 class Store:
-    """Models and environments of one project, in its state folder."""
+    """Models and environments of one project, in its registry."""
 
-    def __init__(self, context: ProjectContext):
+    def __init__(self, context: ProjectContext, registry: Mapping[str, Any] | None = None):
         self.context = context
-        self.models_dir = context.state_dir / "models"
-        self.environments_dir = context.state_dir / "environments"
+        self.config = dict(registry or {})
+        self._registry: ModelRegistry | None = None
 
-    def _prepare(self) -> None:
-        """Create the state folder on first write, git-ignored so registered files never get committed."""
-        ensure_state_dir(self.context.state_dir)
+    @property
+    def shared(self) -> bool:
+        """Whether the registry is one other machines can read (declared by URL)."""
+        return bool(self.config.get("url"))
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """Opened on first use: constructing a Store does no I/O."""
+        if self._registry is None:
+            self._registry = ModelRegistry(open_repository(self.context.project, self.config))
+        return self._registry
+
+    def describe(self) -> str:
+        return self.registry.repo.display
 
     # -- models ---------------------------------------------------------------------------------
-    def versions(self, name: str) -> dict[int, dict[str, Any]]:
-        folder = self.models_dir / name
-        out: dict[int, dict[str, Any]] = {}
-        if folder.is_dir():
-            for meta in folder.glob("*.json"):
-                if meta.stem.isdigit():
-                    out[int(meta.stem)] = _read_json(meta)
-        return dict(sorted(out.items()))
+    def version_list(self, name: str) -> list[dict[str, Any]]:
+        """Versions in registration order, each with its number (None while pending) and provenance."""
+        out = []
+        for info in self.registry.versions(name):
+            details = self.registry.version_details(info)
+            out.append({"version": info.number, "sha256": info.sha256, "created": info.created,
+                        "source": details.get("dev.mlops.model.source"),
+                        "git_commit": details.get("org.opencontainers.image.revision") or None,
+                        "git_dirty": details.get("dev.mlops.git.dirty") == "true"})
+        return out
+
+    def removed_models(self) -> list[str]:
+        """Models destroyed from the project whose versions the registry keeps."""
+        return self.registry.removed_models()
 
     def planned_version(self, name: str, sha256: str) -> int:
-        """The version that holds this content, or the next free number."""
-        versions = self.versions(name)
-        for number, meta in versions.items():
-            if meta and meta.get("sha256") == sha256:
-                return number
-        return max(versions, default=0) + 1
+        """The version that holds this content, or the number it would get now."""
+        return self.registry.planned_version(name, sha256)
 
-    def model_path(self, name: str, version: int) -> Path:
-        """Folder of one version (what AZUREML_MODEL_DIR points at for a one-model service)."""
-        return self.models_dir / name / str(version)
+    def model_path(self, name: str, sha256: str) -> Path:
+        """Where a content's files are used from: a per-user cache keyed by content (no I/O here)."""
+        return self.context.cache_dir / "models" / sha256
+
+    def fetch_models(self, models: Mapping[str, Mapping[str, Any]]) -> None:
+        """Fill the cache with the files of each model a service uses, from the registry by digest."""
+        for name, m in models.items():
+            if m.get("sha256"):
+                self.registry.fetch(name, str(m["sha256"]), Path(m["path"]))
 
     def read_models(self) -> list[Live]:
         out = []
-        if not self.models_dir.is_dir():
-            return out
-        for folder in sorted(p for p in self.models_dir.iterdir() if p.is_dir()):
-            record = _read_json(folder / "model.json")
-            if not record:
-                continue
-            version = record["current"]
-            meta = self.versions(folder.name).get(version) or {}
-            spec = {
-                "path": meta.get("source"),
-                "sha256": meta.get("sha256"),
-                "version": version,
-                "tags": record.get("tags", {}),
-                "description": record.get("description", ""),
-            }
-            details = {"versions": sorted(self.versions(folder.name)), "git": meta.get("git", {}),
-                       "created": meta.get("created")}
-            out.append(Live(Address("model", folder.name), spec, REGISTERED, details=details))
+        for m in self.registry.current_models():
+            spec = {"path": m["source"], "sha256": m["sha256"], "version": m["version"], "tags": m["tags"],
+                    "description": m["description"]}
+            details = {"git": m["git"], "created": m["updated"], "registry": self.describe()}
+            out.append(Live(Address("model", m["name"]), spec, REGISTERED, details=details))
         return out
 
-    def apply_model(self, desired: Resource) -> Live:
-        self._prepare()
+    def apply_model(self, desired: Resource, progress: Any = None) -> Live:
         name, spec = desired.address.name, desired.spec
-        version = int(spec["version"])
-        version_dir = self.model_path(name, version)
-        meta_file = version_dir.with_suffix(".json")
-        existing = _read_json(meta_file)
-        if existing and existing.get("sha256") != spec["sha256"]:
+        number = self.registry.register(name, Path(desired.inputs["source_path"]), spec["sha256"], spec["path"],
+                                        self.context.git, progress=progress)
+        self.registry.set_current(name, spec["sha256"], source_rel=spec["path"], tags=spec["tags"],
+                                  description=spec["description"], git=self.context.git)
+        if number != int(spec["version"]):
             raise ProviderError(
-                f"model {name} version {version} already holds other content (another apply raced this one); re-plan"
-            )
-        if not existing:
-            self._copy_version(Path(desired.inputs["source_path"]), version_dir, spec["sha256"], desired)
-            _write_json(meta_file, {"sha256": spec["sha256"], "source": spec["path"],
-                                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                    "git": dict(self.context.git)})
-        _write_json(self.models_dir / name / "model.json",
-                    {"current": version, "tags": spec["tags"], "description": spec["description"]})
-        return next(m for m in self.read_models() if m.address.name == name)
-
-    def _copy_version(self, source: Path, version_dir: Path, sha256: str, desired: Resource) -> None:
-        from planner.hashing import ContentHasher
-
-        version_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=version_dir.parent, prefix=".staging-"))
-        try:
-            dest = staging / source.name
-            # Links are copied as links, never followed (a link to /etc/shadow must not be registered);
-            # validate refuses them already, and the hash check below refuses a link that appeared since.
-            if source.is_dir():
-                shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            else:
-                shutil.copy2(source, dest, follow_symlinks=False)
-            # The files may have changed since the plan; registering other content would lie.
-            if ContentHasher().tree_hash(dest) != sha256:
-                raise ProviderError(
-                    f"{desired.address}: {source} changed after it was planned; run `mlops plan` again"
-                )
-            os.replace(staging, version_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                f"model.{name}: this content was registered as version {number}, not {spec['version']} as planned "
+                "(another machine registered a version at the same time); run `mlops plan` again")
+        return Live(desired.address, dict(spec), REGISTERED, details={"git": dict(self.context.git)})
 
     def delete_model(self, name: str) -> None:
-        shutil.rmtree(self.models_dir / name, ignore_errors=True)
+        self.registry.remove_current(name)
 
     # -- environments ---------------------------------------------------------------------------
     def read_environments(self) -> list[Live]:
-        out = []
-        if not self.environments_dir.is_dir():
-            return out
-        for record_file in sorted(self.environments_dir.glob("*.json")):
-            record = _read_json(record_file)
-            if record:
-                out.append(Live(Address("environment", record_file.stem), record["spec"], REGISTERED,
-                                details={"git": record.get("git", {}), "history": len(record.get("history", []))}))
-        return out
+        return [Live(Address("environment", e["name"]), e["spec"], REGISTERED, details={"git": e["git"]})
+                for e in self.registry.environments()]
 
     def apply_environment(self, desired: Resource) -> Live:
-        self._prepare()
-        path = self.environments_dir / f"{desired.address.name}.json"
-        record = _read_json(path) or {"history": []}
-        spec: Mapping[str, Any] = dict(desired.spec)
-        if spec not in record["history"]:
-            record["history"].append(spec)
-        record.update(spec=spec, git=dict(self.context.git))
-        _write_json(path, record)
-        return Live(desired.address, spec, REGISTERED, details={"git": dict(self.context.git)})
+        self.registry.set_environment(desired.address.name, dict(desired.spec), self.context.git)
+        return Live(desired.address, dict(desired.spec), REGISTERED, details={"git": dict(self.context.git)})
 
     def delete_environment(self, name: str) -> None:
-        (self.environments_dir / f"{name}.json").unlink(missing_ok=True)
+        self.registry.remove_environment(name)

@@ -63,10 +63,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from ..manifest import load_manifest
 
     m = load_manifest(args.file)
+    for warning in registry_warnings(m):
+        print(f"Warning: {warning}", file=sys.stderr)
     counts = {k: len(m.section(k)) for k in ("models", "environments", "services")}
     print(f"The manifest is valid: {counts['models']} models, {counts['environments']} environments, "
           f"{counts['services']} services, {len(m.targets)} targets.")
     return 0
+
+
+def registry_warnings(manifest) -> list[str]:
+    """Image targets with the embedded registry: their plans differ on every other machine."""
+    from providers.base import BuildsImages
+    from providers.registry import provider_class
+
+    if (manifest.data.get("registry") or {}).get("url"):
+        return []
+    image_targets = sorted(name for name, config in manifest.targets.items()
+                           if issubclass(provider_class(config["provider"], config), BuildsImages))
+    if not image_targets:
+        return []
+    return [f"{manifest.display}: target(s) {', '.join(image_targets)} run images but models and environments are "
+            "recorded in the embedded registry of this user on this machine; a CI runner or a colleague cannot read "
+            "it, so their plans show every model and environment as new and number versions from 1 again. "
+            "Declare a shared one: registry: {url: oci://HOST/REPOSITORY} (e.g. the targets' image registry)"]
 
 
 def _targets(args: argparse.Namespace) -> list[Address]:
@@ -127,7 +146,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     from ..apply import apply_plan, check_fresh
     from ..gitops import choose_plan, require_clean
     from ..lock import apply_lock
-    from ..planning import make_plan
+    from ..planning import make_plan, targets_needed
     from ..progress import ProgressPrinter
     from ..project import Project
     from ..render_text import render_plan
@@ -140,12 +159,15 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     cancel = threading.Event()
     with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"), \
             contextlib.ExitStack() as target_locks:
+        desired = project.desired()
+        only = targets_needed(_targets(args), desired, destroy)   # --target: reach only the targets it needs
         # Targets that lock themselves are locked before the one read of live state, which the plan,
         # a saved plan's freshness check and the job summary then share.
-        locked = _lock_targets(project, _lockable(project, destroy), target_locks, destroy, cancel)
+        locked = _lock_targets(project, [n for n in _lockable(project, destroy) if only is None or n in only],
+                               target_locks, destroy, cancel)
         if locked is None:
             return 130
-        desired, live = project.desired(), project.live()
+        live = project.live(only=only)
         planfile = getattr(args, "planfile", None)
         reviewed = getattr(args, "reviewed", None)
         if planfile and reviewed:
@@ -183,7 +205,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
             if more and _lockable(project, destroy, more):
                 if _lock_targets(project, _lockable(project, destroy, more), target_locks, destroy, cancel) is None:
                     return 130
-                fresh = project.live()
+                fresh = project.live(only=only)
                 check_fresh(plan, desired, fresh, project.rules_for)
                 live = fresh
             print()
@@ -193,6 +215,8 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
             code, result = _report(outcomes, destroy)
     _job_summary(project, plan, choice, outcomes, result, live)
     return code
+
+
 def _confirm(destroy: bool) -> bool:
     if not sys.stdin.isatty():
         raise MlopsError("refusing to apply without confirmation: stdin is not a terminal "
@@ -302,14 +326,16 @@ def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: 
     """
     from ..apply import live_after
     from ..gitops import render_summary
+    from ..redact import REDACTOR
     from .services import service_rows
 
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if not path:
         return
     after = None if any(not o.ok for o in outcomes) else live_after(live, outcomes)
-    text = render_summary(manifest=project.manifest.display, choice=choice, plan=plan, outcomes=outcomes,
-                          services=[r.to_json() for r in service_rows(project, after)], result=result)
+    services = [r.to_json() for r in service_rows(project, after)]
+    text = REDACTOR.scrub(render_summary(manifest=project.manifest.display, choice=choice, plan=plan,
+                                         outcomes=outcomes, services=services, result=result))
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)

@@ -17,7 +17,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "same files changes nothing.",
     )
     p.set_defaults(handler=cmd_import)
-    p.add_argument("--inference-config", "--ic", type=Path, metavar="FILE", help="v1 inferenceconfig.json")
+    p.add_argument(
+        "--inference-config",
+        "--ic",
+        type=Path,
+        metavar="FILE",
+        help="v1 inference config, JSON or YAML (inferenceconfig.json, inference_config.yml)",
+    )
     p.add_argument(
         "--deploy-config",
         "--dc",
@@ -25,12 +31,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         action="append",
         default=[],
         metavar="FILE",
-        help="v1 deploymentconfig.json (computeType local, ACI or AKS); repeat for each stage",
+        help="v1 deployment config, JSON or YAML (computeType local, ACI or AKS); repeat for each stage",
     )
     p.add_argument(
         "--model", action="append", default=[], metavar="NAME=PATH", help="a model and its files; repeatable"
     )
-    p.add_argument("--service", metavar="NAME", help="service name (default: from --from-az -n)")
+    p.add_argument(
+        "--service",
+        metavar="NAME",
+        help="service name (default: the --from-az -n, else derived from the inference config's file name or "
+        "the entry script's folder, and said in a warning)",
+    )
     p.add_argument(
         "--from-az",
         action="append",
@@ -43,17 +54,22 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def cmd_import(args: argparse.Namespace) -> int:
     from ..azureml_v1 import import_v1, write  # here, not at the top: `mlops --help` stays light
+    from ..errors import MlopsError
     from ..manifest import load_manifest
+    from ..urlmask import mask_url_credentials
 
     output: Path = args.output or args.file
-    result = import_v1(
-        inference_config=args.inference_config,
-        deploy_configs=args.deploy_config,
-        models=args.model,
-        service=args.service,
-        from_az=args.from_az,
-        output=output,
-    )
+    try:
+        result = import_v1(
+            inference_config=args.inference_config,
+            deploy_configs=args.deploy_config,
+            models=args.model,
+            service=args.service,
+            from_az=args.from_az,
+            output=output,
+        )
+    except MlopsError as exc:  # an index or file URL with a login may be in what the user passed
+        raise MlopsError(mask_url_credentials(str(exc))) from None
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     if not result.changed:

@@ -56,3 +56,21 @@ class ProviderError(MlopsError):
 
 class Unreachable(ProviderError):
     """A target cannot be reached (no engine, no credentials, wrong context); says what to do."""
+
+
+EXTRAS = {"kubernetes": "kubernetes", "azure.mgmt": "aci", "azure.identity": "aci", "azure.core": "iotedge"}
+"""Modules of the cloud SDKs -> the pip extra that installs them (pyproject's optional-dependencies)."""
+
+
+def missing_extra(exc: BaseException | None) -> str | None:
+    """For an import of a cloud SDK that is not installed: what to run, in one sentence; else None."""
+    while exc is not None and not isinstance(exc, ImportError):
+        exc = exc.__cause__ or exc.__context__
+    if exc is None:
+        return None
+    name = getattr(exc, "name", None) or ""
+    for module, extra in EXTRAS.items():
+        if name == module or name.startswith(module + "."):
+            return (f"the Python package {name} is not installed; install the target's extra: "
+                    f"pip install 'mlops[{extra}]'")
+    return None

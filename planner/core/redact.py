@@ -2,12 +2,15 @@
 
 Providers keep secrets out of what they show (digests, ``(sensitive)``); this is the net under
 that: values known to be secret (deploy keys, secret target settings such as connection strings,
-environment variable values) are replaced wherever they appear, error messages included.
+environment variable values) are replaced wherever they appear, error messages included. Values the
+manifest took from the environment (``${VAR}``, see planner.envrefs) are replaced by their reference.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Mapping
 from typing import TextIO
 
 MASK = "(sensitive)"
@@ -15,19 +18,41 @@ MIN_LENGTH = 4
 """Shorter values are not masked: they would mangle ordinary words, and no real secret is that short."""
 
 
+WHOLE_WORD_BELOW = 8
+"""Shorter references (``8080``, ``3.11``, ``westeu``) and hexadecimal ones are replaced only as a
+whole word: inside a digest or a longer word they are a coincidence, and replacing them there
+would corrupt a fingerprint."""
+_HEX = re.compile(r"[0-9A-Fa-f.:-]+")
+
+
 class Redactor:
     def __init__(self) -> None:
-        self._values: set[str] = set()
+        self._values: dict[str, str] = {}
+        """value -> what replaces it: MASK for secrets, ``${NAME}`` for values from the environment."""
         self._lock = threading.Lock()
-        self._ordered: list[str] = []
+        self._ordered: list[tuple[str, str, re.Pattern[str] | None]] = []
 
     def add(self, *values: str) -> None:
+        """Secret values: replaced by ``(sensitive)`` (this wins over a reference)."""
         with self._lock:
             for value in values:
                 for part in {value, value.strip(), *value.splitlines()}:
+                    if isinstance(part, str) and len(part) >= MIN_LENGTH:
+                        self._values[part] = MASK
+            self._order()
+
+    def reference(self, references: Mapping[str, str]) -> None:
+        """Values taken from the environment: replaced by their ``${NAME}`` reference."""
+        with self._lock:
+            for value, ref in references.items():
+                for part in {value, value.strip(), *value.splitlines()}:
                     if isinstance(part, str) and len(part) >= MIN_LENGTH and part not in self._values:
-                        self._values.add(part)
-            self._ordered = sorted(self._values, key=len, reverse=True)
+                        self._values[part] = ref
+            self._order()
+
+    def _order(self) -> None:
+        self._ordered = [(v, r, _whole_word(v) if r != MASK and _short_or_hex(v) else None)
+                         for v, r in sorted(self._values.items(), key=lambda item: len(item[0]), reverse=True)]
 
     def clear(self) -> None:
         with self._lock:
@@ -35,10 +60,18 @@ class Redactor:
             self._ordered = []
 
     def scrub(self, text: str) -> str:
-        for value in self._ordered:
+        for value, replacement, word in self._ordered:
             if value in text:
-                text = text.replace(value, MASK)
+                text = text.replace(value, replacement) if word is None else word.sub(replacement, text)
         return text
+
+
+def _short_or_hex(value: str) -> bool:
+    return len(value) < WHOLE_WORD_BELOW or _HEX.fullmatch(value) is not None
+
+
+def _whole_word(value: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])")
 
 
 REDACTOR = Redactor()
@@ -54,6 +87,11 @@ class RedactingStream:
     def write(self, text: str) -> int:
         self._inner.write(self._redactor.scrub(text))
         return len(text)
+
+    @property
+    def unredacted(self) -> TextIO:
+        """The stream itself, for what the user explicitly asked to see (``mlops endpoint --show-key``)."""
+        return self._inner
 
     def __getattr__(self, name: str):
         return getattr(self._inner, name)

@@ -251,7 +251,8 @@ class IotEdgeProvider(ImageTarget, Reachable, Renders, Provider):
             "endpoint": self._url(default) if default else None,
             "device": default.device_id if default else None,
             "auth": (spec.get("deploy") or {}).get("auth", "none"),
-            "git": {"commit": None if lab.get("mlops-git-commit") in (None, "none") else lab["mlops-git-commit"]},
+            "git": {"commit": None if lab.get("mlops-git-commit") in (None, "none") else lab["mlops-git-commit"],
+                    "dirty": lab.get("mlops-git-dirty") == "true"},
             "message": health.message,
         }
         return Live(Address("service", name), spec, health.state, target=self.target, provider=self.kind,
@@ -334,7 +335,8 @@ class IotEdgeProvider(ImageTarget, Reachable, Renders, Provider):
         content = self._content(desired, image, keys)
         name = desired.address.name
         labels = mf.labels(project=self.context.project, target=self.target, name=name,
-                           fingerprint=desired.fingerprint, commit=self.context.git.get("commit"))
+                           fingerprint=desired.fingerprint, commit=self.context.git.get("commit"),
+                           dirty=bool(self.context.git.get("dirty")))
         return mf.configuration(config_id=mf.configuration_id(self.context.project, name, content),
                                 body_content=content, condition=self.condition, priority=priority, labels=labels)
 

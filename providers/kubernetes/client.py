@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,10 +121,11 @@ class Cluster:
                     raise TransientError(f"HTTP {status}: {message}", retry_after(exc.headers or {})) from None
                 if status == 403:
                     raise Forbidden(f"{what}: the credentials of {self.where} may not do this "
-                                    f"(HTTP 403: {message})") from None
-                if status == 401:
+                                    f"(HTTP 403: {message}){_namespace_hint(message)}") from None
+                if status == 401:   # the server says only "Unauthorized", for expired and revoked alike
                     raise ProviderError(f"{what}: the API server refused the credentials of {self.where} "
-                                        f"(HTTP {status}: {message})") from None
+                                        f"(HTTP {status}: {message}): the token or certificate is expired, "
+                                        "revoked or not this cluster's; get fresh credentials") from None
                 raise ProviderError(f"{what}: HTTP {status}: {message}") from None
             except (HTTPError, OSError) as exc:
                 reason = getattr(exc, "reason", None)
@@ -250,6 +252,16 @@ class Cluster:
             raise
         except Exception as exc:
             raise ProviderError(f"{method} {path} through {self.host}: {exc}") from None
+
+
+def _namespace_hint(message: str) -> str:
+    """A 403 inside a namespace also means "no such namespace" for credentials bound by a Role (they cannot
+    read the namespace to tell): say so, the most common cause on a first deploy."""
+    found = re.search(r'in the namespace "([^"]+)"', message)
+    if not found:
+        return ""
+    return (f"; check that namespace {found.group(1)!r} exists and that these credentials are bound in it "
+            "(mlops render --rbac prints the Role)")
 
 
 def _short(exc: Any) -> str:

@@ -132,12 +132,13 @@ class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider)
 
     def _service(self, name: str, spec: Mapping[str, Any], *, image: str, model_dir: str, entry_script: str,
                  fingerprint: str, sensitive: Sequence[str], keys: Mapping[str, str],
-                 git_commit: str | None = None) -> manifests.Service:
+                 git_commit: str | None = None, git_dirty: bool | None = None) -> manifests.Service:
         return manifests.Service(
             name=name, namespace=self.namespace, project=self.context.project, target=self.target, spec=spec,
             image=image, model_dir=model_dir, entry_script=entry_script, fingerprint=fingerprint,
             sensitive=tuple(sorted(sensitive)),
             git_commit=str(self.context.git.get("commit") or "") if git_commit is None else git_commit,
+            git_dirty=bool(self.context.git.get("dirty")) if git_dirty is None else git_dirty,
             service_type=str(self.config.get("service_type") or "ClusterIP"), keys=keys,
             pull_secret=self._pull_config(), placement=self.placement())
 
@@ -162,6 +163,11 @@ class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider)
         return head + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
 
     # -- live state -----------------------------------------------------------------------------
+    def rbac(self) -> str:
+        """The Role and ClusterRole this target needs (``mlops render --rbac``)."""
+        from . import rbac
+        return rbac.render(self.namespace)
+
     def read(self) -> list[Live]:
         """One LIST per kind in the namespace (plus the scheduler's events when a pod waits for a node)."""
         cluster, ns = self.cluster, self.namespace
@@ -222,7 +228,8 @@ class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider)
             "model_dir": _arg(args, "--model-dir"),
             "entry_script": (_arg(args, "--entry-script") or "").removeprefix("/var/azureml-app/"),
             "fingerprint_label": meta["labels"].get(label("fingerprint"), ""),
-            "git": {"commit": meta["labels"].get(label("git-commit")) or None},
+            "git": {"commit": meta["labels"].get(label("git-commit")) or None,
+                    "dirty": meta["labels"].get(label("git-dirty")) == "true"},
             "auth": spec.get("deploy", {}).get("auth", "none"),
             "pods": sorted(p["metadata"]["name"] for p in pods),
             "message": h.message,
@@ -411,7 +418,8 @@ class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider)
                             entry_script=str(live.details["entry_script"]),
                             fingerprint=str(live.details.get("fingerprint_label") or ""),
                             sensitive=sorted(live.sensitive), keys=keys,
-                            git_commit=str((live.details.get("git") or {}).get("commit") or ""))
+                            git_commit=str((live.details.get("git") or {}).get("commit") or ""),
+                            git_dirty=bool((live.details.get("git") or {}).get("dirty")))
         for obj in manifests.objects(old):
             self.cluster.apply(obj)
         self._prune_parts(old)

@@ -9,7 +9,9 @@ request sent to a new instance, the endpoint with its key), and neither imports 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from planner.core.plan import Action, Rules
@@ -17,8 +19,8 @@ from planner.core.resources import Live, Resource
 
 from ..base import Endpoint, Progress, Provider, ProviderError, Reachable
 from ..http import smoke_test
-from . import processes
-from .ports import PortKeepers
+from . import processes, startlog
+from .ports import Keeper, PortKeepers
 
 HOST = "127.0.0.1"
 HOLD_PUBLIC_S = 90
@@ -93,19 +95,76 @@ class LocalEngine(Reachable, Provider):
 
     # -- shared steps of create and update -----------------------------------------------------
     def _claim_port(self, desired: Resource) -> int:
-        """The port a new service listens on: a free one for ``auto``, else the asked one if free
-        (or already held by this service's own keeper, e.g. a replacement of a broken instance)."""
-        port = desired.spec["deploy"]["port"]
+        """The port a new service listens on: for ``auto`` the port the service already holds (its
+        keeper's, or its instance's), else a free one; else the asked one if free or held by this
+        service itself (a replacement of a broken instance, or of one whose keeper was killed)."""
+        name, port = desired.address.name, desired.spec["deploy"]["port"]
         if port == "auto":
-            return processes.free_port(HOST)
-        if self.ports.find(desired.address.name, int(port)) is None and processes.port_in_use(int(port), HOST):
+            return self._held_port(name) or processes.free_port(HOST)
+        if self.ports.find(name, int(port)) is None and processes.port_in_use(int(port), HOST) \
+                and not self._listener_holders(name):
             raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
                                 "(stop it or choose another deploy.port)")
         return int(port)
 
+    def _held_port(self, name: str) -> int | None:
+        """The port ``name`` already has: clients know it, so a replacement keeps it."""
+        held = [k.port for k in self.ports.of_service(name)]
+        recorded = self._recorded_port(name)
+        if recorded and (recorded in held or self._listener_holders(name)
+                         or not processes.port_in_use(recorded, HOST)):
+            return recorded
+        return held[0] if held else None
+
+    def _hold_port(self, name: str, port: int, log_file: Path) -> Keeper:
+        """The service's port keeper, started if needed; a killed keeper's listener is taken over from
+        the instance that still holds it (or, without the rights to, that instance is stopped first)."""
+        found = self.ports.find(name, port)
+        if found is not None:
+            return found
+        holders = self._listener_holders(name)
+
+        def release() -> None:
+            for _pid, stop in holders:
+                stop()
+
+        return self.ports.ensure(name, port, log_file, target=self.target,
+                                 engine=getattr(self, "engine_name", "process"),
+                                 adopt_from=[pid for pid, _stop in holders], on_conflict=release)
+
+    @contextlib.contextmanager
+    def _keeper_released_on_failure(self, name: str, port: int) -> Iterator[None]:
+        """A create that fails stops the keeper it started: no port stays held by nothing."""
+        had_keeper = self.ports.find(name, port) is not None
+        try:
+            yield
+        except BaseException:
+            keeper = None if had_keeper else self.ports.find(name, port)
+            if keeper is not None:
+                self.ports.stop(keeper)
+            raise
+
     def _keys(self, desired: Resource) -> dict[str, str]:
         """Explicit keys from the manifest win; else keep the ones clients already have (one key store)."""
         return self.keys.keys_for(desired.address.name, desired.spec["deploy"].get("auth"), desired.secrets)
+
+    def _recorded_port(self, name: str) -> int | None:
+        """The port the engine's own record gives the service (its instances' record or container)."""
+        raise NotImplementedError
+
+    def _listener_holders(self, name: str) -> list[tuple[int, Callable[[], None]]]:
+        """Running instances of ``name`` (pid, how to stop it): they may hold its port's listener."""
+        raise NotImplementedError
+
+    def _log_file(self, name: str) -> Path:
+        return self._records_dir(self.context) / "logs" / f"{name}.log"
+
+    def _start_failure(self, desired: Resource, attempt: list[str], ran_from: str) -> str:
+        """The one line an apply shows for a failed start: the exception in the user's file, and the
+        command that shows the whole attempt."""
+        user = startlog.user_source(desired.inputs["source_dir"], self.context.root)
+        return (f"{startlog.cause(attempt, ran_from, user)}; the whole log of this attempt: "
+                f"`mlops logs {desired.address.name}`")
 
     def _smoke_test(self, desired: Resource, port: int, keys: Mapping[str, str], progress: Progress) -> None:
         """Send the sample request to this very instance (its probe port); 200 + JSON or it fails."""

@@ -41,8 +41,10 @@ from ..base import (
 )
 from ..http import is_ready
 from ..store import _read_json, _write_json, ensure_state_dir
-from . import processes
+from . import processes, startlog
 from .engine import HOLD_PUBLIC_S, HOST, LocalEngine
+from .leftovers import keeper_gone, keeper_only
+from .ports import PortKeepers
 from .snapshots import prune, snapshot
 from .venvs import ensure_venv, venv_python
 
@@ -87,8 +89,14 @@ class LocalProvider(LocalEngine):
     def _record_file(self, name: str) -> Path:
         return self._records_dir(self.context) / f"{name}.json"
 
-    def _log_file(self, name: str) -> Path:
-        return self._records_dir(self.context) / "logs" / f"{name}.log"
+    def _recorded_port(self, name: str) -> int | None:
+        record = _read_json(self._record_file(name))
+        return int(record["port"]) if record and record.get("port") else None
+
+    def _listener_holders(self, name: str) -> list[tuple[int, Callable[[], None]]]:
+        """Running instances of ``name`` (pid, how to stop it): they may hold its port's listener."""
+        return [(r["pid"], lambda r=r: processes.stop(r["pid"], r["start_id"]))
+                for r in self._running(self.context).get(name, [])]
 
     def _instance_dir(self, name: str, instance: str) -> Path:
         return self._records_dir(self.context) / "instances" / f"{name}-{instance}"
@@ -123,6 +131,8 @@ class LocalProvider(LocalEngine):
         for name, instances in sorted(running.items()):
             if name not in recorded and wanted(instances[0]["target"]):
                 out.append(cls._unrecorded(context, name, instances))
+        out += keeper_only(PortKeepers(context.state_dir, HOST), engine="process", kind=cls.kind, host=HOST,
+                           known=recorded | set(running), wanted=wanted, log_dir=folder / "logs")
         return out
 
     @classmethod
@@ -183,6 +193,8 @@ class LocalProvider(LocalEngine):
         else:
             status = UNHEALTHY
             message = f"{base}/ready does not answer 200"
+        if alive and (problem := keeper_gone(PortKeepers(folder.parent, HOST), record["name"], int(record["port"]))):
+            status, message = UNHEALTHY, problem   # it answers, but no new version could take its port
         details = {
             "endpoint": f"{base}/score",
             "swagger": f"{base}/swagger.json",
@@ -205,7 +217,8 @@ class LocalProvider(LocalEngine):
     def create(self, desired: Resource, progress: Progress) -> Live:
         port = self._claim_port(desired)
         keys = self._keys(desired)
-        record = self._start(desired, port, keys, progress)
+        with self._keeper_released_on_failure(desired.address.name, port):
+            record = self._start(desired, port, keys, progress)
         return self._live_from(record, self._records_dir(self.context))
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
@@ -270,13 +283,15 @@ class LocalProvider(LocalEngine):
         so an apply killed at any moment leaves nothing the next read cannot see.
         """
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
-        venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress)
+        venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress,
+                           log_copy=self._log_file(name).with_suffix(".build.log"),
+                           log_hint=f"`mlops logs --build {name}`")
         as_events(progress).check()   # cancelled while the environment was built: start nothing
         instance = os.urandom(4).hex()
         instance_dir = self._instance_dir(name, instance)
         model_dir = self._model_dir(inputs["models"], instance_dir)
         source = snapshot(Path(inputs["source_dir"]), str(spec["source"]).rsplit("@", 1)[-1], self.context.state_dir)
-        keeper = self.ports.ensure(name, port, self._log_file(name))
+        keeper = self._hold_port(name, port, self._log_file(name))
         probe_port = processes.free_port(HOST)
         deploy = spec["deploy"]
         cmd = [*_memory_limit(deploy.get("memory_gb")), str(venv_python(venv)), "-m", "mlops_runtime",
@@ -295,6 +310,7 @@ class LocalProvider(LocalEngine):
             "PYTHONDONTWRITEBYTECODE": "1",
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
+            "MLOPS_REVISION": desired.fingerprint,   # the version label of its metrics
             "PYTHONUNBUFFERED": "1",
         }
         if keys:
@@ -308,12 +324,12 @@ class LocalProvider(LocalEngine):
         log_file = self._log_file(name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a") as log:
-            log.write(f"--- mlops: starting instance {instance} of {name} on port {port} "
-                      f"({spec['runtime']}, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})\n")
+            log.write(startlog.header(instance, name, port, spec["runtime"],
+                                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())) + "\n")
         progress(f"starting process on {HOST}:{port}")
         pid, start_id = processes.start_detached(cmd, cwd=source, env=env, log_file=log_file)
         try:
-            self._wait_ready(desired, pid, start_id, probe_port, log_file, progress)
+            self._wait_ready(desired, pid, start_id, probe_port, log_file, progress, ran_from=source)
             self._smoke_test(desired, probe_port, keys, progress)
             os.kill(pid, GO_LIVE)   # only now does it take public requests
         except BaseException:
@@ -330,7 +346,7 @@ class LocalProvider(LocalEngine):
         return record
 
     def _wait_ready(self, desired: Resource, pid: int, start_id: str, port: int, log_file: Path,
-                    progress: Progress) -> None:
+                    progress: Progress, *, ran_from: Path) -> None:
         progress("waiting for readiness (init() running)")
         timeout = desired.spec["deploy"].get("startup_timeout_s", 120)
         base = f"http://{HOST}:{port}"
@@ -338,12 +354,28 @@ class LocalProvider(LocalEngine):
                            timeout=timeout, interval=0.05, events=progress)
         if ready and is_ready(base, timeout=2):
             return
-        lines = [ln for ln in processes.tail(log_file, 200) if ln.strip()]
-        started = max((i for i, ln in enumerate(lines) if ln.startswith("--- mlops: starting")), default=0)
-        cause = " | ".join(ln.strip() for ln in lines[started + 1:][-3:]) or "no output"
+        _start_line, attempt = startlog.last_attempt(processes.tail(log_file, 400))
+        cause = self._start_failure(desired, attempt, str(ran_from))
         if not processes.is_running(pid, start_id):
             raise ProviderError(f"{desired.address}: the service process exited during start-up: {cause}")
         raise ProviderError(f"{desired.address}: not ready after {timeout}s (deploy.startup_timeout_s): {cause}")
+
+    def build_log(self, name: str) -> Iterator[str]:
+        """The whole output of the last build of the service's virtualenv (pip's full story)."""
+        path = self._log_file(name).with_suffix(".build.log")
+        if not path.exists():
+            raise ProviderError(f"no virtualenv build log for service {name!r} yet; run `mlops apply`")
+        with path.open(errors="replace") as fh:
+            for line in fh:
+                yield line.rstrip("\n")
+
+    def last_attempt_log(self, name: str) -> tuple[str, list[str]] | None:
+        """(which attempt, its lines) of the service's last start, for `mlops logs` when nothing runs."""
+        path = self._log_file(name)
+        if not path.exists():
+            return None
+        start_line, lines = startlog.last_attempt(path.read_text(errors="replace").splitlines())
+        return startlog.attempt_label(start_line), lines
 
     def _model_dir(self, models: Mapping[str, Mapping[str, Any]], instance_dir: Path) -> Path:
         """Azure ML's layout: one model -> its version folder; several -> azureml-models/<name>/<v>."""

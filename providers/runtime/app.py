@@ -7,6 +7,7 @@ Routes, status codes, error bodies and headers follow Azure's ``azureml-inferenc
 * ``POST /score``, ``GET /score?…`` -> ``run()``; ``OPTIONS /score`` -> 200 (a ``@rawhttp``
   ``run()`` gets GET, POST and OPTIONS as the request object and answers them itself)
 * ``GET /swagger.json?version=2|3|3.1`` -> the OpenAPI document
+* ``GET /metrics`` on the probe port only -> Prometheus text (see ``metrics``)
 
 Every error body is JSON ``{"message": …}``; every answer but ``GET /`` carries
 ``x-ms-run-function-failed`` (``True`` only when ``run()`` failed or answered 5xx). Requests to
@@ -28,6 +29,7 @@ from . import __version__, logs
 from .auth import KeyCheck
 from .cors import ALLOW_ORIGIN, Cors
 from .inputs import InputError, arguments_for
+from .metrics import CONTENT_TYPE, Recorder, SharedMetrics
 from .request import Headers, Request
 from .scorer import Busy, Outcome, Scorer, ScoringTimeout
 from .script import EntryScript
@@ -83,6 +85,9 @@ class RuntimeApp:
         on_init_failed: Callable[[BaseException], None],
         on_ready: Callable[[], Awaitable[None]] | None = None,
         cors: Cors | None = None,
+        metrics: SharedMetrics | None = None,
+        recorder: Recorder | None = None,
+        probe_port: int | None = None,
     ) -> None:
         self._script = script
         self._scorer = scorer
@@ -92,6 +97,9 @@ class RuntimeApp:
         self._on_init_failed = on_init_failed
         self._on_ready = on_ready
         self._cors = cors
+        self._metrics = metrics
+        self._recorder = recorder
+        self._probe_port = probe_port
         self._swagger: Swagger | None = None
         self._access = logs.AccessLog()
         self._ready = asyncio.Event()
@@ -148,14 +156,10 @@ class RuntimeApp:
         headers.extend(request.id_headers())
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        self._access.write(
-            request.method,
-            request.path,
-            status,
-            len(body),
-            (time.perf_counter() - started) * 1000,
-            request.request_id,
-        )
+        seconds = time.perf_counter() - started
+        if self._recorder is not None and request.path == "/score":
+            self._recorder.record(status, seconds)
+        self._access.write(request.method, request.path, status, len(body), seconds * 1000, request.request_id)
 
     async def _error(
         self,
@@ -201,6 +205,9 @@ class RuntimeApp:
         request = Request(scope)
         allowed = _ALLOWED.get(request.path)
         if allowed is None:
+            if request.path == "/metrics" and self._serves_metrics(scope):
+                await self._metrics_route(request, send, started)
+                return
             await self._error(send, request, 404, NOT_FOUND, started)
             return
         request.routed = True
@@ -232,6 +239,19 @@ class RuntimeApp:
                 await self._error(send, request, 503, "Not ready: init() has not finished", started)
         else:
             await self._swagger_route(request, send, started)
+
+    def _serves_metrics(self, scope: Scope) -> bool:
+        """Only on the probe port, which is private: the public port answers 404 as for any path."""
+        server = scope.get("server")
+        return self._metrics is not None and server is not None and server[1] == self._probe_port
+
+    async def _metrics_route(self, request: Request, send: Send, started: float) -> None:
+        request.routed = True
+        if request.method not in ("GET", "HEAD"):
+            await self._error(send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", b"GET, HEAD")])
+            return
+        assert self._metrics is not None
+        await self._respond(send, request, 200, self._metrics.render(), [(b"content-type", CONTENT_TYPE)], started)
 
     async def _swagger_route(self, request: Request, send: Send, started: float) -> None:
         if not await self._wait_ready():

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 
-from . import __version__, exitcodes, logs, settings
+from . import __version__, exitcodes, logs, models, settings
 from .supervisor import serve
 
 ENVIRONMENT_HELP = """\
@@ -31,6 +33,10 @@ environment variables (flags win over them):
                           run() calls at once per worker, in threads (default 1)
   MLOPS_MAX_QUEUED_REQUESTS
                           requests waiting per worker before 503 (default 64)
+  MLOPS_STALL_MS          a run() running this long while requests wait behind
+                          it lets the next one start on an extra thread (at most
+                          MLOPS_MAX_CONCURRENT_REQUESTS extra); 0 = never
+                          (default 2000, or a quarter of SCORING_TIMEOUT_MS)
   AML_CORS_ORIGINS        comma-separated origins answered with CORS headers
   MLOPS_HEADER_TIMEOUT_MS time for a request's line and headers, then the
                           connection is closed (default 10000)
@@ -38,7 +44,16 @@ environment variables (flags win over them):
                           request header size and count, 431 past them
                           (default 65536 and 100)
   MLOPS_MAX_CONNECTIONS   open connections per worker (default 1024)
+  MLOPS_MAX_CONNECTIONS_PER_CLIENT
+                          open connections per worker from one client address
+                          (default 256); past either limit a new connection
+                          replaces the oldest one that has sent nothing, or
+                          gets 503 when there is none
   MLOPS_BODY_TIMEOUT_MS   time for a request's body after its headers (default 60000)
+  MLOPS_REVISION          the version label of the metrics (as --revision)
+  MLOPS_METRICS           on (default) or off: with --probe-port, GET /metrics
+                          there answers Prometheus text (requests by status
+                          class and a latency histogram, all workers summed)
   MLOPS_LOG_LEVEL         DEBUG, INFO, WARNING, ERROR (default INFO)
 
 exit codes: 0 stopped by SIGTERM/SIGINT, 1 runtime error, 2 usage or configuration error,
@@ -58,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--entry-script", "--entry_script", metavar="PATH", help="the score script defining init() and run()"
     )
     parser.add_argument("--model-dir", "--model_dir", metavar="DIR", help="sets AZUREML_MODEL_DIR for the script")
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="NAME[:VERSION]=PATH",
+        help="a model file or folder, laid out exactly as a deployment lays it out (repeatable; "
+        "one model: $AZUREML_MODEL_DIR/<file or folder name>; several: "
+        "$AZUREML_MODEL_DIR/NAME/VERSION/<file or folder name>; VERSION defaults to 1)",
+    )
     parser.add_argument("--port", type=int, metavar="N", help="port to listen on (default 5001)")
     parser.add_argument("--host", metavar="HOST", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
@@ -94,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --probe-port: join the main port only on SIGUSR1 (sent once the deployer's smoke test "
         "passed), or SECONDS after init() at the latest",
     )
+    parser.add_argument(
+        "--revision",
+        metavar="REV",
+        help="the version label of this instance's metrics (the deployer passes the service's spec "
+        "fingerprint; default: MLOPS_REVISION, else 'unknown')",
+    )
+    parser.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        default=None,
+        help="do not count requests nor serve GET /metrics on the probe port (as MLOPS_METRICS=off)",
+    )
     parser.add_argument("--log-level", type=str.upper, choices=settings.LOG_LEVELS, help="log level (default INFO)")
     parser.add_argument("--version", action="version", version=f"mlops-runtime {__version__}")
     return parser
@@ -105,11 +141,30 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error already printed
         return exit_.code if isinstance(exit_.code, int) else exitcodes.USAGE
+    laid_out: Path | None = None
+    model_dir = args.model_dir
+    if args.model:
+        if args.model_dir is not None:
+            print("mlops serve: error: give --model or --model-dir, not both", file=sys.stderr)
+            return exitcodes.USAGE
+        try:
+            laid_out, model_dir = models.lay_out([models.parse(value) for value in args.model])
+        except models.ModelSpecError as exc:
+            print(f"mlops serve: error: {exc}", file=sys.stderr)
+            return exitcodes.USAGE
+    try:
+        return _serve(args, str(model_dir) if model_dir is not None else None)
+    finally:
+        if laid_out is not None:
+            shutil.rmtree(laid_out, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace, model_dir: str | None) -> int:
     try:
         chosen = settings.load(
             os.environ,
             entry_script=args.entry_script,
-            model_dir=args.model_dir,
+            model_dir=model_dir,
             host=args.host,
             port=args.port,
             workers=args.workers,
@@ -118,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             probe_port=args.probe_port,
             listen_socket=args.listen_socket,
             hold_public_s=args.hold_public,
+            revision=args.revision,
+            metrics=args.metrics,
             cors_origins=args.access_control_allow_origins,
         )
     except settings.SettingsError as exc:

@@ -8,16 +8,26 @@ memory, and a bare ``\\r\\n\\r\\n`` hangs. ``GuardedHttpToolsProtocol`` adds, pe
   the connection opening or the previous answer (checked by one sweep per worker, so give or
   take a quarter of it), or the connection is closed (``408`` first if part of a request came
   in); dripping bytes does not extend it;
-* **header limits**: more than ``max_header_bytes`` before the end of the headers, or more than
-  ``max_headers`` header lines, answers ``431`` and closes, so buffered headers stay bounded;
+* **header limits**: more than ``max_header_bytes`` before the end of the headers (counted as
+  they arrive, and again as the parser hands over the request line and each header, so a whole
+  request arriving in one read is measured too), or more than ``max_headers`` header lines,
+  answers ``431`` and closes, so buffered headers stay bounded;
+* **chunk framing**: a chunked body's framing (chunk-size lines with their extensions, and the
+  trailers) may not exceed about ``max_header_bytes`` plus a few bytes per chunk, or the request
+  answers ``400``: the parser skips extensions without buffering them, but a client could
+  otherwise stream them for ever without a body byte ever counting against a limit;
 * **blank requests**: a connection that sends only empty lines (``\\r\\n\\r\\n``) gets ``400`` at
   once instead of waiting (one stray CRLF between requests is still tolerated, as RFC 9112 asks);
 * a **body deadline**: a request's body must arrive within ``body_timeout_s`` of its headers,
   or the connection is closed (``408`` when no answer started), so slow-body clients cannot
   hold connections and buffers either; a truncated body never reaches ``run()``;
-* a **connection cap**: past ``max_connections`` open connections, new ones are closed at once,
-  which bounds the worker's memory to about ``max_connections × max_header_bytes`` on top of
-  the requests being served.
+* a **connection cap**, overall (``max_connections``) and per client address
+  (``max_connections_per_client``): past either, a new connection takes the place of the oldest
+  *silent* connection under that limit (one that has not sent a byte since it opened), which is
+  answered ``503`` and closed; when there is none, the new connection itself is answered ``503``
+  and closed. So connections that only sit there can never lock out a client that speaks, one
+  address cannot take the whole worker, and the worker's memory stays bounded by about
+  ``max_connections × max_header_bytes`` on top of the requests being served.
 
 Requests being served are never cut by these rules: the deadline applies only while no request
 of the connection is in progress.
@@ -32,6 +42,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .clients import ClientTable
 from .limits import Limits
 
 log = logging.getLogger("mlops.runtime")
@@ -58,12 +69,36 @@ class _TooManyHeaders(Exception):
     ``send_400_response``, which answers 431 instead."""
 
 
-def _answer(status: bytes, message: str) -> bytes:
+CHUNK_FRAMING_BYTES = 32
+"""What one chunk's size line and CRLFs may take (``ffffffff\\r\\n`` … ``\\r\\n`` is 12), with room."""
+
+
+def _answer(status: bytes, message: str, extra: bytes = b"") -> bytes:
     body = json.dumps({"message": message}).encode()
     return (
-        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n" + extra +
         b"x-ms-run-function-failed: False\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
+
+
+REFUSAL_LOG_INTERVAL_S = 5.0
+"""A flood refuses thousands of connections: one warning line per interval says how many."""
+
+
+def _clients(state: Any) -> ClientTable:
+    table = getattr(state, "_mlops_clients", None)
+    if table is None:
+        table = state._mlops_clients = ClientTable()
+    return table
+
+
+def _note_refusal(state: Any, now: float, why: str) -> None:
+    refused = getattr(state, "_mlops_refused", 0) + 1
+    if now - getattr(state, "_mlops_refusal_logged", float("-inf")) >= REFUSAL_LOG_INTERVAL_S:
+        log.warning("connections refused or replaced: %d since the last report (latest: %s)", refused, why)
+        state._mlops_refusal_logged = now
+        refused = 0
+    state._mlops_refused = refused
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -79,19 +114,52 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._message_started = False
         self._header_bytes = 0
         self._rejected = b""
-        if len(self.connections) > self.limits.max_connections:
-            log.warning(
-                "connection refused: %d connections open (limit %d)",
-                len(self.connections) - 1,
-                self.limits.max_connections,
-            )
-            transport.abort()
-            return
-        self._arm()
+        self._reject_reason = ""
+        self._header_size = 0
+        self._chunked = False
+        self._after_headers = 0
+        self._body_bytes = 0
+        self._chunks = 0
+        self._silent = False
+        self._address = self.client[0] if self.client else None
+        if self._admit():
+            self._silent = True
+            _clients(self.server_state).add(self, self._address)
+            self._arm()
+
+    def _admit(self) -> bool:
+        """Make room for this connection under both caps, or refuse it (see the module docstring)."""
+        table, limits = _clients(self.server_state), self.limits
+        if table.count(self._address) >= limits.max_connections_per_client:
+            why = f"more than {limits.max_connections_per_client} connections from one address"
+            if not self._replace(table.oldest_silent(self._address), why):
+                return False
+        return len(self.connections) <= limits.max_connections or self._replace(
+            table.oldest_silent(), f"more than {limits.max_connections} connections")
+
+    def _replace(self, victim: GuardedHttpToolsProtocol | None, why: str) -> bool:
+        """Close ``victim`` (a silent connection) to make room; without one, refuse this connection."""
+        _note_refusal(self.server_state, self.loop.time(), why)
+        if victim is None:
+            self._refuse(f"Too many connections ({why}); retry later")
+            return False
+        victim._refuse(f"Connection closed to make room for others ({why}) before a request was sent")
+        return True
+
+    def _refuse(self, message: str) -> None:
+        """Answer 503 and close: a clear refusal, never a connection left hanging."""
+        self._forget()
+        self.connections.discard(self)  # closing: it no longer counts against the cap
+        self._close_with(b"503 Service Unavailable", message, b"retry-after: 1\r\n")
+
+    def _forget(self) -> None:
+        self._silent = False
+        _clients(self.server_state).remove(self, self._address)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._body_deadline = None
+        self._forget()
         super().connection_lost(exc)
 
     # -- the header deadline ------------------------------------------------------------------
@@ -125,7 +193,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         log.warning("request body not received within %.0f s; connection closed", self.limits.body_timeout_s)
         if self.cycle is not None and not self.cycle.response_started:
-            self.cycle.response_complete = True  # nothing more may be written for this request
+            self._abandon_request()
             self._close_with(b"408 Request Timeout", "Request body not received in time")
         else:
             self.transport.close()
@@ -137,17 +205,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- limits --------------------------------------------------------------------------------
 
-    def _close_with(self, status: bytes, message: str) -> None:
+    def _close_with(self, status: bytes, message: str, extra: bytes = b"") -> None:
         self._disarm()
         if not self.transport.is_closing():
-            self.transport.write(_answer(status, message))
+            self.transport.write(_answer(status, message, extra))
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if not self._awaiting_headers:  # a body, or a request being answered
-            super().data_received(data)
-            return
+        if self._silent:
+            self._silent = False
+            _clients(self.server_state).spoke(self, self._address)
         if self._rejected:
+            return
+        if not self._awaiting_headers:  # a body, or a request being answered
+            if self._chunked:
+                self._after_headers += len(data)
+            super().data_received(data)
+            if self._chunked:
+                self._check_chunk_framing()
             return
         self._header_bytes += len(data)
         blank = not self._message_started and data[:1] in b"\r\n" and not data.strip(b"\r\n")
@@ -156,7 +231,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().data_received(data)
         if self._awaiting_headers and self._header_bytes > self.limits.max_header_bytes and not self._rejected:
-            self._reject_headers(f"Request headers are larger than the limit of {self.limits.max_header_bytes} bytes")
+            self._reject_headers(self._too_large())
+        elif self._chunked and not self._rejected:
+            # The headers ended in this read: what follows them in it counts (with the headers,
+            # which is why the framing allowance includes one more header limit).
+            self._after_headers += len(data)
+            self._check_chunk_framing()
+
+    def _abandon_request(self) -> None:
+        """We answer this request ourselves: the app sees a disconnect (its ``run()`` is never called),
+        writes nothing more, and uvicorn does not add a 500 when the app returns without answering."""
+        cycle = self.cycle
+        cycle.response_complete = True
+        cycle.disconnected = True
+        cycle.message_event.set()
+
+    def _too_large(self) -> str:
+        return f"Request headers are larger than the limit of {self.limits.max_header_bytes} bytes"
+
+    def _check_chunk_framing(self) -> None:
+        framing = self._after_headers - self._body_bytes
+        if framing > 2 * self.limits.max_header_bytes + CHUNK_FRAMING_BYTES * self._chunks and not self._rejected:
+            log.warning("400: chunk extensions or trailers larger than %d bytes", self.limits.max_header_bytes)
+            self._rejected = b"400"
+            if self.cycle is not None and not self.cycle.response_started:
+                self._abandon_request()
+            self._close_with(b"400 Bad Request", "Chunk extensions or trailers are larger than the limit of "
+                             f"{self.limits.max_header_bytes} bytes")
 
     def _reject_headers(self, message: str) -> None:
         log.warning("431: %s", message)
@@ -165,7 +266,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         if self._rejected:  # the parser stopped on our limit: answer it, not a generic 400
-            self._reject_headers(f"More than {self.limits.max_headers} request headers")
+            self._reject_headers(self._reject_reason)
             return
         self._disarm()
         super().send_400_response(msg)
@@ -176,13 +277,42 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._message_started = True
         self._awaiting_headers = True
+        self._header_size = 0
+        self._chunked = False
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_size += size
+        if self._header_size > self.limits.max_header_bytes:
+            self._rejected = b"pending"
+            self._reject_reason = self._too_large()
+            raise _TooManyHeaders()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url) + 16)  # the method, the version and the line's spaces and CRLF
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
         self._disarm()
         if len(self.headers) > self.limits.max_headers:  # counted here: the byte limit bounds memory
             self._rejected = b"pending"
+            self._reject_reason = f"More than {self.limits.max_headers} request headers"
             raise _TooManyHeaders()
+        for name, _value in self.headers:
+            if name == b"transfer-encoding":
+                self._chunked = True
+                self._after_headers = self._body_bytes = self._chunks = 0
         self._body_deadline = self.loop.time() + self.limits.body_timeout_s
         super().on_headers_complete()
         if getattr(self, "draining", False) and self.cycle is not None:

@@ -24,6 +24,7 @@ DEFAULT_SCORING_TIMEOUT_MS = 60_000
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT = 1
 DEFAULT_MAX_QUEUED = 64
+DEFAULT_STALL_MS = 2_000
 KEY_VARIABLES = ("MLOPS_PRIMARY_KEY", "MLOPS_SECONDARY_KEY")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -52,6 +53,9 @@ class Settings:
     """``run()`` calls executing at once in one worker (threads); 1 = Azure's behaviour."""
     max_queued: int = DEFAULT_MAX_QUEUED
     """Requests allowed to wait for a free slot in one worker; 503 past it."""
+    stall_ms: int = DEFAULT_STALL_MS
+    """A ``run()`` call running this long while requests wait behind it gives its slot to the next
+    one (on an extra thread, at most ``max_concurrent`` extra); 0 = never (see ``scorer``)."""
     log_level: str = "INFO"
     service_name: str = "ML service"
     service_version: str = "1.0"
@@ -69,6 +73,11 @@ class Settings:
     hold_public_s: float | None = None
     """With a probe port: join the main port only on SIGUSR1 (the deployer's smoke test passed), or
     this many seconds after init() at the latest (a restarted container has no deployer)."""
+    revision: str = "unknown"
+    """The version label of this instance's metrics: the service's spec fingerprint, given by the
+    deployer (``--revision`` / ``MLOPS_REVISION``), so a rollout can compare two versions."""
+    metrics: bool = True
+    """Count scoring requests and serve ``GET /metrics`` on the probe port (``--no-metrics``)."""
     limits: _limits.Limits = field(default_factory=_limits.Limits)
     """Header deadline, header size/count limits and the connection cap (``MLOPS_*`` variables)."""
     cors_origins: tuple[str, ...] = ()
@@ -168,6 +177,8 @@ def load(
     listen_socket: str | None = None,
     cors_origins: str | None = None,
     hold_public_s: float | None = None,
+    revision: str | None = None,
+    metrics: bool | None = None,
 ) -> Settings:
     """Build the settings from flags (None = not given) and ``env``; raises SettingsError."""
     app_root = Path(env.get("AML_APP_ROOT") or os.getcwd()).expanduser().resolve()
@@ -196,6 +207,12 @@ def load(
         raise SettingsError("--hold-public needs --probe-port and between 0 and 86400 seconds, "
                             f"got {hold_public_s}")
     source_dir = env.get("AZUREML_SOURCE_DIRECTORY")
+    chosen_revision = str(_pick(revision, env.get("MLOPS_REVISION") or None, "unknown"))
+    metrics_value = (env.get("MLOPS_METRICS") or "on").strip().lower()
+    if metrics_value not in ("on", "off", "1", "0", "true", "false"):
+        raise SettingsError(f"MLOPS_METRICS must be on or off, got {metrics_value!r}")
+    chosen_metrics = metrics if metrics is not None else metrics_value in ("on", "1", "true")
+    timeout_ms = _int(env, "SCORING_TIMEOUT_MS", DEFAULT_SCORING_TIMEOUT_MS, 1)
     return Settings(
         entry_script=script,
         app_root=app_root,
@@ -203,10 +220,11 @@ def load(
         host=str(_pick(host, None, DEFAULT_HOST)),
         port=chosen_port,
         workers=chosen_workers,
-        scoring_timeout_ms=_int(env, "SCORING_TIMEOUT_MS", DEFAULT_SCORING_TIMEOUT_MS, 1),
+        scoring_timeout_ms=timeout_ms,
         max_body_bytes=_int(env, "MLOPS_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1),
         max_concurrent=_int(env, "MLOPS_MAX_CONCURRENT_REQUESTS", DEFAULT_MAX_CONCURRENT, 1),
         max_queued=_int(env, "MLOPS_MAX_QUEUED_REQUESTS", DEFAULT_MAX_QUEUED, 0),
+        stall_ms=_int(env, "MLOPS_STALL_MS", min(DEFAULT_STALL_MS, timeout_ms // 4), 0),
         log_level=level,
         service_name=env.get("SERVICE_NAME", "ML service"),
         service_version=env.get("SERVICE_VERSION", "1.0"),
@@ -216,11 +234,15 @@ def load(
         probe_port=probe_port,
         listen_socket=listen_socket,
         hold_public_s=hold_public_s,
+        revision=chosen_revision,
+        metrics=chosen_metrics,
         limits=_limits.Limits(
             header_timeout_s=_int(env, "MLOPS_HEADER_TIMEOUT_MS", _limits.DEFAULT_HEADER_TIMEOUT_MS, 1) / 1000,
             max_header_bytes=_int(env, "MLOPS_MAX_HEADER_BYTES", _limits.DEFAULT_MAX_HEADER_BYTES, 1024),
             max_headers=_int(env, "MLOPS_MAX_HEADERS", _limits.DEFAULT_MAX_HEADERS, 1),
             max_connections=_int(env, "MLOPS_MAX_CONNECTIONS", _limits.DEFAULT_MAX_CONNECTIONS, 1),
+            max_connections_per_client=_int(env, "MLOPS_MAX_CONNECTIONS_PER_CLIENT",
+                                            _limits.DEFAULT_MAX_CONNECTIONS_PER_CLIENT, 1),
             body_timeout_s=_int(env, "MLOPS_BODY_TIMEOUT_MS", _limits.DEFAULT_BODY_TIMEOUT_MS, 1) / 1000,
         ),
         cors_origins=parse_origins(_pick(cors_origins, env.get("AML_CORS_ORIGINS"), "")),  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ script or the server library.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import traceback
 from types import FrameType
 
 from . import exitcodes
+from .metrics import SharedMetrics
 from .settings import Settings
 
 log = logging.getLogger("mlops.runtime")
@@ -101,11 +103,15 @@ def _describe(code: int) -> str:
 class Supervisor:
     """Keeps ``settings.workers`` workers alive until told to stop."""
 
-    def __init__(self, settings: Settings, sockets: list[socket.socket], deferred: socket.socket | None = None) -> None:
+    def __init__(self, settings: Settings, sockets: list[socket.socket], deferred: socket.socket | None = None,
+                 metrics: SharedMetrics | None = None) -> None:
         self._settings = settings
         self._sockets = sockets
         self._deferred = deferred
+        self._metrics = metrics
         self._children: set[int] = set()
+        self._slots: dict[int, int] = {}
+        """Worker pid -> its metrics slot; a replacement takes the slot of the worker it replaces."""
         self._stopping = False
         self._result = exitcodes.OK
         self._crashes: list[float] = []
@@ -140,16 +146,18 @@ class Supervisor:
     def _spawn(self) -> None:
         # Signals stay blocked across fork(), so the child can never run the parent's handler
         # (which would signal its siblings); each side unblocks once its own handlers are set.
+        slot = min(set(range(self._settings.workers)) - set(self._slots.values()))
         signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_ACROSS_FORK)
         try:
             pid = os.fork()
             if pid == 0:
-                self._become_worker()
+                self._become_worker(slot)
             self._children.add(pid)
+            self._slots[pid] = slot
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_ACROSS_FORK)
 
-    def _become_worker(self) -> None:
+    def _become_worker(self, slot: int) -> None:
         code = exitcodes.ERROR
         try:
             from .worker import run_worker
@@ -160,7 +168,9 @@ class Supervisor:
                 signal.signal(signum, signal.SIG_DFL)
             # GO_LIVE stays blocked (a pending one is kept) until run_worker has its own handler.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-            code = run_worker(self._settings, self._sockets, self._deferred, live=self._live)
+            recorder = self._metrics.recorder(slot) if self._metrics is not None else None
+            code = run_worker(self._settings, self._sockets, self._deferred, live=self._live,
+                              metrics=self._metrics, recorder=recorder)
         except BaseException:  # noqa: BLE001 - a worker must always leave through os._exit
             traceback.print_exc()
         finally:
@@ -177,6 +187,7 @@ class Supervisor:
 
     def _reap(self, pid: int, code: int) -> None:
         self._children.discard(pid)
+        self._slots.pop(pid, None)
         if self._stopping:
             if code not in (exitcodes.OK, exitcodes.SCRIPT_FAILED, -signal.SIGTERM, -signal.SIGINT):
                 log.warning("worker %d stopped with %s", pid, _describe(code))
@@ -257,5 +268,7 @@ def serve(settings: Settings) -> int:
     )
     if probe is not None:
         log.info("probe listener on %s; the public port is served once init() has finished", _address(probe))
-        return Supervisor(settings, [probe], deferred=public).run()
+        settings = dataclasses.replace(settings, probe_port=probe.getsockname()[1])  # the kernel's, for port 0
+        metrics = SharedMetrics(settings.workers, settings.revision) if settings.metrics else None
+        return Supervisor(settings, [probe], deferred=public, metrics=metrics).run()
     return Supervisor(settings, [public]).run()

@@ -27,6 +27,7 @@ from . import exitcodes, logs
 from .app import RuntimeApp
 from .auth import KeyCheck
 from .cors import Cors
+from .metrics import Recorder, SharedMetrics
 from .scorer import Scorer
 from .script import ScriptError, load
 from .settings import Settings
@@ -92,7 +93,7 @@ class _PublicGate:
 
 
 def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socket.socket | None = None,
-               *, live: bool = True) -> int:
+               *, live: bool = True, metrics: SharedMetrics | None = None, recorder: Recorder | None = None) -> int:
     """Serve ``sockets`` until told to stop, and ``deferred`` as well once ``init()`` finished
     (and, with --hold-public, once the deployer said so); returns the process exit code."""
     stop = _StopFlag()
@@ -147,6 +148,7 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
         max_queued=settings.max_queued,
         timeout_ms=settings.scoring_timeout_ms,
         on_wedged=wedged,
+        stall_ms=settings.stall_ms,
     )
     app = RuntimeApp(
         script,
@@ -164,6 +166,9 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
         on_init_failed=init_failed,
         on_ready=ready,
         cors=Cors(settings.cors_origins) if settings.cors_origins else None,
+        metrics=metrics,
+        recorder=recorder,
+        probe_port=settings.probe_port,
     )
     server = make_server(app, settings.graceful_timeout_s, settings.limits)
     stop.server = server

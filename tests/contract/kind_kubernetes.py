@@ -1,5 +1,7 @@
-"""The provider contract over ``provider: kubernetes``: each case gets its own Kubernetes double (pods run in
-the Docker engine), its kubeconfig exported as KUBECONFIG; images go to the local test registry."""
+"""The provider contract over ``provider: kubernetes``, against the real control plane of .ci/kube-up.sh
+(its node agent runs the pods in the Docker engine): each case deploys its own project (its own
+labels) in the ``contract`` namespace, with the cluster's kubeconfig exported as KUBECONFIG; images go
+to the local test registry."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "doubles"))
+sys.path.insert(0, str(HERE.parent / "kubernetes"))
 sys.path.insert(0, str(HERE.parent / "docker"))
 sys.path.insert(0, str(HERE))
 
@@ -20,18 +22,14 @@ from test_provider_contract import ContractKind  # noqa: E402
 
 
 @contextlib.contextmanager
-def _double(tmp: Path) -> Iterator[dict[str, str]]:
+def _real_cluster(tmp: Path) -> Iterator[dict[str, str]]:
     from docker_fixtures import _engine_or_skip
-    from kubernetes_double import KubernetesDouble
+    from real_cluster import shared_cluster
 
     _engine_or_skip()
     if not os.environ.get("MLOPS_TEST_REGISTRY"):
         pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
-    double = KubernetesDouble(tmp / "k8s-double").start()
-    try:
-        yield {"KUBECONFIG": str(double.kubeconfig)}
-    finally:
-        double.stop()
+    yield {"KUBECONFIG": str(shared_cluster().kubeconfig)}
 
 
 KIND = ContractKind(
@@ -39,5 +37,5 @@ KIND = ContractKind(
     '{provider: kubernetes, namespace: contract, registry: "${MLOPS_TEST_REGISTRY}"}',
     {"auth": "key", "replicas": 1},
     (pytest.mark.slow, pytest.mark.docker),
-    _double,
+    _real_cluster,
 )

@@ -257,6 +257,22 @@ def test_build_makes_the_image_the_plan_names_and_keeps_its_log(target: Target):
     assert target.live().spec["image"] == planned
 
 
+def test_every_resource_records_its_commit_and_dirty_state(target: Target):
+    """Provenance (issue 18): the service on its target, the model and environment in the registry."""
+    if target.kind == "memory":
+        pytest.skip("the in-memory test provider keeps no provenance")
+    import git
+
+    (target.root / "untracked.txt").write_text("makes the tree dirty\n")
+    head = git.Repo(target.root).head.commit.hexsha
+    outcomes = target.apply()
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    live = target.project().live()
+    for address in (SERVICE, Address("model", "m"), Address("environment", "e")):
+        recorded = live[address].details.get("git") or {}
+        assert (recorded.get("commit"), recorded.get("dirty")) == (head, True), (address, recorded)
+
+
 def test_create_and_update_answer_the_live_state_asked_for(target: Target):
     """The Live a provider returns names the service, its target and the spec it was asked to run (the
     core checks it on every apply); every read reports the version that runs, with that spec."""

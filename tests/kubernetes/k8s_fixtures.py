@@ -23,7 +23,8 @@ from kubernetes_double import KubernetesDouble  # noqa: E402
 from providers.base import ProjectContext  # noqa: E402
 from providers.kubernetes import FpgaProvider, KubernetesProvider  # noqa: E402
 
-__all__ = ["FPGA", "KubernetesDouble", "_engine_or_skip", "api_double", "make_provider", "running_double"]
+__all__ = ["FPGA", "KubernetesDouble", "_engine_or_skip", "api_cluster", "api_double", "make_provider",
+           "running_double"]
 
 FPGA = "amd.com/xilinx_u250_gen3x16_xdma_shell_4_1-0"
 
@@ -56,3 +57,40 @@ def make_provider(double: KubernetesDouble, tmp: Path, *, kind: type[KubernetesP
     provider = kind(target=target, config=settings, context=context)
     provider.ensure_connected()
     return provider
+
+
+def _fresh_namespaces(kubeconfig: Path, names: tuple[str, ...], timeout: float = 120) -> None:
+    """Delete NAMES (left by an earlier session on a reused cluster) and wait until they are gone."""
+    import time
+
+    from kubernetes import client, config
+
+    core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    for name in names:
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespace(name)
+    deadline = time.monotonic() + timeout
+    while any(ns.metadata.name in names for ns in core.list_namespace().items):
+        assert time.monotonic() < deadline, f"namespaces {names} still terminating after {timeout} s"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module", params=["real", "double"])
+def api_cluster(request, tmp_path_factory) -> Iterator[Any]:
+    """The same API tests on the real control plane (.ci/kube-up.sh) and on the double.
+
+    On the real one the node agent runs what is scheduled (these tests' images do not exist, so
+    their pods wait in ErrImagePull); the namespaces they use are emptied first.
+    """
+    if request.param == "double":
+        with running_double(tmp_path_factory.mktemp("k8s-api"), kubelet=False) as double:
+            yield double
+        return
+    from real_cluster import shared_cluster
+
+    real = shared_cluster()
+    _fresh_namespaces(real.kubeconfig, ("sem", "ml"))
+    try:
+        yield real
+    finally:
+        real.remove_nodes()

@@ -1,6 +1,8 @@
-"""API-level tests of the Kubernetes provider and its double: no containers run (the kubelet is off).
+"""API-level tests of the Kubernetes provider, on the real control plane and on the double alike.
 
-The real ``kubernetes`` client talks HTTPS to the double on 127.0.0.1; nothing is monkeypatched.
+``api_cluster`` runs a test on both: the real one of .ci/kube-up.sh and the double (kubelet off).
+``api_double`` is for what only the double can show here (its request log, its certificates).
+The real ``kubernetes`` client talks HTTPS to 127.0.0.1; nothing is monkeypatched.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -28,6 +31,7 @@ from providers.kubernetes.health import assess, rollout
 from providers.kubernetes.lease import LeaseLock
 
 api_double = k8s_fixtures.api_double
+api_cluster = k8s_fixtures.api_cluster
 OLDEST, NEWEST = "1.26.0", "1.37.0"
 """The Kubernetes minors the generated objects are validated against (HPA autoscaling/v2 only from 1.26)."""
 
@@ -92,9 +96,9 @@ def test_secrets_never_show_in_what_is_printed():
 
 # -- the double's API semantics ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def apis(api_double):
+def apis(api_cluster):
     cfg = client.Configuration()
-    config.load_kube_config(str(api_double.kubeconfig), client_configuration=cfg)
+    config.load_kube_config(str(api_cluster.kubeconfig), client_configuration=cfg)
     api = client.ApiClient(cfg)
     core = client.CoreV1Api(api)
     core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sem"}})
@@ -176,7 +180,7 @@ def test_create_twice_is_409_already_exists(apis):
     assert err.value.status == 409 and json.loads(err.value.body)["reason"] == "AlreadyExists"
 
 
-def test_deletion_propagates_to_what_an_object_owns_and_status_is_a_subresource(api_double, apis):
+def test_deletion_propagates_to_what_an_object_owns_and_status_is_a_subresource(api_cluster, apis):
     apps, core = apis
     _apply(apps, _deployment("owned", {}, replicas=2))
     deadline = time.monotonic() + 10
@@ -189,8 +193,12 @@ def test_deletion_propagates_to_what_an_object_owns_and_status_is_a_subresource(
     apps.patch_namespaced_deployment("owned", "sem", {"status": {"replicas": 99}})
     assert apps.read_namespaced_deployment("owned", "sem").status.replicas != 99
     apps.delete_namespaced_deployment("owned", "sem", propagation_policy="Background")
-    assert not apps.list_namespaced_replica_set("sem", label_selector="app=owned").items
-    assert not core.list_namespaced_pod("sem", label_selector="app=owned").items
+    # The real garbage collector works from its informers, a moment later (the double: at once).
+    deadline = time.monotonic() + 60
+    while apps.list_namespaced_replica_set("sem", label_selector="app=owned").items or \
+            core.list_namespaced_pod("sem", label_selector="app=owned").items:
+        assert time.monotonic() < deadline, "what the Deployment owned is still there"
+        time.sleep(0.2)
 
 
 # -- the provider on the double -------------------------------------------------------------------------
@@ -231,8 +239,8 @@ def test_live_read_costs_the_same_requests_for_20_and_200_services(api_double, t
     assert large == small <= 4, (small, large)
 
 
-def test_unschedulable_is_never_replaced_and_fpga_plans_warn_until_a_node_offers_it(api_double, tmp_path: Path):
-    provider = make_provider(api_double, tmp_path, kind=FpgaProvider, project="fp", target="fpga",
+def test_unschedulable_is_never_replaced_and_fpga_plans_warn_until_a_node_offers_it(api_cluster, tmp_path: Path):
+    provider = make_provider(api_cluster, tmp_path, kind=FpgaProvider, project="fp", target="fpga",
                              resource="example.com/fpga-test")
     rules = provider.rules(None, None)
     assert UNSCHEDULABLE not in rules.replace_on and {FAILED, UNHEALTHY} <= rules.replace_on
@@ -243,7 +251,7 @@ def test_unschedulable_is_never_replaced_and_fpga_plans_warn_until_a_node_offers
 
     warnings = provider.plan_warnings([Desired()])   # type: ignore[list-item]
     assert len(warnings) == 1 and "example.com/fpga-test" in warnings[0] and "accel" in warnings[0]
-    api_double.add_node("fpga-test-node", allocatable={"example.com/fpga-test": "2"})
+    api_cluster.add_node("fpga-test-node", allocatable={"example.com/fpga-test": "2"})
     assert provider.plan_warnings([Desired()]) == []   # type: ignore[list-item]
 
 
@@ -284,8 +292,8 @@ def test_pod_states_map_to_the_seed_states():
     assert assess(_dep(deadline=True), [rs], [], {}).health.state == FAILED
 
 
-def test_the_lease_admits_one_holder_names_it_and_expires(api_double, tmp_path: Path):
-    provider = make_provider(api_double, tmp_path, project="locked")
+def test_the_lease_admits_one_holder_names_it_and_expires(api_cluster, tmp_path: Path):
+    provider = make_provider(api_cluster, tmp_path, project="locked")
     provider._ensure_namespace()
     first = LeaseLock(provider.cluster, "ml", "locked", "mlops apply (runner 1)", timeout_s=1)
     second = LeaseLock(provider.cluster, "ml", "locked", "mlops apply (runner 2)", timeout_s=1)
@@ -306,8 +314,8 @@ def test_the_lease_admits_one_holder_names_it_and_expires(api_double, tmp_path: 
         assert "runner 2" in lease["spec"]["holderIdentity"]
 
 
-def test_two_lease_writers_racing_for_a_free_lease_cannot_both_win(api_double, tmp_path: Path):
-    provider = make_provider(api_double, tmp_path, project="race")
+def test_two_lease_writers_racing_for_a_free_lease_cannot_both_win(api_cluster, tmp_path: Path):
+    provider = make_provider(api_cluster, tmp_path, project="race")
     provider._ensure_namespace()
     locks = [LeaseLock(provider.cluster, "ml", "race", f"runner {i}", timeout_s=0) for i in range(4)]
     holding, most, won = [0], [0], []
@@ -336,9 +344,9 @@ def test_two_lease_writers_racing_for_a_free_lease_cannot_both_win(api_double, t
     assert won and most[0] == 1, f"{len(won)} won, {most[0]} held the Lease at once"
 
 
-def test_foreign_deployment_with_the_same_name_is_not_taken_over(api_double, apis, tmp_path: Path):
+def test_foreign_deployment_with_the_same_name_is_not_taken_over(api_cluster, apis, tmp_path: Path):
     apps, _ = apis
-    provider = make_provider(api_double, tmp_path, project="careful")
+    provider = make_provider(api_cluster, tmp_path, project="careful")
     provider._ensure_namespace()
     apps.patch_namespaced_deployment("theirs", "ml", {**_deployment("theirs", {"owner": "someone"}, replicas=0),
                                                       "metadata": {"name": "theirs", "namespace": "ml"}},
@@ -361,6 +369,8 @@ def test_render_prints_the_objects_apply_sends_with_secrets_redacted(tmp_path: P
     shutil.copytree(ROOT / "examples" / "kubernetes", root)
     manifest = root / "ml.yaml"
     manifest.write_text(manifest.read_text().replace("auth: key", "auth: key\n      primary_key: ${K8S_TEST_KEY}"))
+    # Offline: no shared model registry (its host is made up here), the embedded one numbers the model.
+    manifest.write_text(re.sub(r"^registry:.*\n(?:  .*\n)*", "", manifest.read_text(), flags=re.M))
     repo = git.Repo.init(root)
     repo.git.add(A=True)
     repo.index.commit("initial")
@@ -387,8 +397,8 @@ def test_an_unreachable_aks_target_says_how_to_get_its_credentials(api_double, t
     assert "az aks get-credentials --resource-group ml-rg --name prod-aks" in str(err.value)
 
 
-def test_autoscale_hands_replicas_to_the_hpa_and_dropping_it_removes_the_hpa(api_double, tmp_path: Path):
-    provider = make_provider(api_double, tmp_path, project="auto")
+def test_autoscale_hands_replicas_to_the_hpa_and_dropping_it_removes_the_hpa(api_cluster, tmp_path: Path):
+    provider = make_provider(api_cluster, tmp_path, project="auto")
     provider._ensure_namespace()
     keys = {"primary": "k" * 20, "secondary": "s" * 20}
 
@@ -419,10 +429,10 @@ def test_new_keys_roll_the_pods_and_the_template_never_carries_them():
     assert "primary-key-value-123" not in json.dumps(template[0])
 
 
-def test_a_deployment_scaled_behind_our_back_shows_in_the_live_spec_and_apply_takes_it_back(api_double, apis,
+def test_a_deployment_scaled_behind_our_back_shows_in_the_live_spec_and_apply_takes_it_back(api_cluster, apis,
                                                                                                tmp_path: Path):
     apps, _ = apis
-    provider = make_provider(api_double, tmp_path, project="drifty")
+    provider = make_provider(api_cluster, tmp_path, project="drifty")
     spec = {"deploy": schema.normalize({"replicas": 0}), "image": "r/p/drifty:1"}
     keys = {"primary": "k" * 20, "secondary": "s" * 20}
     svc = provider._service("drifty", spec, image="r/p/drifty@sha256:" + "d" * 64, model_dir="/m",
@@ -439,29 +449,29 @@ def test_a_deployment_scaled_behind_our_back_shows_in_the_live_spec_and_apply_ta
     assert "drift" not in provider.read()[0].spec
 
 
-def test_two_targets_sharing_a_namespace_take_their_own_leases(api_double, tmp_path: Path):
-    one = make_provider(api_double, tmp_path, project="shared", target="k8s", lock_timeout_s=0)
-    two = make_provider(api_double, tmp_path, kind=FpgaProvider, project="shared", target="fpga", lock_timeout_s=0)
+def test_two_targets_sharing_a_namespace_take_their_own_leases(api_cluster, tmp_path: Path):
+    one = make_provider(api_cluster, tmp_path, project="shared", target="k8s", lock_timeout_s=0)
+    two = make_provider(api_cluster, tmp_path, kind=FpgaProvider, project="shared", target="fpga", lock_timeout_s=0)
     with one.apply_lock("mlops apply"), two.apply_lock("mlops apply"):
         leases = {lease["metadata"]["name"] for lease in one.cluster.list("Lease", "ml")}
         assert {"mlops-lock-shared-k8s", "mlops-lock-shared-fpga"} <= leases
-        with pytest.raises(LockedError), make_provider(api_double, tmp_path, project="shared",
+        with pytest.raises(LockedError), make_provider(api_cluster, tmp_path, project="shared",
                                                        lock_timeout_s=0).apply_lock("mlops apply (runner 2)"):
             pass
 
 
-def test_a_device_on_a_node_the_selector_excludes_still_warns(api_double, tmp_path: Path):
-    provider = make_provider(api_double, tmp_path, kind=FpgaProvider, project="sel", target="fpga",
+def test_a_device_on_a_node_the_selector_excludes_still_warns(api_cluster, tmp_path: Path):
+    provider = make_provider(api_cluster, tmp_path, kind=FpgaProvider, project="sel", target="fpga",
                              resource="example.com/selected-fpga", node_selector={"accelerator": "u250"})
 
     class Desired:
         address = type("A", (), {"name": "accel"})()
         spec = {"deploy": schema.normalize({})}
 
-    api_double.add_node("fpga-wrong-labels", allocatable={"example.com/selected-fpga": "1"})
+    api_cluster.add_node("fpga-wrong-labels", allocatable={"example.com/selected-fpga": "1"})
     warnings = provider.plan_warnings([Desired()])   # type: ignore[list-item]
     assert warnings and "0 matching the node_selector" in warnings[0]
-    api_double.add_node("fpga-right-labels", labels={"accelerator": "u250"},
+    api_cluster.add_node("fpga-right-labels", labels={"accelerator": "u250"},
                         allocatable={"example.com/selected-fpga": "1"})
     assert provider.plan_warnings([Desired()]) == []   # type: ignore[list-item]
 

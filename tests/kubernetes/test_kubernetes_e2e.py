@@ -1,9 +1,10 @@
-"""End to end through the CLI on the Kubernetes double, with pods running for real in the Docker engine.
+"""End to end through the CLI on a real Kubernetes control plane (.ci/kube-up.sh: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler) whose node agent runs the pods in the Docker engine.
 
-One flow per target kind, sharing one double (and the engine's layer cache): the diabetes example
+One flow per target kind, sharing one cluster (and the engine's layer cache): the diabetes example
 on ``provider: kubernetes`` (validate, plan, apply, call, idempotent plan, a rolling model update
 that never stops answering, a broken score.py rolled back, scaling, destroy that leaves an
-unlabelled Deployment alone), and on ``provider: fpga`` (Unschedulable with the scheduler's
+unlabelled Deployment alone), and on ``provider: fpga`` (Unschedulable with the real scheduler's
 message, apply exit 1, the next plan exit 0, a node with the device appears -> Healthy by itself).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -21,8 +23,9 @@ from pathlib import Path
 import git
 import joblib
 import pytest
-from k8s_fixtures import FPGA, _engine_or_skip, running_double
+from k8s_fixtures import FPGA, _engine_or_skip
 from kubernetes import client, config
+from real_cluster import RealCluster, shared_cluster
 from support import ROOT, run_cli
 
 from planner.project import Project
@@ -31,12 +34,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator:
+def cluster() -> Iterator[RealCluster]:
     _engine_or_skip()
     if not os.environ.get("MLOPS_TEST_REGISTRY"):
         pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
-    with running_double(tmp_path_factory.mktemp("k8s-e2e"), kubelet=True) as double:
-        yield double
+    real = shared_cluster()
+    try:
+        yield real
+    finally:
+        real.remove_nodes()
 
 
 @pytest.fixture
@@ -209,13 +215,16 @@ def test_kubernetes_example_through_the_cli(kube, tmp_path: Path):
 def test_fpga_service_is_unschedulable_until_a_node_offers_the_device(cluster, kube, tmp_path: Path):
     manifest, _ = example(tmp_path, "fpga")
     f = ["-f", str(manifest)]
+    # A node the service's node_selector matches, without the device: the real scheduler reports each
+    # node's first failing filter, so only a matching node says "Insufficient <resource>".
+    cluster.add_node("fpga-node-0", labels={"accelerator": "u250"})
     planned = run_cli("plan", *f)
     assert planned.code == 0 and f"no node offers {FPGA}" in planned.out + planned.err
 
     applied = run_cli("apply", "--auto-approve", *f)
     assert applied.code == 1
-    assert "Unschedulable" in applied.err and "0/2 nodes are available" in applied.err
-    assert f"Insufficient {FPGA}" in applied.err
+    assert "Unschedulable" in applied.err
+    assert re.search(rf"0/\d+ nodes are available: .*\d+ Insufficient {re.escape(FPGA)}", applied.err), applied.err
     assert run_cli("plan", "--detailed-exitcode", *f).code == 0, "an Unschedulable service must not be replaced"
     assert state(manifest, "diabetes-fpga")["state"] == "Unschedulable"
 

@@ -144,6 +144,39 @@ def test_target_limits_the_plan_to_a_resource_and_its_dependencies(project: Path
     assert text.startswith("Warning: resource targeting is in effect (service.one-api).")
 
 
+def test_target_reaches_only_the_targets_the_selection_needs(project: Path):
+    """A service's plan and apply do not need every other target to answer (issue 22, item 18)."""
+    project.write_text(MANIFEST.replace("  mem: {provider: memory}\n", "  mem: {provider: memory}\n"
+                                        "  far: {provider: memory, unreachable: true}\n")
+                       .replace("deploy: {port", "target: mem, deploy: {port")
+                       + "  far-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, "
+                         "target: far}\n")
+    full = run_cli("plan", "-f", str(project))
+    assert full.code == 1 and "unreachable" in full.err
+    result = run_cli("plan", "--detailed-exitcode", "--target", "service.one-api", "-f", str(project))
+    assert result.code == 2, result.err
+    result = run_cli("apply", "--auto-approve", "--target", "service.one-api", "-f", str(project))
+    assert result.code == 0, result.err
+    assert run_cli("plan", "--detailed-exitcode", "--target", "service.one-api", "-f", str(project)).code == 0
+    # The unreachable target's own service still needs its target.
+    assert "unreachable" in run_cli("plan", "--target", "service.far-api", "-f", str(project)).err
+
+
+def test_status_detailed_exitcode_says_when_a_service_needs_attention(project: Path):
+    """0: every service fine; 2: one is Failed (or Unhealthy, Unschedulable, not deployed); 1: an error."""
+    assert run_cli("status", "--detailed-exitcode", "-f", str(project)).code == 2   # nothing deployed yet
+    assert run_cli("apply", "--auto-approve", "-f", str(project)).code == 0
+    assert run_cli("status", "--detailed-exitcode", "-f", str(project)).code == 0
+    assert run_cli("status", "-f", str(project)).code == 0
+    proj = Project.load(project)
+    MemoryProvider(target="mem", config={}, context=proj.context).kill("two-api")
+    result = run_cli("status", "--detailed-exitcode", "-f", str(project))
+    assert result.code == 2 and "Failed" in result.out, result.out
+    assert run_cli("status", "--json", "--detailed-exitcode", "-f", str(project)).code == 2
+    assert run_cli("status", "-f", str(project)).code == 0   # without the flag, as before
+    assert run_cli("status", "--detailed-exitcode", "-f", str(project.parent / "none.yaml")).code == 1
+
+
 def test_removed_service_is_destroyed_after_dependents(project: Path):
     assert run_cli("apply", "--auto-approve", "-f", str(project)).code == 0
     project.write_text(MANIFEST.split("services:")[0].replace("  f: {python: \"3.11\", pip: [numpy]}\n", "")

@@ -330,3 +330,47 @@ def test_one_access_line_per_request_and_no_bodies(echo):
     assert len(lines) == 1
     assert "method=POST path=/score status=200" in lines[0]
     assert marker not in echo.log.text
+
+
+def _in_background(server, body: str) -> tuple[threading.Thread, list]:
+    replies: list = []
+    thread = threading.Thread(target=lambda: replies.append(server.request("POST", "/score", body, timeout=60)))
+    thread.start()
+    return thread, replies
+
+
+def test_a_hanging_run_does_not_hold_up_a_concurrent_request(runtime):
+    """Issue 22.5: with the default settings (one run() at a time, 60 s scoring timeout), a request
+    behind a hung run() on the same worker waited for the timeout. Now the hung call gives up its
+    slot after the stall threshold and the next request runs on another thread."""
+    server = runtime("slow.py")
+    hung, hung_replies = _in_background(server, '{"sleep": 6}')
+    time.sleep(0.3)  # let the hung call start first
+    reply = server.request("POST", "/score", '{"sleep": 0}', timeout=60)
+    still_hung = hung.is_alive()
+    hung.join()
+    assert reply.status == 200
+    assert still_hung, "the second request was answered only after the hung run() returned"
+    assert server.log.wait_for("the next request starts on another thread", timeout=5)
+    assert hung_replies[0].status == 200
+
+
+def test_stalls_add_at_most_max_concurrent_threads(runtime):
+    server = runtime("slow.py", env={"MLOPS_STALL_MS": "200"})
+    calls = [_in_background(server, '{"sleep": 1.5}') for _ in range(3)]
+    for thread, _ in calls:
+        thread.join()
+    replies = [replies[0] for _, replies in calls]
+    assert [r.status for r in replies] == [200] * 3
+    assert max(r.json()["most_at_once"] for r in replies) == 2  # the one slot plus one extra thread
+
+
+def test_stall_threshold_zero_keeps_one_run_at_a_time(runtime):
+    server = runtime("slow.py", env={"MLOPS_STALL_MS": "0"})
+    first, first_replies = _in_background(server, '{"sleep": 1}')
+    time.sleep(0.3)
+    reply = server.request("POST", "/score", '{"sleep": 0}', timeout=60)
+    first_done = not first.is_alive()
+    first.join()
+    assert reply.status == 200 and first_replies[0].status == 200
+    assert first_done and reply.json()["most_at_once"] == 1

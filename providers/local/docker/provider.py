@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,8 +40,9 @@ from ...http import is_ready
 from ...images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, ImageTarget, engine
 from ...images.engine import label
 from ...images.recipe import APP_ROOT
-from .. import processes
+from .. import processes, startlog
 from ..engine import HOLD_PUBLIC_S, LocalEngine
+from ..leftovers import keeper_gone, keeper_only
 from ..ports import SOCKET_ROOT
 from . import containers
 
@@ -131,7 +132,9 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         cli = self.client
         found = list_containers(cli, filters={"label": [f"{label('project')}={self.context.project}",
                                                                  f"{label('target')}={self.target}"]})
-        return [self._live(c, found) for c in _newest_per_service(found)]
+        lives = [self._live(c, found) for c in _newest_per_service(found)]
+        return lives + keeper_only(self.ports, engine=self.engine_name, kind=self.kind, host=HOST,
+                                   known={live.address.name for live in lives}, wanted=lambda t: t == self.target)
 
     @classmethod
     def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
@@ -145,12 +148,21 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             target = c.labels.get(label("target"), "")
             provider = cls(target=target, config={"provider": "local", "engine": "docker"}, context=context)
             out.append((provider, provider._live(c, orphans)))
+        from ..ports import PortKeepers
+
+        known = {c.labels.get(label("service")) for c in found}
+        for live in keeper_only(PortKeepers(context.state_dir, HOST), engine=cls.engine_name, kind=cls.kind, host=HOST,
+                                known={n for n in known if n}, wanted=lambda t: t not in declared_targets):
+            provider = cls(target=live.target or "", config={"provider": "local", "engine": "docker"}, context=context)
+            out.append((provider, live))
         return out
 
     def _live(self, container: Any, siblings: list[Any] = ()) -> Live:  # type: ignore[assignment]
         labels = container.labels
         status, message = containers.state_of(container)
         port = int(labels[label("port")])
+        if container.status == "running" and (problem := keeper_gone(self.ports, labels[label("service")], port)):
+            status, message = "Unhealthy", problem
         base = f"http://{HOST}:{port}"
         details = {
             "endpoint": f"{base}/score",
@@ -190,7 +202,8 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         for c in self._service_containers(self.client, desired.address.name):   # unrecorded leftovers
             if c.status == "running":
                 self._remove(c.id)
-        container = self._start(desired, image, port, self._keys(desired), progress)
+        with self._keeper_released_on_failure(desired.address.name, port):
+            container = self._start(desired, image, port, self._keys(desired), progress)
         return self._live(container)
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
@@ -213,7 +226,8 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         cli = self.client
         name = live.address.name
         progress("stopping container")
-        self._remove(str(live.details["container"]))
+        if live.details.get("container"):   # a service that is only a port keeper has none
+            self._remove(str(live.details["container"]))
         # Stopped leftovers of the same service (a failed start that could not clean up) go too;
         # a running sibling is the replacement of a create-then-delete and stays.
         remaining = []
@@ -230,6 +244,14 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             return
         progress("removing images")
         self._prune_images(name, final=True)
+
+    def _recorded_port(self, name: str) -> int | None:
+        newest = _newest_per_service(self._service_containers(self.client, name))
+        return int(newest[0].labels[label("port")]) if newest else None
+
+    def _listener_holders(self, name: str) -> list[tuple[int, Callable[[], None]]]:
+        return [(int(c.attrs.get("State", {}).get("Pid") or 0), lambda c=c: self._remove(c.id))
+                for c in self._service_containers(self.client, name) if c.status == "running"]
 
     def _service_containers(self, cli: Any, name: str) -> list[Any]:
         return list_containers(cli, filters={"label": [f"{label('project')}={self.context.project}",
@@ -281,7 +303,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         recipe = self.images.recipe(desired)
         deploy = spec["deploy"]
         instance = uuid.uuid4().hex[:8]
-        keeper = self.ports.ensure(name, port, self._records_dir(self.context) / "logs" / f"{name}.ports.log")
+        keeper = self._hold_port(name, port, self._records_dir(self.context) / "logs" / f"{name}.ports.log")
         probe_port = processes.free_port(HOST)
         command = ["--entry-script", f"{APP_ROOT}/{inputs['entry_script']}", "--model-dir", recipe.model_dir,
                    "--host", HOST, "--port", str(port), "--workers", str(deploy.get("workers", 1)),
@@ -294,6 +316,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             "AML_APP_ROOT": APP_ROOT,
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
+            "MLOPS_REVISION": desired.fingerprint,   # the version label of its metrics
         }
         volumes = {str(SOCKET_ROOT): {"bind": PORTS_MOUNT, "mode": "rw"}}
         if keys:   # a read-only file, as the process engine does: the environment shows in `docker inspect`
@@ -321,10 +344,24 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             self._smoke_test(desired, probe_port, keys, progress)
             container.kill(signal="SIGUSR1")   # GO_LIVE: only now does it take public requests
         except BaseException:
+            self._keep_attempt_log(name, instance, port, spec, container)
             self._remove(container.id)
             raise
         container.reload()
         return container
+
+    def _keep_attempt_log(self, name: str, instance: str, port: int, spec: Mapping[str, Any], container: Any) -> None:
+        """A failed start's container is removed: its output is kept for `mlops logs` first."""
+        try:
+            output = container.logs().decode(errors="replace")
+        except Exception:  # noqa: BLE001 - gone already: nothing to keep
+            return
+        path = self._log_file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as log:
+            log.write(startlog.header(instance, name, port, spec["runtime"],
+                                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())) + "\n")
+            log.write(output if output.endswith("\n") or not output else output + "\n")
 
     def _wait_ready(self, desired: Resource, container: Any, port: int, progress: Progress) -> None:
         progress("waiting for readiness (init() running)")
@@ -337,11 +374,11 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             container.reload()
             state = container.attrs.get("State", {})
             if state.get("Status") in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0):
-                cause = " | ".join(containers.last_lines(container)) or "no output"
+                cause = self._start_failure(desired, _output(container), APP_ROOT)
                 raise ProviderError(f"{desired.address}: the container exited during start-up "
                                     f"(code {state.get('ExitCode')}): {cause}")
             if time.monotonic() >= deadline:
-                cause = " | ".join(containers.last_lines(container)) or "no output"
+                cause = self._start_failure(desired, _output(container), APP_ROOT)
                 raise ProviderError(f"{desired.address}: not ready after {timeout}s "
                                     f"(deploy.startup_timeout_s): {cause}")
             events.sleep(0.1)
@@ -394,6 +431,14 @@ def list_containers(cli: Any, filters: dict[str, Any] | None = None) -> list[Any
             if attempt == 4:
                 raise
     return [c for c in found if not filters or label("instance") in (c.labels or {})]
+
+
+def _output(container: Any, lines: int = 400) -> list[str]:
+    """The container's last output lines as written (a traceback keeps its indentation)."""
+    try:
+        return container.logs(tail=lines).decode(errors="replace").splitlines()
+    except Exception:  # noqa: BLE001 - removed meanwhile: the state says enough
+        return []
 
 
 def _newest_per_service(found: list[Any]) -> list[Any]:

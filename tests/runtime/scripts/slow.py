@@ -1,8 +1,16 @@
-"""run() sleeps as long as asked: timeouts, queueing, SIGTERM with a request in flight."""
+"""run() sleeps as long as asked: timeouts, queueing, SIGTERM with a request in flight.
+
+Each answer also says how many run() calls were in progress at once, at most, so far.
+"""
 
 import json
 import os
+import threading
 import time
+
+_lock = threading.Lock()
+_now = 0
+_most = 0
 
 
 def init():
@@ -11,6 +19,14 @@ def init():
 
 
 def run(data):
+    global _now, _most
     seconds = json.loads(data).get("sleep", 0) if data else 0
-    time.sleep(seconds)
-    return {"slept": seconds, "pid": os.getpid()}
+    with _lock:
+        _now += 1
+        _most = max(_most, _now)
+    try:
+        time.sleep(seconds)
+    finally:
+        with _lock:
+            _now -= 1
+    return {"slept": seconds, "pid": os.getpid(), "most_at_once": _most}

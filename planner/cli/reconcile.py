@@ -1,0 +1,145 @@
+"""`mlops reconcile`: keep the deployment converging on the manifest, or just watch it drift.
+
+stdout carries one JSON object per line (one per change, one per cycle) for log collectors;
+stderr carries the same news for a person. With ``--once`` the exit code is the cycle's: 0 in
+sync, 2 differences remain (drift, pending changes, held back), 1 an error or a failed change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import MlopsError
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("reconcile", parents=[common],
+                       help="watch live state for drift and health; heal it or sync it (--mode)")
+    p.add_argument("--mode", choices=("observe", "heal", "sync"), default="observe",
+                   help="observe (default): report only; heal: restore what drifted or failed; "
+                        "sync: apply the checked-out manifest")
+    p.add_argument("--prune", action="store_true", help="with --mode sync: delete services no longer in the manifest")
+    p.add_argument("--once", action="store_true", help="one cycle, then exit with its code (cron, CI)")
+    p.add_argument("--interval", type=float, default=300.0, metavar="SECONDS", help="between cycles (default 300)")
+    p.add_argument("--jitter", type=float, default=0.2, metavar="FRACTION",
+                   help="each wait is the interval times 1 +- up to this (default 0.2)")
+    p.add_argument("--max-heals", type=int, default=3, metavar="N",
+                   help="failed heals of one desired state before giving up on it (default 3)")
+    p.add_argument("--backoff", type=float, default=10.0, metavar="SECONDS",
+                   help="wait after a resource's first failed heal (default 10), times --backoff-factor each time")
+    p.add_argument("--backoff-factor", type=float, default=3.0, metavar="F", help="default 3")
+    p.add_argument("--backoff-cap", type=float, default=600.0, metavar="SECONDS", help="longest wait (default 600)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus text on http://127.0.0.1:PORT/metrics (0: any free port)")
+    p.add_argument("--notify-url", metavar="URL", help="POST JSON here on transitions (drift, heal failed, ...)")
+    p.set_defaults(handler=cmd_reconcile)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from ..manifest import load_manifest
+    from ..reconcile import Options, Reconciler
+    from ..reconcile_signals import Metrics, Webhook
+    from ..reconcile_state import Backoff
+
+    if args.prune and args.mode != "sync":
+        raise MlopsError("--prune deletes only with --mode sync")
+    if args.interval <= 0 or not 0 <= args.jitter < 1:
+        raise MlopsError("--interval must be positive and --jitter between 0 and 1")
+    if args.backoff < 0 or args.backoff_factor < 1 or args.backoff_cap < 0:
+        raise MlopsError("--backoff and --backoff-cap must be >= 0 and --backoff-factor >= 1")
+    project = load_manifest(args.file).project   # a bad manifest fails here, before any server starts
+    options = Options(mode=args.mode, prune=args.prune, max_heals=args.max_heals,
+                      backoff=Backoff(args.backoff, args.backoff_factor, args.backoff_cap))
+    notify = None
+    if args.notify_url:
+        try:
+            notify = Webhook(args.notify_url, project, on_error=lambda msg: _log({"event": "notify_failed",
+                                                                                   "message": msg}))
+        except ValueError as exc:
+            raise MlopsError(str(exc)) from None
+    stop = threading.Event()
+    reconciler = Reconciler(args.file, options, log=_log, stop=stop,
+                            notify=notify or (lambda events: None))
+    metrics = Metrics()
+    with _stop_on_signals(stop), _serving(metrics, args.metrics_port):
+        while True:
+            report = reconciler.cycle()
+            metrics.record(report)
+            _log(report.to_json())
+            _tell(report)
+            if args.once or stop.is_set():
+                break
+            stop.wait(args.interval * (1 + random.uniform(-args.jitter, args.jitter)))
+            if stop.is_set():
+                break
+    if args.once:
+        return report.exit_code()
+    return 0
+
+
+def _log(event: dict[str, Any]) -> None:
+    print(json.dumps(event, sort_keys=True), flush=True)
+
+
+def _tell(report: Any) -> None:
+    """The cycle for a person, on stderr: what is out of sync and why, what was done."""
+    err = sys.stderr
+    if report.error:
+        print(f"Error: {report.error}", file=err)
+    for s in report.out_of_sync:
+        why = f" ({s.health}{': ' + s.message if s.message else ''})" if s.health != "Healthy" else ""
+        extra = " [suspended]" if s.suspended else ""
+        print(f"service.{s.name}: {s.sync}{why}{extra}", file=err)
+    for c in report.changes:
+        text = {"ok": "done", "failed": f"failed: {c.error}"}.get(c.result, f"{c.result}: {c.error}")
+        print(f"{c.address}: {c.action} {text}", file=err)
+    if report.locked:
+        print(f"Skipped writing this cycle: {report.locked}", file=err)
+    in_sync = len(report.services) - len(report.out_of_sync)
+    print(f"Reconcile ({report.mode}): {in_sync} of {len(report.services)} services in sync.", file=err, flush=True)
+
+
+@contextlib.contextmanager
+def _serving(metrics: Any, port: int | None) -> Iterator[None]:
+    if port is None:
+        yield
+        return
+    from ..reconcile_signals import MetricsServer
+
+    try:
+        server = MetricsServer(metrics, port)
+    except OSError as exc:
+        raise MlopsError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+    with server:
+        _log({"event": "metrics", "url": f"http://127.0.0.1:{server.port}/metrics"})
+        yield
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM or Ctrl-C: finish the change in progress, start no other, exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        print(f"Received {signal.Signals(signum).name}: finishing the current change, then exiting.",
+              file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
