@@ -337,7 +337,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
 
     project = _load(args.file)
     live = _live_service(project, args.service)
-    endpoint = project.provider_for(live).endpoint(live, args.instance)
+    endpoint = _reachable(project, live).endpoint(live, args.instance)
     if endpoint is None:
         raise MlopsError(f"service {args.service!r} has no endpoint this machine can reach on target "
                          f"{live.target!r} (`mlops call {args.service}` scores it through the target)")
