@@ -335,13 +335,12 @@ class Reconciler:
             self.log({"event": "locked", "message": report.locked})
 
     def _lock_targets(self, seen: Observation, stack: contextlib.ExitStack) -> None:
-        from providers.base import Provider
+        from providers.base import LocksItself
 
         project = seen.project
         names = {c.after_target for c in seen.plan.actionable if c.after_target} | \
                 {c.before_target for c in seen.plan.actionable if c.before_target}
-        lockable = [project.providers[n] for n in sorted(names)
-                    if n in project.providers and type(project.providers[n]).apply_lock is not Provider.apply_lock]
+        lockable = [project.providers[n] for n in sorted(names) if isinstance(project.providers.get(n), LocksItself)]
         for provider in lockable:
             provider.ensure_connected()
             stack.enter_context(provider.apply_lock(f"mlops reconcile {self.options.mode}"))

@@ -18,14 +18,14 @@ from typing import Any, ClassVar
 
 from planner.plan import Rules
 from planner.resources import FAILED, HEALTHY, Health, Live, Resource, Version
-from providers.base import Endpoint, Events, Progress, Provider, ProviderError, Unreachable, as_events
+from providers.base import Endpoint, Events, Progress, Provider, ProviderError, Reachable, Unreachable, as_events
 
 STATE: dict[tuple[str, str], dict[str, Live]] = {}
 KEYS_SEEN: dict[str, dict[str, str]] = {}
 _instances = 0
 
 
-class MemoryProvider(Provider):
+class MemoryProvider(Reachable, Provider):
     kind: ClassVar[str] = "memory"
 
     @classmethod

@@ -30,10 +30,13 @@ from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Health,
 
 from ..base import (
     Endpoint,
+    LocksItself,
     Progress,
     ProjectContext,
     Provider,
     ProviderError,
+    Reachable,
+    Renders,
     Rules,
     Unreachable,
     as_events,
@@ -60,7 +63,7 @@ class RolloutFailed(ProviderError):
         self.state = state
 
 
-class KubernetesProvider(ImageTarget, Provider):
+class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider):
     kind: ClassVar[str] = "kubernetes"
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
