@@ -224,6 +224,12 @@ class TestAuth:
         assert reply.status == 200
         assert reply.json()["has_authorization"] is False  # the key is not handed to run()
 
+    def test_the_key_passes_in_x_mlops_authorization_when_a_proxy_dropped_authorization(self, server):
+        # A Kubernetes API server's service proxy removes Authorization; mlops sends the key in both.
+        reply = server.request("POST", "/score", "{}", {"X-Mlops-Authorization": "Bearer primary-k3y"})
+        assert reply.status == 200 and reply.json()["has_authorization"] is False
+        assert server.request("POST", "/score", "{}", {"X-Mlops-Authorization": "Bearer wrong"}).status == 401
+
     def test_probes_stay_open(self, server):
         assert server.request("GET", "/").status == 200
         assert server.request("GET", "/ready").status == 200
