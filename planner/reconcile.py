@@ -43,6 +43,8 @@ IN_SYNC, DRIFTED, PENDING, ORPHAN = "in sync", "drifted", "changes pending", "no
 MISSING = "Missing"
 
 Log = Callable[[dict[str, Any]], None]
+Notify = Callable[[list[dict[str, Any]], "CycleReport"], None]
+"""Called with a cycle's transitions (never empty) and the cycle they came from."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class Reconciler:
     """Runs cycles for one manifest; keeps nothing between cycles but the memory file."""
 
     def __init__(self, manifest: Path, options: Options, *, log: Log = lambda event: None,
-                 notify: Callable[[list[dict[str, Any]]], None] = lambda events: None,
+                 notify: Notify = lambda events, report: None,
                  stop: threading.Event | None = None, clock: Callable[[], float] = time.time):
         self.manifest = manifest
         self.notify = notify
@@ -236,7 +238,7 @@ class Reconciler:
                     report.services = self.service_reports(after, memory, suspended_services(after.project.manifest))
                 events = self._conclude(memory, report)
         if events:
-            self.notify(events)
+            self.notify(events, report)
 
     def _conclude(self, memory: ReconcileMemory, report: CycleReport) -> list[dict[str, Any]]:
         if not report.error and not any(c.result == "failed" for c in report.changes):

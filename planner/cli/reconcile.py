@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import signal
 import sys
@@ -40,13 +41,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve Prometheus text on http://127.0.0.1:PORT/metrics (0: any free port)")
     p.add_argument("--notify-url", metavar="URL", help="POST JSON here on transitions (drift, heal failed, ...)")
+    p.add_argument("--no-commit-status", action="store_true",
+                   help="inside GitHub Actions, do not set the mlops/reconcile commit status on transitions")
     p.set_defaults(handler=cmd_reconcile)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from ..manifest import load_manifest
     from ..reconcile import Options, Reconciler
-    from ..reconcile_signals import Metrics, Webhook
+    from ..reconcile_signals import STATUS_CONTEXT, CommitStatus, Metrics, Webhook, fan_out
     from ..reconcile_state import Backoff
 
     if args.prune and args.mode != "sync":
@@ -58,16 +61,23 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     project = load_manifest(args.file).project   # a bad manifest fails here, before any server starts
     options = Options(mode=args.mode, prune=args.prune, max_heals=args.max_heals,
                       backoff=Backoff(args.backoff, args.backoff_factor, args.backoff_cap))
-    notify = None
+    def notify_failed(message: str) -> None:
+        _log({"event": "notify_failed", "message": message})
+
+    webhook = None
     if args.notify_url:
         try:
-            notify = Webhook(args.notify_url, project, on_error=lambda msg: _log({"event": "notify_failed",
-                                                                                   "message": msg}))
+            webhook = Webhook(args.notify_url, project, on_error=notify_failed)
         except ValueError as exc:
             raise MlopsError(str(exc)) from None
+    status = None
+    if not args.no_commit_status:
+        try:
+            status = CommitStatus.from_env(dict(os.environ), on_error=notify_failed)
+        except MlopsError as exc:   # e.g. no GITHUB_TOKEN on the step: reconcile anyway, say why once
+            print(f"Not setting the {STATUS_CONTEXT} commit status: {exc}", file=sys.stderr, flush=True)
     stop = threading.Event()
-    reconciler = Reconciler(args.file, options, log=_log, stop=stop,
-                            notify=notify or (lambda events: None))
+    reconciler = Reconciler(args.file, options, log=_log, stop=stop, notify=fan_out(webhook, status))
     metrics = Metrics()
     with _stop_on_signals(stop), _serving(metrics, args.metrics_port):
         while True:
