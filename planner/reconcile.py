@@ -188,8 +188,12 @@ class Reconciler:
 
     def __init__(self, manifest: Path, options: Options, *, log: Log = lambda event: None,
                  notify: Notify = lambda events, report: None,
-                 stop: threading.Event | None = None, clock: Callable[[], float] = time.time):
+                 stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
+                 may_write: Callable[[], str | None] = lambda: None):
         self.manifest = manifest
+        self.may_write = may_write
+        """Asked under the locks right before writing: None to go ahead, else why not (e.g. the
+        leader Lease was lost); the cycle then writes nothing and reports it like a held lock."""
         self.notify = notify
         self.options = options
         self.log = log
@@ -326,6 +330,9 @@ class Reconciler:
             with apply_lock(state_dir, f"reconcile {self.options.mode}"), contextlib.ExitStack() as locks:
                 seen = self.observe(project)   # again, under the lock: what another writer did counts
                 self._lock_targets(seen, locks)
+                refused = self.may_write()
+                if refused:
+                    raise LockedError(refused)
                 suspended = suspended_services(seen.project.manifest)
                 with remembered(state_dir) as memory:
                     learn(memory, seen.plan, seen.live)

@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from planner.errors import CancelledError, ProviderError, Unreachable
 from planner.events import Events
@@ -104,6 +104,16 @@ def environment_variables(desired: Resource) -> dict[str, str]:
 
 def as_events(progress: Progress) -> Events:
     return progress if isinstance(progress, Events) else Events(progress)
+
+
+class LeaderLease(Protocol):
+    """One replica leads (writes) while it holds the lease; the others observe."""
+
+    @property
+    def leading(self) -> bool: ...
+    def try_lead(self) -> str | None: ...   # None: this replica leads; else who does
+    def check(self) -> str | None: ...      # before a write: None if still the leader, else why not
+    def release(self) -> None: ...
 
 
 class Provider(ABC):
@@ -250,6 +260,11 @@ class Provider(ABC):
         holder raises ``CancelledError`` as soon as ``cancel`` is set (Ctrl-C, SIGTERM).
         """
         return contextlib.nullcontext()
+
+    def leader_lease(self, name: str, holder: str) -> LeaderLease | None:
+        """A named lease on the target that replicas of a reconciler elect one leader with; None if
+        this kind offers none (entered after ``connect``)."""
+        return None
 
     # -- acting (after ensure_connected) ----------------------------------------------------------
     @abstractmethod

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--notify-url", metavar="URL", help="POST JSON here on transitions (drift, heal failed, ...)")
     p.add_argument("--no-commit-status", action="store_true",
                    help="inside GitHub Actions, do not set the mlops/reconcile commit status on transitions")
+    p.add_argument("--leader-elect", metavar="LEASE",
+                   help="replicas elect one leader on this Lease (Kubernetes): only the leader writes, "
+                        "the others observe and take over when it stops")
+    p.add_argument("--leader-target", metavar="TARGET",
+                   help="the target whose namespace holds the Lease (default: the first that offers one)")
     p.set_defaults(handler=cmd_reconcile)
 
 
@@ -76,14 +81,25 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             status = CommitStatus.from_env(dict(os.environ), on_error=notify_failed)
         except MlopsError as exc:   # e.g. no GITHUB_TOKEN on the step: reconcile anyway, say why once
             print(f"Not setting the {STATUS_CONTEXT} commit status: {exc}", file=sys.stderr, flush=True)
+    if args.leader_target and not args.leader_elect:
+        raise MlopsError("--leader-target needs --leader-elect LEASE")
+    election = _election(args) if args.leader_elect else None
     stop = threading.Event()
-    reconciler = Reconciler(args.file, options, log=_log, stop=stop, notify=fan_out(webhook, status))
+    reconciler = Reconciler(args.file, options, log=_log, stop=stop, notify=fan_out(webhook, status),
+                            may_write=election.check if election else lambda: None)
+    follower = Reconciler(args.file, Options(mode="observe"), log=_log, stop=stop)   # no notifications
     metrics = Metrics()
-    with _stop_on_signals(stop), _serving(metrics, args.metrics_port):
+    with _stop_on_signals(stop), _serving(metrics, args.metrics_port), _releasing(election):
         while True:
-            report = reconciler.cycle()
+            other_leader = _lead(election) if election else None
+            report = (follower if other_leader else reconciler).cycle()
             metrics.record(report)
-            _log(report.to_json())
+            roles = {} if election is None else {"role": "follower" if other_leader else "leader",
+                                                 "leader": other_leader or election.identity}
+            _log({**report.to_json(), **roles})
+            if other_leader:
+                print(f"Following (observe only): the leader Lease {args.leader_elect} is held by {other_leader}.",
+                      file=sys.stderr)
             _tell(report)
             if args.once or stop.is_set():
                 break
@@ -93,6 +109,44 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if args.once:
         return report.exit_code()
     return 0
+
+
+def _election(args: argparse.Namespace) -> Any:
+    """The leader Lease on the chosen (or first capable) target of the manifest."""
+    from providers.base import Provider
+
+    from ..project import Project
+
+    providers = Project.load(args.file).providers
+    if args.leader_target and args.leader_target not in providers:
+        raise MlopsError(f"--leader-target {args.leader_target!r} is not a target of {args.file}")
+    for name in [args.leader_target] if args.leader_target else list(providers):
+        provider = providers[name]
+        if type(provider).leader_lease is Provider.leader_lease:
+            continue
+        provider.ensure_connected()
+        lease = provider.leader_lease(args.leader_elect, "mlops reconcile")
+        if lease is not None:
+            return lease
+    raise MlopsError(f"--leader-elect: {'target ' + repr(args.leader_target) if args.leader_target else 'no target'}"
+                     f" of {args.file} offers a leader Lease (kubernetes, aks and fpga targets do)")
+
+
+def _lead(election: Any) -> str | None:
+    """None when this replica leads this cycle; else who does (an unreadable Lease: nobody we know)."""
+    try:
+        return election.try_lead()
+    except MlopsError as exc:
+        return f"unknown (cannot read the Lease: {exc})"
+
+
+@contextlib.contextmanager
+def _releasing(election: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if election is not None:
+            election.release()
 
 
 def _log(event: dict[str, Any]) -> None:
