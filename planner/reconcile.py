@@ -163,10 +163,16 @@ def learn(memory: ReconcileMemory, plan: Plan, live: Mapping[Address, Live]) -> 
         if not same:
             have = live.get(change.address)
             details = have.details if have is not None else {}
-            same = want in {str(details.get(k)) for k in FINGERPRINT_DETAILS if details.get(k)}
+            same = any(_labels_fingerprint(str(details.get(k) or ""), want) for k in FINGERPRINT_DETAILS)
         if same:
             entry = memory.of(str(change.address))
             entry.deployed = want
+
+
+def _labels_fingerprint(label: str, fingerprint: str) -> bool:
+    """The label names this fingerprint: all of it, or its first 63 characters (a Kubernetes label
+    value's limit), never a short prefix."""
+    return label == fingerprint or (len(label) == 63 and fingerprint.startswith(label))
 
 
 def is_heal(change: Change, remembered_entry: ResourceMemory | None) -> bool:

@@ -91,7 +91,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     metrics = Metrics()
     with _stop_on_signals(stop), _serving(metrics, args.metrics_port), _releasing(election):
         while True:
+            was_leading = bool(election and election.leading)
             other_leader = _lead(election) if election else None
+            if was_leading and other_leader:
+                _log({"event": "leader_lost", "message": election.lost or f"the Lease is held by {other_leader}"})
             report = (follower if other_leader else reconciler).cycle()
             metrics.record(report)
             roles = {} if election is None else {"role": "follower" if other_leader else "leader",

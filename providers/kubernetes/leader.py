@@ -37,6 +37,8 @@ class LeaderLease:
         self._held = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self.lost = ""
+        """Why this replica last stopped leading (for the log), empty while it never did."""
 
     @property
     def leading(self) -> bool:
@@ -44,8 +46,9 @@ class LeaderLease:
 
     def try_lead(self) -> str | None:
         """None when this replica leads (now or already); else who does."""
-        if self.leading:
+        if self.leading and self._renewer is not None and self._renewer.is_alive():
             return None
+        self._held.clear()
         self._acquired = _now()
         holder = self._lock._try(self._acquired)
         if holder is not None:
@@ -71,9 +74,13 @@ class LeaderLease:
         fresh = renewed is not None and (_now() - renewed).total_seconds() < int(
             spec.get("leaseDurationSeconds") or DURATION_S)
         if spec.get("holderIdentity") != self.identity or not fresh:
-            self._held.clear()
-            return f"lost the leader Lease {self.namespace}/{self.name} (now held by {spec.get('holderIdentity')})"
+            self._lose(f"lost the leader Lease {self.namespace}/{self.name} (now held by {spec.get('holderIdentity')})")
+            return self.lost
         return None
+
+    def _lose(self, why: str) -> None:
+        self.lost = why
+        self._held.clear()
 
     def _read(self) -> dict:
         return self._lock.cluster.get("Lease", self.name, self.namespace)
@@ -82,16 +89,19 @@ class LeaderLease:
         while self._held.is_set() and not self._stop.wait(RENEW_S):
             try:
                 current = self._read()
-                if (current.get("spec") or {}).get("holderIdentity") != self.identity:
-                    self._held.clear()   # another replica took it over: stop writing at once
-                    return
+                holder = (current.get("spec") or {}).get("holderIdentity")
+                if holder != self.identity:
+                    self._lose(f"the leader Lease {self.namespace}/{self.name} was taken over by {holder}")
+                    return   # another replica took it over: stop writing at once
                 body = self._lock._body(self._acquired, current["metadata"]["resourceVersion"])
                 self._lock.cluster.apply(body, manager=self._lock.manager)
-            except (NotFound, Conflict):
-                self._held.clear()
+            except NotFound:
+                self._lose(f"the leader Lease {self.namespace}/{self.name} was deleted")
                 return
-            except ProviderError:
-                continue   # a missed renewal is retried; the duration covers several
+            except Conflict:
+                continue   # written between our read and our write: read again next round
+            except Exception:   # noqa: BLE001 - a missed renewal is retried; the duration covers several
+                continue
 
     def release(self) -> None:
         """Stop renewing and delete the Lease if it is still ours (a follower takes over next cycle)."""
