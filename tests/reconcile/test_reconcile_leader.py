@@ -117,10 +117,11 @@ def events(path: Path) -> list[dict]:
     return out
 
 
-def wait_for(predicate, timeout: float = 300) -> None:
+def wait_for(predicate, logs: dict[str, Path], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, "timed out; " + "\n".join(
+            f"--- {name}:\n{path.read_text()[-3000:]}" for name, path in logs.items())
         time.sleep(0.2)
 
 
@@ -162,15 +163,15 @@ def test_two_replicas_only_the_leader_heals_and_the_follower_takes_over(tmp_path
                     procs[name] = subprocess.Popen(
                         [sys.executable, "-m", "planner.cli", "reconcile", "--mode", "heal", "--interval", "1",
                          "--jitter", "0", "--leader-elect", "reconcile-leader", "-f", "ml.yaml"],
-                        cwd=root, stdout=out, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
+                        cwd=root, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
             def changes(name: str) -> list[dict]:
                 return [e for e in events(logs[name]) if e["event"] == "change"]
 
-            wait_for(lambda: any(c["result"] == "ok" for n in replicas for c in changes(n)))
+            wait_for(lambda: any(c["result"] == "ok" for n in replicas for c in changes(n)), logs)
             [leader] = [n for n in replicas if changes(n)]
             [follower] = [n for n in replicas if n != leader]
-            wait_for(lambda: sum(e["event"] == "cycle" for e in events(logs[follower])) >= 2)
+            wait_for(lambda: sum(e["event"] == "cycle" for e in events(logs[follower])) >= 2, logs)
             assert apps.read_namespaced_deployment("diabetes-api", "ml").spec.replicas == 2
             cycles = [e for e in events(logs[follower]) if e["event"] == "cycle"]
             assert {c["role"] for c in cycles} == {"follower"} and changes(follower) == []
@@ -180,7 +181,7 @@ def test_two_replicas_only_the_leader_heals_and_the_follower_takes_over(tmp_path
             assert procs[leader].wait(timeout=120) == 0
             apps.patch_namespaced_deployment("diabetes-api", "ml", {"spec": {"replicas": 0}},
                                              field_manager="kubectl-scale")
-            wait_for(lambda: any(c["result"] == "ok" for c in changes(follower)))
+            wait_for(lambda: any(c["result"] == "ok" for c in changes(follower)), logs)
             roles = [e["role"] for e in events(logs[follower]) if e["event"] == "cycle"]
             assert roles[-1] == "leader" and "follower" in roles
             assert apps.read_namespaced_deployment("diabetes-api", "ml").spec.replicas == 2
@@ -194,3 +195,15 @@ def test_two_replicas_only_the_leader_heals_and_the_follower_takes_over(tmp_path
                         proc.kill()
                         proc.wait()
             mlops("destroy", "--auto-approve", "-f", "ml.yaml", cwd=origin, env=env)
+
+
+def test_leader_election_on_a_target_without_leases_is_one_line(memory_target, tmp_path: Path):
+    from support import make_project, run_cli
+
+    manifest = make_project(tmp_path, "version: 1\nproject: lonely\ntargets:\n  mem: {provider: memory}\nmodels:\n"
+                                      "  m: {path: model.txt}\nservices: {}\n")
+    result = run_cli("reconcile", "--once", "--leader-elect", "rec", "-f", str(manifest))
+    assert result.code == 1 and "no target of" in result.err and "offers a leader Lease" in result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+    wrong = run_cli("reconcile", "--once", "--leader-elect", "rec", "--leader-target", "nope", "-f", str(manifest))
+    assert wrong.code == 1 and "--leader-target 'nope' is not a target" in wrong.err
