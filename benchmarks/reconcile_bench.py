@@ -169,8 +169,11 @@ def _kube_records(project, n: int) -> None:
     provider = project.providers["k8s"]
     provider.ensure_connected()
     provider._ensure_namespace()
+    from concurrent.futures import ThreadPoolExecutor
+
     from providers.kubernetes import manifests
 
+    objects = []
     for address, desired in sorted(project.desired().items()):
         if address.kind != "service":
             continue
@@ -178,7 +181,9 @@ def _kube_records(project, n: int) -> None:
         for obj in manifests.objects(svc):
             if obj["kind"] == "Deployment":
                 obj = {**obj, "spec": {**obj["spec"], "replicas": 0}}
-            provider.cluster.apply(obj)
+            objects.append(obj)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(provider.cluster.apply, objects))
 
 
 def kubernetes_observe_cycle(sizes: list[int], runs: int, kubeconfig: str | None) -> None:
