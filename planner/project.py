@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,17 @@ from providers.keys import KeyStore
 from providers.registry import provider_class
 from providers.store import Store
 
-from .addresses import Address
+from .core.addresses import Address
+from .core.errors import MlopsError
+from .core.hashing import ContentHasher, digest
+from .core.plan import Rules
+from .core.redact import REDACTOR
+from .core.resources import Live, Resource
 from .desired import build_desired
-from .errors import MlopsError
 from .gitinfo import describe
-from .hashing import ContentHasher, digest
 from .live import READ_PARALLELISM, LiveState, read_live
 from .manifest import DEFAULT_KIND, Manifest, load_manifest
-from .plan import Rules
-from .redact import REDACTOR
-from .resources import Live, Resource
+from .urlmask import secrets_in
 
 EMBEDDED_KINDS = (DEFAULT_KIND,)
 """Kinds searched for services on undeclared targets even when no declared target uses them; one that
@@ -51,6 +53,8 @@ class Project:
         self.hasher = ContentHasher(self.context.cache_dir / "hashes" / f"{digest(str(self.context.root))[:16]}.json")
         self._live: LiveState | None = None
         self.read_parallelism = READ_PARALLELISM
+        REDACTOR.reference(manifest.references.values)
+        REDACTOR.add(*secrets_in(manifest.data))   # tokens in index URLs, a password in arm_endpoint
         for provider in self.providers.values():
             REDACTOR.add(*provider.secret_values())
 
@@ -119,9 +123,18 @@ class Project:
                     raise
         return found
 
-    def live(self, *, allow_duplicates: bool = False) -> dict[Address, Live]:
-        """Live resources by address; an address live on two targets is an error unless allowed."""
-        state = self.live_state(refresh=True)
+    def live(self, *, allow_duplicates: bool = False, only: Collection[str] | None = None) -> dict[Address, Live]:
+        """Live resources by address; an address live on two targets is an error unless allowed.
+
+        ``only``: read just these declared targets (and the registry), for a ``--target`` selection
+        whose services all have a declared target: the other targets need not even be reachable.
+        """
+        if only is not None:
+            state = read_live([self.store.read_models, self.store.read_environments],
+                              {n: p for n, p in self.providers.items() if n in only}, [],
+                              parallelism=self.read_parallelism)
+        else:
+            state = self.live_state(refresh=True)
         if not allow_duplicates:
             state.check_unique()
         return dict(state.resources)

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from planner.errors import CancelledError, ProviderError, Unreachable
-from planner.events import Events
-from planner.plan import Change, Rules
-from planner.resources import Health, Live, Resource
+from planner.core.errors import CancelledError, ProviderError, Unreachable
+from planner.core.events import Events
+from planner.core.plan import Rules
+from planner.core.resources import Health, Live, Resource
 
 from .keys import KeyStore
 
@@ -233,11 +233,13 @@ class Provider(ABC):
         """How this instance may change: what forces replacement, in which order, on which states."""
         return Rules()
 
-    def plan(self, desired: Resource | None, live: Live | None) -> Change:
-        """Decide what to do with one service (the shared rules, answered by ``rules()``)."""
-        from planner.diff import decide
+    def validate(self, desired: Resource) -> None:
+        """Refuse, with a ``ProviderError`` of one line, a service this target could never run as asked
+        (e.g. IoT Edge's 32 KB of desired properties), before anything is planned, built or sent.
 
-        return decide(desired, live, self.rules(desired, live))
+        The plan itself is the core's: it calls ``planner.core.diff.decide`` with ``rules()``.
+        """
+        return None
 
     def plan_warnings(self, desired: Sequence[Resource]) -> list[str]:
         """What the reviewer should know about this target's services (after ``connect``), one line each.

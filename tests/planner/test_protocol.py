@@ -4,6 +4,7 @@ store, secret target settings, and the registry's handling of third-party plugin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -280,3 +281,18 @@ def test_a_broken_local_plugin_does_not_fail_manifests_without_local_targets(tmp
     path.write_text(manifest(targets="mem: {provider: memory}\n  box: {provider: local}"))
     result = run_cli("plan", "-f", str(path))
     assert result.code == 1 and "targets.box.provider: provider kind 'local' is claimed by several" in result.err
+
+
+def test_the_core_decides_strays_left_by_an_interrupted_apply_are_an_update(tmp_path: Path):
+    """No provider decides a change any more: strays are a typed field of Live the core acts on."""
+    from planner.core.diff import decide
+    from planner.resources import Resource
+
+    desired = Resource(API, {"deploy": {"port": 8000}}, target="mem")
+    live = Live(API, {"deploy": {"port": 8000}}, HEALTHY, "mem", "memory")
+    assert decide(desired, live).action is Action.NOOP
+    change = decide(desired, dataclasses.replace(live, strays=("b2",)))
+    assert (change.action, change.reason) == (Action.UPDATE, "update_because_strays")
+    from providers.base import Provider
+
+    assert not any(hasattr(cls, "plan") for cls in (Provider, registry.load("local"), registry.load("iotedge")))
