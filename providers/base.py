@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from planner.core.errors import CancelledError, ProviderError, Unreachable
 from planner.core.events import Events
@@ -110,6 +110,16 @@ def environment_variables(desired: Resource) -> dict[str, str]:
 
 def as_events(progress: Progress) -> Events:
     return progress if isinstance(progress, Events) else Events(progress)
+
+
+class LeaderLease(Protocol):
+    """One replica leads (writes) while it holds the lease; the others observe."""
+
+    @property
+    def leading(self) -> bool: ...
+    def try_lead(self) -> str | None: ...   # None: this replica leads; else who does
+    def check(self) -> str | None: ...      # before a write: None if still the leader, else why not
+    def release(self) -> None: ...
 
 
 class Provider(ABC):
@@ -312,6 +322,11 @@ class LocksItself(ABC):
                    ) -> contextlib.AbstractContextManager[None]:
         """Entered after ``connect``, before live state is read; waiting for another holder raises
         ``CancelledError`` as soon as ``cancel`` is set (Ctrl-C, SIGTERM)."""
+
+    def leader_lease(self, name: str, holder: str) -> LeaderLease | None:
+        """A named lease on the target that replicas of a reconciler elect one leader with; None if
+        this kind offers none (entered after ``connect``)."""
+        return None
 
 
 class BuildsImages(ABC):

@@ -46,6 +46,7 @@ from ..images import ImageTarget
 from . import health as healths
 from . import manifests, schema
 from .client import Cluster, Forbidden, NotFound
+from .leader import LeaderLease
 from .lease import LeaseLock
 from .manifests import MANAGED_BY, Placement, label
 
@@ -300,6 +301,10 @@ class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider)
         timeout = float(self.config.get("lock_timeout_s", 120))
         return LeaseLock(cluster, self.namespace, self.context.project, holder, timeout_s=timeout,
                          target=self.target).held(cancel)
+
+    def leader_lease(self, name: str, holder: str) -> LeaderLease:
+        self._ensure_namespace()
+        return LeaderLease(self.cluster, self.namespace, self.context.project, name, holder)
 
     # -- acting ---------------------------------------------------------------------------------
     def _namespace_exists(self) -> bool:
