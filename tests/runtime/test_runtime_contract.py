@@ -316,16 +316,16 @@ def test_concurrent_requests_use_the_thread_pool(runtime):
     server = runtime("slow.py", env={"MLOPS_MAX_CONCURRENT_REQUESTS": "4"})
     replies = []
     threads = [
-        threading.Thread(target=lambda: replies.append(server.request("POST", "/score", '{"sleep": 0.5}')))
+        threading.Thread(target=lambda: replies.append(server.request("POST", "/score", '{"sleep": 1.0}')))
         for _ in range(4)
     ]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert [r.status for r in replies] == [200] * 4
-    assert time.monotonic() - started < 1.5
+    # run() calls overlapped (the script counts them; no wall-clock bound, which a loaded machine breaks)
+    assert max(json.loads(r.body)["most_at_once"] for r in replies) >= 2
 
 
 def test_one_access_line_per_request_and_no_bodies(echo):
