@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from providers.base import BuildResult, BuildsImages, KeepsBuildLog
+from providers.base import BuildResult, BuildsImages
 
 from .addresses import Address
 from .errors import MlopsError
@@ -57,13 +57,12 @@ def build_services(project: Project, names: Sequence[str], progress: BuildProgre
 
 
 def build_log(project: Project, service: str) -> Iterator[str]:
-    """The full output of the service's last build (image or virtualenv), line by line."""
+    """The full output of the service's last image build, line by line."""
     declared = project.manifest.section("services")
     if service not in declared:
         raise MlopsError(f"no service {service!r} in the manifest")
     target = project.manifest.service_target(declared[service])
     provider = project.providers[target]
-    if not isinstance(provider, KeepsBuildLog):
-        raise MlopsError(f"service {service!r} has no build log (target {target!r} builds neither image nor "
-                         "virtualenv)")
+    if not isinstance(provider, BuildsImages):
+        raise MlopsError(f"service {service!r} has no image build (target {target!r} builds no image)")
     return provider.build_log(service)

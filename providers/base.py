@@ -40,8 +40,7 @@ from planner.core.resources import Health, Live, Resource
 from .keys import KeyStore
 
 __all__ = [
-    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "KeepsBuildLog",
-    "LocksItself",
+    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "LocksItself",
     "ProjectContext", "Progress", "Provider", "ProviderError", "Reachable", "Renders", "Rules", "Unreachable",
     "environment_variables", "secret_settings", "wait_until",
 ]
@@ -330,16 +329,7 @@ class LocksItself(ABC):
         return None
 
 
-class KeepsBuildLog(ABC):
-    """Capability: the target keeps the whole output of a service's last build, for ``mlops logs --build``
-    (an image's build, or the local process engine's virtualenv build with pip's full story)."""
-
-    @abstractmethod
-    def build_log(self, name: str) -> Iterator[str]:
-        """The full output of the service's last build, line by line."""
-
-
-class BuildsImages(KeepsBuildLog):
+class BuildsImages(ABC):
     """Capability beside ``Provider``: the target runs an image built from the service.
 
     ``mlops build`` and ``mlops logs --build`` ask ``isinstance(provider, BuildsImages)``; the shared
@@ -350,6 +340,10 @@ class BuildsImages(KeepsBuildLog):
     def build_image(self, desired: Resource, progress: Progress, *,
                     model_sources: Mapping[str, Path] | None = None) -> BuildResult:
         """Build (and push) the service's image without deploying it."""
+
+    @abstractmethod
+    def build_log(self, name: str) -> Iterator[str]:
+        """The full output of the service's last image build."""
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.1,
