@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from providers.base import BuildResult, BuildsImages
+from providers.base import BuildResult, BuildsImages, KeepsBuildLog
 
 from .addresses import Address
 from .errors import MlopsError
@@ -63,6 +63,6 @@ def build_log(project: Project, service: str) -> Iterator[str]:
         raise MlopsError(f"no service {service!r} in the manifest")
     target = project.manifest.service_target(declared[service])
     provider = project.providers[target]
-    if not isinstance(provider, BuildsImages):
-        raise MlopsError(f"service {service!r} has no image build (target {target!r} builds no image)")
+    if not isinstance(provider, KeepsBuildLog):
+        raise MlopsError(f"service {service!r} has no build log (target {target!r} builds nothing for it)")
     return provider.build_log(service)

@@ -16,8 +16,9 @@ Providers answer narrow requests; the core decides and checks. Lifecycle, in thi
    update return is the service, the target and the spec it asked for.
 
 Optional capabilities sit beside ``Provider`` and the CLI asks ``isinstance``: ``Reachable``
-(endpoint, call, logs), ``BuildsImages`` (``mlops build``; shared code in ``providers.images``),
-``Renders`` (``mlops render``), ``LocksItself`` (a lock on the target, e.g. a Kubernetes Lease).
+(endpoint, call, logs), ``KeepsBuildLog`` (``mlops logs --build``), ``BuildsImages`` (``mlops build``;
+shared code in ``providers.images``), ``Renders`` (``mlops render``), ``LocksItself`` (a lock on the
+target, e.g. a Kubernetes Lease).
 
 A provider declares ``protocol = 3``; the registry refuses other versions with a clear error.
 """
@@ -40,9 +41,9 @@ from planner.core.resources import Health, Live, Resource
 from .keys import KeyStore
 
 __all__ = [
-    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "LocksItself",
-    "ProjectContext", "Progress", "Provider", "ProviderError", "Reachable", "Renders", "Rules", "Unreachable",
-    "environment_variables", "secret_settings", "wait_until",
+    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "KeepsBuildLog",
+    "LocksItself", "ProjectContext", "Progress", "Provider", "ProviderError", "Reachable", "Renders", "Rules",
+    "Unreachable", "environment_variables", "secret_settings", "wait_until",
 ]
 
 PROTOCOL = 3
@@ -329,11 +330,20 @@ class LocksItself(ABC):
         return None
 
 
-class BuildsImages(ABC):
+class KeepsBuildLog(ABC):
+    """Capability: the target keeps the full output of what it built for a service (an image, a
+    virtualenv), shown by ``mlops logs --build``."""
+
+    @abstractmethod
+    def build_log(self, name: str) -> Iterator[str]:
+        """The full output of the service's last build, line by line."""
+
+
+class BuildsImages(KeepsBuildLog):
     """Capability beside ``Provider``: the target runs an image built from the service.
 
-    ``mlops build`` and ``mlops logs --build`` ask ``isinstance(provider, BuildsImages)``; the shared
-    implementation is ``providers.images.ImageTarget``, which every container-running kind mixes in.
+    ``mlops build`` asks ``isinstance(provider, BuildsImages)``; the shared implementation is
+    ``providers.images.ImageTarget``, which every container-running kind mixes in.
     """
 
     @abstractmethod

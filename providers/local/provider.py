@@ -31,6 +31,7 @@ from planner.hashing import digest
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource, Version
 
 from ..base import (
+    KeepsBuildLog,
     Progress,
     ProjectContext,
     Provider,
@@ -60,7 +61,7 @@ def owner_of(context: ProjectContext) -> str:
     return digest({"state": str(context.state_dir.resolve())})[:16]
 
 
-class LocalProvider(LocalEngine):
+class LocalProvider(KeepsBuildLog, LocalEngine):
     """``provider: local`` with ``engine: process`` (the default), and the kind's entry: ``variant()``
     answers the docker engine, a sibling built on the same shared ``LocalEngine``."""
 

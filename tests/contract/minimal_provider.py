@@ -85,7 +85,8 @@ class MinimalProvider(Reachable, Provider):
         except BaseException:
             _stop(proc.pid)
             raise
-        record = {"name": desired.address.name, "pid": proc.pid, "port": port, "spec": dict(desired.spec)}
+        record = {"name": desired.address.name, "pid": proc.pid, "port": port, "spec": dict(desired.spec),
+                  "git": dict(self.context.git)}
         self._file(desired.address.name).write_text(json.dumps(record))
         return self._live(record)
 

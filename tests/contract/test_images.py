@@ -45,21 +45,23 @@ def test_every_kind_that_runs_images_has_the_one_capability(name: str):
 
 
 def test_only_the_image_package_builds_images():
-    """No provider keeps a copy of the build code (the IoT Edge one forgot it, and `mlops build` failed)."""
+    """No provider keeps a copy of the image build (the IoT Edge one forgot it, and `mlops build` failed)."""
     copies = []
     for path in sorted((ROOT / "providers").rglob("*.py")):
         if path.is_relative_to(ROOT / "providers" / "images") or path.name == "base.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.FunctionDef) and node.name in ("build_image", "build_log"):
+            if isinstance(node, ast.FunctionDef) and node.name == "build_image":
                 copies.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert not copies, copies
 
 
-def test_a_process_target_builds_no_image(tmp_path: Path):
+def test_a_process_target_builds_no_image_but_keeps_its_virtualenv_build_log(tmp_path: Path):
     path = make_project(tmp_path, PROCESS_MANIFEST)
+    result = run_cli("build", "echo-api", "-f", str(path))
+    assert result.code == 1 and "runs on a target without images" in result.err, result
     result = run_cli("logs", "--build", "echo-api", "-f", str(path))
-    assert result.code == 1 and "has no image build (target 'local' builds no image)" in result.err, result
+    assert result.code == 1 and "no virtualenv build log for service 'echo-api' yet" in result.err, result
 
 
 def test_logs_build_on_the_iot_edge_example_asks_for_a_build_first(monkeypatch):
