@@ -15,7 +15,7 @@ import re
 LINE_LIMIT = 300
 MAX_REASONS = 4
 _PACKAGE = re.compile(r"^\s*(?:Collecting|Building wheel for) (\S+)")
-_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b(: .*)?$")
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b(: .*)?\Z")
 _CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 _BOX_START = re.compile(r"^\s*╰─> \[\d+ lines? of output\]")
 _BOX_END = "[end of output]"

@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 MARKER = "--- mlops: starting instance"
-_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>.+)\Z')
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+ +[A-Z]+ +\[\d+\] +[\w.]+: ?")
-_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning|Fault)(: .*)?$")
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning|Fault)(: .*)?\Z")
 
 
 def header(instance: str, name: str, port: int, runtime: str, when: str) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 STAMP = "%Y%m%dT%H%M%S%f"
-ENTRY_RE = re.compile(r"^m\.(?P<key>.+)\.r(?P<stamp>\d{8}T\d{12})\.(?P<sha>[0-9a-f]{64})$")
+ENTRY_RE = re.compile(r"^m\.(?P<key>.+)\.r(?P<stamp>\d{8}T\d{12})\.(?P<sha>[0-9a-f]{64})\Z")
 MAX_KEY = 32
 
 
