@@ -124,3 +124,13 @@ class Hammer:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def project_data(root: Path) -> Path:
+    """The per-user data folder of the project whose ml.yaml is in ``root``: where the local engines
+    keep records (``local/``), port keepers (``ports/``), logs and service keys (``keys/``)."""
+    import yaml
+
+    from providers.userdata import project_data_dir
+
+    return project_data_dir(yaml.safe_load((root / "ml.yaml").read_text())["project"])

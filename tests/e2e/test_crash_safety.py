@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from crash_harness import listeners, our_processes, run_trials
-from support import Hammer, make_project
+from support import Hammer, make_project, project_data
 
 from providers.local.processes import free_port
 
@@ -131,7 +131,7 @@ def test_healing_a_killed_supervisor_keeps_an_auto_port(tmp_path: Path):
     try:
         _applied(root)
         before = _status(root)["echo-api"]
-        record = json.loads((root / ".mlops" / "local" / "echo-api.json").read_text())
+        record = json.loads((project_data(root) / "local" / "echo-api.json").read_text())
         os.kill(record["pid"], signal.SIGKILL)
         _wait_gone(record["pid"])
         assert _status(root)["echo-api"]["state"] == "Failed"
