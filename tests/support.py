@@ -126,11 +126,12 @@ class Hammer:
         self._thread.join()
 
 
-def project_data(root: Path) -> Path:
-    """The per-user data folder of the project whose ml.yaml is in ``root``: where the local engines
-    keep records (``local/``), port keepers (``ports/``), logs and service keys (``keys/``)."""
+def project_data(where: Path) -> Path:
+    """The per-user data folder of the project of manifest ``where`` (or of ``where/ml.yaml``): where
+    the local engines keep records (``local/``), port keepers (``ports/``), logs and keys (``keys/``)."""
     import yaml
 
     from providers.userdata import project_data_dir
 
-    return project_data_dir(yaml.safe_load((root / "ml.yaml").read_text())["project"])
+    manifest = where if where.is_file() else where / "ml.yaml"
+    return project_data_dir(yaml.safe_load(manifest.read_text())["project"])

@@ -88,7 +88,7 @@ def score(port: int, key: str | None) -> tuple[int, dict | None]:
 def test_the_example_lives_and_dies_on_aci(aci, monkeypatch):
     double, manifest, port = aci
     f = ("-f", str(manifest))
-    keys_file = project_data(manifest.parent) / "keys" / "diabetes-api.json"
+    keys_file = project_data(manifest) / "keys" / "diabetes-api.json"
 
     assert "The manifest is valid" in ok("validate", *f)
     planned = ok("plan", "--detailed-exitcode", *f, code=2)

@@ -112,7 +112,7 @@ def test_example_lifecycle_on_docker(tmp_path: Path, engine, project_name):  # n
     assert host["NanoCpus"] == 10**9 and host["Memory"] == 1 << 30
     assert c.attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
     assert c.attrs["Image"] == built[0].image_id, "apply must run the image `mlops build` made"
-    keys = json.loads((project_data(manifest.parent) / "keys" / "diabetes-api.json").read_text())
+    keys = json.loads((project_data(manifest) / "keys" / "diabetes-api.json").read_text())
     env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
     assert not any(keys["primary"] in v or keys["secondary"] in v for v in env.values()), \
         "keys stay out of the container's environment (docker inspect shows it)"
