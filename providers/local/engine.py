@@ -10,7 +10,6 @@ request sent to a new instance, the endpoint with its key), and neither imports 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +21,6 @@ from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError
 from ..http import smoke_test
 from . import processes, startlog
 from .ports import Keeper, PortKeepers
-from .projectlock import project_lock
 
 HOST = "127.0.0.1"
 HOLD_PUBLIC_S = 90
@@ -94,11 +92,6 @@ class LocalEngine(Provider):
     @property
     def ports(self) -> PortKeepers:
         return self.port_keepers(self.context)
-
-    def apply_lock(self, holder: str, cancel: threading.Event | None = None
-                   ) -> contextlib.AbstractContextManager[None]:
-        """Every checkout of the project on this machine acts on the same services: one apply at a time."""
-        return project_lock(self.context.data_dir, holder, self.context.root, cancel)
 
     @staticmethod
     def port_keepers(context: ProjectContext) -> PortKeepers:
