@@ -47,7 +47,7 @@ def live_after(before: Mapping[Address, Live], outcomes: list[Outcome]) -> dict[
         address = outcome.change.address
         if outcome.live is not None:
             after[address] = outcome.live
-        elif outcome.change.action is Action.DELETE:
+        elif outcome.ok and outcome.change.action is Action.DELETE:
             after.pop(address, None)
     return after
 
@@ -180,7 +180,9 @@ def apply_plan(
                                 heapq.heappush(ready, d)
                 else:
                     skip_dependents(a)
-    return [outcomes[a] for a in sorted(outcomes)]
+    done = [outcomes[a] for a in sorted(outcomes)]
+    project.remember_targets(live_after(live, done))   # so removing a target later plans its services' deletion
+    return done
 
 
 def _run(project: Project, change: Change, desired: Mapping[Address, Resource],

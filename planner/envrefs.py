@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .plan import Change
+from .redact import replace_value
 from .urlmask import mask_urls
 
 MIN_LENGTH = 4
@@ -56,12 +57,12 @@ class EnvReferences:
             return text
         for value in sorted(self.values, key=len, reverse=True):
             if len(value) >= MIN_LENGTH and value in text:
-                text = text.replace(value, self.values[value])
+                text = replace_value(text, value, self.values[value])
         return text
 
     def value(self, value: Any, key: str | None) -> Any:
         """One attribute's value as shown: the manifest's text where it came from the environment."""
-        if isinstance(value, Mapping):
+        if isinstance(value, dict | Mapping):
             return {k: self.value(v, str(k)) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value(v, key) for v in value]
@@ -78,6 +79,8 @@ class EnvReferences:
         """A change fit to show: environment values replaced, a changed one still visibly changed."""
         if change.before is None and change.after is None:
             return change
+        if not self.values and "://" not in repr(change.before) and "://" not in repr(change.after):
+            return change   # nothing to hide: a platform plan of 10,000 services costs no walk
         after = self._spec(change.after)
         before = self._spec(change.before)
         if before is not None and after is not None:

@@ -127,6 +127,12 @@ class GitHub:
         """An artifact's zip; GitHub redirects to storage, which must not receive our token."""
         return self.request("GET", url, raw=True).data
 
+    # -- commit statuses ------------------------------------------------------------------------
+    def create_status(self, sha: str, state: str, context: str, description: str) -> dict[str, Any]:
+        """Set ``context``'s status on a commit (GitHub keeps the latest per context)."""
+        body = {"state": state, "context": context, "description": description[:140]}
+        return self.request("POST", f"{self._repo_url()}/statuses/{sha}", body).data
+
     # -- transport ------------------------------------------------------------------------------
     def request(self, method: str, url: str, body: Any = None, *, raw: bool = False) -> Response:
         if not url.startswith(("http://", "https://")):

@@ -164,7 +164,12 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
     checks = _Checks(report)
     checks.public = _public_vars(data.get(PUBLIC_VARS))
     data = {k: v if k == PUBLIC_VARS else checks.interpolate(v, (k,), env) for k, v in data.items()}
-    manifest = Manifest(path, data, positions, EnvReferences(checks.references, checks.written))
+    # A value equal to a declared name is public already (names are keys, never interpolated), and
+    # masking it would hide which model or environment a service uses.
+    names = {k for section in ("models", "environments", "services", "targets")
+             if isinstance(data.get(section), dict) for k in data[section]}
+    references = EnvReferences({v: r for v, r in checks.references.items() if v not in names}, checks.written)
+    manifest = Manifest(path, data, positions, references)
     if checks.whole:
         _type_interpolated(manifest, checks)
     _check_schema(data, checks)

@@ -32,7 +32,7 @@ def make_plan(
     targets = tuple(targets)
     if targets:
         changes = _restrict(changes, targets)
-    warnings: list[str] = []
+    warnings: list[str] = list(getattr(project, "removed_target_problems", []))
     for name, provider in sorted(project.providers.items()):
         mine = [r for r in wanted.values() if r.address.kind == "service" and r.target == name]
         if mine:

@@ -43,6 +43,8 @@ IN_SYNC, DRIFTED, PENDING, ORPHAN = "in sync", "drifted", "changes pending", "no
 MISSING = "Missing"
 
 Log = Callable[[dict[str, Any]], None]
+Notify = Callable[[list[dict[str, Any]], "CycleReport"], None]
+"""Called with a cycle's transitions (never empty) and the cycle they came from."""
 
 
 @dataclass(frozen=True)
@@ -161,10 +163,16 @@ def learn(memory: ReconcileMemory, plan: Plan, live: Mapping[Address, Live]) -> 
         if not same:
             have = live.get(change.address)
             details = have.details if have is not None else {}
-            same = want in {str(details.get(k)) for k in FINGERPRINT_DETAILS if details.get(k)}
+            same = any(_labels_fingerprint(str(details.get(k) or ""), want) for k in FINGERPRINT_DETAILS)
         if same:
             entry = memory.of(str(change.address))
             entry.deployed = want
+
+
+def _labels_fingerprint(label: str, fingerprint: str) -> bool:
+    """The label names this fingerprint: all of it, or its first 63 characters (a Kubernetes label
+    value's limit), never a short prefix."""
+    return label == fingerprint or (len(label) == 63 and fingerprint.startswith(label))
 
 
 def is_heal(change: Change, remembered_entry: ResourceMemory | None) -> bool:
@@ -185,9 +193,13 @@ class Reconciler:
     """Runs cycles for one manifest; keeps nothing between cycles but the memory file."""
 
     def __init__(self, manifest: Path, options: Options, *, log: Log = lambda event: None,
-                 notify: Callable[[list[dict[str, Any]]], None] = lambda events: None,
-                 stop: threading.Event | None = None, clock: Callable[[], float] = time.time):
+                 notify: Notify = lambda events, report: None,
+                 stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
+                 may_write: Callable[[], str | None] = lambda: None):
         self.manifest = manifest
+        self.may_write = may_write
+        """Asked under the locks right before writing: None to go ahead, else why not (e.g. the
+        leader Lease was lost); the cycle then writes nothing and reports it like a held lock."""
         self.notify = notify
         self.options = options
         self.log = log
@@ -236,7 +248,7 @@ class Reconciler:
                     report.services = self.service_reports(after, memory, suspended_services(after.project.manifest))
                 events = self._conclude(memory, report)
         if events:
-            self.notify(events)
+            self.notify(events, report)
 
     def _conclude(self, memory: ReconcileMemory, report: CycleReport) -> list[dict[str, Any]]:
         if not report.error and not any(c.result == "failed" for c in report.changes):
@@ -325,6 +337,9 @@ class Reconciler:
                     contextlib.ExitStack() as locks:
                 seen = self.observe(project)   # again, under the lock: what another writer did counts
                 self._lock_targets(seen, locks)
+                refused = self.may_write()
+                if refused:
+                    raise LockedError(refused)
                 suspended = suspended_services(seen.project.manifest)
                 with remembered(state_dir) as memory:
                     learn(memory, seen.plan, seen.live)
@@ -336,13 +351,12 @@ class Reconciler:
             self.log({"event": "locked", "message": report.locked})
 
     def _lock_targets(self, seen: Observation, stack: contextlib.ExitStack) -> None:
-        from providers.base import Provider
+        from providers.base import LocksItself
 
         project = seen.project
         names = {c.after_target for c in seen.plan.actionable if c.after_target} | \
                 {c.before_target for c in seen.plan.actionable if c.before_target}
-        lockable = [project.providers[n] for n in sorted(names)
-                    if n in project.providers and type(project.providers[n]).apply_lock is not Provider.apply_lock]
+        lockable = [project.providers[n] for n in sorted(names) if isinstance(project.providers.get(n), LocksItself)]
         for provider in lockable:
             provider.ensure_connected()
             stack.enter_context(provider.apply_lock(f"mlops reconcile {self.options.mode}"))

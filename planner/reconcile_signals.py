@@ -1,9 +1,11 @@
-"""What a reconciler tells the world: Prometheus text, webhook notifications.
+"""What a reconciler tells the world: Prometheus text, webhook notifications, commit statuses.
 
 Metrics are the last cycle's view (drift and health per service, last cycle's duration, last
 success time) plus counters (heals by result, cycles). The server binds 127.0.0.1 only and
 serves ``GET /metrics``. Notifications are POSTed as JSON, one request per event batch, only
 for transitions (the reconciler decides which); a webhook that fails is logged, never fatal.
+Inside GitHub Actions the same transitions also set the commit status ``mlops/reconcile`` of
+the commit the job runs for, with the token ``mlops comment`` uses.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .reconcile import IN_SYNC, CycleReport
+from .errors import MlopsError
+from .reconcile import IN_SYNC, CycleReport, Notify
 from .redact import REDACTOR
 
 HEALTH_STATES = ("Healthy", "Transitioning", "Unhealthy", "Unschedulable", "Failed", "Missing")
@@ -119,7 +122,7 @@ class Webhook:
             raise ValueError("--notify-url must be an http:// or https:// URL")
         self.url, self.project, self.on_error, self.timeout = url, project, on_error, timeout
 
-    def __call__(self, events: list[dict[str, Any]]) -> None:
+    def __call__(self, events: list[dict[str, Any]], report: CycleReport | None = None) -> None:
         body = REDACTOR.scrub(json.dumps({"source": "mlops", "project": self.project, "events": events},
                                          sort_keys=True)).encode()
         request = urllib.request.Request(self.url, data=body, method="POST",
@@ -129,3 +132,68 @@ class Webhook:
                 reply.read()
         except (urllib.error.URLError, OSError) as exc:
             self.on_error(f"webhook {self.url} failed: {getattr(exc, 'reason', exc)}")
+
+
+STATUS_CONTEXT = "mlops/reconcile"
+BAD_HEALTH = ("Unhealthy", "Unschedulable", "Failed")
+
+
+def commit_state(report: CycleReport) -> tuple[str, str]:
+    """GitHub's state and a one-line description of the whole cycle (names and counts only:
+    error messages stay in the log, so no secret can reach the status)."""
+    failed = sorted(c.address for c in report.changes if c.result in ("failed", "stopped"))
+    unhealthy = sorted(s.name for s in report.services if s.health in BAD_HEALTH)
+    out_of_sync = sorted(s.name for s in report.out_of_sync)
+    in_sync = f"{len(report.services) - len(out_of_sync)}/{len(report.services)} in sync"
+    if report.error:
+        return "failure", f"{report.mode}: the cycle could not read or plan (see the job log)"
+    if failed or unhealthy:
+        parts = [f"heal failed: {', '.join(failed)}"] * bool(failed) + [f"unhealthy: {', '.join(unhealthy)}"] * bool(
+            unhealthy)
+        return "failure", f"{report.mode}: {in_sync}; " + "; ".join(parts)
+    if out_of_sync or report.locked:
+        return "pending", f"{report.mode}: {in_sync}" + (f"; out of sync: {', '.join(out_of_sync)}" if out_of_sync
+                                                         else "; skipped writing (locked)")
+    return "success", f"{report.mode}: {in_sync}"
+
+
+def _one_line(text: str, limit: int = 140) -> str:
+    text = REDACTOR.scrub(" ".join(text.split()))
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+class CommitStatus:
+    """Sets ``mlops/reconcile`` on ``sha`` when a cycle has transitions; failures go to ``on_error``."""
+
+    def __init__(self, github: Any, sha: str, on_error: Callable[[str], None]):
+        self.github, self.sha, self.on_error = github, sha, on_error
+
+    @classmethod
+    def from_env(cls, env: dict[str, str], on_error: Callable[[str], None]) -> CommitStatus | None:
+        """Inside GitHub Actions (GITHUB_ACTIONS=true) with a commit to report on; else None."""
+        if env.get("GITHUB_ACTIONS") != "true":
+            return None
+        from .github import ActionsContext, GitHub
+
+        ctx = ActionsContext.from_env(env)   # GitHubError (one line) when the repository or token is missing
+        if not ctx.sha or not all(c in "0123456789abcdef" for c in ctx.sha.lower()):
+            raise MlopsError("GITHUB_SHA is not set to a commit: cannot post the mlops/reconcile commit status")
+        return cls(GitHub.from_context(ctx, attempts=3), ctx.sha, on_error)
+
+    def __call__(self, events: list[dict[str, Any]], report: CycleReport) -> None:
+        state, description = commit_state(report)
+        try:
+            self.github.create_status(self.sha, state, STATUS_CONTEXT, _one_line(description))
+        except MlopsError as exc:
+            self.on_error(f"commit status {STATUS_CONTEXT} on {self.sha[:12]} failed: {REDACTOR.scrub(str(exc))}")
+
+
+def fan_out(*notifiers: Notify | None) -> Notify:
+    """One notify that calls each configured one in turn."""
+    chosen = [n for n in notifiers if n is not None]
+
+    def notify(events: list[dict[str, Any]], report: CycleReport) -> None:
+        for n in chosen:
+            n(events, report)
+
+    return notify

@@ -1,6 +1,6 @@
-"""The provider protocol (version 2): what every target kind implements, and what it is given.
+"""The provider protocol (version 3): what every target kind implements, and what it is given.
 
-Lifecycle, in this order and no other:
+Providers answer narrow requests; the core decides and checks. Lifecycle, in this order and no other:
 
 1. **construct** ``Provider(target=..., config=..., context=...)`` — no I/O, no credentials, no
    network: constructing every declared target must be free (``mlops validate`` does it).
@@ -8,12 +8,18 @@ Lifecycle, in this order and no other:
    is really needed (reading live state, acting). Log in and build clients there; an unreachable
    target raises ``Unreachable`` with one line naming what to do (``az login``, the kubeconfig
    context, ``DOCKER_HOST``).
-3. **read / plan / act** — ``read()`` what runs (found by our labels), ``rules()`` for how one
-   instance may change, ``create``/``update``/``delete`` with ``Events`` (progress with counts and
-   cooperative cancellation), ``endpoint()`` (optional: None where this machine cannot reach it),
-   ``logs()`` (optionally of one ``instance``: a pod, a device).
+3. **prepare / read / act** — ``normalize_deploy``/``service_spec`` shape the desired spec,
+   ``validate`` refuses what the target could never run, ``read()`` what runs (found by our labels,
+   each ``Live`` with its running ``versions``), ``rules()`` for how one instance may change (the core
+   calls ``planner.core.diff.decide`` itself), ``create``/``update``/``delete`` with ``Events``
+   (progress with counts and cooperative cancellation). The core checks that the ``Live`` create and
+   update return is the service, the target and the spec it asked for.
 
-A provider declares ``protocol = 2``; the registry refuses other versions with a clear error.
+Optional capabilities sit beside ``Provider`` and the CLI asks ``isinstance``: ``Reachable``
+(endpoint, call, logs), ``BuildsImages`` (``mlops build``; shared code in ``providers.images``),
+``Renders`` (``mlops render``), ``LocksItself`` (a lock on the target, e.g. a Kubernetes Lease).
+
+A provider declares ``protocol = 3``; the registry refuses other versions with a clear error.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from planner.core.errors import CancelledError, ProviderError, Unreachable
 from planner.core.events import Events
@@ -35,12 +41,12 @@ from .keys import KeyStore
 from .userdata import project_data_dir
 
 __all__ = [
-    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "ProjectContext",
-    "Progress", "Provider", "ProviderError", "Rules", "Unreachable", "environment_variables", "secret_settings",
-    "wait_until",
+    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "LocksItself",
+    "ProjectContext", "Progress", "Provider", "ProviderError", "Reachable", "Renders", "Rules", "Unreachable",
+    "environment_variables", "secret_settings", "wait_until",
 ]
 
-PROTOCOL = 2
+PROTOCOL = 3
 """The provider protocol this mlops speaks; third-party providers set ``protocol`` to it."""
 
 Progress = Events | Callable[[str], None]
@@ -111,6 +117,16 @@ def environment_variables(desired: Resource) -> dict[str, str]:
 
 def as_events(progress: Progress) -> Events:
     return progress if isinstance(progress, Events) else Events(progress)
+
+
+class LeaderLease(Protocol):
+    """One replica leads (writes) while it holds the lease; the others observe."""
+
+    @property
+    def leading(self) -> bool: ...
+    def try_lead(self) -> str | None: ...   # None: this replica leads; else who does
+    def check(self) -> str | None: ...      # before a write: None if still the leader, else why not
+    def release(self) -> None: ...
 
 
 class Provider(ABC):
@@ -246,20 +262,6 @@ class Provider(ABC):
         """
         return []
 
-    def render(self, desired: Resource) -> str | None:
-        """The exact objects apply would send for this service, as text (YAML), secrets redacted; None if n/a."""
-        return None
-
-    def apply_lock(self, holder: str, cancel: threading.Event | None = None
-                   ) -> contextlib.AbstractContextManager[None]:
-        """A lock on the target itself, held while apply works there (e.g. a Kubernetes Lease).
-
-        The manifest's own lock (a file beside the state) cannot stop a second CI runner on
-        another machine; a shared target can. Entered after ``connect``; waiting for another
-        holder raises ``CancelledError`` as soon as ``cancel`` is set (Ctrl-C, SIGTERM).
-        """
-        return contextlib.nullcontext()
-
     # -- acting (after ensure_connected) ----------------------------------------------------------
     @abstractmethod
     def create(self, desired: Resource, events: Progress) -> Live:
@@ -277,7 +279,12 @@ class Provider(ABC):
         already runs when this is called. Keys are not this method's to remove (see KeyStore).
         """
 
-    # -- using ----------------------------------------------------------------------------------
+
+# -- capabilities beside the interface: the CLI asks isinstance(provider, <capability>) ------------
+
+class Reachable(ABC):
+    """Capability: this machine can use the target's services (``mlops call``, ``mlops logs``)."""
+
     def endpoint(self, live: Live, instance: str | None = None) -> Endpoint | None:
         """Where and how this machine can call the service (or one ``instance`` of it: a device);
         None where it cannot."""
@@ -300,6 +307,33 @@ class Provider(ABC):
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,
              instance: str | None = None) -> Iterator[str]:
         """The service's log lines, oldest first; ``instance`` names one pod or device."""
+
+
+class Renders(ABC):
+    """Capability: the target can show the exact objects apply would send (``mlops render``)."""
+
+    @abstractmethod
+    def render(self, desired: Resource) -> str:
+        """The objects apply would send for this service, as text (YAML), secrets redacted."""
+
+
+class LocksItself(ABC):
+    """Capability: a lock on the target itself, held while apply works there (e.g. a Kubernetes Lease).
+
+    The manifest's own lock (a file beside the state) cannot stop a second CI runner on another
+    machine; a shared target can.
+    """
+
+    @abstractmethod
+    def apply_lock(self, holder: str, cancel: threading.Event | None = None
+                   ) -> contextlib.AbstractContextManager[None]:
+        """Entered after ``connect``, before live state is read; waiting for another holder raises
+        ``CancelledError`` as soon as ``cancel`` is set (Ctrl-C, SIGTERM)."""
+
+    def leader_lease(self, name: str, holder: str) -> LeaderLease | None:
+        """A named lease on the target that replicas of a reconciler elect one leader with; None if
+        this kind offers none (entered after ``connect``)."""
+        return None
 
 
 class BuildsImages(ABC):

@@ -18,14 +18,14 @@ from typing import Any, ClassVar
 
 from planner.plan import Rules
 from planner.resources import FAILED, HEALTHY, Health, Live, Resource, Version
-from providers.base import Endpoint, Events, Progress, Provider, ProviderError, Unreachable, as_events
+from providers.base import Endpoint, Events, Progress, Provider, ProviderError, Reachable, Unreachable, as_events
 
 STATE: dict[tuple[str, str], dict[str, Live]] = {}
 KEYS_SEEN: dict[str, dict[str, str]] = {}
 _instances = 0
 
 
-class MemoryProvider(Provider):
+class MemoryProvider(Reachable, Provider):
     kind: ClassVar[str] = "memory"
 
     @classmethod
@@ -45,8 +45,9 @@ class MemoryProvider(Provider):
     def connect(self) -> None:
         if self.config.get("unreachable"):
             # Like an SDK that echoes the connection string it was given: the redactor must catch it.
-            raise Unreachable(f"the memory API in region {self.config.get('region')} does not answer to token "
-                              f"{self.config.get('token')}; unset `unreachable` on this target")
+            region = f" in region {self.config['region']}" if self.config.get("region") else ""
+            raise Unreachable(f"the memory API does not answer to token {self.config.get('token')}{region}; "
+                              "unset `unreachable` on this target")
 
     def normalize_deploy(self, deploy):
         return {"replicas": 1, **deploy}

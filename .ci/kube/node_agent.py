@@ -421,8 +421,9 @@ class Agent:
         grace = min(int(pod.spec.termination_grace_period_seconds or 30), 30)
         self.teardown(rt, pod, grace)
         with contextlib.suppress(ApiException):
-            self.core.delete_namespaced_pod(rt.name, rt.namespace, grace_period_seconds=0,
-                                            body=client.V1DeleteOptions(preconditions={"uid": rt.uid}))
+            # Grace 0 in the body: with a body, the API server ignores the query's gracePeriodSeconds.
+            self.core.delete_namespaced_pod(rt.name, rt.namespace, body=client.V1DeleteOptions(
+                grace_period_seconds=0, preconditions=client.V1Preconditions(uid=rt.uid)))
 
     def cleanup_leftovers(self) -> None:
         """Containers and veths of an earlier run of this node (killed, not stopped)."""

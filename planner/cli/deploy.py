@@ -197,6 +197,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
             if planfile or reviewed:
                 print("No changes. Nothing to apply.")
             code, result = 0, "No changes. Nothing to apply."
+            project.remember_targets(live)
         else:
             # A plan may touch a lockable target no manifest service uses (its services are being
             # removed): lock it too, and read again what another runner may have changed meanwhile.
@@ -236,14 +237,13 @@ def _touched(plan: Plan) -> set[str]:
 def _lockable(project: Project, destroy: bool, names: list[str] | None = None) -> list[str]:
     """Declared targets that lock themselves (a Kubernetes Lease) among ``names``; by default those the
     manifest's services use (a destroy: every declared one). The manifest's own lock covers the rest."""
-    from providers.base import Provider
+    from providers.base import LocksItself
 
     if names is None:
         services = project.manifest.section("services").values()
         names = sorted(project.providers) if destroy else \
             sorted({t for s in services if isinstance(t := project.manifest.service_target(s), str)})
-    return [n for n in names
-            if n in project.providers and type(project.providers[n]).apply_lock is not Provider.apply_lock]
+    return [n for n in names if isinstance(project.providers.get(n), LocksItself)]
 
 
 def _lock_targets(project: Project, names: list[str], stack: contextlib.ExitStack, destroy: bool,
@@ -255,7 +255,8 @@ def _lock_targets(project: Project, names: list[str], stack: contextlib.ExitStac
             for name in names:
                 provider = project.providers[name]
                 provider.ensure_connected()
-                stack.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}", cancel))
+                stack.enter_context(provider.apply_lock(  # type: ignore[attr-defined]   # LocksItself
+                    f"mlops {'destroy' if destroy else 'apply'}", cancel))
         except CancelledError as exc:
             print(f"Apply cancelled: {exc}", file=sys.stderr)
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import signal
 import sys
@@ -40,13 +41,20 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve Prometheus text on http://127.0.0.1:PORT/metrics (0: any free port)")
     p.add_argument("--notify-url", metavar="URL", help="POST JSON here on transitions (drift, heal failed, ...)")
+    p.add_argument("--no-commit-status", action="store_true",
+                   help="inside GitHub Actions, do not set the mlops/reconcile commit status on transitions")
+    p.add_argument("--leader-elect", metavar="LEASE",
+                   help="replicas elect one leader on this Lease (Kubernetes): only the leader writes, "
+                        "the others observe and take over when it stops")
+    p.add_argument("--leader-target", metavar="TARGET",
+                   help="the target whose namespace holds the Lease (default: the first that offers one)")
     p.set_defaults(handler=cmd_reconcile)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from ..manifest import load_manifest
     from ..reconcile import Options, Reconciler
-    from ..reconcile_signals import Metrics, Webhook
+    from ..reconcile_signals import STATUS_CONTEXT, CommitStatus, Metrics, Webhook, fan_out
     from ..reconcile_state import Backoff
 
     if args.prune and args.mode != "sync":
@@ -58,22 +66,43 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     project = load_manifest(args.file).project   # a bad manifest fails here, before any server starts
     options = Options(mode=args.mode, prune=args.prune, max_heals=args.max_heals,
                       backoff=Backoff(args.backoff, args.backoff_factor, args.backoff_cap))
-    notify = None
+    def notify_failed(message: str) -> None:
+        _log({"event": "notify_failed", "message": message})
+
+    webhook = None
     if args.notify_url:
         try:
-            notify = Webhook(args.notify_url, project, on_error=lambda msg: _log({"event": "notify_failed",
-                                                                                   "message": msg}))
+            webhook = Webhook(args.notify_url, project, on_error=notify_failed)
         except ValueError as exc:
             raise MlopsError(str(exc)) from None
+    status = None
+    if not args.no_commit_status:
+        try:
+            status = CommitStatus.from_env(dict(os.environ), on_error=notify_failed)
+        except MlopsError as exc:   # e.g. no GITHUB_TOKEN on the step: reconcile anyway, say why once
+            print(f"Not setting the {STATUS_CONTEXT} commit status: {exc}", file=sys.stderr, flush=True)
+    if args.leader_target and not args.leader_elect:
+        raise MlopsError("--leader-target needs --leader-elect LEASE")
+    election = _election(args) if args.leader_elect else None
     stop = threading.Event()
-    reconciler = Reconciler(args.file, options, log=_log, stop=stop,
-                            notify=notify or (lambda events: None))
+    reconciler = Reconciler(args.file, options, log=_log, stop=stop, notify=fan_out(webhook, status),
+                            may_write=election.check if election else lambda: None)
+    follower = Reconciler(args.file, Options(mode="observe"), log=_log, stop=stop)   # no notifications
     metrics = Metrics()
-    with _stop_on_signals(stop), _serving(metrics, args.metrics_port):
+    with _stop_on_signals(stop), _serving(metrics, args.metrics_port), _releasing(election):
         while True:
-            report = reconciler.cycle()
+            was_leading = bool(election and election.leading)
+            other_leader = _lead(election) if election else None
+            if was_leading and other_leader:
+                _log({"event": "leader_lost", "message": election.lost or f"the Lease is held by {other_leader}"})
+            report = (follower if other_leader else reconciler).cycle()
             metrics.record(report)
-            _log(report.to_json())
+            roles = {} if election is None else {"role": "follower" if other_leader else "leader",
+                                                 "leader": other_leader or election.identity}
+            _log({**report.to_json(), **roles})
+            if other_leader:
+                print(f"Following (observe only): the leader Lease {args.leader_elect} is held by {other_leader}.",
+                      file=sys.stderr)
             _tell(report)
             if args.once or stop.is_set():
                 break
@@ -83,6 +112,44 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if args.once:
         return report.exit_code()
     return 0
+
+
+def _election(args: argparse.Namespace) -> Any:
+    """The leader Lease on the chosen (or first capable) target of the manifest."""
+    from providers.base import LocksItself
+
+    from ..project import Project
+
+    providers = Project.load(args.file).providers
+    if args.leader_target and args.leader_target not in providers:
+        raise MlopsError(f"--leader-target {args.leader_target!r} is not a target of {args.file}")
+    for name in [args.leader_target] if args.leader_target else list(providers):
+        provider = providers[name]
+        if not isinstance(provider, LocksItself):
+            continue
+        provider.ensure_connected()
+        lease = provider.leader_lease(args.leader_elect, "mlops reconcile")
+        if lease is not None:
+            return lease
+    raise MlopsError(f"--leader-elect: {'target ' + repr(args.leader_target) if args.leader_target else 'no target'}"
+                     f" of {args.file} offers a leader Lease (kubernetes, aks and fpga targets do)")
+
+
+def _lead(election: Any) -> str | None:
+    """None when this replica leads this cycle; else who does (an unreadable Lease: nobody we know)."""
+    try:
+        return election.try_lead()
+    except MlopsError as exc:
+        return f"unknown (cannot read the Lease: {exc})"
+
+
+@contextlib.contextmanager
+def _releasing(election: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if election is not None:
+            election.release()
 
 
 def _log(event: dict[str, Any]) -> None:

@@ -193,6 +193,17 @@ def _live_service(project: Project, name: str):
     return live
 
 
+def _reachable(project: Project, live: Live):
+    """The provider of a live service, if this machine can use its services (the Reachable capability)."""
+    from providers.base import Reachable
+
+    provider = project.provider_for(live)
+    if not isinstance(provider, Reachable):
+        raise MlopsError(f"{live.address}: {provider.describe()} offers no way to call or read its services "
+                         "from this machine")
+    return provider
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from ..build import build_services
 
@@ -223,8 +234,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if live is None:
         return _last_attempt_log(project, args.service, tail=args.tail)
     try:
-        for line in project.provider_for(live).logs(live, follow=args.follow, tail=args.tail,
-                                                    instance=args.instance):
+        for line in _reachable(project, live).logs(live, follow=args.follow, tail=args.tail,
+                                                   instance=args.instance):
             print(line, flush=args.follow)
     except KeyboardInterrupt:
         pass
@@ -264,7 +275,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             raise MlopsError(f"--data {args.data}: cannot read file: {exc.strerror}") from None
     else:
         body = args.data
-    status, answer, where = project.provider_for(live).call(live, body.encode(), instance=args.instance)
+    status, answer, where = _reachable(project, live).call(live, body.encode(), instance=args.instance)
     if not where.startswith(("http://", "https://")):
         print(f"(answered by {where})", file=sys.stderr)
     text = answer.decode(errors="replace")
@@ -291,6 +302,8 @@ def _render_rbac(project: Any) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from providers.base import Renders
+
     project = _load(args.file)
     if args.rbac:
         return _render_rbac(project)
@@ -303,7 +316,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     shown = 0
     for name in args.services or sorted(declared):
         resource = desired[Address("service", name)]
-        text = project.provider_for(resource.target or "").render(resource)
+        provider = project.provider_for(resource.target or "")
+        text = provider.render(resource) if isinstance(provider, Renders) else None
         if text is None:
             if args.services:
                 raise MlopsError(f"service {name!r}: its target {resource.target!r} has nothing to render")
@@ -323,7 +337,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
 
     project = _load(args.file)
     live = _live_service(project, args.service)
-    endpoint = project.provider_for(live).endpoint(live, args.instance)
+    endpoint = _reachable(project, live).endpoint(live, args.instance)
     if endpoint is None:
         raise MlopsError(f"service {args.service!r} has no endpoint this machine can reach on target "
                          f"{live.target!r} (`mlops call {args.service}` scores it through the target)")

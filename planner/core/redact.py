@@ -66,6 +66,11 @@ class Redactor:
         return text
 
 
+def replace_value(text: str, value: str, replacement: str) -> str:
+    """``text`` with ``value`` replaced; a short or hexadecimal value only as a whole word."""
+    return _whole_word(value).sub(replacement, text) if _short_or_hex(value) else text.replace(value, replacement)
+
+
 def _short_or_hex(value: str) -> bool:
     return len(value) < WHOLE_WORD_BELOW or _HEX.fullmatch(value) is not None
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from providers.base import Reachable
+
 from ..addresses import Address
 from ..errors import MlopsError
 from ..graph_manifest import graph_of
@@ -110,6 +112,8 @@ def service_detail(seen: Observation, name: str) -> dict[str, Any]:
                           "details": _plain(live.details)}
         try:
             provider = seen.project.provider_for(live)
+            if not isinstance(provider, Reachable):
+                raise MlopsError(f"{provider.describe()} offers no way to read its services' logs from here")
             lines = list(provider.logs(live, tail=LOG_LINES))
             detail["logs"] = [line.rstrip("\n") for line in lines[-LOG_LINES:]]
         except (MlopsError, OSError) as exc:

@@ -33,6 +33,8 @@ from ..base import (
     ProjectContext,
     Provider,
     ProviderError,
+    Reachable,
+    Renders,
     as_events,
     environment_variables,
     score_at,
@@ -50,7 +52,7 @@ POLL = 1.0
 READ_PARALLELISM = 8
 
 
-class AciProvider(ImageTarget, Provider):
+class AciProvider(ImageTarget, Reachable, Renders, Provider):
     kind: ClassVar[str] = "aci"
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):

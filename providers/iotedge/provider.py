@@ -36,6 +36,8 @@ from ..base import (
     ProjectContext,
     Provider,
     ProviderError,
+    Reachable,
+    Renders,
     Unreachable,
     as_events,
     environment_variables,
@@ -58,7 +60,7 @@ SMOKE_DEVICES = 10
 TWIN_PARALLELISM = 8
 
 
-class IotEdgeProvider(ImageTarget, Provider):
+class IotEdgeProvider(ImageTarget, Reachable, Renders, Provider):
     """Services as modules on IoT Edge devices chosen by a target condition over their twins."""
 
     kind: ClassVar[str] = "iotedge"

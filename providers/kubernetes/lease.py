@@ -49,13 +49,13 @@ def _parse(text: str | None) -> dt.datetime | None:
 
 class LeaseLock:
     def __init__(self, cluster: Cluster, namespace: str, project: str, holder: str, *, timeout_s: float = 120,
-                 target: str | None = None):
+                 target: str | None = None, name: str | None = None):
         self.cluster = cluster
         self.namespace = namespace
         # One Lease per target: two targets of one manifest may share a namespace, and apply takes
         # each target's lock in turn (always in manifest order, so two runners cannot deadlock).
         suffix = f"-{re.sub(r'[^a-z0-9-]+', '-', target.lower()).strip('-')}" if target else ""
-        self.name = f"mlops-lock-{project}{suffix}"[:253].rstrip("-")
+        self.name = name or f"mlops-lock-{project}{suffix}"[:253].rstrip("-")   # name: another Lease (leader.py)
         self.project = project
         self.identity = f"{holder} on {socket.gethostname()} pid {os.getpid()} ({uuid.uuid4().hex[:8]})"
         self.manager = f"mlops-lock-{uuid.uuid4().hex[:12]}"

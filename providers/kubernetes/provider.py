@@ -30,10 +30,13 @@ from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Health,
 
 from ..base import (
     Endpoint,
+    LocksItself,
     Progress,
     ProjectContext,
     Provider,
     ProviderError,
+    Reachable,
+    Renders,
     Rules,
     Unreachable,
     as_events,
@@ -43,6 +46,7 @@ from ..images import ImageTarget
 from . import health as healths
 from . import manifests, schema
 from .client import Cluster, Forbidden, NotFound
+from .leader import LeaderLease
 from .lease import LeaseLock
 from .manifests import MANAGED_BY, Placement, label
 
@@ -60,7 +64,7 @@ class RolloutFailed(ProviderError):
         self.state = state
 
 
-class KubernetesProvider(ImageTarget, Provider):
+class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider):
     kind: ClassVar[str] = "kubernetes"
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
@@ -297,6 +301,10 @@ class KubernetesProvider(ImageTarget, Provider):
         timeout = float(self.config.get("lock_timeout_s", 120))
         return LeaseLock(cluster, self.namespace, self.context.project, holder, timeout_s=timeout,
                          target=self.target).held(cancel)
+
+    def leader_lease(self, name: str, holder: str) -> LeaderLease:
+        self._ensure_namespace()
+        return LeaderLease(self.cluster, self.namespace, self.context.project, name, holder)
 
     # -- acting ---------------------------------------------------------------------------------
     def _namespace_exists(self) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from planner.core.plan import Action, Rules
 from planner.core.resources import Live, Resource
 
-from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError
+from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError, Reachable
 from ..http import smoke_test
 from . import processes, startlog
 from .ports import Keeper, PortKeepers
@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {"port": "auto", "auth": "none", "workers": 1, "scori
                             "startup_timeout_s": 120}
 
 
-class LocalEngine(Provider):
+class LocalEngine(Reachable, Provider):
     """``provider: local``: the members both engines share (subclasses add where services run)."""
 
     kind: ClassVar[str] = "local"

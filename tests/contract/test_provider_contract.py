@@ -1,7 +1,8 @@
 """The provider contract: what every target kind must do, run over every provider we ship.
 
 Parametrised over the in-memory provider, the local process engine and the local docker engine,
-plus every kind that adds a ``tests/contract/kind_<name>.py`` defining ``KIND`` (a ``ContractKind``:
+plus every kind that adds a ``tests/contract/kind_<name>.py`` defining ``KIND`` (aci, kubernetes, iotedge,
+and ``minimal``: a kind written in ~100 lines against the interface alone, minimal_provider.py) (a ``ContractKind``:
 its target settings, deploy settings, pytest marks, and a context manager that starts what the
 kind needs, e.g. its cloud double, and yields the environment variables to set). Each case goes
 through the planner's own plan/apply, so a provider is held to what users get, not to a private API.

@@ -68,15 +68,19 @@ def test_a_container_removed_by_hand_is_missing_and_recreated(tmp_path, engine, 
     manifest = make_project(tmp_path, docker_manifest(project_name))
     f = ["-f", str(manifest)]
     ok("apply", "--auto-approve", *f)
+    endpoint = status_of(manifest)["endpoint"]
     [container] = containers_of(engine, project_name)
     container.remove(force=True)
 
-    assert status_of(manifest)["state"] == "NotDeployed"
+    # Its port keeper still holds the port clients know: shown, and the service comes back on it.
+    row = status_of(manifest)
+    assert row["state"] == "Failed" and "only a port keeper runs" in row["message"], row
     planned = run_cli("plan", *f)
-    assert planned.code == 0 and "service.echo-api will be created" in planned.out, planned.out
+    assert planned.code == 0 and "service.echo-api must be replaced" in planned.out, planned.out
     ok("apply", "--auto-approve", *f)
-    assert status_of(manifest)["state"] == "Healthy"
+    assert status_of(manifest)["state"] == "Healthy" and status_of(manifest)["endpoint"] == endpoint
     ok("destroy", "--auto-approve", *f)
+    assert _live_keepers(tmp_path) == []
 
 
 @pytest.mark.docker

@@ -1,7 +1,8 @@
 """A local HTTP double of the GitHub REST endpoints the GitOps loop uses, on 127.0.0.1.
 
 What it emulates (and nothing more): issue comments (list with ``per_page``/``page`` and a
-``Link`` header, create, update, delete), the pull requests of a commit, artifacts by name, and an
+``Link`` header, create, update, delete), commit statuses (create, validated as GitHub does),
+the pull requests of a commit, artifacts by name, and an
 artifact download that redirects to a storage URL on the same server which rejects any request
 carrying an Authorization header (as a signed storage URL would not need one). Every API call
 must carry ``Authorization: Bearer <token>``; a wrong token gets GitHub's 401. Failures can be
@@ -44,6 +45,7 @@ class GitHubDouble:
         self.pulls: dict[str, list[dict[str, Any]]] = {}
         self.artifacts: list[dict[str, Any]] = []
         self.blobs: dict[int, bytes] = {}
+        self.statuses: dict[str, list[dict[str, Any]]] = {}
         self.failures: list[Failure] = []
         self.calls: list[Call] = []
         self._next_id = 1000
@@ -176,6 +178,12 @@ class GitHubDouble:
                 return 204, {}, None
         if rest[:1] == ["commits"] and len(rest) == 3 and rest[2] == "pulls" and method == "GET":
             return 200, {}, self.pulls.get(rest[1], [])
+        if rest[:1] == ["statuses"] and len(rest) == 2 and method == "POST":
+            if body.get("state") not in ("error", "failure", "pending", "success") or \
+                    len(body.get("description") or "") > 140:
+                return 422, {}, {"message": "Validation Failed"}
+            self.statuses.setdefault(rest[1], []).append(body)
+            return 201, {}, {"id": self._new_id(), **body}
         if rest[:2] == ["actions", "artifacts"] and len(rest) == 2 and method == "GET":
             name = (query.get("name") or [""])[0]
             found = [a for a in self.artifacts if a["name"] == name]

@@ -15,6 +15,7 @@ from planner.addresses import Address
 from planner.apply import apply_plan
 from planner.planning import make_plan
 from planner.project import Project
+from providers.base import LocksItself
 
 MANIFEST = """\
 version: 1
@@ -254,7 +255,7 @@ def test_a_live_that_does_not_match_the_request_is_reported_as_a_provider_bug(tm
     assert "Apply failed" in result.err
 
 
-class CountingProvider(MemoryProvider):
+class CountingProvider(LocksItself, MemoryProvider):
     """Counts reads of its live state; locks itself, as a shared cluster does."""
 
     kind = "counted"

@@ -211,3 +211,28 @@ def test_a_trailing_newline_fails_every_name_check(tmp_path: Path, field: str, t
     assert "Traceback" not in result.err
     (tmp_path / "ml.yaml").write_text(manifest.replace("\\n", ""))   # the same without the newline passes
     assert run_cli("validate", cwd=tmp_path).code == 0, field
+
+
+# -- values from the environment print as their reference (issue 22, item 1) -----------------------
+
+def test_environment_values_show_as_references_and_changes_stay_visible(tmp_path: Path):
+    from planner.addresses import Address
+    from planner.plan import Action, Change
+
+    make_project(tmp_path, 'version: 1\nproject: demo\npublic_vars: [REGION]\nmodels:\n'
+                           '  ridge: {path: model.txt, description: "${DESC} in ${REGION}", tags: {n: "${N}"}}\n'
+                           '  m2: {path: model.txt, description: "${WHICH}"}\n')
+    env = {"DESC": "s3cret-description", "REGION": "westeurope", "N": "7", "WHICH": "ridge"}
+    refs = load_manifest(tmp_path / "ml.yaml", env=env).references
+    assert "westeurope" not in refs.values and "ridge" not in refs.values   # public; a declared name
+    before = {"description": "old-s3cret in westeurope", "tags": {"n": "7"}, "sha256": "ab8080cd7"}
+    after = {"description": "s3cret-description in westeurope", "tags": {"n": "7"}, "sha256": "ab8080cd7"}
+    change = refs.mask_change(Change(Address("model", "ridge"), Action.UPDATE, before, after))
+    assert change.after == {"description": "${DESC} in westeurope", "tags": {"n": "${N}"}, "sha256": "ab8080cd7"}
+    assert change.before["description"] == "(earlier value)" and change.before["tags"] == {"n": "${N}"}
+    rotated = refs.mask_change(Change(Address("model", "ridge"), Action.UPDATE, after, {**after, "tags": {"n": "8"}}))
+    assert rotated.after["tags"] == {"n": "8"}   # a literal 8 is not from the environment: shown as is
+    same = load_manifest(tmp_path / "ml.yaml", env={**env, "N": "8"}).references
+    rotated = same.mask_change(Change(Address("model", "ridge"), Action.UPDATE, {"tags": {"n": "7"}},
+                                      {"tags": {"n": "8"}}))
+    assert rotated.before["tags"]["n"] == "(earlier value)" and rotated.after["tags"]["n"] == "${N}"

@@ -224,6 +224,12 @@ class TestAuth:
         assert reply.status == 200
         assert reply.json()["has_authorization"] is False  # the key is not handed to run()
 
+    def test_the_key_passes_in_x_mlops_authorization_when_a_proxy_dropped_authorization(self, server):
+        # A Kubernetes API server's service proxy removes Authorization; mlops sends the key in both.
+        reply = server.request("POST", "/score", "{}", {"X-Mlops-Authorization": "Bearer primary-k3y"})
+        assert reply.status == 200 and reply.json()["has_authorization"] is False
+        assert server.request("POST", "/score", "{}", {"X-Mlops-Authorization": "Bearer wrong"}).status == 401
+
     def test_probes_stay_open(self, server):
         assert server.request("GET", "/").status == 200
         assert server.request("GET", "/ready").status == 200
@@ -274,9 +280,7 @@ def test_exception_in_run_is_500_without_details_and_server_survives(runtime):
 
 def test_scoring_timeout_is_504_and_worker_keeps_serving(runtime):
     server = runtime("slow.py", env={"SCORING_TIMEOUT_MS": "500"})
-    started = time.monotonic()
-    reply = server.request("POST", "/score", '{"sleep": 0.7}')
-    assert time.monotonic() - started < 0.7
+    reply = server.request("POST", "/score", '{"sleep": 3}')   # the 504 is the timeout's, not run()'s end
     assert (reply.status, reply.json()) == (504, {"message": "Scoring timeout after 500 ms"})
     assert server.request("POST", "/score", '{"sleep": 0}').status == 200
     assert "replacing" not in server.log.text
@@ -284,12 +288,11 @@ def test_scoring_timeout_is_504_and_worker_keeps_serving(runtime):
 
 def test_liveness_answers_while_run_is_busy(runtime):
     server = runtime("slow.py")
-    slow = threading.Thread(target=server.request, args=("POST", "/score", '{"sleep": 1.0}'))
+    slow = threading.Thread(target=server.request, args=("POST", "/score", '{"sleep": 3.0}'))
     slow.start()
     time.sleep(0.2)
-    started = time.monotonic()
     assert server.request("GET", "/").status == 200
-    assert time.monotonic() - started < 0.5
+    assert slow.is_alive(), "liveness must answer while run() is still busy, not after it"
     slow.join()
 
 
@@ -310,16 +313,16 @@ def test_concurrent_requests_use_the_thread_pool(runtime):
     server = runtime("slow.py", env={"MLOPS_MAX_CONCURRENT_REQUESTS": "4"})
     replies = []
     threads = [
-        threading.Thread(target=lambda: replies.append(server.request("POST", "/score", '{"sleep": 0.5}')))
+        threading.Thread(target=lambda: replies.append(server.request("POST", "/score", '{"sleep": 1.0}')))
         for _ in range(4)
     ]
-    started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert [r.status for r in replies] == [200] * 4
-    assert time.monotonic() - started < 1.5
+    # run() calls overlapped (the script counts them; no wall-clock bound, which a loaded machine breaks)
+    assert max(json.loads(r.body)["most_at_once"] for r in replies) >= 2
 
 
 def test_one_access_line_per_request_and_no_bodies(echo):
@@ -345,7 +348,7 @@ def test_a_hanging_run_does_not_hold_up_a_concurrent_request(runtime):
     slot after the stall threshold and the next request runs on another thread."""
     server = runtime("slow.py")
     hung, hung_replies = _in_background(server, '{"sleep": 6}')
-    time.sleep(0.3)  # let the hung call start first
+    time.sleep(1.0)  # let the hung call start first
     reply = server.request("POST", "/score", '{"sleep": 0}', timeout=60)
     still_hung = hung.is_alive()
     hung.join()
@@ -367,10 +370,9 @@ def test_stalls_add_at_most_max_concurrent_threads(runtime):
 
 def test_stall_threshold_zero_keeps_one_run_at_a_time(runtime):
     server = runtime("slow.py", env={"MLOPS_STALL_MS": "0"})
-    first, first_replies = _in_background(server, '{"sleep": 1}')
-    time.sleep(0.3)
-    reply = server.request("POST", "/score", '{"sleep": 0}', timeout=60)
-    first_done = not first.is_alive()
-    first.join()
-    assert reply.status == 200 and first_replies[0].status == 200
-    assert first_done and reply.json()["most_at_once"] == 1
+    calls = [_in_background(server, '{"sleep": 1.5}') for _ in range(3)]
+    for thread, _ in calls:
+        thread.join()
+    replies = [replies[0] for _, replies in calls]
+    assert [r.status for r in replies] == [200] * 3
+    assert max(r.json()["most_at_once"] for r in replies) == 1
