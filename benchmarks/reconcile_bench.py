@@ -266,7 +266,9 @@ def _mlops(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _kill(root: Path) -> tuple[float, int]:
-    record = json.loads((root / ".mlops" / "local" / "echo-api.json").read_text())
+    from support import project_data
+
+    record = json.loads((project_data(root) / "local" / "echo-api.json").read_text())
     os.killpg(record["pid"], signal.SIGKILL)
     return time.perf_counter(), int(record["port"])
 
@@ -281,9 +283,11 @@ def _answers(port: int) -> bool:
 
 
 def _wait_dead(root: Path, port: int) -> None:
+    from support import project_data
+
     from providers.local import processes
 
-    record = json.loads((root / ".mlops" / "local" / "echo-api.json").read_text())
+    record = json.loads((project_data(root) / "local" / "echo-api.json").read_text())
     deadline = time.monotonic() + 10
     while processes.is_running(record["pid"], record["start_id"]) and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -1,5 +1,9 @@
 """One apply at a time per manifest: an advisory file lock that dies with its process.
 
+Two locks, taken in this order: the checkout's (``.mlops/apply.lock``) and the project's in its
+per-user data folder (``shared``), because every checkout of a project on this machine acts on
+the same local services, keys and embedded registry (providers/userdata.py).
+
 The lock is ``flock`` on ``apply.lock``; who holds it is written to ``apply.lock.json`` beside
 it, atomically (a temporary file renamed into place), only while the lock is held, and removed
 before it is released. So a refused command reads either nothing or a complete record: when the
@@ -29,10 +33,21 @@ INFO_WAIT_S = 1.0
 
 
 @contextmanager
-def apply_lock(state_dir: Path, operation: str) -> Iterator[None]:
+def apply_lock(state_dir: Path, operation: str, shared: Path | None = None) -> Iterator[None]:
     ensure_state_dir(state_dir)   # git-ignored from its first byte: an apply leaves the work tree clean
-    path = state_dir / "apply.lock"
-    info_path = state_dir / "apply.lock.json"
+    with _locked(state_dir, operation):
+        if shared is None:
+            yield
+            return
+        shared.mkdir(parents=True, exist_ok=True)
+        with _locked(shared, operation):
+            yield
+
+
+@contextmanager
+def _locked(folder: Path, operation: str) -> Iterator[None]:
+    path = folder / "apply.lock"
+    info_path = folder / "apply.lock.json"
     fh = path.open("a+")
     try:
         deadline = time.monotonic() + INFO_WAIT_S

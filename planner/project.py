@@ -49,7 +49,7 @@ class Project:
             git=describe(manifest.root),
         )
         self.store = Store(self.context, manifest.data.get("registry"))
-        self.keys = KeyStore(manifest.state_dir)
+        self.keys = KeyStore(self.context.data_dir, legacy=manifest.state_dir)
         # The hash cache is per user, keyed by checkout: a plan writes nothing into the repository.
         self.hasher = ContentHasher(self.context.cache_dir / "hashes" / f"{digest(str(self.context.root))[:16]}.json")
         self._live: LiveState | None = None

@@ -333,7 +333,8 @@ class Reconciler:
 
         state_dir = project.manifest.state_dir
         try:
-            with apply_lock(state_dir, f"reconcile {self.options.mode}"), contextlib.ExitStack() as locks:
+            with apply_lock(state_dir, f"reconcile {self.options.mode}", project.context.data_dir), \
+                    contextlib.ExitStack() as locks:
                 seen = self.observe(project)   # again, under the lock: what another writer did counts
                 self._lock_targets(seen, locks)
                 refused = self.may_write()

@@ -39,6 +39,7 @@ from planner.core.plan import Rules
 from planner.core.resources import Health, Live, Resource
 
 from .keys import KeyStore
+from .userdata import project_data_dir
 
 __all__ = [
     "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "KeepsBuildLog",
@@ -62,6 +63,12 @@ class ProjectContext:
     state_dir: Path           # the embedded registry and local records (default <root>/.mlops)
     cache_dir: Path           # machine-wide caches shared by projects (virtualenvs)
     git: Mapping[str, Any] = field(default_factory=dict)   # commit, dirty, branch
+
+    @property
+    def data_dir(self) -> Path:
+        """The per-user folder every checkout of this project on this machine shares (userdata.py):
+        local engines' records, port keepers, logs and service keys live there."""
+        return project_data_dir(self.project)
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,7 @@ class Provider(ABC):
         self.target = target
         self.config = dict(config)
         self.context = context
-        self.keys = KeyStore(context.state_dir)
+        self.keys = KeyStore(context.data_dir, legacy=context.state_dir)
         self._connected = False
         self._connect_lock = threading.Lock()
 

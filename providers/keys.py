@@ -1,8 +1,9 @@
 """The one key store: the scoring keys of every service, whatever its target.
 
 A service's keys must survive updates and replacements (clients keep them), so they belong to the
-service, not to an instance: ``<state>/keys/<service>.json``, mode 0600 from its first byte,
-written atomically. Explicit keys from the manifest win; otherwise the stored ones are kept;
+service, not to an instance: ``<data>/keys/<service>.json`` in the project's per-user data folder
+(providers/userdata.py, so every checkout of the project on this machine uses the same keys), mode
+0600 from its first byte, written atomically. Explicit keys from the manifest win; otherwise the stored ones are kept;
 otherwise new ones are generated. Keys are forgotten only when the service leaves the project
 (apply does that after a successful delete), never when one instance of it goes.
 """
@@ -20,14 +21,20 @@ from planner.errors import ProviderError
 
 MOUNTED = ".mounted"
 """Under the keys folder: the copies containers mount (providers.local.docker)."""
-LEGACY = ("local/keys/{name}.json", "docker/{name}.keys.json")
-"""Where earlier versions kept keys; read so that running services keep theirs after an upgrade."""
+LEGACY = ("keys/{name}.json", "local/keys/{name}.json", "docker/{name}.keys.json")
+"""Where earlier versions kept keys, under the checkout's ``.mlops``; read so that running services
+keep theirs after an upgrade (the next save writes them to the data folder)."""
 
 
 class KeyStore:
-    def __init__(self, state_dir: Path):
-        self.state_dir = state_dir
-        self.folder = state_dir / "keys"
+    def __init__(self, root: Path, legacy: Path | None = None):
+        """``root``: the project's data folder; ``legacy``: the checkout's state folder of old versions."""
+        self.root = root
+        self.legacy = legacy
+        self.folder = root / "keys"
+
+    def _legacy_files(self, name: str) -> list[Path]:
+        return [self.legacy / p.format(name=name) for p in LEGACY] if self.legacy is not None else []
 
     def _file(self, name: str) -> Path:
         return self.folder / f"{name}.json"
@@ -38,7 +45,7 @@ class KeyStore:
 
     def load(self, name: str) -> dict[str, str]:
         """The stored keys of ``name`` ({} when it has none)."""
-        for path in (self._file(name), *(self.state_dir / p.format(name=name) for p in LEGACY)):
+        for path in (self._file(name), *self._legacy_files(name)):
             try:
                 data = json.loads(path.read_text())
             except FileNotFoundError:
@@ -64,9 +71,7 @@ class KeyStore:
 
     def save(self, name: str, keys: Mapping[str, str]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        ignore = self.state_dir / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("*\n")
+        os.chmod(self.folder, 0o700)
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")   # mkstemp creates it 0600
         with os.fdopen(fd, "w") as fh:
             json.dump(dict(keys), fh)
@@ -88,6 +93,7 @@ class KeyStore:
 
     def forget(self, name: str) -> None:
         """The service left the project: its keys go (and the legacy copies with them)."""
-        for path in (self._file(name), self.folder / MOUNTED / f"{name}.json",
-                     *(self.state_dir / p.format(name=name) for p in LEGACY)):
+        legacy_mounted = [self.legacy / "keys" / MOUNTED / f"{name}.json"] if self.legacy is not None else []
+        for path in (self._file(name), self.folder / MOUNTED / f"{name}.json", *legacy_mounted,
+                     *self._legacy_files(name)):
             path.unlink(missing_ok=True)

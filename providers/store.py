@@ -26,9 +26,10 @@ from planner.resources import REGISTERED, Live, Resource
 
 from .base import ProjectContext, ProviderError
 from .oci.distribution import RemoteRepository, parse_url
-from .oci.layout import LayoutRepository, data_home
+from .oci.layout import LayoutRepository
 from .oci.models import ModelRegistry
 from .oci.repository import Repository
+from .userdata import project_data_dir
 
 DEFAULT_SETTLE_S = 20.0
 """Remote registries: how long a new registration stays pending (> PUT latency + 2 x clock skew)."""
@@ -61,7 +62,7 @@ def _read_json(path: Path) -> Any:
 
 
 def embedded_root(project: str) -> Path:
-    return data_home() / project / "registry"
+    return project_data_dir(project) / "registry"
 
 
 def open_repository(project: str, registry: Mapping[str, Any] | None) -> Repository:

@@ -47,16 +47,31 @@ def listeners(port: int) -> int:
     return count
 
 
+def _context(state_dir: Path):
+    """The project whose checkout state folder is ``state_dir`` (its ml.yaml is beside that folder)."""
+    import yaml
+
+    from providers.base import ProjectContext
+
+    project = yaml.safe_load((state_dir.parent / "ml.yaml").read_text())["project"]
+    return ProjectContext(project=project, root=state_dir.parent, state_dir=state_dir, cache_dir=state_dir)
+
+
+def _port_folders(state_dir: Path) -> list[Path]:
+    """Where the project's keeper records are: its data folder, and the checkout's of earlier versions."""
+    return [_context(state_dir).data_dir / "ports", state_dir / "ports"]
+
+
 def our_processes(state_dir: Path) -> dict[str, list[int]]:
     """Instance leaders (by marker) and port keepers (by socket folder in their command line) of a project."""
-    from providers.base import ProjectContext
     from providers.local import processes
-    from providers.local.provider import MARKER, owner_of
+    from providers.local.provider import MARKER, legacy_owner_of, owner_of
 
-    context = ProjectContext(project="", root=state_dir.parent, state_dir=state_dir, cache_dir=state_dir)
-    instances = [pid for pid, _start, _value in processes.find_marked(MARKER, owner_of(context) + "/")]
+    context = _context(state_dir)
+    instances = sorted({pid for owner in (owner_of(context), legacy_owner_of(context))
+                        for pid, _start, _value in processes.find_marked(MARKER, owner + "/")})
     keepers = []
-    for record in (state_dir / "ports").glob("*.json") if (state_dir / "ports").is_dir() else []:
+    for record in [r for folder in _port_folders(state_dir) if folder.is_dir() for r in folder.glob("*.json")]:
         data = json.loads(record.read_text())
         if processes.is_running(int(data["pid"]), str(data["start_id"])):
             keepers.append(int(data["pid"]))
@@ -69,9 +84,9 @@ def keeper_processes(state_dir: Path) -> dict[int, int]:
     Found by what runs (their command line names the project's state folder), so a keeper whose
     record is gone still counts: the orphan count of issue 22 is over these.
     """
-    folder = str(state_dir.resolve() / "ports")
+    folders = tuple(str(folder.resolve()) + "/" for folder in _port_folders(state_dir))
     sockets = set()   # keepers started before they named their record on the command line
-    for path in Path(folder).glob("*.json"):
+    for path in [p for folder in folders for p in Path(folder).glob("*.json")]:
         try:
             sockets.add(json.loads(path.read_text())["socket"])
         except (OSError, ValueError, KeyError):
@@ -89,7 +104,7 @@ def keeper_processes(state_dir: Path) -> dict[int, int]:
             continue
         record = args[args.index("--record") + 1] if "--record" in args else ""
         socket_path = args[args.index("--socket") + 1] if "--socket" in args else ""
-        if record.startswith(folder + "/") or socket_path in sockets:
+        if record.startswith(folders) or socket_path in sockets:
             found[int(entry.name)] = int(args[args.index("--port") + 1])
     return found
 

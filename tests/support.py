@@ -124,3 +124,14 @@ class Hammer:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def project_data(where: Path) -> Path:
+    """The per-user data folder of the project of manifest ``where`` (or of ``where/ml.yaml``): where
+    the local engines keep records (``local/``), port keepers (``ports/``), logs and keys (``keys/``)."""
+    import yaml
+
+    from providers.userdata import project_data_dir
+
+    manifest = where if where.is_file() else where / "ml.yaml"
+    return project_data_dir(yaml.safe_load(manifest.read_text())["project"])

@@ -157,7 +157,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
         require_clean(project.manifest.root, args.branch)
     choice: Choice | None = None
     cancel = threading.Event()
-    with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"), \
+    with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply", project.context.data_dir), \
             contextlib.ExitStack() as target_locks:
         desired = project.desired()
         only = targets_needed(_targets(args), desired, destroy)   # --target: reach only the targets it needs

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from planner.core.plan import Action, Rules
 from planner.core.resources import Live, Resource
 
-from ..base import Endpoint, Progress, Provider, ProviderError, Reachable
+from ..base import Endpoint, Progress, ProjectContext, Provider, ProviderError, Reachable
 from ..http import smoke_test
 from . import processes, startlog
 from .ports import Keeper, PortKeepers
@@ -91,7 +91,13 @@ class LocalEngine(Reachable, Provider):
 
     @property
     def ports(self) -> PortKeepers:
-        return PortKeepers(self.context.state_dir, HOST)
+        return self.port_keepers(self.context)
+
+    @staticmethod
+    def port_keepers(context: ProjectContext) -> PortKeepers:
+        """The project's keepers: in its per-user data folder, shared by its checkouts on this machine
+        (and those an earlier version started from this checkout's ``.mlops``)."""
+        return PortKeepers(context.data_dir, HOST, legacy=context.state_dir)
 
     # -- shared steps of create and update -----------------------------------------------------
     def _claim_port(self, desired: Resource) -> int:

@@ -1,8 +1,11 @@
 """The port keepers of one project: start one per (service, port), find it, stop it.
 
-Records live beside the service records (``<state>/ports/<service>-<port>.json``: pid, start id,
-port, control socket); the control socket itself sits in a short per-user folder under /tmp,
-because unix socket paths are limited to 108 bytes and state folders can be deep.
+Records live beside the service records (``<data>/ports/<service>-<port>.json`` in the project's
+per-user data folder: pid, start id, port, control socket); a keeper started by an earlier version
+keeps its record in the checkout's ``.mlops/ports`` (the keeper stops when its record goes, so the
+record is never moved) and is found there until it is stopped. The control socket itself sits in
+a short per-user folder under /tmp, because unix socket paths are limited to 108 bytes and state
+folders can be deep.
 """
 
 from __future__ import annotations
@@ -37,13 +40,19 @@ class Keeper:
 
 
 class PortKeepers:
-    def __init__(self, state_dir: Path, host: str):
+    def __init__(self, state_dir: Path, host: str, legacy: Path | None = None):
         self.folder = state_dir / "ports"
         self.state_dir = state_dir
         self.host = host
+        self.folders = [self.folder] + ([legacy / "ports"] if legacy is not None else [])
 
     def _record(self, name: str, port: int) -> Path:
-        return self.folder / f"{name}-{port}.json"
+        """The record of ``name``'s keeper of ``port``: where it is (a legacy one too), else where it goes."""
+        paths = [folder / f"{name}-{port}.json" for folder in self.folders]
+        return next((p for p in paths if p.exists()), paths[0])
+
+    def _records(self, pattern: str) -> list[Path]:
+        return sorted(p for folder in self.folders if folder.is_dir() for p in folder.glob(pattern))
 
     def socket_path(self, name: str, port: int) -> Path:
         return SOCKET_ROOT / f"{digest({'state': str(self.state_dir.resolve()), 'name': name, 'port': port})[:20]}.sock"
@@ -57,27 +66,27 @@ class PortKeepers:
 
     def of_service(self, name: str) -> list[Keeper]:
         out = []
-        for path in sorted(self.folder.glob(f"{name}-*.json")) if self.folder.is_dir() else []:
+        for path in self._records(f"{name}-*.json"):
             port = path.stem[len(name) + 1:]
             if port.isdigit():
                 found = self.find(name, int(port))
-                if found:
-                    out.append(found)
-                else:
+                if found is None:
                     path.unlink(missing_ok=True)
+                elif found not in out:
+                    out.append(found)
         return out
 
     def all(self) -> list[Keeper]:
         """Every live keeper of this project (dead ones' records are removed on the way)."""
         out = []
-        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
+        for path in self._records("*.json"):
             name, _, port = path.stem.rpartition("-")
             if name and port.isdigit():
                 found = self.find(name, int(port))
-                if found:
-                    out.append(found)
-                else:
+                if found is None:
                     path.unlink(missing_ok=True)
+                elif found not in out:
+                    out.append(found)
         return out
 
     def owner_of(self, keeper: Keeper) -> tuple[str, str] | None:
@@ -117,7 +126,7 @@ class PortKeepers:
 
     def _start(self, name: str, port: int, log_file: Path, owner: tuple[str, str], adopt_from: int = 0) -> Keeper:
         path = self.socket_path(name, port)
-        record = self._record(name, port)
+        record = self.folder / f"{name}-{port}.json"   # a new keeper's record: in the data folder
         cmd = [sys.executable, "-m", "providers.local.portkeeper", "--host", self.host, "--port", str(port),
                "--socket", str(path), "--record", str(record.resolve()), "--target", owner[0], "--engine", owner[1]]
         if adopt_from:

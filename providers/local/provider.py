@@ -1,6 +1,8 @@
 """The embedded default target: each service is a detached scoring-runtime process on 127.0.0.1.
 
-Records of what runs are kept beside the registry (``<state>/local/<service>.json``); live state
+Records of what runs are kept in the project's per-user data folder (``<data>/local/<service>.json``,
+shared by every checkout of the project on this machine; records an earlier version wrote in the
+checkout's ``.mlops/local`` are still read, and move on the service's next apply); live state
 is those records checked against reality (is the process, by pid + start time, alive; does its
 readiness route answer) *and* what really runs: every instance carries a marker in its
 environment, so an instance an interrupted apply never recorded is still found, shown, and
@@ -57,7 +59,13 @@ MARKER = "MLOPS_INSTANCE"
 
 
 def owner_of(context: ProjectContext) -> str:
-    """Which project's state folder an instance belongs to (two checkouts never mix their processes)."""
+    """Which project an instance belongs to: its data folder, so every checkout of it on this machine
+    sees (and takes over) the same processes."""
+    return digest({"state": str(context.data_dir.resolve())})[:16]
+
+
+def legacy_owner_of(context: ProjectContext) -> str:
+    """The owner earlier versions gave instances: the checkout's state folder (still found and stopped)."""
     return digest({"state": str(context.state_dir.resolve())})[:16]
 
 
@@ -85,6 +93,11 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
     # -- records ----------------------------------------------------------------------------------
     @staticmethod
     def _records_dir(context: ProjectContext) -> Path:
+        return context.data_dir / "local"
+
+    @staticmethod
+    def _legacy_records_dir(context: ProjectContext) -> Path:
+        """Where earlier versions kept the records, in the checkout: read until the service's next apply."""
         return context.state_dir / "local"
 
     def _record_file(self, name: str) -> Path:
@@ -101,6 +114,10 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
 
     def _instance_dir(self, name: str, instance: str) -> Path:
         return self._records_dir(self.context) / "instances" / f"{name}-{instance}"
+
+    def _remove_instance(self, name: str, instance: str) -> None:
+        for records in (self._records_dir(self.context), self._legacy_records_dir(self.context)):
+            shutil.rmtree(records / "instances" / f"{name}-{instance}", ignore_errors=True)
 
     # -- live state -------------------------------------------------------------------------------
     def read(self) -> list[Live]:
@@ -120,19 +137,23 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
         """
         folder = cls._records_dir(context)
         running = cls._running(context)
-        records = [(r, f.parent) for f in sorted(folder.glob("*.json"))
-                   if (r := _read_json(f)) is not None and wanted(r.get("target"))] if folder.is_dir() else []
+        ports = cls.port_keepers(context)
+        records: list[tuple[dict[str, Any], Path]] = []
+        for where in (folder, cls._legacy_records_dir(context)):   # a service's newest record first
+            records += [(r, where) for f in (sorted(where.glob("*.json")) if where.is_dir() else [])
+                        if (r := _read_json(f)) is not None and wanted(r.get("target"))
+                        and r.get("name") not in {seen["name"] for seen, _ in records}]
         if len(records) <= 1:
-            found = [cls._live_from(r, where) for r, where in records]
+            found = [cls._live_from(r, where, ports) for r, where in records]
         else:
             with ThreadPoolExecutor(max_workers=min(PROBE_PARALLELISM, len(records))) as pool:
-                found = list(pool.map(lambda item: cls._live_from(*item), records))
+                found = list(pool.map(lambda item: cls._live_from(*item, ports), records))
         out = [cls._with_strays(live, running.get(live.address.name, [])) for live in found]
         recorded = {live.address.name for live in found}
         for name, instances in sorted(running.items()):
             if name not in recorded and wanted(instances[0]["target"]):
                 out.append(cls._unrecorded(context, name, instances))
-        out += keeper_only(PortKeepers(context.state_dir, HOST), engine="process", kind=cls.kind, host=HOST,
+        out += keeper_only(ports, engine="process", kind=cls.kind, host=HOST,
                            known=recorded | set(running), wanted=wanted, log_dir=folder / "logs")
         return out
 
@@ -140,7 +161,8 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
     def _running(cls, context: ProjectContext) -> dict[str, list[dict[str, Any]]]:
         """Instance processes of this project that really run, by service name (from their marker)."""
         out: dict[str, list[dict[str, Any]]] = {}
-        for pid, start, value in processes.find_marked(MARKER, owner_of(context) + "/"):
+        owners = dict.fromkeys((owner_of(context), legacy_owner_of(context)))
+        for pid, start, value in [found for owner in owners for found in processes.find_marked(MARKER, owner + "/")]:
             parts = value.split("/")
             if len(parts) == 4:
                 out.setdefault(parts[2], []).append({"pid": pid, "start_id": start, "target": parts[1],
@@ -163,8 +185,8 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
         """Instances that run but were never recorded (apply killed before it could): Unhealthy, replaced."""
         meta = {}
         for r in instances:
-            meta = _read_json(cls._records_dir(context) / "instances" / f"{name}-{r['instance']}" / "instance.json") \
-                or meta
+            for records in (cls._legacy_records_dir(context), cls._records_dir(context)):
+                meta = _read_json(records / "instances" / f"{name}-{r['instance']}" / "instance.json") or meta
         pids = ", ".join(str(r["pid"]) for r in instances)
         details = {"strays": instances, "instance": None, "pid": None, "port": meta.get("port"),
                    "auth": (meta.get("spec") or {}).get("deploy", {}).get("auth", "none"),
@@ -179,7 +201,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
                     strays=tuple(str(r["instance"]) for r in instances[1:]))
 
     @staticmethod
-    def _live_from(record: dict[str, Any], folder: Path) -> Live:
+    def _live_from(record: dict[str, Any], folder: Path, ports: PortKeepers) -> Live:
         alive = processes.is_running(record["pid"], record["start_id"])
         base = f"http://{HOST}:{record['port']}"
         message = ""
@@ -194,7 +216,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
         else:
             status = UNHEALTHY
             message = f"{base}/ready does not answer 200"
-        if alive and (problem := keeper_gone(PortKeepers(folder.parent, HOST), record["name"], int(record["port"]))):
+        if alive and (problem := keeper_gone(ports, record["name"], int(record["port"]))):
             status, message = UNHEALTHY, problem   # it answers, but no new version could take its port
         details = {
             "endpoint": f"{base}/score",
@@ -220,28 +242,28 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
         keys = self._keys(desired)
         with self._keeper_released_on_failure(desired.address.name, port):
             record = self._start(desired, port, keys, progress)
-        return self._live_from(record, self._records_dir(self.context))
+        return self._live_from(record, self._records_dir(self.context), self.ports)
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
         name = live.address.name
         self._stop_strays(name, keep=live.details.get("instance"), progress=progress)
         record = _read_json(self._record_file(name))
         if record and record.get("fingerprint") == desired.fingerprint and live.status == HEALTHY:
-            return self._live_from(record, self._records_dir(self.context))   # only strays were wrong
+            return self._live_from(record, self._records_dir(self.context), self.ports)   # only strays were wrong
         keys = self._keys(desired)
         record = self._start(desired, int(live.details["port"]), keys, progress)
         progress("retiring the previous instance")
         processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
-        shutil.rmtree(self._instance_dir(name, str(live.details["instance"])), ignore_errors=True)
+        self._remove_instance(name, str(live.details["instance"]))
         self._prune_snapshots()
-        return self._live_from(record, self._records_dir(self.context))
+        return self._live_from(record, self._records_dir(self.context), self.ports)
 
     def delete(self, live: Live, progress: Progress) -> None:
         name = live.address.name
         progress("stopping process")
         if live.details.get("pid"):
             processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
-            shutil.rmtree(self._instance_dir(name, str(live.details["instance"])), ignore_errors=True)
+            self._remove_instance(name, str(live.details["instance"]))
         record = _read_json(self._record_file(name))
         replaced = record is not None and record["instance"] != live.details.get("instance")
         self._stop_strays(name, keep=record["instance"] if replaced else None, progress=progress)
@@ -252,6 +274,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
                     self.ports.stop(keeper)
             return
         self._record_file(name).unlink(missing_ok=True)
+        (self._legacy_records_dir(self.context) / f"{name}.json").unlink(missing_ok=True)
         for keeper in self.ports.of_service(name):
             self.ports.stop(keeper)
         self._prune_snapshots()
@@ -259,7 +282,9 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
     def _prune_snapshots(self) -> None:
         """Source snapshots that no instance of this project (any local target) runs from go."""
         in_use = set()
-        for meta in (self._records_dir(self.context) / "instances").glob("*/instance.json"):
+        metas = [meta for records in (self._records_dir(self.context), self._legacy_records_dir(self.context))
+                 for meta in (records / "instances").glob("*/instance.json")]
+        for meta in metas:
             try:
                 spec = (_read_json(meta) or {}).get("spec") or {}
             except (ProviderError, AttributeError):
@@ -274,7 +299,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
             progress(f"stopping {len(strays)} stray instance(s) left by an interrupted apply")
         for r in strays:
             processes.stop(r["pid"], r["start_id"])
-            shutil.rmtree(self._instance_dir(name, r["instance"]), ignore_errors=True)
+            self._remove_instance(name, r["instance"])
 
     def _start(self, desired: Resource, port: int, keys: dict[str, str], progress: Progress) -> dict[str, Any]:
         """Start one instance on the service's shared listener; return its record once it is ready
@@ -344,6 +369,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
         }
         ensure_state_dir(self.context.state_dir)
         _write_json(self._record_file(name), record)
+        (self._legacy_records_dir(self.context) / f"{name}.json").unlink(missing_ok=True)   # moved here
         return record
 
     def _wait_ready(self, desired: Resource, pid: int, start_id: str, port: int, log_file: Path,

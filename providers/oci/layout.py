@@ -28,12 +28,6 @@ from .repository import CHUNK, MANIFEST_TYPE, sha256_digest
 REF_NAME = "org.opencontainers.image.ref.name"
 
 
-def data_home() -> Path:
-    """Per-user data folder: $XDG_DATA_HOME/mlops or ~/.local/share/mlops."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "mlops"
-
-
 class LayoutRepository:
     """An OCI image layout folder used as one repository."""
 

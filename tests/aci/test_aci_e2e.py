@@ -22,7 +22,7 @@ import git
 import pytest
 from aci_fixtures import ROOT, apply_env, double_running, env_for, free_port, registry_or_skip
 from docker_fixtures import _engine_or_skip
-from support import run_cli
+from support import project_data, run_cli
 
 from planner.addresses import Address
 from planner.project import Project
@@ -88,7 +88,7 @@ def score(port: int, key: str | None) -> tuple[int, dict | None]:
 def test_the_example_lives_and_dies_on_aci(aci, monkeypatch):
     double, manifest, port = aci
     f = ("-f", str(manifest))
-    keys_file = manifest.parent / ".mlops" / "keys" / "diabetes-api.json"
+    keys_file = project_data(manifest) / "keys" / "diabetes-api.json"
 
     assert "The manifest is valid" in ok("validate", *f)
     planned = ok("plan", "--detailed-exitcode", *f, code=2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import git
 import pytest
 from docker_fixtures import commit_all, containers_of, engine, images_of, project_name  # noqa: F401
-from support import copy_example, run_cli
+from support import copy_example, project_data, run_cli
 
 from planner.build import build_log, build_services
 from planner.project import Project
@@ -112,7 +112,7 @@ def test_example_lifecycle_on_docker(tmp_path: Path, engine, project_name):  # n
     assert host["NanoCpus"] == 10**9 and host["Memory"] == 1 << 30
     assert c.attrs["Config"]["Healthcheck"]["Test"][0] == "CMD"
     assert c.attrs["Image"] == built[0].image_id, "apply must run the image `mlops build` made"
-    keys = json.loads((manifest.parent / ".mlops" / "keys" / "diabetes-api.json").read_text())
+    keys = json.loads((project_data(manifest) / "keys" / "diabetes-api.json").read_text())
     env = dict(e.split("=", 1) for e in c.attrs["Config"]["Env"])
     assert not any(keys["primary"] in v or keys["secondary"] in v for v in env.values()), \
         "keys stay out of the container's environment (docker inspect shows it)"

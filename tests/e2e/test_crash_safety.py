@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from crash_harness import listeners, our_processes, run_trials
-from support import Hammer, make_project
+from support import Hammer, make_project, project_data
 
 from providers.local.processes import free_port
 
@@ -131,7 +131,7 @@ def test_healing_a_killed_supervisor_keeps_an_auto_port(tmp_path: Path):
     try:
         _applied(root)
         before = _status(root)["echo-api"]
-        record = json.loads((root / ".mlops" / "local" / "echo-api.json").read_text())
+        record = json.loads((project_data(root) / "local" / "echo-api.json").read_text())
         os.kill(record["pid"], signal.SIGKILL)
         _wait_gone(record["pid"])
         assert _status(root)["echo-api"]["state"] == "Failed"
@@ -181,8 +181,8 @@ def test_a_keeper_left_by_a_killed_apply_is_planned_reused_and_destroyed(tmp_pat
     make_project(root, MANIFEST)
     try:
         _applied(root, "--target", "model.m")
-        left = PortKeepers(root / ".mlops", "127.0.0.1").ensure("echo-api", free_port(), root / "keeper.log",
-                                                                  target="local")
+        left = PortKeepers(project_data(root), "127.0.0.1").ensure("echo-api", free_port(), root / "keeper.log",
+                                                                     target="local")
         plan = mlops("plan", cwd=root)
         assert "only a port keeper runs" in plan.stdout and "must be replaced" in plan.stdout, plan.stdout
         destroy_plan = mlops("plan", "--destroy", cwd=root)
@@ -204,6 +204,7 @@ def test_destroy_removes_a_keeper_left_without_any_instance(tmp_path: Path):
     root = tmp_path / "repo"
     make_project(root, MANIFEST)
     _applied(root, "--target", "model.m")
+    # Left by a version that kept keeper records in the checkout: still found, and freed.
     left = PortKeepers(root / ".mlops", "127.0.0.1").ensure("echo-api", free_port(), root / "keeper.log",
                                                               target="local")
     destroyed = mlops("destroy", "--auto-approve", cwd=root)

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from support import project_data
+
 from planner.project import Project
 from providers.local import processes
 
@@ -49,7 +51,7 @@ class Hung:
 
 def test_each_service_is_probed_once_and_hung_probes_overlap(tmp_path: Path) -> None:
     (tmp_path / "ml.yaml").write_text("version: 1\nproject: probes\ntargets:\n  box: {provider: local}\n")
-    state = tmp_path / ".mlops" / "local"
+    state = project_data(tmp_path) / "local"
     state.mkdir(parents=True)
     me, started = os.getpid(), processes.start_id(os.getpid())
     hung = [Hung() for _ in range(SERVICES)]

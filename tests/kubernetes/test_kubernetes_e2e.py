@@ -26,7 +26,7 @@ import pytest
 from k8s_fixtures import FPGA, _engine_or_skip
 from kubernetes import client, config
 from real_cluster import RealCluster, shared_cluster
-from support import ROOT, run_cli
+from support import ROOT, project_data, run_cli
 
 from planner.project import Project
 
@@ -146,7 +146,7 @@ def test_kubernetes_example_through_the_cli(kube, tmp_path: Path):
     assert deployment.metadata.labels["mlops.dev/service"] == "diabetes-api"
     assert "@sha256:" in deployment.spec.template.spec.containers[0].image
     assert {m.manager for m in deployment.metadata.managed_fields} >= {"mlops"}
-    keys = json.loads((root / ".mlops" / "keys" / "diabetes-api.json").read_text())
+    keys = json.loads((project_data(root) / "keys" / "diabetes-api.json").read_text())
     assert keys["primary"] not in json.dumps(client.ApiClient().sanitize_for_serialization(deployment))
     assert {s.metadata.name for s in core.list_namespaced_service("ml", label_selector=selector).items} == \
         {"diabetes-api"}

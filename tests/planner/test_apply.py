@@ -198,6 +198,21 @@ def test_lock_refuses_a_concurrent_apply(project: Path):
     assert result.code == 4 and "another mlops apply holds the lock" in result.err
 
 
+def test_another_checkout_of_the_project_cannot_apply_at_the_same_time(project: Path, tmp_path: Path):
+    """Checkouts of one project on one machine share its local services and keys (providers/userdata.py)."""
+    import git
+
+    from planner.lock import apply_lock
+
+    other = tmp_path / "other-checkout"
+    git.Repo.clone_from(project.parent, other)
+    proj = Project.load(project)
+    with apply_lock(proj.manifest.state_dir, "apply", proj.context.data_dir):
+        result = run_cli("apply", "--auto-approve", "-f", str(other / project.name))
+    assert result.code == 4 and f"holds the lock on {proj.context.data_dir / 'apply.lock'}" in result.err, result.err
+    assert run_cli("apply", "--auto-approve", "-f", str(other / project.name)).code == 0
+
+
 class LyingProvider(MemoryProvider):
     """Runs what it is asked, then answers with a Live that does not describe it (a provider bug)."""
 

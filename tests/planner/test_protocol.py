@@ -15,7 +15,7 @@ from pathlib import Path
 
 import memory_provider
 import pytest
-from support import make_project, run_cli
+from support import make_project, project_data, run_cli
 
 from planner.addresses import Address
 from planner.errors import MlopsError
@@ -147,7 +147,7 @@ def test_keys_survive_updates_and_go_with_the_service(tmp_path: Path):
         path.write_text(manifest(f"{{replicas: {replicas}, auth: key}}"))
         assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
         assert memory_provider.KEYS_SEEN["one-api"] == first
-    key_file = tmp_path / ".mlops" / "keys" / "one-api.json"
+    key_file = project_data(tmp_path) / "keys" / "one-api.json"
     assert key_file.exists() and (key_file.stat().st_mode & 0o777) == 0o600
     assert run_cli("destroy", "--auto-approve", "-f", str(path)).code == 0
     assert not key_file.exists()

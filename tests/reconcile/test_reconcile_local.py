@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import make_project
+from support import make_project, project_data
 
 pytestmark = pytest.mark.slow
 
@@ -115,20 +115,20 @@ def events(out: str) -> list[dict]:
 
 
 def keys(root: Path) -> str:
-    return (root / ".mlops" / "keys" / "echo-api.json").read_text()
+    return (project_data(root) / "keys" / "echo-api.json").read_text()
 
 
 def test_observe_reports_a_killed_service_as_drifted_and_changes_nothing(project: Path):
     assert mlops("reconcile", "--once", cwd=project).returncode == 0
     kill_service(project)
-    records = {p: p.read_bytes() for p in (project / ".mlops" / "local").glob("*.json")}
+    records = {p: p.read_bytes() for p in (project_data(project) / "local").glob("*.json")}
     result = mlops("reconcile", "--once", "--mode", "observe", cwd=project, check=False)
     assert result.returncode == 2, result.stderr
     [cycle] = [e for e in events(result.stdout) if e["event"] == "cycle"]
     assert cycle["drifted"] == ["echo-api"] and cycle["unhealthy"] == ["echo-api"] and cycle["changes"] == {}
     assert "service.echo-api: drifted (Failed: process exited" in result.stderr
     assert processes_under(project) == []
-    assert {p: p.read_bytes() for p in (project / ".mlops" / "local").glob("*.json")} == records
+    assert {p: p.read_bytes() for p in (project_data(project) / "local").glob("*.json")} == records
 
 
 def test_heal_restores_a_killed_service_on_the_same_port_with_the_same_keys(project: Path):

@@ -1,17 +1,15 @@
 """Plans that tell the truth on any machine (issue 18), end to end.
 
-Checkout A applies. Checkout B of the same commit (a new folder, an empty HOME, data folder and
-cache, no .mlops/) reads the same registry: it plans no model or environment change and lists the
-same versions. B changes the model's bytes: it plans ``ridge: 1 -> 2``.
+Checkout A applies. Checkout B of the same commit (a new folder, no .mlops/) reads the same
+registry: its plan is empty (exit 0) and it lists the same versions. B changes the model's bytes:
+it plans ``ridge: 1 -> 2`` and applies it; A, after pulling, plans nothing (exit 0).
 
-- Local process engine: B applies (its service runs the files pulled from the registry by digest);
-  A, after pulling, plans nothing for the model. This engine keeps each checkout's processes apart
-  on purpose (providers/local: owner_of), so each side's own service is its only other change.
-- Docker engine, whose containers every checkout sees: B's plan is empty (exit 0). The port keeper
-  of a service belongs to the checkout that started it (providers/local/ports.py), so here A (the
-  deployer) applies B's commit, and then both A and B plan nothing (exit 0).
+- Local process and docker engines: B is a second checkout on the same machine, run by the same
+  user, so both share the project's per-user data folder (providers/userdata.py), where the
+  services' records, port keepers and keys live: B's apply takes A's service over on the same port
+  with the same keys, and A's client keeps working.
 - ACI and IoT Edge (real SDKs against their doubles) and Kubernetes (a real control plane), set up
-  as in the provider contract: B's plan is empty, B applies version 2, A after pulling plans nothing.
+  as in the provider contract, where B is another machine (an empty HOME, data folder and cache).
 """
 
 from __future__ import annotations
@@ -86,7 +84,8 @@ def changed(actions: dict[str, list[str]]) -> set[str]:
     return {address for address, steps in actions.items() if steps != ["no-op"]}
 
 
-def two_checkouts(tmp_path: Path, monkeypatch, text: str, venv_cache: Path) -> tuple[Machine, Machine]:
+def two_checkouts(tmp_path: Path, monkeypatch, text: str, venv_cache: Path, *,
+                  same_user: bool = False) -> tuple[Machine, Machine]:
     a_root = tmp_path / "a"
     make_project(a_root, text, score=ECHO, model="one\n")
     git.Repo(a_root).git.branch("-M", "main")
@@ -94,24 +93,30 @@ def two_checkouts(tmp_path: Path, monkeypatch, text: str, venv_cache: Path) -> t
     git.Repo.clone_from(a_root, b_root)
     assert not (b_root / ".mlops").exists()
     return (Machine(a_root, tmp_path / "home-a", monkeypatch, venv_cache),
-            Machine(b_root, tmp_path / "home-b", monkeypatch, venv_cache))
+            Machine(b_root, tmp_path / ("home-a" if same_user else "home-b"), monkeypatch, venv_cache))
+
+
+def endpoint(machine: Machine) -> str:
+    result = machine.cli("status", "--json")
+    assert result.code == 0, result.err
+    [row] = json.loads(result.out)["services"]
+    return row["endpoint"]
 
 
 def scenario(tmp_path: Path, monkeypatch, shared_cache: Path, project: str, target: str, *,
-             services_shared: bool, b_applies: bool = True, deploy: str = "{auth: none}") -> None:
-    a, b = two_checkouts(tmp_path, monkeypatch, manifest(project, remote_url(), target, deploy), shared_cache)
+             same_machine: bool = False, deploy: str = "{auth: none}") -> None:
+    a, b = two_checkouts(tmp_path, monkeypatch, manifest(project, remote_url(), target, deploy), shared_cache,
+                         same_user=same_machine)
     try:
-        assert a.cli("apply", "--auto-approve").code == 0
+        result = a.cli("apply", "--auto-approve")
+        assert result.code == 0, result.err
         a_models = a.models()
         assert [(m["name"], m["current_version"]) for m in a_models["models"]] == [("ridge", 1)]
+        served_at = endpoint(a) if same_machine else None
 
-        # B: same commit, nothing of A's on disk.
+        # B: same commit, nothing of A's in its folder.
         code, actions, _ = b.plan(empty_cache=True)
-        assert actions["model.ridge"] == ["no-op"] and actions["environment.e"] == ["no-op"]
-        if services_shared:
-            assert code == 0 and changed(actions) == set()
-        else:
-            assert changed(actions) == {"service.echo-api"}
+        assert code == 0 and changed(actions) == set(), actions
         assert b.models() == a_models
 
         # B changes the model's bytes: ridge 1 -> 2, applied from B.
@@ -123,30 +128,20 @@ def scenario(tmp_path: Path, monkeypatch, shared_cache: Path, project: str, targ
         assert code == 2 and actions["model.ridge"] == ["update"]
         change = next(c for c in json.loads(text)["resource_changes"] if c["address"] == "model.ridge")
         assert (change["change"]["before"]["version"], change["change"]["after"]["version"]) == (1, 2)
-        if b_applies:
-            result = b.cli("apply", "--auto-approve")
-            assert result.code == 0, result.err
-            assert b.cli("plan", "--detailed-exitcode").code == 0
-            answer = b.cli("call", "echo-api")
+        result = b.cli("apply", "--auto-approve")
+        assert result.code == 0, result.err
+        assert b.cli("plan", "--detailed-exitcode").code == 0
+        answer = b.cli("call", "echo-api")
+        assert answer.code == 0 and '"two"' in answer.out, answer.out + answer.err
+        if same_machine:   # B took A's service over: same port, same keys (A's client still gets in)
+            assert endpoint(b) == served_at
+            answer = a.cli("call", "echo-api")
             assert answer.code == 0 and '"two"' in answer.out, answer.out + answer.err
 
         # A pulls B's commit: its plan agrees with what B applied.
         git.Repo(a.root).git.pull(str(b.root), "main")
-        if not b_applies:
-            # The docker engine's port keeper of a service belongs to the checkout that started it
-            # (providers/local/ports.py), so the deployer applies; B must then plan nothing.
-            result = a.cli("apply", "--auto-approve")
-            assert result.code == 0, result.err
-            answer = a.cli("call", "echo-api")
-            assert answer.code == 0 and '"two"' in answer.out, answer.out + answer.err
-            code, actions, _ = b.plan(empty_cache=True)
-            assert code == 0 and changed(actions) == set()
         code, actions, _ = a.plan()
-        assert actions["model.ridge"] == ["no-op"] and actions["environment.e"] == ["no-op"]
-        if services_shared:
-            assert code == 0 and changed(actions) == set()
-        else:
-            assert changed(actions) == {"service.echo-api"}     # A's own process still runs version 1
+        assert code == 0 and changed(actions) == set(), actions
         assert a.models() == b.models()
         versions = a.models()["models"][0]["versions"]
         assert [v["version"] for v in versions] == [1, 2]
@@ -157,7 +152,8 @@ def scenario(tmp_path: Path, monkeypatch, shared_cache: Path, project: str, targ
 
 
 def test_local_process_checkouts_share_models_and_environments(tmp_path, monkeypatch, shared_cache):
-    scenario(tmp_path, monkeypatch, shared_cache, "twolocal", "{provider: local}", services_shared=False)
+    scenario(tmp_path, monkeypatch, shared_cache, "twolocal", "{provider: local}", same_machine=True,
+             deploy="{auth: key}")
 
 
 def test_docker_checkouts_plan_the_same(tmp_path, monkeypatch, shared_cache):
@@ -167,7 +163,7 @@ def test_docker_checkouts_plan_the_same(tmp_path, monkeypatch, shared_cache):
     project = "two-docker"
     try:
         scenario(tmp_path, monkeypatch, shared_cache, project, "{provider: local, engine: docker}",
-                 services_shared=True, b_applies=False)
+                 same_machine=True, deploy="{auth: key}")
     finally:
         for c in engine.containers.list(all=True, filters={"label": f"mlops.project={project}"}):
             c.remove(force=True)
@@ -198,4 +194,4 @@ def test_cloud_kind_checkouts_plan_the_same(kind, tmp_path, monkeypatch, shared_
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         scenario(tmp_path, monkeypatch, shared_cache, f"two-{kind[:4]}-{uuid.uuid4().hex[:6]}", contract.target,
-                 services_shared=True, deploy=deploy)
+                 deploy=deploy)

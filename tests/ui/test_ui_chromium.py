@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import copy_example, make_project
+from support import copy_example, make_project, project_data
 
 from providers.http import request
 
@@ -108,7 +108,7 @@ def deployed(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui") / "repo"
     make_project(root, MANIFEST)
     mlops("apply", "--auto-approve", cwd=root)
-    record = json.loads((root / ".mlops" / "local" / "broken-api.json").read_text())
+    record = json.loads((project_data(root) / "local" / "broken-api.json").read_text())
     os.killpg(record["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -125,7 +125,7 @@ def deployed(tmp_path_factory):
 
 def secrets(root: Path) -> list[str]:
     found = [PRIMARY, ROTATED, TOKEN_VALUE]
-    for keys in (root / ".mlops" / "keys").glob("*.json"):
+    for keys in (project_data(root) / "keys").glob("*.json"):
         found += [v for v in json.loads(keys.read_text()).values() if isinstance(v, str) and len(v) >= 8]
     return found
 

@@ -118,8 +118,9 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
     # -- where things live ----------------------------------------------------------------------
     @staticmethod
     def _records_dir(context: ProjectContext) -> Path:
-        """Keys of docker services (0600); the containers themselves are the live state."""
-        return context.state_dir / "docker"
+        """Build and port-keeper logs, in the project's per-user data folder (shared by its
+        checkouts on this machine); the containers themselves are the live state."""
+        return context.data_dir / "docker"
 
     # -- images ---------------------------------------------------------------------------------
     def ensure_image(self, desired: Resource, progress: Progress, *, client: Any | None = None,
@@ -148,10 +149,8 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             target = c.labels.get(label("target"), "")
             provider = cls(target=target, config={"provider": "local", "engine": "docker"}, context=context)
             out.append((provider, provider._live(c, orphans)))
-        from ..ports import PortKeepers
-
         known = {c.labels.get(label("service")) for c in found}
-        for live in keeper_only(PortKeepers(context.state_dir, HOST), engine=cls.engine_name, kind=cls.kind, host=HOST,
+        for live in keeper_only(cls.port_keepers(context), engine=cls.engine_name, kind=cls.kind, host=HOST,
                                 known={n for n in known if n}, wanted=lambda t: t not in declared_targets):
             provider = cls(target=live.target or "", config={"provider": "local", "engine": "docker"}, context=context)
             out.append((provider, live))
