@@ -23,7 +23,7 @@ from pathlib import Path
 import git
 import joblib
 import pytest
-from k8s_fixtures import FPGA, _engine_or_skip
+from k8s_fixtures import FPGA, _engine_or_skip, _fresh_namespaces
 from kubernetes import client, config
 from real_cluster import RealCluster, shared_cluster
 from support import ROOT, run_cli
@@ -39,6 +39,7 @@ def cluster() -> Iterator[RealCluster]:
     if not os.environ.get("MLOPS_TEST_REGISTRY"):
         pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
     real = shared_cluster()
+    _fresh_namespaces(real.kubeconfig, ("ml",))   # what an earlier, failed session left
     try:
         yield real
     finally:
