@@ -207,9 +207,14 @@ def test_kubernetes_example_through_the_cli(kube, tmp_path: Path):
                                      _content_type="application/apply-patch+yaml")
     ok("destroy", "--auto-approve", *f)
     assert [d.metadata.name for d in apps.list_namespaced_deployment("ml").items] == ["not-ours"]
-    for lister in (core.list_namespaced_service, core.list_namespaced_secret, core.list_namespaced_pod,
-                   apps.list_namespaced_replica_set):
+    for lister in (core.list_namespaced_service, core.list_namespaced_secret):
         assert not lister("ml", label_selector=selector).items, lister.__name__
+    # ReplicaSets and pods go by the garbage collector and graceful termination: a moment later.
+    deadline = time.monotonic() + 90
+    for lister in (apps.list_namespaced_replica_set, core.list_namespaced_pod):
+        while lister("ml", label_selector=selector).items:
+            assert time.monotonic() < deadline, f"{lister.__name__}: still there 90 s after destroy"
+            time.sleep(0.5)
     assert run_cli("plan", "--detailed-exitcode", *f).code == 2
 
 
