@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +94,7 @@ def real_cluster(tmp: Path):
         yield None, None
         return
     kubeconfig = state / "run" / "admin.kubeconfig"
-    namespace = f"bench-{os.getpid()}"
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
     try:
         yield kubeconfig, namespace
     finally:

@@ -10,6 +10,7 @@ message, apply exit 1, the next plan exit 0, a node with the device appears -> H
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,6 +32,8 @@ from support import ROOT, project_data, run_cli
 from planner.project import Project
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
+NS = f"e2e-{uuid.uuid4().hex[:6]}"
+"""This session's namespace: the cluster of .ci/kube-up.sh is the machine's, other sessions may use it too."""
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,8 @@ def cluster() -> Iterator[RealCluster]:
         yield real
     finally:
         real.remove_nodes()
+        with contextlib.suppress(Exception):
+            client.CoreV1Api(config.new_client_from_config(str(real.kubeconfig))).delete_namespace(NS)
 
 
 @pytest.fixture
@@ -62,7 +67,7 @@ def example(tmp: Path, name: str) -> tuple[Path, str]:
     manifest = root / "ml.yaml"
     text = manifest.read_text()
     old = next(line for line in text.splitlines() if line.startswith("project:"))
-    manifest.write_text(text.replace(old, f"project: {project}"))
+    manifest.write_text(text.replace(old, f"project: {project}").replace("namespace: ml", f"namespace: {NS}"))
     repo = git.Repo.init(root)
     repo.git.add(A=True)
     repo.index.commit("initial")
@@ -142,16 +147,16 @@ def test_kubernetes_example_through_the_cli(kube, tmp_path: Path):
 
     # What runs: our labels everywhere, the image by digest, the keys only in the Secret.
     selector = f"app.kubernetes.io/managed-by=mlops,mlops.dev/project={project}"
-    deployment = apps.read_namespaced_deployment("diabetes-api", "ml")
+    deployment = apps.read_namespaced_deployment("diabetes-api", NS)
     assert deployment.metadata.labels["mlops.dev/service"] == "diabetes-api"
     assert "@sha256:" in deployment.spec.template.spec.containers[0].image
     assert {m.manager for m in deployment.metadata.managed_fields} >= {"mlops"}
     keys = json.loads((project_data(root) / "keys" / "diabetes-api.json").read_text())
     assert keys["primary"] not in json.dumps(client.ApiClient().sanitize_for_serialization(deployment))
-    assert {s.metadata.name for s in core.list_namespaced_service("ml", label_selector=selector).items} == \
+    assert {s.metadata.name for s in core.list_namespaced_service(NS, label_selector=selector).items} == \
         {"diabetes-api"}
     logs = ok("logs", "diabetes-api", *f)
-    pods = {p.metadata.name for p in core.list_namespaced_pod("ml", label_selector=selector).items}
+    pods = {p.metadata.name for p in core.list_namespaced_pod(NS, label_selector=selector).items}
     assert {line.split("]")[0].lstrip("[") for line in logs.splitlines() if line.startswith("[")} == pods
     one = sorted(pods)[0]
     assert all(line.startswith(f"[{one}]") for line in ok("logs", "diabetes-api", "--instance", one, *f).splitlines())
@@ -190,25 +195,30 @@ def test_kubernetes_example_through_the_cli(kube, tmp_path: Path):
     assert run_cli("plan", "--detailed-exitcode", *f).code == 0
 
     # Scaled behind our back (kubectl scale): the plan shows it, apply takes it back.
-    apps.patch_namespaced_deployment("diabetes-api", "ml", {"spec": {"replicas": 1}}, field_manager="kubectl-scale")
+    apps.patch_namespaced_deployment("diabetes-api", NS, {"spec": {"replicas": 1}}, field_manager="kubectl-scale")
     drifted = run_cli("plan", "--detailed-exitcode", *f)
     assert drifted.code == 2 and "spec.replicas is 1, not 3" in drifted.out
     ok("apply", "--auto-approve", *f)
-    assert apps.read_namespaced_deployment("diabetes-api", "ml").spec.replicas == 3
+    assert apps.read_namespaced_deployment("diabetes-api", NS).spec.replicas == 3
     assert run_cli("plan", "--detailed-exitcode", *f).code == 0
 
     # Destroy: everything of ours goes; an unlabelled Deployment in the namespace stays.
-    theirs = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "not-ours", "namespace": "ml"},
+    theirs = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "not-ours", "namespace": NS},
               "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "not-ours"}},
                        "template": {"metadata": {"labels": {"app": "not-ours"}},
                                     "spec": {"containers": [{"name": "c", "image": "example/none:1"}]}}}}
-    apps.patch_namespaced_deployment("not-ours", "ml", theirs, field_manager="kubectl", force=True,
+    apps.patch_namespaced_deployment("not-ours", NS, theirs, field_manager="kubectl", force=True,
                                      _content_type="application/apply-patch+yaml")
     ok("destroy", "--auto-approve", *f)
-    assert [d.metadata.name for d in apps.list_namespaced_deployment("ml").items] == ["not-ours"]
-    for lister in (core.list_namespaced_service, core.list_namespaced_secret, core.list_namespaced_pod,
-                   apps.list_namespaced_replica_set):
-        assert not lister("ml", label_selector=selector).items, lister.__name__
+    assert [d.metadata.name for d in apps.list_namespaced_deployment(NS).items] == ["not-ours"]
+    for lister in (core.list_namespaced_service, core.list_namespaced_secret):
+        assert not lister(NS, label_selector=selector).items, lister.__name__
+    # ReplicaSets and pods go by the garbage collector and graceful termination: a moment later.
+    deadline = time.monotonic() + 90
+    for lister in (apps.list_namespaced_replica_set, core.list_namespaced_pod):
+        while lister(NS, label_selector=selector).items:
+            assert time.monotonic() < deadline, f"{lister.__name__}: still there 90 s after destroy"
+            time.sleep(0.5)
     assert run_cli("plan", "--detailed-exitcode", *f).code == 2
 
 
