@@ -172,6 +172,14 @@ class LocalEngine(Reachable, Provider):
         return (f"{startlog.cause(attempt, ran_from, user)}; the whole log of this attempt: "
                 f"`mlops logs {desired.address.name}`")
 
+    def last_attempt_log(self, name: str) -> tuple[str, list[str]] | None:
+        """(which attempt, its lines) of the service's last start, for `mlops logs` when nothing runs."""
+        path = self._log_file(name)
+        if not path.exists():
+            return None
+        start_line, lines = startlog.last_attempt(path.read_text(errors="replace").splitlines())
+        return startlog.attempt_label(start_line), lines
+
     def _smoke_test(self, desired: Resource, port: int, keys: Mapping[str, str], progress: Progress) -> None:
         """Send the sample request to this very instance (its probe port); 200 + JSON or it fails."""
         sample = desired.inputs.get("sample_request")

@@ -396,14 +396,6 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
             for line in fh:
                 yield line.rstrip("\n")
 
-    def last_attempt_log(self, name: str) -> tuple[str, list[str]] | None:
-        """(which attempt, its lines) of the service's last start, for `mlops logs` when nothing runs."""
-        path = self._log_file(name)
-        if not path.exists():
-            return None
-        start_line, lines = startlog.last_attempt(path.read_text(errors="replace").splitlines())
-        return startlog.attempt_label(start_line), lines
-
     def _model_dir(self, models: Mapping[str, Mapping[str, Any]], instance_dir: Path) -> Path:
         """Azure ML's layout: one model -> its version folder; several -> azureml-models/<name>/<v>."""
         for name, m in models.items():
