@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {"port": "auto", "auth": "none", "workers": 1, "scori
 
 class LocalProvider(Provider):
     kind: ClassVar[str] = "local"
+    traffic_split: ClassVar[bool] = True   # a canary or mirror share per version (planner.rollout)
     REPLACE_PATHS: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
 
     @classmethod
