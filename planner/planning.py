@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from . import __version__
@@ -9,7 +10,7 @@ from .addresses import Address
 from .diff import decide
 from .errors import MlopsError
 from .graph import edges
-from .plan import Change, Plan, fingerprint_all
+from .plan import Action, Change, Plan, fingerprint_all
 from .project import Project
 from .resources import Live, Resource
 
@@ -59,6 +60,8 @@ def _decide(project: Project, desired: Resource | None, live: Live | None) -> Ch
     change = provider.plan(desired, live)
     if change.address != address:
         raise MlopsError(f"provider {provider.kind!r} bug: asked to plan {address}, answered {change.address}")
+    if desired is not None and desired.inputs.get("rollout") and change.action is Action.UPDATE:
+        change = dataclasses.replace(change, rollout=desired.inputs["rollout"])   # a new version of a running one
     return change
 
 

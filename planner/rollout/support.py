@@ -83,3 +83,9 @@ def policy_of(service: Mapping[str, Any]) -> Rollout | None:
     if problems:   # validation refused these already; reaching here is a bug
         raise ValueError(problems[0].message)
     return policy
+
+
+def rollout_json(service: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The policy as plain data for a desired service's inputs (and from there the plan), or None."""
+    policy = policy_of(service)
+    return policy.to_json() if policy else None
