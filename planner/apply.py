@@ -23,6 +23,7 @@ from .graph import edges
 from .plan import Action, Change, Plan, Rules
 from .project import Project
 from .resources import Live, Resource
+from .rollout.bake import RolloutFailed, bake, rollout_result
 
 Notify = Callable[[Change, str], None]
 """Progress callback: (change, event) where event is "start", a step text, or "done"/"failed"."""
@@ -36,6 +37,8 @@ class Outcome:
     error: str | None = None
     skipped: bool = False
     cancelled: bool = False
+    rollout: str | None = None
+    """A rollout that failed: "rolled_back", "paused" or "rollback_failed" (the CLI's exit codes)."""
 
 
 RulesFor = Callable[[Resource | None, Live | None], Rules]
@@ -148,6 +151,10 @@ def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
         notify(change, "cancelled")
         return Outcome(change, ok=False, elapsed=time.monotonic() - started, cancelled=True,
                        error="cancelled while in progress; `mlops plan` shows what is left")
+    except RolloutFailed as exc:
+        notify(change, "failed")
+        return Outcome(change, ok=False, elapsed=time.monotonic() - started, error=str(exc),
+                       rollout=rollout_result(exc))
     except MlopsError as exc:
         notify(change, "failed")
         return Outcome(change, ok=False, elapsed=time.monotonic() - started, error=str(exc))
@@ -187,7 +194,9 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
         if live is None:
             _need_provider(new, change).create(_need(desired, change), progress)
         else:
-            _need_provider(new, change).update(_need(desired, change), live, progress)
+            updated = _need_provider(new, change).update(_need(desired, change), live, progress)
+            if change.rollout:   # watch the new version; put the old one back if it fails
+                bake(project, change, _need(desired, change), live, updated, new, progress)
     elif action is Action.CREATE_THEN_DELETE:
         _need_provider(new, change).create(_need(desired, change), progress)
         if live:

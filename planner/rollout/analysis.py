@@ -153,7 +153,11 @@ class Verdict:
 
 
 def judge(policy: Analysis, candidate: VersionStats, stable: VersionStats | None = None) -> Verdict:
-    """One interval's verdict from the candidate's (and the stable version's) deltas."""
+    """One interval's verdict from the candidate's (and the stable version's) deltas.
+
+    ``stable`` None: no stable version serves alongside (a blue-green bake), so ``max_relative_p99``
+    is not compared; a stable version with too few requests makes the interval inconclusive.
+    """
     n = int(candidate.requests)
     if n < policy.min_requests:
         return Verdict("inconclusive", f"{n} requests, fewer than min_requests {policy.min_requests}: holding", n)
@@ -167,11 +171,10 @@ def judge(policy: Analysis, candidate: VersionStats, stable: VersionStats | None
     if policy.max_relative_p99 is not None and p99 is not None:
         base = quantile(0.99, stable.buckets) if stable is not None and stable.requests >= policy.min_requests \
             else None
-        if base is None:
-            if policy.max_error_rate is None and policy.max_p99_ms is None:
-                return Verdict("inconclusive", "max_relative_p99: the stable version answered too few requests "
-                                               "to compare with: holding", n)
-        elif base > 0 and p99 / base > policy.max_relative_p99:
+        if base is None and stable is not None:
+            return Verdict("inconclusive", "max_relative_p99: the stable version answered too few requests "
+                                           "to compare with: holding", n)
+        if base is not None and base > 0 and p99 / base > policy.max_relative_p99:
             return Verdict("fail", f"p99 {p99 * 1000:.0f}ms is {p99 / base:.2f}x stable's {base * 1000:.0f}ms > "
                                    f"max_relative_p99 {policy.max_relative_p99:g} ({n} requests)", n)
     shown = f"error rate {_pct(rate)}" + (f", p99 {p99 * 1000:.0f}ms" if p99 is not None else "")
