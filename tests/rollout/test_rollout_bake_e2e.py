@@ -59,9 +59,9 @@ def run(raw_data):
 '''
 
 
-def mlops(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def mlops(*args: str, cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "planner.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, env=os.environ.copy())
+                          timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **env})
 
 
 def status(root: Path) -> dict:
@@ -128,9 +128,12 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
     commit(root, "a candidate failing one request in five")
     plan = mlops("plan", cwd=root)
     assert "# (rollout blue_green 100% (bake 3s), analysis every 1s)" in plan.stdout
+    summary = root.parent / "summary.md"
     with Load(endpoint) as load:
-        bad = mlops("apply", "--auto-approve", cwd=root)
+        bad = mlops("apply", "--auto-approve", cwd=root, GITHUB_STEP_SUMMARY=str(summary))
     assert bad.returncode == 5, bad.stdout + bad.stderr
+    job = summary.read_text()
+    assert "**Apply ROLLED BACK: 1 rolled back (service.echo-api)" in job and "max_error_rate 5%" in job
     failed_line = next(ln for ln in bad.stderr.splitlines() if ln.startswith("Error: service.echo-api:"))
     assert "ROLLED BACK to the previous version" in failed_line and "max_error_rate 5%" in failed_line
     assert "Apply ROLLED BACK: 1 rolled back (service.echo-api)" in bad.stderr
@@ -167,3 +170,37 @@ def test_no_wait_skips_the_bake_window(project: Path):
     assert "bake window 3s" not in applied.stdout
     with contextlib.suppress(KeyError):
         assert status(root)["state"] == "Healthy"
+
+
+def test_ctrl_c_during_the_bake_window_rolls_back(project: Path):
+    import signal
+    import time
+
+    root = project
+    (root / "ml.yaml").write_text(MANIFEST.replace("hold: 3s", "hold: 60s").replace("60s\n", "120s\n"))
+    commit(root, "a long bake")
+    assert mlops("apply", "--auto-approve", cwd=root).returncode == 0
+    before = status(root)
+    (root / "model.txt").write_text("v2\n")
+    commit(root, "model v2")
+    proc = subprocess.Popen([sys.executable, "-m", "planner.cli", "apply", "--auto-approve"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        seen = []
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:   # type: ignore[union-attr]
+            seen.append(line)
+            if "bake window 60s" in line or time.monotonic() > deadline:
+                break
+        assert any("bake window 60s" in ln for ln in seen), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 5, "".join(seen) + out + err
+    assert "ROLLED BACK to the previous version: the apply was cancelled during the bake window" in err
+    after = status(root)
+    assert after["state"] == "Healthy" and after["fingerprint"] == before["fingerprint"]
+    assert after["models"][0].startswith("m:1@")
