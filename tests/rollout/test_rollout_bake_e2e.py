@@ -157,6 +157,12 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
     assert "promoted: analysis" in good.stdout
     assert set(load.statuses) == {200} and load.models[-1] == "v2"
     assert status(root)["models"][0].startswith("m:2@")
+    shown = mlops("rollout", "status", "echo-api", cwd=root)
+    assert shown.returncode == 0, shown.stderr
+    assert "service.echo-api: rollout blue_green 100% (bake 3s), analysis every 1s" in shown.stdout
+    assert "pending: nothing" in shown.stdout
+    figures = next(ln for ln in shown.stdout.splitlines() if "metrics since start" in ln)
+    assert "error rate 0%" in figures or "error rate 0.00%" in figures
 
 
 def test_no_wait_skips_the_bake_window(project: Path):
