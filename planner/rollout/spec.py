@@ -20,7 +20,7 @@ MAX_MIRROR_PERCENT = 50
 """Azure ML's limit, kept: mirroring more than half the traffic doubles the load for little gain."""
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*%$")
+_PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?%$")
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_MIN_REQUESTS = 20
@@ -197,8 +197,9 @@ def parse(block: Mapping[str, Any]) -> tuple[Rollout | None, list[RolloutProblem
         rate = raw_analysis.get("max_error_rate")
         max_error_rate = None if rate is None else fraction(rate)
         if rate is not None and max_error_rate is None:
-            problem(("analysis", "max_error_rate"), f"max_error_rate {rate!r} must be a percentage like 1% or 0.5",
-                    shape=True)
+            in_shape = isinstance(rate, int | float) or (isinstance(rate, str) and _PERCENT.match(rate.strip()))
+            problem(("analysis", "max_error_rate"), f"max_error_rate {rate!r} must be a percentage from 0 to 100, "
+                    "like 1% or 0.5", shape=not in_shape)
         limits = [raw_analysis.get(k) for k in ("max_error_rate", "max_p99_ms", "max_relative_p99")]
         if all(v is None for v in limits):
             problem(("analysis",), "analysis needs at least one of max_error_rate, max_p99_ms, max_relative_p99")
