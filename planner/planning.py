@@ -13,6 +13,7 @@ from .graph import edges
 from .plan import Action, Change, Plan, fingerprint_all
 from .project import Project
 from .resources import Live, Resource
+from .rollout.support import weight_warnings
 
 
 def make_plan(
@@ -32,7 +33,7 @@ def make_plan(
     targets = tuple(targets)
     if targets:
         changes = _restrict(changes, targets)
-    warnings: list[str] = []
+    warnings: list[str] = weight_warnings(changes)
     for name, provider in sorted(project.providers.items()):
         mine = [r for r in wanted.values() if r.address.kind == "service" and r.target == name]
         if mine:

@@ -6,8 +6,10 @@ so a third-party kind opts in without the planner knowing its name.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from planner.plan import Change
 
 from .spec import SPLITTING, Rollout, parse
 
@@ -89,3 +91,15 @@ def rollout_json(service: Mapping[str, Any]) -> dict[str, Any] | None:
     """The policy as plain data for a desired service's inputs (and from there the plan), or None."""
     policy = policy_of(service)
     return policy.to_json() if policy else None
+
+
+def weight_warnings(changes: Sequence[Change]) -> list[str]:
+    """Plan warnings for updates whose strategy splits traffic: no target sets weights yet, so say
+    up front that such a rollout runs as a blue-green bake (never a canary silently ignored)."""
+    out = []
+    for change in changes:
+        if change.rollout and Rollout.from_json(change.rollout).splits_traffic:
+            out.append(f"{change.address}: target {change.after_target!r} does not set rollout weights or mirrors "
+                       f"yet: this {change.rollout.get('strategy')} runs as a blue-green bake (the new version takes "
+                       "every request while it is watched, and is rolled back on failure)")
+    return out

@@ -58,3 +58,12 @@ def test_the_plan_file_carries_the_policy():
     assert "rollout" not in data["resource_changes"][1]       # plans without rollouts are unchanged
     again = Plan.from_json(data)
     assert render_plan(again) == render_plan(p)
+
+
+def test_a_canary_says_in_the_plan_that_no_target_sets_weights_yet():
+    from planner.rollout.support import weight_warnings
+
+    warned = weight_warnings([update("api", CANARY), update("batch", BLUE), update("plain", None)])
+    assert len(warned) == 1
+    assert warned[0].startswith("service.api: target 'dev' does not set rollout weights")
+    assert "runs as a blue-green bake" in warned[0]
