@@ -63,3 +63,50 @@ def test_too_few_requests_never_count_as_a_pass():
     result, steps = run(policy(hold=2), [(3, 0), (3, 0), (3, 0), (20, 0)])
     assert result.startswith("analysis 1/4 intervals passed")
     assert sum("inconclusive" in s for s in steps) == 3
+
+
+def test_without_a_metrics_address_the_sample_request_is_sent_and_judged():
+    from planner.rollout.bake import Sampler
+
+    answers = iter([(200, 0.003), (503, 0.2), (200, 0.003), (0, 5.0)] * 5)
+    sampler = Sampler("v", None, lambda: next(answers), per_interval=20)
+    sampler.start()
+    figures = sampler.interval(Events(), 0.02)
+    assert figures.codes == {"2xx": 10.0, "5xx": 10.0}          # an unreachable answer (0) counts as 5xx
+    assert figures.buckets[0.005] == 10 and figures.buckets[0.25] == 15 and figures.buckets[INF] == 20
+    with pytest.raises(RolloutFailed, match="error rate 50%"):
+        run(policy(limit=1), [(10, 10)])
+
+
+def test_a_scrape_across_a_restart_counts_from_zero():
+    import http.server
+    import threading
+
+    bodies = ['mlops_requests_total{version="v",code="2xx"} 100\n'
+              'mlops_request_duration_seconds_bucket{version="v",le="+Inf"} 100\n',
+              'mlops_requests_total{version="v",code="2xx"} 7\n'
+              'mlops_request_duration_seconds_bucket{version="v",le="+Inf"} 7\n']
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):   # noqa: N802
+            body = bodies.pop(0).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    from planner.rollout.bake import Sampler
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sampler = Sampler("v", f"http://127.0.0.1:{server.server_address[1]}/metrics", None, per_interval=1)
+        sampler.start()
+        assert sampler.interval(Events(), 0.0).requests == 7
+    finally:
+        server.shutdown()
+        server.server_close()
