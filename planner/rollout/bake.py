@@ -15,6 +15,7 @@ raises ``RolledBack`` (its own exit code); ``pause`` leaves the candidate servin
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import urllib.request
@@ -173,10 +174,22 @@ def _on_failure(project: Any, policy: Rollout, desired: Resource, before: Live, 
         previous = previous_resource(before, desired, state_dir=project.manifest.state_dir,
                                      root=project.manifest.root, store=project.store)
         project.store.fetch_models(previous.inputs.get("models") or {})
-        provider.update(previous, after, quiet)
+        _as_deployed_then(provider, before).update(previous, after, quiet)
     except (NoPrevious, MlopsError) as exc:
         raise RollbackFailed(f"{name}: ROLLBACK FAILED after {reason}: {exc}; the new version still serves") from None
     raise RolledBack(f"{name}: ROLLED BACK to the previous version: {reason}")
+
+
+def _as_deployed_then(provider: Any, before: Live) -> Any:
+    """A provider for the same target whose records name the commit the previous version came from
+    (constructing one is free: no I/O), so the restored version's provenance is its own."""
+    then = before.details.get("git")
+    if not isinstance(then, dict) or not then.get("commit"):
+        return provider
+    context = dataclasses.replace(provider.context, git={**provider.context.git, **then})
+    again = type(provider)(target=provider.target, config=provider.config, context=context)
+    again.ensure_connected()
+    return again
 
 
 def _sampler(provider: Any, desired: Resource, live: Live, policy: Rollout) -> Sampler:

@@ -140,6 +140,7 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
     assert 500 in load.statuses                        # the candidate did serve, and failed
     after = status(root)
     assert after["state"] == "Healthy" and after["fingerprint"] == before["fingerprint"]
+    assert after["git_commit"] == before["git_commit"] != git.Repo(root).head.commit.hexsha   # its own provenance
     from providers.http import request
 
     for _ in range(10):                                  # the previous version, which never fails
