@@ -7,6 +7,7 @@ problem is one ``(where, message)`` pair that the manifest loader turns into ``f
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ def seconds(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if value >= 0 else None
+        return float(value) if 0 <= value < float("inf") else None
     if isinstance(value, str):
         match = _DURATION.match(value.strip())
         if match:
@@ -145,13 +146,17 @@ def parse(block: Mapping[str, Any]) -> tuple[Rollout | None, list[RolloutProblem
     if strategy not in STRATEGIES:
         problem(("strategy",), f"strategy must be one of {', '.join(STRATEGIES)}", shape=True)
         return None, problems
+    for where, message, seen in _shapes(block):
+        problem(where, message, shape=seen)
+    if problems:
+        return None, problems
 
     def duration(where: tuple[str | int, ...], value: Any, default: float) -> float:
         if value is None:
             return default
         found = seconds(value)
         if found is None:
-            problem(where, f"{value!r} is not a duration (like 30s, 2m, 1h)", shape=True)
+            problem(where, f"{value!r} is not a duration (like 30s, 2m, 1h)", shape=_schema_sees(value))
             return default
         return found
 
@@ -168,8 +173,9 @@ def parse(block: Mapping[str, Any]) -> tuple[Rollout | None, list[RolloutProblem
     previous = 0.0
     for i, raw in enumerate(raw_steps if strategy != "shadow" else []):
         weight = raw.get("weight") if isinstance(raw, Mapping) else None
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 100:
-            problem(("steps", i, "weight"), f"weight {weight!r} must be a percentage in (0, 100]", shape=True)
+        if not _is_number(weight) or not 0 < weight <= 100:
+            problem(("steps", i, "weight"), f"weight {weight!r} must be a percentage in (0, 100]",
+                    shape=_schema_sees(weight))
             continue
         if weight <= previous:
             problem(("steps", i, "weight"), f"weight {weight:g} must be greater than the previous step's {previous:g}"
@@ -185,9 +191,9 @@ def parse(block: Mapping[str, Any]) -> tuple[Rollout | None, list[RolloutProblem
         problem(("strategy",), "a shadow rollout needs `mirror: {percent: 20, hold: 5m}`")
     if isinstance(raw_mirror, Mapping):
         percent = raw_mirror.get("percent")
-        if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 < percent <= MAX_MIRROR_PERCENT:
+        if not _is_number(percent) or not 0 < percent <= MAX_MIRROR_PERCENT:
             problem(("mirror", "percent"), f"mirror percent {percent!r} must be in (0, {MAX_MIRROR_PERCENT}]",
-                    shape=True)
+                    shape=_schema_sees(percent))
         else:
             mirror = Mirror(float(percent), duration(("mirror", "hold"), raw_mirror.get("hold"), DEFAULT_HOLD))
 
@@ -197,9 +203,9 @@ def parse(block: Mapping[str, Any]) -> tuple[Rollout | None, list[RolloutProblem
         rate = raw_analysis.get("max_error_rate")
         max_error_rate = None if rate is None else fraction(rate)
         if rate is not None and max_error_rate is None:
-            in_shape = isinstance(rate, int | float) or (isinstance(rate, str) and _PERCENT.match(rate.strip()))
+            schema_sees = _schema_sees(rate) and not (isinstance(rate, str) and _PERCENT.match(rate.strip()))
             problem(("analysis", "max_error_rate"), f"max_error_rate {rate!r} must be a percentage from 0 to 100, "
-                    "like 1% or 0.5", shape=not in_shape)
+                    "like 1% or 0.5", shape=schema_sees)
         limits = [raw_analysis.get(k) for k in ("max_error_rate", "max_p99_ms", "max_relative_p99")]
         if all(v is None for v in limits):
             problem(("analysis",), "analysis needs at least one of max_error_rate, max_p99_ms, max_relative_p99")
@@ -212,11 +218,11 @@ def parse(block: Mapping[str, Any]) -> tuple[Rollout | None, list[RolloutProblem
             problem(("analysis", "interval"), "interval must be longer than 0s")
         analysis = Analysis(
             interval=interval,
-            min_requests=int(raw_analysis.get("min_requests", DEFAULT_MIN_REQUESTS)),
+            min_requests=int(_given(raw_analysis, "min_requests", DEFAULT_MIN_REQUESTS)),
             max_error_rate=max_error_rate,
             max_p99_ms=_number(raw_analysis.get("max_p99_ms")),
             max_relative_p99=_number(relative),
-            failure_limit=int(raw_analysis.get("failure_limit", DEFAULT_FAILURE_LIMIT)),
+            failure_limit=int(_given(raw_analysis, "failure_limit", DEFAULT_FAILURE_LIMIT)),
         )
         holds = [s.hold for s in steps] + ([mirror.hold] if mirror else [])
         if interval > 0 and holds and max(holds) < interval:
@@ -231,6 +237,47 @@ def parse(block: Mapping[str, Any]) -> tuple[Rollout | None, list[RolloutProblem
         return None, problems
     return Rollout(strategy=strategy, steps=tuple(steps), mirror=mirror, analysis=analysis,
                    on_failure=str(on_failure), progress_deadline=deadline), []
+
+
+def _given(data: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``data[key]`` unless absent or null (``key:`` with nothing after it in YAML)."""
+    value = data.get(key)
+    return default if value is None else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value   # not NaN
+
+
+def _schema_sees(value: Any) -> bool:
+    """Whether the JSON Schema reports a bad ``value`` itself: a wrong type or a finite number out of
+    range. NaN and infinity pass its range checks (every comparison with NaN is false), so they are ours."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
+
+
+def _shapes(block: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str, bool]]:
+    """Wrong types and non-finite numbers; the relations are not judged then.
+    Each with whether the JSON Schema reports it already (see ``_schema_sees``)."""
+    out: list[tuple[tuple[str | int, ...], str, bool]] = []
+    steps = block.get("steps")
+    if steps is not None and (not isinstance(steps, list) or not all(isinstance(s, Mapping) for s in steps)):
+        out.append((("steps",), "steps must be a list of {weight, hold}", True))
+    for key in ("mirror", "analysis"):
+        if block.get(key) is not None and not isinstance(block.get(key), Mapping):
+            out.append(((key,), f"{key} must be a mapping", True))
+    analysis = block.get("analysis")
+    if isinstance(analysis, Mapping):
+        for key in ("min_requests", "failure_limit"):
+            value = analysis.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                out.append((("analysis", key), f"{key} must be a whole number of at least 1", True))
+        for key in ("max_p99_ms", "max_relative_p99"):
+            value = analysis.get(key)
+            if value is not None and (not _is_number(value) or not 0 < value < math.inf):
+                out.append((("analysis", key), f"{key} {value!r} must be a number above 0", _schema_sees(value)))
+    return out
 
 
 def _number(value: Any) -> float | None:

@@ -71,3 +71,47 @@ def test_durations(value, unit):
 def test_percentages():
     assert fraction("1%") == 0.01 and fraction(1) == 0.01 and fraction("0.5 %") == 0.005
     assert fraction("101%") is None and fraction(True) is None and fraction("x") is None
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 200) | st.floats(allow_nan=True)
+                           | st.sampled_from(["30s", "2m", "1%", "x", "canary", "blue_green", "shadow", ""]),
+                           lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.sampled_from(["weight", "hold", "percent", "interval"]), inner,
+                                             max_size=3), max_leaves=8)
+KEYS = ["strategy", "steps", "mirror", "analysis", "on_failure", "progress_deadline"]
+
+
+@given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6),
+       st.dictionaries(st.sampled_from(["interval", "min_requests", "max_error_rate", "max_p99_ms",
+                                        "max_relative_p99", "failure_limit"]), json_values, max_size=6),
+       st.sampled_from(["canary", "blue_green", "shadow", None]))
+def test_any_block_gives_a_policy_or_located_problems_never_an_exception(block, analysis, strategy):
+    if analysis:
+        block = {**block, "analysis": analysis}
+    if strategy:
+        block = {**block, "strategy": strategy}
+    policy, problems = parse(block)
+    assert (policy is None) == bool(problems)
+    for p in problems:
+        assert p.where and "\n" not in p.message
+
+
+@given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6),
+       st.dictionaries(st.sampled_from(["interval", "min_requests", "max_error_rate", "max_p99_ms",
+                                        "max_relative_p99", "failure_limit"]), json_values, max_size=6),
+       st.sampled_from(["canary", "blue_green", "shadow", None]))
+def test_a_refused_block_is_always_reported_by_the_schema_or_by_us(block, analysis, strategy):
+    """Problems we leave to the JSON Schema (``shape``) must really be ones it reports."""
+    from planner.manifest import schema
+    from planner.schemacheck import SchemaCheck
+
+    if analysis:
+        block = {**block, "analysis": analysis}
+    if strategy:
+        block = {**block, "strategy": strategy}
+    policy, problems = parse(block)
+    if policy is not None:
+        return
+    ours = [p for p in problems if not p.shape]
+    check = SchemaCheck({"$ref": "#/$defs/rollout", "$defs": schema()["$defs"]})
+    assert ours or list(check.errors(block)), problems
