@@ -10,7 +10,13 @@ This runtime is installed the way the local target installs it: the ``providers/
 directory copied into the virtualenv's site-packages as ``mlops_runtime``, run with
 ``python -m mlops_runtime``; its venv holds only ``REQUIREMENTS`` (plus scikit-learn).
 
+With ``--metrics-cost`` it instead measures what the per-version metrics cost: two instances
+of this runtime side by side, both with a probe port (metrics are kept only with one), one with
+``--no-metrics``, loaded in alternation (ABBA rounds, so drift from other work on the machine
+hits both alike); it prints the median req/s of each and their ratio.
+
 Usage: python benchmarks/runtime_bench.py [--duration 10] [--repeat 3] [--workers 1 2] [--scenarios echo sklearn]
+       python benchmarks/runtime_bench.py --metrics-cost [--duration 5] [--repeat 8] [--workers 1 2]
 Needs: wrk (Debian: apt-get install wrk), pip access to install the two virtualenvs once.
 """
 
@@ -130,7 +136,8 @@ def wait_ready(port: int, path: str, process: subprocess.Popen, log: Path, timeo
 
 
 def start_server(
-    kind: str, python: Path, script: Path, model_dir: Path, workers: int, port: int, log: Path
+    kind: str, python: Path, script: Path, model_dir: Path, workers: int, port: int, log: Path,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AZUREML_", "AML_"))}
     if kind == AZUREML:
@@ -157,6 +164,7 @@ def start_server(
             str(workers),
             "--model-dir",
             str(model_dir),
+            *extra,
         ]
     with log.open("wb") as out:  # both servers log to a file, never to a pipe that could fill
         process = subprocess.Popen(argv, cwd=str(script.parent), env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -238,6 +246,81 @@ def measure(
     return Result(scenario, kind, workers, rps, p50, p99, non_2xx, errors)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a server: the supervisor and its workers (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    total = 0
+    for one in pids:
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / tick
+
+
+def record_cost_us(rounds: int = 200_000) -> float:
+    """What recording one request costs, in microseconds (in this process; the same code)."""
+    from providers.runtime.metrics import SharedMetrics
+
+    recorder = SharedMetrics(1, "bench").recorder(0)
+    started = time.perf_counter()
+    for i in range(rounds):
+        recorder.record(200, 0.0004 + (i & 7) * 0.001)
+    return (time.perf_counter() - started) / rounds * 1e6
+
+
+def metrics_cost(python: Path, scenario: str, workers: int, model_dir: Path, work: Path,
+                 args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """req/s and server CPU microseconds per request of each measured run, with metrics on and off
+    (both instances up, loaded in turn). CPU per request hardly moves when other work on the
+    machine takes cores away; req/s does."""
+    script, body = SCENARIOS[scenario]
+    lua = work / f"{scenario}.lua"
+    lua.write_text(
+        f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
+    )
+    ports, processes = {}, {}
+    try:
+        for name, flags in (("on", ()), ("off", ("--no-metrics",))):
+            ports[name] = free_port()
+            extra = ("--probe-port", str(free_port()), "--revision", "bench", *flags)
+            processes[name] = start_server(MLOPS, python, script, model_dir, workers, ports[name],
+                                           work / f"metrics-{name}-{scenario}-{workers}.log", extra)
+        for name in ("on", "off"):
+            run_wrk(ports[name], lua, args, args.warmup)
+        rps: dict[str, list[float]] = {"on": [], "off": []}
+        cpu_us: dict[str, list[float]] = {"on": [], "off": []}
+        for round_ in range(args.repeat):
+            for name in (("on", "off") if round_ % 2 == 0 else ("off", "on")):
+                before = cpu_seconds(processes[name].pid)
+                output = run_wrk(ports[name], lua, args, args.duration)
+                used = cpu_seconds(processes[name].pid) - before
+                requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+                rps[name].append(parse_wrk(output)[0])
+                cpu_us[name].append(used / max(requests, 1) * 1e6)
+    finally:
+        for process in processes.values():
+            stop_server(process)
+    return rps, cpu_us
+
+
+def report_metrics_cost(rows: list[tuple[str, int, dict[str, list[float]], dict[str, list[float]]]]) -> None:
+    print()
+    print(f"{'scenario':<9} {'workers':>7} {'req/s on':>9} {'req/s off':>10} {'on/off':>7} "
+          f"{'CPU us/req on':>14} {'off':>6} {'on/off':>7}")
+    for scenario, workers, rps, cpu in rows:
+        on, off = statistics.median(rps["on"]), statistics.median(rps["off"])
+        cpu_on, cpu_off = statistics.median(cpu["on"]), statistics.median(cpu["off"])
+        print(f"{scenario:<9} {workers:>7} {on:>9.0f} {off:>10.0f} {on / off:>7.3f} "
+              f"{cpu_on:>14.1f} {cpu_off:>6.1f} {cpu_on / cpu_off:>7.3f}")
+        print(f"{'':<17} req/s runs  on: {' '.join(f'{x:.0f}' for x in rps['on'])}")
+        print(f"{'':<17} req/s runs off: {' '.join(f'{x:.0f}' for x in rps['off'])}")
+    cost = record_cost_us()
+    print(f"\nrecording one request: {cost:.2f} us in-process (the only work metrics add per request)")
+    for scenario, workers, _rps, cpu in rows:
+        print(f"  {scenario}, {workers} worker(s): {cost / statistics.median(cpu['off']) * 100:.2f}% of the "
+              f"server CPU per request without metrics")
+
+
 def report(results: list[Result]) -> None:
     print()
     print(f"{'scenario':<9} {'workers':>7} {'server':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
@@ -269,10 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", choices=sorted(SCENARIOS), default=["echo", "sklearn"])
     parser.add_argument("--servers", nargs="+", choices=[AZUREML, MLOPS], default=[AZUREML, MLOPS])
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--metrics-cost", action="store_true",
+                        help="compare this runtime with metrics on and off instead of with Azure's server")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 2
+    if args.metrics_cost:
+        return main_metrics_cost(args)
 
     pythons = {kind: venv_python(kind) for kind in args.servers}
     if MLOPS in pythons:
@@ -304,6 +391,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    return 0
+
+
+def main_metrics_cost(args: argparse.Namespace) -> int:
+    python = venv_python(MLOPS)
+    install_runtime(python)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mlops-bench-") as tmp:
+        work = Path(tmp)
+        model_dir = work / "model"
+        subprocess.run([str(python), str(HERE / "train_ridge.py"), str(model_dir)], check=True)
+        print(f"load average before: {os.getloadavg()[0]:.2f}; cpus: {os.cpu_count()}, "
+              f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.repeat} ABBA rounds",
+              flush=True)
+        for scenario in args.scenarios:
+            for workers in args.workers:
+                rps, cpu = metrics_cost(python, scenario, workers, model_dir, work, args)
+                print(f"  {scenario:<8} workers={workers} metrics on {statistics.median(rps['on']):.0f} req/s, "
+                      f"off {statistics.median(rps['off']):.0f} req/s", flush=True)
+                rows.append((scenario, workers, rps, cpu))
+    report_metrics_cost(rows)
+    print(f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)")
+    if args.json:
+        args.json.write_text(json.dumps([{"scenario": s, "workers": w, "req_per_s": rps, "cpu_us_per_request": cpu}
+                                         for s, w, rps, cpu in rows], indent=2) + "\n")
     return 0
 
 

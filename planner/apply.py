@@ -15,14 +15,14 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from .addresses import Address
-from .diff import live_fingerprint
-from .errors import CancelledError, MlopsError, StalePlanError
-from .events import Events
+from .core.addresses import Address
+from .core.diff import live_fingerprint
+from .core.errors import CancelledError, MlopsError, StalePlanError
+from .core.events import Events
+from .core.plan import Action, Change, Plan, Rules, changed_paths
+from .core.resources import Live, Resource, spec_fingerprint
 from .graph import edges
-from .plan import Action, Change, Plan, Rules
 from .project import Project
-from .resources import Live, Resource
 from .rollout.bake import RolloutFailed, bake, rollout_result
 
 Notify = Callable[[Change, str], None]
@@ -37,11 +37,58 @@ class Outcome:
     error: str | None = None
     skipped: bool = False
     cancelled: bool = False
+    live: Live | None = None      # what a service's create/update answered (checked against the request)
     rollout: str | None = None
     """A rollout that failed: "rolled_back", "paused" or "rollback_failed" (the CLI's exit codes)."""
 
 
+def live_after(before: Mapping[Address, Live], outcomes: list[Outcome]) -> dict[Address, Live]:
+    """Live state after an apply where every change succeeded, without reading it again: what was read
+    before, each created or updated service as its provider answered, each deleted one gone."""
+    after = dict(before)
+    for outcome in outcomes:
+        address = outcome.change.address
+        if outcome.live is not None:
+            after[address] = outcome.live
+        elif outcome.ok and outcome.change.action is Action.DELETE:
+            after.pop(address, None)
+    return after
+
+
 RulesFor = Callable[[Resource | None, Live | None], Rules]
+
+
+class ProviderBug(MlopsError):
+    """A provider answered something that cannot be true of what it was asked to do."""
+
+
+def check_returned(provider: object, verb: str, desired: Resource, live: object) -> Live:
+    """What ``create``/``update`` returned must describe what was asked: that service, on that target,
+    running that spec (one of its versions at least). Anything else is a provider bug, said in words."""
+    problems = []
+    want = spec_fingerprint(desired.spec)
+    if not isinstance(live, Live):
+        problems.append(f"returned {type(live).__name__} instead of the service's live state")
+    else:
+        if live.address != desired.address:
+            problems.append(f"returned the live state of {live.address}")
+        if live.target != desired.target:
+            problems.append(f"says it runs on target {live.target!r}, not {desired.target!r}")
+        if spec_fingerprint(live.spec) != want:
+            paths = changed_paths(live.spec, desired.spec) or ["(its whole spec)"]
+            shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+            problems.append(f"reports a spec that differs from the one asked for at {shown}")
+        if not live.versions:
+            problems.append("reports no running version")
+        elif all(v.spec_fingerprint != want for v in live.versions):
+            problems.append(f"reports {len(live.versions)} running version(s), none of them with the spec asked for")
+    if problems:
+        cls = type(provider)
+        where = provider.describe() if hasattr(provider, "describe") else cls.__name__
+        raise ProviderBug(f"{desired.address}: provider bug in {where} ({cls.__module__}.{cls.__qualname__}): "
+                          f"{verb} {'; '.join(problems)}. What runs may have changed anyway: `mlops plan` reads it "
+                          "again; report this to the provider's maintainers")
+    return live  # type: ignore[return-value]
 
 
 def check_fresh(plan: Plan, desired: Mapping[Address, Resource], live: Mapping[Address, Live],
@@ -136,7 +183,9 @@ def apply_plan(
                                 heapq.heappush(ready, d)
                 else:
                     skip_dependents(a)
-    return [outcomes[a] for a in sorted(outcomes)]
+    done = [outcomes[a] for a in sorted(outcomes)]
+    project.remember_targets(live_after(live, done))   # so removing a target later plans its services' deletion
+    return done
 
 
 def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
@@ -146,7 +195,7 @@ def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
     events = Events(lambda step: notify(change, step), cancel)
     try:
         events.check()
-        _execute(project, change, desired.get(change.address), live.get(change.address), events)
+        answered = _execute(project, change, desired.get(change.address), live.get(change.address), events)
     except CancelledError:
         notify(change, "cancelled")
         return Outcome(change, ok=False, elapsed=time.monotonic() - started, cancelled=True,
@@ -163,11 +212,12 @@ def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
         return Outcome(change, ok=False, elapsed=time.monotonic() - started,
                        error=f"unexpected {type(exc).__name__}: {exc}")
     notify(change, "done")
-    return Outcome(change, ok=True, elapsed=time.monotonic() - started)
+    return Outcome(change, ok=True, elapsed=time.monotonic() - started, live=answered)
 
 
 def _execute(project: Project, change: Change, desired: Resource | None, live: Live | None,
-             progress: Events) -> None:
+             progress: Events) -> Live | None:
+    """Carry out one change; a service's create or update answers its new Live."""
     kind, action = change.address.kind, change.action
     if kind in ("model", "environment"):
         store = project.store
@@ -179,7 +229,7 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
                 store.apply_model(_need(desired, change), progress)
             else:
                 store.apply_environment(_need(desired, change))
-        return
+        return None
     if desired is not None and action is not Action.DELETE:
         project.store.fetch_models(desired.inputs.get("models") or {})   # model files come from the registry
     # Services: the old and the new side may live on different targets.
@@ -188,28 +238,37 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
     for provider in (old, new):
         if provider is not None:
             provider.ensure_connected()
+    answered = None
     if action is Action.CREATE:
-        _need_provider(new, change).create(_need(desired, change), progress)
+        answered = _create(new, change, desired, progress)
     elif action is Action.UPDATE:
         if live is None:
-            _need_provider(new, change).create(_need(desired, change), progress)
+            answered = _create(new, change, desired, progress)
         else:
-            updated = _need_provider(new, change).update(_need(desired, change), live, progress)
+            want = _need(desired, change)
+            answered = check_returned(new, "update", want,
+                                      _need_provider(new, change).update(want, live, progress))
             if change.rollout:   # watch the new version; put the old one back if it fails
-                bake(project, change, _need(desired, change), live, updated, new, progress)
+                bake(project, change, want, live, answered, new, progress)
     elif action is Action.CREATE_THEN_DELETE:
-        _need_provider(new, change).create(_need(desired, change), progress)
+        answered = _create(new, change, desired, progress)
         if live:
             progress("removing the previous instance")
             _need_provider(old, change).delete(live, progress)
     elif action is Action.DELETE_THEN_CREATE:
         if live:
             _need_provider(old, change).delete(live, progress)
-        _need_provider(new, change).create(_need(desired, change), progress)
+        answered = _create(new, change, desired, progress)
     elif action is Action.DELETE and live:
         _need_provider(old, change).delete(live, progress)
     if action is Action.DELETE:
         project.keys.forget(change.address.name)   # the service left the project: so do its keys
+    return answered
+
+
+def _create(provider, change: Change, desired: Resource | None, progress: Events) -> Live:
+    want = _need(desired, change)
+    return check_returned(provider, "create", want, _need_provider(provider, change).create(want, progress))
 
 
 def _need(desired: Resource | None, change: Change) -> Resource:

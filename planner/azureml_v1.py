@@ -47,7 +47,7 @@ import yaml
 from .errors import MlopsError, Problem
 from .manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
 from .pincheck import IndexConfig, check_pins, pip_index_config
-from .urlmask import mask_url_credentials
+from .urlmask import mask_url_credentials, mask_urls
 from .yamlpos import MAX_INT_DIGITS, Positions, YamlProblem, decode, load, one_line
 
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -60,8 +60,8 @@ V1_WEB_SERVERS = {"gunicorn": "gunicorn", "flask": "flask"}
 """Azure's v1 images served the entry script with gunicorn and flask; kept only when the entry
 script imports them itself (pip name -> import name)."""
 MAX_SCRIPT_BYTES = 1024 * 1024
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-_DNS = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
+_DNS = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]\Z")
 _STAGE_PROVIDER = {"local": "local", "aci": "aci", "aks": "aks"}
 _NO_EQUIVALENT = {
     "appInsightsEnabled": "Application Insights has no equivalent; read `mlops logs` instead",
@@ -108,7 +108,7 @@ class V1ConfigError(MlopsError):
     """A v1 file is unusable; the message is one ``file:line:col: what and how to fix`` line."""
 
     def __init__(self, file: str, line: int, col: int, message: str) -> None:
-        super().__init__(str(Problem(file, line, col, one_line(message, 400))))
+        super().__init__(str(Problem(file, line, col, one_line(mask_urls(message), 400))))
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,9 @@ class Imported:
     warnings: list[str]
     changed: bool
     """False when the output file already said exactly this (re-importing is idempotent)."""
+
+    def __post_init__(self) -> None:
+        self.warnings[:] = [mask_urls(w) for w in self.warnings]  # index URLs may carry passwords
 
 
 @dataclass
@@ -322,7 +325,7 @@ def _conda_dependencies(deps: Any, where: str, warnings: list[str], pip: list[st
             pip.extend(str(p) for p in dep["pip"])
         elif isinstance(dep, str):
             version = _python_version(dep)
-            if version is not None or re.match(r"^python\s*$", dep):
+            if version is not None or re.match(r"^python\s*\Z", dep):
                 python = version or python
             elif dep.strip() != "pip" and not dep.strip().startswith("pip="):
                 warnings.append(
@@ -929,7 +932,7 @@ def _relative(path: Path, base: Path) -> str:
 
 # -- writing ----------------------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_/.${}][A-Za-z0-9_./@:=<>!*~,+${}-]*$")
+_PLAIN = re.compile(r"^[A-Za-z0-9_/.${}][A-Za-z0-9_./@:=<>!*~,+${}-]*\Z")
 _SECTIONS = ("targets", "models", "environments", "services")
 
 

@@ -16,6 +16,7 @@ and the schema does not accept text there (``port: ${PORT}``), a value of the fo
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -26,10 +27,21 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .envrefs import EnvReferences
 from .errors import ManifestError, MlopsError, Problem
 from .hashing import SKIP_DIRS, UnsafeFile, iter_files
 from .schemacheck import SchemaCheck
-from .yamlpos import LIMIT_VARIABLE, Positions, YamlProblem, decode, load, max_manifest_kib, one_line
+from .urlmask import mask_urls
+from .yamlpos import (
+    DEFAULT_MANIFEST_KIB,
+    LIMIT_VARIABLE,
+    Positions,
+    YamlProblem,
+    decode,
+    load,
+    max_manifest_kib,
+    one_line,
+)
 
 if TYPE_CHECKING:
     import jsonschema
@@ -38,12 +50,14 @@ DEFAULT_TARGET = "local"
 DEFAULT_KIND = "local"
 """The one target of a manifest that declares none: ``local: {provider: local}``."""
 _VAR = re.compile(r"\$(\$)?\{([^}]*)\}")
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SENSITIVE_NAME = re.compile(r"(^|_)(key|keys|secret|password|token|connection_string)$")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+SENSITIVE_NAME = re.compile(r"(^|_)(key|keys|secret|password|token|connection_string)\Z")
 ENVIRONMENT_VARIABLES = "environment_variables"
+PUBLIC_VARS = "public_vars"
+"""Top-level list of variable names whose values may be printed (``public_vars: [AZURE_LOCATION]``)."""
 """``deploy.environment_variables``: its values are secret everywhere (plans, messages)."""
 
-MAX_MANIFEST_BYTES = 512 * 1024
+MAX_MANIFEST_BYTES = DEFAULT_MANIFEST_KIB * 1024
 """The default; ``MLOPS_MAX_MANIFEST_KIB`` raises it (see yamlpos.max_manifest_kib)."""
 
 
@@ -54,7 +68,7 @@ MAX_SAMPLE_BYTES = 10 * 1024 * 1024
 """The scoring runtime's default body limit: a larger sample request could never be sent."""
 MAX_PATH_CHARS = 1024
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}\Z")
 # Variables the dynamic loader or an interpreter acts on: setting them runs other code.
 _LOADER_PREFIXES = ("LD_", "DYLD_", "PYTHON")
 _LOADER_NAMES = frozenset({"PATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF",
@@ -63,10 +77,9 @@ _LOADER_NAMES = frozenset({"PATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIA
 _RUNTIME_NAMES = {"AZUREML_MODEL_DIR": "the registered model folder", "AZUREML_ENTRY_SCRIPT": "entry_script",
                   "AML_APP_ROOT": "source_dir", "SCORING_TIMEOUT_MS": "deploy.scoring_timeout_ms",
                   "SERVICE_NAME": "the service's name"}
-_URL_SCHEMES = ("https://", "git+https://")
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
-_INT = re.compile(r"^-?[0-9]{1,18}$")
-_FLOAT = re.compile(r"^-?[0-9]+\.[0-9]+$")
+_INT = re.compile(r"^-?[0-9]{1,18}\Z")
+_FLOAT = re.compile(r"^-?[0-9]+\.[0-9]+\Z")
 
 Report = Callable[..., None]
 
@@ -84,6 +97,8 @@ class Manifest:
     path: Path
     data: Mapping[str, Any]
     positions: Positions = field(repr=False, compare=False)
+    references: EnvReferences = field(default_factory=EnvReferences, repr=False, compare=False)
+    """Values taken from the environment (not in ``public_vars``): shown as ``${NAME}`` everywhere."""
 
     @property
     def root(self) -> Path:
@@ -147,8 +162,14 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
         problems.append(Problem(shown, line, col, checks.redact(one_line(message, 1000))))
 
     checks = _Checks(report)
-    data = checks.interpolate(data, (), env)
-    manifest = Manifest(path, data, positions)
+    checks.public = _public_vars(data.get(PUBLIC_VARS))
+    data = {k: v if k == PUBLIC_VARS else checks.interpolate(v, (k,), env) for k, v in data.items()}
+    # A value equal to a declared name is public already (names are keys, never interpolated), and
+    # masking it would hide which model or environment a service uses.
+    names = {k for section in ("models", "environments", "services", "targets")
+             if isinstance(data.get(section), dict) for k in data[section]}
+    references = EnvReferences({v: r for v, r in checks.references.items() if v not in names}, checks.written)
+    manifest = Manifest(path, data, positions, references)
     if checks.whole:
         _type_interpolated(manifest, checks)
     _check_schema(data, checks)
@@ -162,6 +183,13 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
     if problems:
         raise ManifestError(problems)
     return manifest
+
+
+def _public_vars(value: Any) -> frozenset[str]:
+    """The variables the manifest declares non-sensitive (their values print); the schema checks the shape."""
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(v for v in value if isinstance(v, str) and _VAR_NAME.fullmatch(v))
 
 
 def _read_manifest(path: Path, shown: str) -> bytes:
@@ -213,6 +241,8 @@ def show(value: Any, limit: int = 60) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, str) and "://" in value:
+        value = mask_urls(value)
     text = repr(value)
     if len(text) <= limit + 2:
         return one_line(text, limit + 40)
@@ -236,12 +266,18 @@ class _Checks:
         """Entry scripts looked at so far (services share them): (source_dir, script) -> verdict."""
         self.values: set[str] = set()
         """Values taken from the environment, blanked out of any message that still holds one."""
+        self.public: frozenset[str] = frozenset()
+        """Variables the manifest declares non-sensitive (``public_vars``)."""
+        self.references: dict[str, str] = {}
+        """Non-public values -> their ``${NAME}`` (see planner.envrefs)."""
+        self.written: dict[tuple[str, str], str] = {}
+        """(attribute, interpolated text) -> the text as the manifest wrote it, public values filled in."""
 
     def redact(self, message: str) -> str:
         """The backstop: no message holds a value from the environment, whatever check wrote it."""
-        for value in self.values:
+        for value in sorted(self.values, key=len, reverse=True):
             for form in {value, one_line(value, len(value) * 6 + 8), repr(value)[1:-1]}:
-                message = message.replace(form, "(a value from the environment)")
+                message = message.replace(form, self.references.get(value, "(a value from the environment)"))
         return message
 
     def secret(self, where: tuple, schema_secret: bool = False) -> bool:
@@ -259,17 +295,25 @@ class _Checks:
             return {k: self.interpolate(v, (*path, k), env) for k, v in value.items()}
         if isinstance(value, list):
             return [self.interpolate(v, (*path, i), env) for i, v in enumerate(value)]
+        if isinstance(value, float) and not math.isfinite(value):
+            # YAML's .nan and .inf are numbers to JSON Schema, but no setting can mean them (NaN passes
+            # every bound): one clear line here instead of a failure at apply.
+            field_name = one_line(".".join(str(p) for p in path), 120) or "(top level)"
+            self.report(path, f"{field_name}: {value!r} is not a usable number (NaN or infinity); write a finite "
+                              "number")
+            return value
         if not isinstance(value, str) or "${" not in value:
             return value
         used = False
+        hidden = False
 
         def sub(match: re.Match[str]) -> str:
-            nonlocal used
+            nonlocal used, hidden
             if match.group(1):
                 return "${" + match.group(2) + "}"
             used = True
             name = match.group(2)
-            if not _VAR_NAME.match(name):
+            if not _VAR_NAME.fullmatch(name):
                 self.report(path, f"invalid variable reference ${{{one_line(name, 40)}}} "
                                   "(use ${NAME} with letters, digits, _)")
                 return ""
@@ -277,8 +321,11 @@ class _Checks:
                 self.report(path, f"environment variable {name} is not set (export {name}=... before running mlops)")
                 self.unset.add(path)
                 return ""
-            if len(env[name]) >= 6:
-                self.values.add(env[name])
+            if name not in self.public and env[name]:
+                hidden = True
+                self.references.setdefault(env[name], "${" + name + "}")
+                if len(env[name]) >= 6:
+                    self.values.add(env[name])
             return env[name]
 
         out = _VAR.sub(sub, value)
@@ -287,6 +334,11 @@ class _Checks:
             match = _VAR.fullmatch(value)
             if match and not match.group(1):
                 self.whole.add(path)
+        if hidden:
+            attribute = next((p for p in reversed(path) if isinstance(p, str)), "")
+            self.written[(attribute, out)] = _VAR.sub(
+                lambda m: m.group(0) if m.group(1) or m.group(2) not in self.public else env.get(m.group(2), ""),
+                value)
         return out
 
 
@@ -623,12 +675,10 @@ def pip_problem(entry: str) -> str | None:
         # expands ${VAR}; a marker's quoted text could smuggle them in.
         return "holds ' -', ' #', '${' or a backslash, which pip would read as options; remove them"
     if req.url is not None:
-        url = req.url
-        if not url.startswith(_URL_SCHEMES):
-            return ("is a direct reference to a local file or an insecure URL; publish the package to an "
-                    "index (pip_index_url) or use an https:// URL")
-        if "@" in url.split("://", 1)[1].split("/", 1)[0]:
-            return "has credentials in its URL (they would show in plans); configure them in pip instead"
+        # A URL (git+https://, a .whl, file:) installs whatever is there when pip runs: not pinned by the
+        # manifest, not reviewable in the plan, and a place for credentials to leak. Indexes only.
+        return ("is a URL requirement (name @ URL); mlops installs packages from an index only: publish it "
+                "to one and set pip_index_url, then list it as name==version")
     return None
 
 
@@ -675,6 +725,7 @@ def _check_rollouts(manifest: Manifest, checks: _Checks) -> None:
         checks.report(where, message)
 
 
+@cache   # a platform manifest repeats a few names thousands of times
 def env_name_problem(name: str) -> str | None:
     """Why a variable name is refused, or None."""
     if not _ENV_NAME.match(name):
@@ -769,6 +820,10 @@ def _check_references(manifest: Manifest, checks: _Checks) -> None:
         if _plain_path(rel):
             where, field_name = ("models", name, "path"), f"models.{name}.path"
             p = inside(rel, where, field_name, kind="file or folder")
+            if p == root:
+                report(where, f"{field_name}: {checks.shown(where, rel)} is the project folder itself (it holds "
+                              "ml.yaml, the code and the registry); point at the model file or its own folder")
+                continue
             if p is not None and regular_tree(p, rel, where, field_name):
                 hashed.append((p, field_name))
     for name, service in manifest.section("services").items():
@@ -913,6 +968,10 @@ def _check_registry(manifest: Manifest, root: Path, hashed: list[tuple[Path, str
     if state == root or not state.is_relative_to(root):
         fix = "use a folder inside it, such as .mlops" if where else "remove the link (mlops creates the folder)"
         report(where, f"{name}: {shown} is outside the manifest's folder (plan writes there); {fix}")
+        return
+    if state.exists() and not state.is_dir():
+        report(where, f"{name}: {shown} is a file, not a folder (mlops keeps its registry there); remove the file "
+                      "or name another path, such as .mlops")
         return
     inside: dict[Path, bool] = {}   # thousands of services share a few folders: decide each once
     for folder, field_name in hashed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from . import __version__
 from .addresses import Address
@@ -25,7 +25,8 @@ def make_plan(
     live: dict[Address, Live] | None = None,
 ) -> Plan:
     desired = project.desired() if desired is None else desired
-    live = project.live() if live is None else live   # an address live on two targets fails here
+    if live is None:   # an address live on two targets fails here
+        live = project.live(only=targets_needed(targets, desired, destroy))
     wanted = {} if destroy else desired
     changes: list[Change] = []
     for address in sorted(set(wanted) | set(live)):
@@ -33,13 +34,14 @@ def make_plan(
     targets = tuple(targets)
     if targets:
         changes = _restrict(changes, targets)
-    warnings: list[str] = weight_warnings(changes)
+    warnings: list[str] = [*getattr(project, "removed_target_problems", []), *weight_warnings(changes)]
     for name, provider in sorted(project.providers.items()):
         mine = [r for r in wanted.values() if r.address.kind == "service" and r.target == name]
         if mine:
             warnings += [f"target {name!r}: {w}" for w in provider.plan_warnings(mine)]
+    shown = project.manifest.references   # values from the environment print as ${NAME}
     return Plan(
-        changes=tuple(changes),
+        changes=tuple(shown.mask_change(c) for c in changes),
         manifest=project.manifest.display,
         project=project.manifest.project,
         manifest_fingerprint=fingerprint_all({str(a): r.fingerprint for a, r in desired.items()}),
@@ -48,19 +50,40 @@ def make_plan(
         targeted=tuple(str(t) for t in targets),
         destroy=destroy,
         tool_version=__version__,
-        warnings=tuple(warnings),
+        warnings=shown.texts(warnings),
     )
+
+
+def targets_needed(targets: Iterable[Address], desired: Mapping[Address, Resource], destroy: bool) -> set[str] | None:
+    """The targets a ``--target`` selection reads: its services' declared targets; None: all of them.
+
+    Models and environments live in the registry, which is always read. A selected service that
+    is not in the manifest (or a destroy) may be on any target, so every target is read then.
+    """
+    targets = tuple(targets)
+    if not targets or destroy:
+        return None
+    needed: set[str] = set()
+    for address in targets:
+        if address.kind != "service":
+            continue
+        resource = desired.get(address)
+        if resource is None or resource.target is None:
+            return None
+        needed.add(resource.target)
+    return needed
 
 
 def _decide(project: Project, desired: Resource | None, live: Live | None) -> Change:
     address = desired.address if desired else live.address  # type: ignore[union-attr]
     if address.kind != "service":
         return decide(desired, live)
-    # The target a service is going to decides how it gets there; a leaving one decides its delete.
+    # The target a service is going to gives the rules of how it gets there; a leaving one of its delete.
+    # The decision itself is the core's: providers answer narrow questions (validate, rules), never decide.
     provider = project.provider_for(desired.target) if desired else project.provider_for(live)  # type: ignore[arg-type]
-    change = provider.plan(desired, live)
-    if change.address != address:
-        raise MlopsError(f"provider {provider.kind!r} bug: asked to plan {address}, answered {change.address}")
+    if desired is not None:
+        provider.validate(desired)
+    change = decide(desired, live, provider.rules(desired, live))
     if desired is not None and desired.inputs.get("rollout") and change.action is Action.UPDATE:
         change = dataclasses.replace(change, rollout=desired.inputs["rollout"])   # a new version of a running one
     return change

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from providers.base import ProjectContext, Provider
+from providers.base import ProjectContext, Provider, secret_settings
 from providers.keys import KeyStore
 from providers.registry import provider_class
 from providers.store import Store
 
-from .addresses import Address
+from . import applied_targets
+from .core.addresses import Address
+from .core.errors import MlopsError
+from .core.hashing import ContentHasher, digest
+from .core.plan import Rules
+from .core.redact import REDACTOR
+from .core.resources import Live, Resource
 from .desired import build_desired
-from .errors import MlopsError
 from .gitinfo import describe
-from .hashing import ContentHasher, digest
 from .live import READ_PARALLELISM, LiveState, read_live
 from .manifest import DEFAULT_KIND, Manifest, load_manifest
-from .plan import Rules
-from .redact import REDACTOR
-from .resources import Live, Resource
+from .urlmask import secrets_in
 
 EMBEDDED_KINDS = (DEFAULT_KIND,)
 """Kinds searched for services on undeclared targets even when no declared target uses them; one that
@@ -50,7 +53,10 @@ class Project:
         # The hash cache is per user, keyed by checkout: a plan writes nothing into the repository.
         self.hasher = ContentHasher(self.context.cache_dir / "hashes" / f"{digest(str(self.context.root))[:16]}.json")
         self._live: LiveState | None = None
+        self.removed_target_problems: list[str] = []
         self.read_parallelism = READ_PARALLELISM
+        REDACTOR.reference(manifest.references.values)
+        REDACTOR.add(*secrets_in(manifest.data))   # tokens in index URLs, a password in arm_endpoint
         for provider in self.providers.values():
             REDACTOR.add(*provider.secret_values())
 
@@ -103,9 +109,39 @@ class Project:
                 (lambda v=variant: v.orphans(self.context, declared))
                 for cls in self._orphan_searchers() for variant in cls.variants()
             ]
+            self.removed_target_problems = []
+            orphan_reads += [(lambda n=name, c=config: self._read_removed(n, c))
+                             for name, config in sorted(self.removed_targets().items())]
             self._live = read_live([self.store.read_models, self.store.read_environments], self.providers,
                                    orphan_reads, parallelism=self.read_parallelism)
         return self._live
+
+    def removed_targets(self) -> dict[str, dict[str, Any]]:
+        """Targets this project applied to that ``ml.yaml`` no longer declares (embedded kinds, whose
+        services ``orphans()`` finds without settings, excepted)."""
+        return {name: config for name, config in applied_targets.load(self.manifest.state_dir).items()
+                if name not in self.providers and config["provider"] not in EMBEDDED_KINDS}
+
+    def _read_removed(self, name: str, config: dict[str, Any]) -> list[tuple[Provider, Live]]:
+        """The services still on a removed target, each with a provider that can delete it; a target
+        that cannot be read is a problem the plan names (nothing is planned for it)."""
+        try:
+            provider = provider_class(config["provider"], config)(target=name, config=config, context=self.context)
+            provider.ensure_connected()
+            return [(provider, live) for live in provider.read() if live.target == name]
+        except Exception as exc:  # noqa: BLE001 - whatever stops the read, the plan says so in one line
+            self.removed_target_problems.append(
+                f"target {name!r} ({config['provider']}) was removed from the manifest but its services could not "
+                f"be read ({type(exc).__name__}: {exc}); nothing is planned for them: declare the target again "
+                "to remove them")
+            return []
+
+    def remember_targets(self, live: dict[Address, Live]) -> None:
+        """After an apply: remember the declared targets, and removed ones that still run services."""
+        declared = {name: applied_targets.shareable(p.config, secret_settings(type(p).target_schema()))
+                    for name, p in self.providers.items()}
+        applied_targets.remember(self.manifest.state_dir, declared,
+                                 {lv.target for lv in live.values() if lv.address.kind == "service" and lv.target})
 
     def _orphan_searchers(self) -> list[type[Provider]]:
         """The classes of the declared kinds, and of the embedded ones that load."""
@@ -119,9 +155,18 @@ class Project:
                     raise
         return found
 
-    def live(self, *, allow_duplicates: bool = False) -> dict[Address, Live]:
-        """Live resources by address; an address live on two targets is an error unless allowed."""
-        state = self.live_state(refresh=True)
+    def live(self, *, allow_duplicates: bool = False, only: Collection[str] | None = None) -> dict[Address, Live]:
+        """Live resources by address; an address live on two targets is an error unless allowed.
+
+        ``only``: read just these declared targets (and the registry), for a ``--target`` selection
+        whose services all have a declared target: the other targets need not even be reachable.
+        """
+        if only is not None:
+            state = read_live([self.store.read_models, self.store.read_environments],
+                              {n: p for n, p in self.providers.items() if n in only}, [],
+                              parallelism=self.read_parallelism)
+        else:
+            state = self.live_state(refresh=True)
         if not allow_duplicates:
             state.check_unique()
         return dict(state.resources)

@@ -33,7 +33,7 @@ from typing import Any
 from .addresses import Address
 from .errors import LockedError, MlopsError
 from .graph import edges
-from .plan import Action, Change, Plan, changed_paths
+from .plan import Action, Change, Plan
 from .reconcile_state import Backoff, ReconcileMemory, ResourceMemory, remembered
 from .redact import REDACTOR
 from .resources import HEALTHY, TRANSITIONING, Live, Resource
@@ -141,29 +141,30 @@ def suspended_services(manifest: Any) -> set[str]:
     return {name for name, s in manifest.section("services").items() if (s.get("reconcile") or {}).get("suspend")}
 
 
-def matches(desired: Resource, live: Live) -> bool:
-    """Whether this desired state is what runs (same target, same spec), whatever its health."""
-    return live.target == desired.target and not changed_paths(dict(live.spec), dict(desired.spec))
-
-
 FINGERPRINT_DETAILS = ("fingerprint", "fingerprint_label")
 """Where targets that label what they run report the desired fingerprint it was deployed from."""
 
 
-def learn(memory: ReconcileMemory, desired: Mapping[Address, Resource], live: Mapping[Address, Live]) -> None:
+def learn(memory: ReconcileMemory, plan: Plan, live: Mapping[Address, Live]) -> None:
     """Remember, per resource, the desired fingerprint seen deployed (the base line of a heal).
 
-    Seen deployed: its spec matches the manifest's now, or the target labels the live object with
-    that fingerprint. A difference that appeared before any reconciler saw the resource in sync,
-    on a target without such labels, cannot be told from a new desired change: it stays pending.
+    Seen deployed: its spec matches the manifest's now (the plan holds both), or the target labels
+    the live object with that fingerprint. A difference that appeared before any reconciler saw
+    the resource in sync, on a target without such labels, cannot be told from a new desired
+    change: it stays pending.
     """
-    for address, want in desired.items():
-        have = live.get(address)
-        if have is None:
+    for change in plan.changes:
+        want = change.desired_fingerprint
+        if want is None or change.before is None:
             continue
-        labelled = {str(have.details.get(k)) for k in FINGERPRINT_DETAILS if have.details.get(k)}
-        if matches(want, have) or want.fingerprint in labelled:
-            memory.of(str(address)).deployed = want.fingerprint
+        same = change.before_target == change.after_target and change.before == change.after
+        if not same:
+            have = live.get(change.address)
+            details = have.details if have is not None else {}
+            same = want in {str(details.get(k)) for k in FINGERPRINT_DETAILS if details.get(k)}
+        if same:
+            entry = memory.of(str(change.address))
+            entry.deployed = want
 
 
 def is_heal(change: Change, remembered_entry: ResourceMemory | None) -> bool:
@@ -192,6 +193,7 @@ class Reconciler:
         self.log = log
         self.stop = stop or threading.Event()
         self.clock = clock
+        self.last_success = 0.0
 
     # -- observing ----------------------------------------------------------------------------
     def observe(self, project: Any | None = None) -> Observation:
@@ -213,32 +215,37 @@ class Reconciler:
         return report
 
     def _cycle(self, report: CycleReport) -> None:
+        """Observe and report in one pass over the memory (one write at most); act only if needed."""
         seen = self.observe()
         state_dir = seen.project.manifest.state_dir
         suspended = suspended_services(seen.project.manifest)
         with remembered(state_dir) as memory:
-            learn(memory, seen.desired, seen.live)
-            report.services = self._services(seen, memory, suspended)
+            learn(memory, seen.plan, seen.live)
+            report.services = self.service_reports(seen, memory, suspended)
             todo = self._select(seen, memory, suspended, report, final=False)
-        if todo and not self.stop.is_set():
-            self._act(seen.project, report)
-            if any(c.result == "ok" for c in report.changes):
-                after = self.observe()   # report what runs now, not what ran before the changes
-                with remembered(state_dir) as memory:
-                    learn(memory, after.desired, after.live)
-                    report.services = self._services(after, memory, suspended_services(after.project.manifest))
-        else:
-            with remembered(state_dir) as memory:
+            acting = bool(todo) and not self.stop.is_set()
+            if not acting:
                 self._select(seen, memory, suspended, report, final=True)   # report what is held back
-        with remembered(state_dir) as memory:
-            if not report.error and not any(c.result == "failed" for c in report.changes):
-                memory.last_success = self.clock()
-            report.last_success = memory.last_success
-            events = transitions(memory, report)
+                events = self._conclude(memory, report)
+        if acting:
+            self._act(seen.project, report)
+            with remembered(state_dir) as memory:
+                if any(c.result == "ok" for c in report.changes):
+                    after = self.observe()   # report what runs now, not what ran before the changes
+                    learn(memory, after.plan, after.live)
+                    report.services = self.service_reports(after, memory, suspended_services(after.project.manifest))
+                events = self._conclude(memory, report)
         if events:
             self.notify(events)
 
-    def _services(self, seen: Observation, memory: ReconcileMemory, suspended: set[str]) -> list[ServiceReport]:
+    def _conclude(self, memory: ReconcileMemory, report: CycleReport) -> list[dict[str, Any]]:
+        if not report.error and not any(c.result == "failed" for c in report.changes):
+            self.last_success = self.clock()
+        report.last_success = self.last_success
+        return transitions(memory, report)
+
+    def service_reports(self, seen: Observation, memory: ReconcileMemory,
+                        suspended: set[str]) -> list[ServiceReport]:
         out = []
         for change in seen.plan.changes:
             if change.address.kind != "service":
@@ -319,8 +326,8 @@ class Reconciler:
                 self._lock_targets(seen, locks)
                 suspended = suspended_services(seen.project.manifest)
                 with remembered(state_dir) as memory:
-                    learn(memory, seen.desired, seen.live)
-                    report.services = self._services(seen, memory, suspended)
+                    learn(memory, seen.plan, seen.live)
+                    report.services = self.service_reports(seen, memory, suspended)
                     chosen = self._select(seen, memory, suspended, report, final=True)
                 self._carry_out(seen, chosen, report)
         except LockedError as exc:
@@ -328,13 +335,12 @@ class Reconciler:
             self.log({"event": "locked", "message": report.locked})
 
     def _lock_targets(self, seen: Observation, stack: contextlib.ExitStack) -> None:
-        from providers.base import Provider
+        from providers.base import LocksItself
 
         project = seen.project
         names = {c.after_target for c in seen.plan.actionable if c.after_target} | \
                 {c.before_target for c in seen.plan.actionable if c.before_target}
-        lockable = [project.providers[n] for n in sorted(names)
-                    if n in project.providers and type(project.providers[n]).apply_lock is not Provider.apply_lock]
+        lockable = [project.providers[n] for n in sorted(names) if isinstance(project.providers.get(n), LocksItself)]
         for provider in lockable:
             provider.ensure_connected()
             stack.enter_context(provider.apply_lock(f"mlops reconcile {self.options.mode}"))

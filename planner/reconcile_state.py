@@ -17,7 +17,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +57,12 @@ class Backoff:
 @dataclass
 class ReconcileMemory:
     resources: dict[str, ResourceMemory] = field(default_factory=dict)
-    last_success: float = 0.0
 
     def of(self, address: str) -> ResourceMemory:
         return self.resources.setdefault(address, ResourceMemory())
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": 1, "last_success": self.last_success,
-                "resources": {k: asdict(v) for k, v in sorted(self.resources.items())}}
+        return {"version": 1, "resources": {k: dict(vars(v)) for k, v in sorted(self.resources.items())}}
 
     @classmethod
     def from_json(cls, data: Any) -> ReconcileMemory:
@@ -73,7 +71,7 @@ class ReconcileMemory:
         known = set(ResourceMemory.__dataclass_fields__)
         resources = {str(k): ResourceMemory(**{f: v for f, v in r.items() if f in known})
                      for k, v in (data.get("resources") or {}).items() if isinstance((r := v), dict)}
-        return cls(resources, float(data.get("last_success") or 0.0))
+        return cls(resources)
 
 
 def memory_path(state_dir: Path) -> Path:
@@ -87,15 +85,29 @@ def remembered(state_dir: Path) -> Iterator[ReconcileMemory]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with (path.parent / "memory.lock").open("a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        memory = read_memory(state_dir)
+        before = _read_text(path)
+        memory = _parse(before)
         yield memory
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memory.to_json(), indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        text = json.dumps(memory.to_json(), sort_keys=True, separators=(",", ":"))
+        if text != before:   # a steady state writes nothing
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
 
 
 def read_memory(state_dir: Path) -> ReconcileMemory:
+    return _parse(_read_text(memory_path(state_dir)))
+
+
+def _read_text(path: Path) -> str:
     try:
-        return ReconcileMemory.from_json(json.loads(memory_path(state_dir).read_text()))
-    except (OSError, ValueError, TypeError):
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _parse(text: str) -> ReconcileMemory:
+    try:
+        return ReconcileMemory.from_json(json.loads(text)) if text else ReconcileMemory()
+    except (ValueError, TypeError):
         return ReconcileMemory()

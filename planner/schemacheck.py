@@ -10,16 +10,20 @@ That split is safe only where the two engines cannot disagree in the one directi
 (jsonschema-rs says valid, jsonschema says invalid). The schema keywords agree (both pass the
 official test suite); regular expressions are the exception: Python's `re` and Rust's regex differ
 in what `\\w`, `\\d`, `\\s`, `[[:alpha:]]`, nested classes and `(?…)` groups mean. A schema whose
-patterns use any of those is checked by jsonschema alone. The remaining difference (`$` also
-matches before a final newline in Python) only makes jsonschema-rs stricter, which costs time,
-never correctness. Anything jsonschema-rs cannot take (a value it cannot convert, a schema it
-cannot compile) also falls back to jsonschema.
+patterns use any of those is checked by jsonschema alone. Anything jsonschema-rs cannot take (a
+value it cannot convert, a schema it cannot compile) also falls back to jsonschema.
+
+`$` is read as JSON Schema (ECMA-262) reads it, the end of the text, by both engines: Rust's regex
+does so already, while Python's `$` also matches before a final newline, so `"api\\n"` passed every
+name check. jsonschema's `pattern` and `patternProperties` are replaced here by versions that
+translate `$` to Python's `\\Z` (the schemas keep the portable `$` that editors understand).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -89,6 +93,61 @@ def _fast_validator(schema: Mapping[str, Any]) -> Any:
         return None
 
 
+def python_pattern(pattern: str) -> str:
+    """``pattern`` for Python's `re` with ECMA-262's `$`: every unescaped `$` outside a class becomes `\\Z`."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]" or (out and out[-1] in ("[", "[^"))
+        elif ch == "[":
+            in_class = True
+            if pattern.startswith("[^", i):
+                out.append("[^")
+                i += 2
+                continue
+        elif ch == "$":
+            ch = r"\Z"
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(python_pattern(pattern))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    from jsonschema import ValidationError
+
+    if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: Mapping[str, Any], instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if _compiled(pattern).search(key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+@cache
+def _validator_class() -> Any:
+    """Draft 2020-12 with ECMA-262's `$` in `pattern` and `patternProperties`."""
+    import jsonschema
+
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator,
+                                        {"pattern": _pattern, "patternProperties": _pattern_properties})
+
+
 class SchemaCheck:
     """One schema, checked many times: ``errors(instance)`` lists jsonschema's ValidationErrors.
 
@@ -119,12 +178,10 @@ class SchemaCheck:
     def validator(self) -> Any:
         """jsonschema's validator (imported on first need), the source of every error message."""
         if self._slow is None:
-            import jsonschema
-
             if self.within is None:
-                self._slow = jsonschema.Draft202012Validator(self.schema)
+                self._slow = _validator_class()(self.schema)
             else:
-                self._slow = jsonschema.Draft202012Validator(self.within).evolve(schema=self.schema)
+                self._slow = _validator_class()(self.within).evolve(schema=self.schema)
         return self._slow
 
 

@@ -1,6 +1,6 @@
-"""The provider protocol (version 2): what every target kind implements, and what it is given.
+"""The provider protocol (version 3): what every target kind implements, and what it is given.
 
-Lifecycle, in this order and no other:
+Providers answer narrow requests; the core decides and checks. Lifecycle, in this order and no other:
 
 1. **construct** ``Provider(target=..., config=..., context=...)`` — no I/O, no credentials, no
    network: constructing every declared target must be free (``mlops validate`` does it).
@@ -8,12 +8,18 @@ Lifecycle, in this order and no other:
    is really needed (reading live state, acting). Log in and build clients there; an unreachable
    target raises ``Unreachable`` with one line naming what to do (``az login``, the kubeconfig
    context, ``DOCKER_HOST``).
-3. **read / plan / act** — ``read()`` what runs (found by our labels), ``rules()`` for how one
-   instance may change, ``create``/``update``/``delete`` with ``Events`` (progress with counts and
-   cooperative cancellation), ``endpoint()`` (optional: None where this machine cannot reach it),
-   ``logs()`` (optionally of one ``instance``: a pod, a device).
+3. **prepare / read / act** — ``normalize_deploy``/``service_spec`` shape the desired spec,
+   ``validate`` refuses what the target could never run, ``read()`` what runs (found by our labels,
+   each ``Live`` with its running ``versions``), ``rules()`` for how one instance may change (the core
+   calls ``planner.core.diff.decide`` itself), ``create``/``update``/``delete`` with ``Events``
+   (progress with counts and cooperative cancellation). The core checks that the ``Live`` create and
+   update return is the service, the target and the spec it asked for.
 
-A provider declares ``protocol = 2``; the registry refuses other versions with a clear error.
+Optional capabilities sit beside ``Provider`` and the CLI asks ``isinstance``: ``Reachable``
+(endpoint, call, logs), ``BuildsImages`` (``mlops build``; shared code in ``providers.images``),
+``Renders`` (``mlops render``), ``LocksItself`` (a lock on the target, e.g. a Kubernetes Lease).
+
+A provider declares ``protocol = 3``; the registry refuses other versions with a clear error.
 """
 
 from __future__ import annotations
@@ -26,20 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from planner.errors import CancelledError, ProviderError, Unreachable
-from planner.events import Events
-from planner.plan import Change, Rules
-from planner.resources import Health, Live, Resource
+from planner.core.errors import CancelledError, ProviderError, Unreachable
+from planner.core.events import Events
+from planner.core.plan import Rules
+from planner.core.resources import Health, Live, Resource
 
 from .keys import KeyStore
 
 __all__ = [
-    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "ProjectContext",
-    "Progress", "Provider", "ProviderError", "Rules", "Unreachable", "environment_variables", "secret_settings",
-    "wait_until",
+    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "LocksItself",
+    "ProjectContext", "Progress", "Provider", "ProviderError", "Reachable", "Renders", "Rules", "Unreachable",
+    "environment_variables", "secret_settings", "wait_until",
 ]
 
-PROTOCOL = 2
+PROTOCOL = 3
 """The provider protocol this mlops speaks; third-party providers set ``protocol`` to it."""
 
 Progress = Events | Callable[[str], None]
@@ -226,11 +232,13 @@ class Provider(ABC):
         """How this instance may change: what forces replacement, in which order, on which states."""
         return Rules()
 
-    def plan(self, desired: Resource | None, live: Live | None) -> Change:
-        """Decide what to do with one service (the shared rules, answered by ``rules()``)."""
-        from planner.diff import decide
+    def validate(self, desired: Resource) -> None:
+        """Refuse, with a ``ProviderError`` of one line, a service this target could never run as asked
+        (e.g. IoT Edge's 32 KB of desired properties), before anything is planned, built or sent.
 
-        return decide(desired, live, self.rules(desired, live))
+        The plan itself is the core's: it calls ``planner.core.diff.decide`` with ``rules()``.
+        """
+        return None
 
     def plan_warnings(self, desired: Sequence[Resource]) -> list[str]:
         """What the reviewer should know about this target's services (after ``connect``), one line each.
@@ -239,20 +247,6 @@ class Provider(ABC):
         machine cannot reach. Shown in the plan; they do not change it.
         """
         return []
-
-    def render(self, desired: Resource) -> str | None:
-        """The exact objects apply would send for this service, as text (YAML), secrets redacted; None if n/a."""
-        return None
-
-    def apply_lock(self, holder: str, cancel: threading.Event | None = None
-                   ) -> contextlib.AbstractContextManager[None]:
-        """A lock on the target itself, held while apply works there (e.g. a Kubernetes Lease).
-
-        The manifest's own lock (a file beside the state) cannot stop a second CI runner on
-        another machine; a shared target can. Entered after ``connect``; waiting for another
-        holder raises ``CancelledError`` as soon as ``cancel`` is set (Ctrl-C, SIGTERM).
-        """
-        return contextlib.nullcontext()
 
     # -- acting (after ensure_connected) ----------------------------------------------------------
     @abstractmethod
@@ -271,7 +265,12 @@ class Provider(ABC):
         already runs when this is called. Keys are not this method's to remove (see KeyStore).
         """
 
-    # -- using ----------------------------------------------------------------------------------
+
+# -- capabilities beside the interface: the CLI asks isinstance(provider, <capability>) ------------
+
+class Reachable(ABC):
+    """Capability: this machine can use the target's services (``mlops call``, ``mlops logs``)."""
+
     def endpoint(self, live: Live, instance: str | None = None) -> Endpoint | None:
         """Where and how this machine can call the service (or one ``instance`` of it: a device);
         None where it cannot."""
@@ -294,6 +293,28 @@ class Provider(ABC):
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,
              instance: str | None = None) -> Iterator[str]:
         """The service's log lines, oldest first; ``instance`` names one pod or device."""
+
+
+class Renders(ABC):
+    """Capability: the target can show the exact objects apply would send (``mlops render``)."""
+
+    @abstractmethod
+    def render(self, desired: Resource) -> str:
+        """The objects apply would send for this service, as text (YAML), secrets redacted."""
+
+
+class LocksItself(ABC):
+    """Capability: a lock on the target itself, held while apply works there (e.g. a Kubernetes Lease).
+
+    The manifest's own lock (a file beside the state) cannot stop a second CI runner on another
+    machine; a shared target can.
+    """
+
+    @abstractmethod
+    def apply_lock(self, holder: str, cancel: threading.Event | None = None
+                   ) -> contextlib.AbstractContextManager[None]:
+        """Entered after ``connect``, before live state is read; waiting for another holder raises
+        ``CancelledError`` as soon as ``cancel`` is set (Ctrl-C, SIGTERM)."""
 
 
 class BuildsImages(ABC):

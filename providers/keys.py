@@ -19,7 +19,7 @@ from pathlib import Path
 from planner.errors import ProviderError
 
 MOUNTED = ".mounted"
-"""Under the keys folder: the copies containers mount (providers.docker)."""
+"""Under the keys folder: the copies containers mount (providers.local.docker)."""
 LEGACY = ("local/keys/{name}.json", "docker/{name}.keys.json")
 """Where earlier versions kept keys; read so that running services keep theirs after an upgrade."""
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from planner.errors import MlopsError
+from planner.core.errors import MlopsError, missing_extra
 
 from .base import PROTOCOL, Provider
 
@@ -93,8 +93,9 @@ def load(kind: str) -> type[Provider]:
         try:
             cls = ep.load()
         except Exception as exc:
+            hint = missing_extra(exc)
             raise MlopsError(f"provider plugin {kind!r} ({ep.value}, from {_package(ep)}) failed to load: "
-                             f"{type(exc).__name__}: {exc}") from exc
+                             + (hint or f"{type(exc).__name__}: {exc}")) from exc
         check(kind, cls)
         _loaded[kind] = cls
         return cls

@@ -113,6 +113,10 @@ class Store:
                         "git_dirty": details.get("dev.mlops.git.dirty") == "true"})
         return out
 
+    def removed_models(self) -> list[str]:
+        """Models destroyed from the project whose versions the registry keeps."""
+        return self.registry.removed_models()
+
     def planned_version(self, name: str, sha256: str) -> int:
         """The version that holds this content, or the number it would get now."""
         return self.registry.planned_version(name, sha256)

@@ -8,6 +8,7 @@ check what must hold whatever moment the kill hit:
 - the plan is empty (exit 0 with --detailed-exitcode);
 - exactly one listening socket per service port;
 - no process of ours runs that `status` does not show (instances by their marker, port keepers);
+- no port keeper holds a port that no Healthy service serves on (found by what runs, not by records);
 - no half-built virtualenv folder and no pip left running.
 """
 
@@ -62,6 +63,42 @@ def our_processes(state_dir: Path) -> dict[str, list[int]]:
     return {"instances": sorted(instances), "keepers": sorted(keepers)}
 
 
+def keeper_processes(state_dir: Path) -> dict[int, int]:
+    """Every port keeper process of a project, recorded or not: pid -> the port it holds.
+
+    Found by what runs (their command line names the project's state folder), so a keeper whose
+    record is gone still counts: the orphan count of issue 22 is over these.
+    """
+    folder = str(state_dir.resolve() / "ports")
+    sockets = set()   # keepers started before they named their record on the command line
+    for path in Path(folder).glob("*.json"):
+        try:
+            sockets.add(json.loads(path.read_text())["socket"])
+        except (OSError, ValueError, KeyError):
+            continue
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if "providers.local.portkeeper" not in args or stat[stat.rindex(")") + 2] == "Z":
+            continue
+        record = args[args.index("--record") + 1] if "--record" in args else ""
+        socket_path = args[args.index("--socket") + 1] if "--socket" in args else ""
+        if record.startswith(folder + "/") or socket_path in sockets:
+            found[int(entry.name)] = int(args[args.index("--port") + 1])
+    return found
+
+
+def orphan_keepers(state_dir: Path, serving_ports: set[int]) -> dict[int, int]:
+    """Keepers holding a port no shown service serves on (pid -> port)."""
+    return {pid: port for pid, port in keeper_processes(state_dir).items() if port not in serving_ports}
+
+
 def stray_pips(cache: Path) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -114,6 +151,11 @@ def run_trial(root: Path, phase: str, delay: float, bump: int, cache: Path, bump
         trial.problems.append(f"plan after recovery exited {plan.returncode}: {plan.stdout.strip()[-300:]}")
     status = json.loads(mlops("status", "--json", cwd=root).stdout or "{}").get("services", [])
     running = our_processes(root / ".mlops")
+    serving = {int(s["endpoint"].rsplit(":", 1)[1].split("/")[0]) for s in status if s.get("endpoint")
+               and s["state"] == "Healthy"} if phase != "destroy" else set()
+    orphans = orphan_keepers(root / ".mlops", serving)
+    if orphans:
+        trial.problems.append(f"orphan port keepers (pid: port): {orphans}")
     if phase == "destroy":
         if running["instances"] or running["keepers"]:
             trial.problems.append(f"processes left after destroy: {running}")

@@ -4,7 +4,8 @@ It follows the same protocol and the same planner rules as real providers, so pl
 properties (apply then plan is a no-op, failures are contained) can be checked fast and many
 times; at least one end-to-end run per property also uses the real local provider.
 
-Test knobs: target ``read_latency_ms`` (a slow API), ``unreachable`` (connect fails);
+Test knobs: target ``read_latency_ms`` (a slow API), ``unreachable`` (connect fails), ``region`` (a
+plain setting echoed in status messages, plan warnings and errors, as cloud SDKs do);
 deploy ``fail`` (create fails), ``slow_s`` (create waits, cancellable), ``state`` (the service
 reports that state, e.g. Unschedulable, with replica counts).
 """
@@ -16,22 +17,23 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from planner.plan import Rules
-from planner.resources import FAILED, HEALTHY, Health, Live, Resource
-from providers.base import Endpoint, Events, Progress, Provider, ProviderError, Unreachable, as_events
+from planner.resources import FAILED, HEALTHY, Health, Live, Resource, Version
+from providers.base import Endpoint, Events, Progress, Provider, ProviderError, Reachable, Unreachable, as_events
 
 STATE: dict[tuple[str, str], dict[str, Live]] = {}
 KEYS_SEEN: dict[str, dict[str, str]] = {}
 _instances = 0
 
 
-class MemoryProvider(Provider):
+class MemoryProvider(Reachable, Provider):
     kind: ClassVar[str] = "memory"
 
     @classmethod
     def target_schema(cls) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": False, "properties": {
             "provider": {"const": "memory"}, "read_latency_ms": {"type": "integer", "minimum": 0},
-            "unreachable": {"type": "boolean"}, "token": {"type": "string", "writeOnly": True}}}
+            "unreachable": {"type": "boolean"}, "token": {"type": "string", "writeOnly": True},
+            "region": {"type": "string"}}}
 
     @classmethod
     def deploy_schema(cls) -> dict[str, Any]:
@@ -43,7 +45,8 @@ class MemoryProvider(Provider):
     def connect(self) -> None:
         if self.config.get("unreachable"):
             # Like an SDK that echoes the connection string it was given: the redactor must catch it.
-            raise Unreachable(f"the memory API does not answer to token {self.config.get('token')}; "
+            region = f" in region {self.config['region']}" if self.config.get("region") else ""
+            raise Unreachable(f"the memory API does not answer to token {self.config.get('token')}{region}; "
                               "unset `unreachable` on this target")
 
     def normalize_deploy(self, deploy):
@@ -79,9 +82,16 @@ class MemoryProvider(Provider):
         state = deploy.get("state", HEALTHY)
         replicas = deploy["replicas"]
         health = Health(state, "", ready=replicas if state == HEALTHY else 0, desired=replicas)
+        region = self.config.get("region")
         return Live(desired.address, dict(desired.spec), state, target=self.target, provider=self.kind,
-                    details={"endpoint": f"memory://{desired.address.name}", "instance": _instances},
-                    sensitive=desired.sensitive, health=health)
+                    details={"endpoint": f"memory://{desired.address.name}", "instance": _instances,
+                             **({"message": f"running in region {region}"} if region else {})},
+                    sensitive=desired.sensitive, health=health,
+                    versions=Version.only(desired.spec, _instances, health))
+
+    def plan_warnings(self, services: list[Resource]) -> list[str]:
+        region = self.config.get("region")
+        return [f"{len(services)} service(s) run in region {region}"] if region else []
 
     def create(self, desired: Resource, events: Progress) -> Live:
         events = as_events(events)

@@ -20,10 +20,10 @@ mkdir -p "$BIN"
 started=$SECONDS
 echo "kube-build: building the control plane of $(sed -n 's/^K8S_VERSION=//p' version.env) into $BIN (first time: 10-30 min)" >&2
 # CGO off: static binaries, no C toolchain needed. -trimpath: the same binary from any checkout.
-# etcd's package main is the module root, so its binary is named after the last path element (v3).
+# etcd: package main is the module root, and go names the binary after it without the /v3: "server".
 CGO_ENABLED=0 nice -n 10 go build -trimpath -o "$BIN/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler go.etcd.io/etcd/server/v3 >&2
-mv -f "$BIN/v3" "$BIN/etcd"
+mv -f "$BIN/server" "$BIN/etcd"
 echo "$want" >"$STAMP"
 echo "kube-build: built in $((SECONDS - started)) s" >&2

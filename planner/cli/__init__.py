@@ -4,7 +4,8 @@ Each command group lives in its own module with ``register(sub, common)``; this 
 the parser, runs the chosen handler and turns known errors into one line and an exit code a CI
 script can act on (documented in the README):
 
-    0 success / no changes      2 changes present (plan --detailed-exitcode)
+    0 success / no changes      2 changes present (plan --detailed-exitcode), a service
+                                  Failed/Unhealthy/Unschedulable/not deployed (status --detailed-exitcode)
     1 error                     3 a saved plan is stale (plan again)
     4 another apply holds the lock (retry later)      130 interrupted or cancelled
     5 a rollout failed and was rolled back             6 a rollout failed; the new version still serves
@@ -20,13 +21,13 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..errors import LockedError, ManifestError, MlopsError, StalePlanError, TargetsUnreachable
+from ..errors import LockedError, ManifestError, MlopsError, StalePlanError, TargetsUnreachable, missing_extra
 from ..redact import RedactingStream
-from . import deploy, gitops, graph, migrate, reconcile, rollout, services
+from . import deploy, gitops, graph, migrate, reconcile, rollout, services, ui
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_STALE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
-COMMANDS = (deploy, services, gitops, migrate, graph, reconcile, rollout)
+COMMANDS = (deploy, services, gitops, migrate, graph, reconcile, ui, rollout)
 """Command-group modules, each with ``register(sub, common)``; handlers set as ``handler``."""
 
 
@@ -81,6 +82,12 @@ def _run(args: argparse.Namespace) -> int:
             raise
         for problem in exc.problems:   # one line per target; nothing was read further or changed
             print(f"Error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    except ImportError as exc:
+        hint = missing_extra(exc)
+        if args.debug or hint is None:
+            raise
+        print(f"Error: {hint}", file=sys.stderr)
         return EXIT_ERROR
     except MlopsError as exc:
         if args.debug:

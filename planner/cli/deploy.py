@@ -150,7 +150,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     from ..apply import apply_plan, check_fresh
     from ..gitops import choose_plan, require_clean
     from ..lock import apply_lock
-    from ..planning import make_plan
+    from ..planning import make_plan, targets_needed
     from ..progress import ProgressPrinter
     from ..project import Project
     from ..render_text import render_plan
@@ -160,9 +160,18 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
     if args.require_clean:
         require_clean(project.manifest.root, args.branch)
     choice: Choice | None = None
+    cancel = threading.Event()
     with apply_lock(project.manifest.state_dir, "destroy" if destroy else "apply"), \
             contextlib.ExitStack() as target_locks:
-        desired, live = project.desired(), project.live()
+        desired = project.desired()
+        only = targets_needed(_targets(args), desired, destroy)   # --target: reach only the targets it needs
+        # Targets that lock themselves are locked before the one read of live state, which the plan,
+        # a saved plan's freshness check and the job summary then share.
+        locked = _lock_targets(project, [n for n in _lockable(project, destroy) if only is None or n in only],
+                               target_locks, destroy, cancel)
+        if locked is None:
+            return 130
+        live = project.live(only=only)
         planfile = getattr(args, "planfile", None)
         reviewed = getattr(args, "reviewed", None)
         if planfile and reviewed:
@@ -194,23 +203,26 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
             if planfile or reviewed:
                 print("No changes. Nothing to apply.")
             code, result = 0, "No changes. Nothing to apply."
+            project.remember_targets(live)
         else:
-            cancel = threading.Event()
-            with _cancel_on_signals(cancel):
-                try:   # waiting for a target's lock stops at Ctrl-C too
-                    live = _lock_targets(project, plan, desired, live, target_locks, destroy, cancel)
-                except CancelledError as exc:
-                    result = f"Apply cancelled: {exc}"
-                    print(result, file=sys.stderr)
-                    _job_summary(project, plan, choice, outcomes, result)
+            # A plan may touch a lockable target no manifest service uses (its services are being
+            # removed): lock it too, and read again what another runner may have changed meanwhile.
+            more = sorted(_touched(plan) & set(project.providers) - locked)
+            if more and _lockable(project, destroy, more):
+                if _lock_targets(project, _lockable(project, destroy, more), target_locks, destroy, cancel) is None:
                     return 130
-                print()
-                with ProgressPrinter(sys.stdout) as printer:
-                    outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism,
-                                          notify=printer, cancel=cancel)
+                fresh = project.live(only=only)
+                check_fresh(plan, desired, fresh, project.rules_for)
+                live = fresh
+            print()
+            with ProgressPrinter(sys.stdout) as printer, _cancel_on_signals(cancel):
+                outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism, notify=printer,
+                                      cancel=cancel)
             code, result = _report(outcomes, destroy)
-    _job_summary(project, plan, choice, outcomes, result)
+    _job_summary(project, plan, choice, outcomes, result, live)
     return code
+
+
 def _confirm(destroy: bool) -> bool:
     if not sys.stdin.isatty():
         raise MlopsError("refusing to apply without confirmation: stdin is not a terminal "
@@ -223,27 +235,38 @@ def _confirm(destroy: bool) -> bool:
         return False
 
 
-def _lock_targets(project: Project, plan: Plan, desired: dict, live: dict, stack: contextlib.ExitStack,
-                  destroy: bool, cancel: threading.Event) -> dict:
-    """Take the locks of the targets this plan changes (a no-op apply writes nothing there), then
-    read live state again: what another runner did while this one waited makes the plan stale."""
-    from ..apply import check_fresh
+def _touched(plan: Plan) -> set[str]:
+    return {c.after_target for c in plan.actionable if c.after_target} | \
+        {c.before_target for c in plan.actionable if c.before_target}
 
-    names = {c.after_target for c in plan.actionable if c.after_target} | \
-            {c.before_target for c in plan.actionable if c.before_target}
-    from providers.base import Provider
 
-    # Only targets that lock themselves (a Kubernetes Lease); the manifest's own lock covers the rest.
-    lockable = [project.providers[n] for n in sorted(names)
-                if n in project.providers and type(project.providers[n]).apply_lock is not Provider.apply_lock]
-    if not lockable:
-        return live
-    for provider in lockable:
-        provider.ensure_connected()
-        stack.enter_context(provider.apply_lock(f"mlops {'destroy' if destroy else 'apply'}", cancel))
-    fresh = project.live()
-    check_fresh(plan, desired, fresh, project.rules_for)
-    return fresh
+def _lockable(project: Project, destroy: bool, names: list[str] | None = None) -> list[str]:
+    """Declared targets that lock themselves (a Kubernetes Lease) among ``names``; by default those the
+    manifest's services use (a destroy: every declared one). The manifest's own lock covers the rest."""
+    from providers.base import LocksItself
+
+    if names is None:
+        services = project.manifest.section("services").values()
+        names = sorted(project.providers) if destroy else \
+            sorted({t for s in services if isinstance(t := project.manifest.service_target(s), str)})
+    return [n for n in names if isinstance(project.providers.get(n), LocksItself)]
+
+
+def _lock_targets(project: Project, names: list[str], stack: contextlib.ExitStack, destroy: bool,
+                  cancel: threading.Event) -> set[str] | None:
+    """Take these targets' locks (in manifest order, so two runners cannot deadlock); None: Ctrl-C
+    stopped the wait (said on stderr, nothing was changed)."""
+    with _cancel_on_signals(cancel):
+        try:
+            for name in names:
+                provider = project.providers[name]
+                provider.ensure_connected()
+                stack.enter_context(provider.apply_lock(  # type: ignore[attr-defined]   # LocksItself
+                    f"mlops {'destroy' if destroy else 'apply'}", cancel))
+        except CancelledError as exc:
+            print(f"Apply cancelled: {exc}", file=sys.stderr)
+            return None
+    return set(names)
 
 
 @contextlib.contextmanager
@@ -315,16 +338,25 @@ def without_bake(plan: Plan) -> Plan:
     return dataclasses.replace(plan, changes=tuple(dataclasses.replace(c, rollout=None) for c in plan.changes))
 
 
-def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: list[Outcome], result: str) -> None:
+def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: list[Outcome], result: str,
+                 live: dict) -> None:
+    """In GitHub Actions, append the apply's result and every service's health to the job summary.
+
+    The services are the live state read before the apply, moved on by what each change answered (its
+    checked Live, or gone); only when a change failed is live state read again (what it left is unknown).
+    """
+    from ..apply import live_after
     from ..gitops import render_summary
+    from ..redact import REDACTOR
     from .services import service_rows
 
-    """In GitHub Actions, append the apply's result and every service's health to the job summary."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if not path:
         return
-    text = render_summary(manifest=project.manifest.display, choice=choice, plan=plan, outcomes=outcomes,
-                          services=[r.to_json() for r in service_rows(project)], result=result)
+    after = None if any(not o.ok for o in outcomes) else live_after(live, outcomes)
+    services = [r.to_json() for r in service_rows(project, after)]
+    text = REDACTOR.scrub(render_summary(manifest=project.manifest.display, choice=choice, plan=plan,
+                                         outcomes=outcomes, services=services, result=result))
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)

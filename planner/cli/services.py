@@ -7,14 +7,15 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..addresses import Address
-from ..errors import MlopsError
-from ..hashing import digest
-from ..resources import Health
+from ..core.addresses import Address
+from ..core.errors import MlopsError
+from ..core.hashing import digest
+from ..core.resources import FAILED, UNHEALTHY, UNSCHEDULABLE, Health, Live
 
 if TYPE_CHECKING:   # handlers import the project layer themselves: `mlops --help` stays light
     from ..project import Project
@@ -30,6 +31,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("status", parents=[common], help="show services: state, endpoint, models, commit")
     p.set_defaults(handler=cmd_status)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--detailed-exitcode", action="store_true",
+                   help="exit 2 when a service is Failed, Unhealthy, Unschedulable or not deployed (0: all fine)")
     p = sub.add_parser("models", parents=[common], help="list registered models and versions")
     p.set_defaults(handler=cmd_models)
     p.add_argument("--json", action="store_true")
@@ -53,6 +56,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--data", help="JSON body, or @FILE")
     p.add_argument("--instance", "--device", "--pod", dest="instance", metavar="ID",
                    help="score one instance of the service (an edge device); default: any healthy one")
+
+    p = sub.add_parser("endpoint", parents=[common],
+                       help="a service's scoring URL; --curl: a ready curl line; --show-key: its key")
+    p.set_defaults(handler=cmd_endpoint)
+    p.add_argument("service")
+    p.add_argument("--curl", action="store_true", help="print a curl command line that scores the service")
+    p.add_argument("--show-key", action="store_true",
+                   help="print the service's key (alone, or inside the --curl line); never shown otherwise")
+    p.add_argument("--instance", "--device", "--pod", dest="instance", metavar="ID",
+                   help="one instance of the service: a pod, an edge device")
 
     p = sub.add_parser("render", parents=[common],
                        help="print the exact objects apply would send (e.g. Kubernetes YAML), secrets redacted")
@@ -86,8 +99,9 @@ class ServiceRow:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
 
 
-def service_rows(project: Project) -> list[ServiceRow]:
-    live = project.live(allow_duplicates=True)
+def service_rows(project: Project, live: Mapping[Address, Live] | None = None) -> list[ServiceRow]:
+    """One row per service declared or running; ``live``: state already read (else it is read now)."""
+    live = project.live(allow_duplicates=True) if live is None else live
     rows = []
     declared = project.manifest.section("services")
     for name in sorted(set(declared) | {a.name for a in live if a.kind == "service"}):
@@ -108,12 +122,17 @@ def service_rows(project: Project) -> list[ServiceRow]:
     return rows
 
 
+NEEDS_ATTENTION = frozenset({FAILED, UNHEALTHY, UNSCHEDULABLE, "NotDeployed"})
+"""States for which ``status --detailed-exitcode`` exits 2 (Transitioning is a rollout under way: 0)."""
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     rows = service_rows(_load(args.file))
+    code = 2 if args.detailed_exitcode and any(r.state in NEEDS_ATTENTION for r in rows) else 0
     if args.json:
         print(json.dumps({"format_version": "1.0", "services": [r.to_json() for r in rows]}, indent=2,
                          sort_keys=True))
-        return 0
+        return code
     if not rows:
         print("No services declared or running.")
         return 0
@@ -130,7 +149,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         if r.message:
             print(f"{r.service}: {r.message}")
-    return 0
+    return code
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -143,6 +162,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             "tags": lv.spec["tags"], "description": lv.spec["description"],
             "versions": project.store.version_list(lv.address.name),
         })
+    for name in project.store.removed_models():   # destroyed: no current version, history kept
+        models.append({"name": name, "current_version": None, "current_sha256": None, "tags": {},
+                       "description": "", "versions": project.store.version_list(name)})
     if args.json:
         print(json.dumps({"format_version": "1.1", "registry": project.store.describe(), "models": models},
                          indent=2, sort_keys=True))
@@ -152,7 +174,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("No models registered. Run `mlops apply` to register the manifest's models.")
     for m in models:
         tags = ", ".join(f"{k}={v}" for k, v in m["tags"].items())
-        print(f"{m['name']}  (current: {m['current_version']}){'  tags: ' + tags if tags else ''}")
+        current = m["current_version"] if m["current_version"] is not None else "none, removed from the project"
+        print(f"{m['name']}  (current: {current}){'  tags: ' + tags if tags else ''}")
         for v in m["versions"]:
             mark = "*" if v["sha256"] == m["current_sha256"] else " "
             number = "pending" if v["version"] is None else str(v["version"])
@@ -168,6 +191,17 @@ def _live_service(project: Project, name: str):
         raise MlopsError(f"service {name!r} is not running (services in the manifest: {declared}; "
                          "run `mlops apply` first)")
     return live
+
+
+def _reachable(project: Project, live: Live):
+    """The provider of a live service, if this machine can use its services (the Reachable capability)."""
+    from providers.base import Reachable
+
+    provider = project.provider_for(live)
+    if not isinstance(provider, Reachable):
+        raise MlopsError(f"{live.address}: {provider.describe()} offers no way to call or read its services "
+                         "from this machine")
+    return provider
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -196,13 +230,33 @@ def cmd_logs(args: argparse.Namespace) -> int:
         for line in build_log(project, args.service):
             print(line)
         return 0
-    live = _live_service(project, args.service)
+    live = project.live(allow_duplicates=True).get(Address("service", args.service))
+    if live is None:
+        return _last_attempt_log(project, args.service, tail=args.tail)
     try:
-        for line in project.provider_for(live).logs(live, follow=args.follow, tail=args.tail,
-                                                    instance=args.instance):
+        for line in _reachable(project, live).logs(live, follow=args.follow, tail=args.tail,
+                                                   instance=args.instance):
             print(line, flush=args.follow)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _last_attempt_log(project: Project, name: str, *, tail: int | None) -> int:
+    """No instance runs: show the log of the service's last start attempt, if its target keeps one."""
+    declared = project.manifest.section("services")
+    attempt = None
+    if name in declared:
+        provider = project.providers[project.manifest.service_target(declared[name])]
+        if callable(getattr(provider, "last_attempt_log", None)):
+            attempt = provider.last_attempt_log(name)
+    if attempt is None:
+        _live_service(project, name)   # raises the usual "not running" error
+        return 0
+    which, lines = attempt
+    print(f"service {name!r} is not running; the log of its last start attempt ({which}):", file=sys.stderr)
+    for line in lines[-tail:] if tail else lines:
+        print(line)
     return 0
 
 
@@ -221,7 +275,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             raise MlopsError(f"--data {args.data}: cannot read file: {exc.strerror}") from None
     else:
         body = args.data
-    status, answer, where = project.provider_for(live).call(live, body.encode(), instance=args.instance)
+    status, answer, where = _reachable(project, live).call(live, body.encode(), instance=args.instance)
     if not where.startswith(("http://", "https://")):
         print(f"(answered by {where})", file=sys.stderr)
     text = answer.decode(errors="replace")
@@ -248,6 +302,8 @@ def _render_rbac(project: Any) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from providers.base import Renders
+
     project = _load(args.file)
     if args.rbac:
         return _render_rbac(project)
@@ -260,7 +316,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     shown = 0
     for name in args.services or sorted(declared):
         resource = desired[Address("service", name)]
-        text = project.provider_for(resource.target or "").render(resource)
+        provider = project.provider_for(resource.target or "")
+        text = provider.render(resource) if isinstance(provider, Renders) else None
         if text is None:
             if args.services:
                 raise MlopsError(f"service {name!r}: its target {resource.target!r} has nothing to render")
@@ -270,4 +327,46 @@ def cmd_render(args: argparse.Namespace) -> int:
         shown += 1
     if not shown:
         raise MlopsError("no service of this manifest runs on a target that renders objects")
+    return 0
+
+
+def cmd_endpoint(args: argparse.Namespace) -> int:
+    """Where to send requests; the key only when asked for (``--show-key``), written past the redactor."""
+    import os
+    import shlex
+
+    project = _load(args.file)
+    live = _live_service(project, args.service)
+    endpoint = _reachable(project, live).endpoint(live, args.instance)
+    if endpoint is None:
+        raise MlopsError(f"service {args.service!r} has no endpoint this machine can reach on target "
+                         f"{live.target!r} (`mlops call {args.service}` scores it through the target)")
+    bearer = endpoint.headers.get("Authorization", "")
+    key = bearer.removeprefix("Bearer ") if bearer.startswith("Bearer ") else ""
+    raw = getattr(sys.stdout, "unredacted", sys.stdout)
+    if args.show_key and not args.curl:
+        if not key:
+            raise MlopsError(f"service {args.service!r} takes no key (deploy.auth is not `key`)")
+        raw.write(key + "\n")
+        return 0
+    if not args.curl:
+        print(endpoint.scoring_url)
+        if key:
+            print(f"It takes a key: `mlops endpoint {args.service} --show-key` prints it, `--curl` a ready "
+                  "command line.", file=sys.stderr)
+        return 0
+    sample = project.manifest.section("services").get(args.service, {}).get("sample_request")
+    data = "@" + os.path.relpath(project.manifest.root / sample) if sample else '{"data": []}'
+    parts = ["curl", "-sS", "-X", "POST", endpoint.scoring_url, "-H", "Content-Type: application/json"]
+    line = shlex.join([*parts, "--data-binary", data])
+    if not key:
+        print(line)
+        return 0
+    if args.show_key:
+        raw.write(shlex.join([*parts, "-H", f"Authorization: Bearer {key}", "--data-binary", data]) + "\n")
+        return 0
+    # The key stays out of the terminal and the shell history: the line reads it from a variable.
+    manifest = f" -f {shlex.quote(str(args.file))}" if str(args.file) != "ml.yaml" else ""
+    print(f"MLOPS_KEY=$(mlops endpoint {shlex.quote(args.service)}{manifest} --show-key) && "
+          f"{shlex.join(parts)} -H \"Authorization: Bearer $MLOPS_KEY\" --data-binary {shlex.quote(data)}")
     return 0

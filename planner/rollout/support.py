@@ -7,14 +7,14 @@ so a third-party kind opts in without the planner knowing its name.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from planner.plan import Change
 
 from .spec import SPLITTING, Rollout, parse
 
-if TYPE_CHECKING:
-    from planner.manifest import Manifest
+Manifest = Any
+"""A ``planner.manifest.Manifest`` (not imported: the manifest loader imports this module)."""
 
 Where = tuple[str | int, ...]
 

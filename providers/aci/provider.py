@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from planner.addresses import Address
 from planner.plan import Action, Rules, changed_paths
-from planner.resources import FAILED, HEALTHY, UNHEALTHY, Live, Resource
+from planner.resources import FAILED, HEALTHY, UNHEALTHY, Live, Resource, Version
 
 from ..base import (
     CancelledError,
@@ -33,6 +33,8 @@ from ..base import (
     ProjectContext,
     Provider,
     ProviderError,
+    Reachable,
+    Renders,
     as_events,
     environment_variables,
     score_at,
@@ -50,7 +52,7 @@ POLL = 1.0
 READ_PARALLELISM = 8
 
 
-class AciProvider(ImageTarget, Provider):
+class AciProvider(ImageTarget, Reachable, Renders, Provider):
     kind: ClassVar[str] = "aci"
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
@@ -175,7 +177,8 @@ class AciProvider(ImageTarget, Provider):
         env = spec.get("deploy", {}).get("environment_variables", {})
         sensitive |= {f"deploy.environment_variables.{k}" for k in env}
         return Live(Address("service", name), spec, status, target=groups.tag(group, groups.TAG["target"]),
-                    provider=self.kind, details=details, sensitive=frozenset(sensitive))
+                    provider=self.kind, details=details, sensitive=frozenset(sensitive),
+                    versions=Version.only(spec, details["fingerprint"] or group.id))
 
     # -- planning -------------------------------------------------------------------------------
     def rules(self, desired: Resource | None, live: Live | None) -> Rules:

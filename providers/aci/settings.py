@@ -19,7 +19,7 @@ CLOUDS: dict[str, tuple[str, str]] = {
 NAME_PATTERN = r"^(?!.*--)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 """ACI container group names and DNS labels: 1-63 lowercase letters, digits, hyphens; no edge or double hyphen."""
 DNS_LABEL_PATTERN = r"^(?!.*--)[a-z]([a-z0-9-]{1,61}[a-z0-9])$"
-TAG_KEY_PATTERN = r"^(?![mM][lL][oO][pP][sS]-)[^<>%&\\?/]{1,512}$"
+TAG_KEY_PATTERN = r"^(?![mM][lL][oO][pP][sS]-)[^<>%&\\?/\u0000-\u001f\u007f]{1,512}$"
 """Azure tag keys may not contain < > % & \\ ? / (and we keep ``mlops-`` for ourselves)."""
 OWN_TAG_PREFIX = "mlops-"
 MAX_TAGS = 50

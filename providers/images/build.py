@@ -22,7 +22,7 @@ from .pipconf import host_pip_settings
 from .recipe import DEFAULT_BASE_IMAGE, Recipe, build_context
 
 Progress = Callable[[str], None]
-STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)\Z")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 REGISTRY_USER_ENV = "MLOPS_REGISTRY_USERNAME"
 REGISTRY_PASSWORD_ENV = "MLOPS_REGISTRY_PASSWORD"
@@ -63,8 +63,9 @@ def ensure_base(cli: Any, base: str, progress: Progress) -> None:
     except docker.errors.ImageNotFound:
         pass
     if base == DEFAULT_BASE_IMAGE:
-        raise ProviderError(f"the default base image {base} is not in the Docker engine; build it with "
-                            "`bash .ci/docker-up.sh` (from Debian's packages) or set base_image: on the environment")
+        raise ProviderError(f"the default base image {base} is not in the Docker engine; set base_image: on the "
+                            "environment to a Python image of its version, e.g. base_image: python:3.11-slim "
+                            "(the engine pulls it)")
     progress(f"pulling base image {base}")
     try:
         cli.images.pull(base)

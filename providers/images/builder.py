@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from planner.errors import ProviderError
-from planner.resources import Resource
+from planner.core.errors import ProviderError
+from planner.core.resources import Resource
 
 from ..base import Progress, ProjectContext
 from . import build as builds

@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from planner.errors import ProviderError
-from planner.resources import Resource
+from planner.core.errors import ProviderError
+from planner.core.resources import Resource
 
 from ..base import BuildResult, BuildsImages, Progress, ProjectContext
 from .build import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage

@@ -10,12 +10,13 @@ import os
 import threading
 from typing import Any
 
-from planner.errors import ProviderError, Unreachable
+from planner.core.errors import ProviderError, Unreachable
 
 LABEL = "mlops"
 """Prefix of every label we set (``mlops.project``, ``mlops.service``, ...)."""
 
-HOW_TO_START = "start one and point DOCKER_HOST at it (for a private engine: eval \"$(bash .ci/docker-up.sh)\")"
+HOW_TO_START = ("start Docker (Docker Desktop, or `sudo systemctl start docker`) and set DOCKER_HOST when it does "
+                "not listen on /var/run/docker.sock (e.g. DOCKER_HOST=unix:///run/user/1000/docker.sock)")
 
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from planner.hashing import digest, iter_files
+from planner.core.hashing import digest, iter_files
 
 from ..base import ProviderError
 from ..bundle import PACKAGE_NAME, requirements, runtime_dir

@@ -33,7 +33,8 @@ CONTAINER_PORT = 5001
 """The port the image's scoring runtime listens on inside the container (the image's CMD)."""
 SENSITIVE = "(sensitive)"
 LABEL_MANAGED = "managed-by"
-LABELS = ("mlops-project", "mlops-target", "mlops-service", "mlops-fingerprint", "mlops-git-commit")
+LABELS = ("mlops-project", "mlops-target", "mlops-service", "mlops-fingerprint", "mlops-git-commit",
+          "mlops-git-dirty")
 RESTART_POLICIES = {"always": "always", "on-failure": "on-failure", "on-unhealthy": "on-unhealthy", "never": "never"}
 _ID_BAD = re.compile(r"[^a-z0-9-]+")
 
@@ -146,9 +147,11 @@ def configuration_id(project: str, name: str, body_content: Mapping[str, Any]) -
     return f"{base}-{content_hash(body_content)[:12]}"
 
 
-def labels(*, project: str, target: str, name: str, fingerprint: str, commit: str | None) -> dict[str, str]:
+def labels(*, project: str, target: str, name: str, fingerprint: str, commit: str | None,
+           dirty: bool = False) -> dict[str, str]:
     return {LABEL_MANAGED: "mlops", "mlops-project": project, "mlops-target": target, "mlops-service": name,
-            "mlops-fingerprint": fingerprint[:64], "mlops-git-commit": commit or "none"}
+            "mlops-fingerprint": fingerprint[:64], "mlops-git-commit": commit or "none",
+            "mlops-git-dirty": str(bool(dirty)).lower()}
 
 
 def configuration(*, config_id: str, body_content: Mapping[str, Any], condition: str, priority: int,

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 
 from planner.addresses import Address
 from planner.errors import CancelledError
-from planner.plan import Change, Rules
-from planner.resources import FAILED, HEALTHY, UNSCHEDULABLE, Live, Resource
+from planner.plan import Rules
+from planner.resources import FAILED, HEALTHY, UNSCHEDULABLE, Live, Resource, Version
 
 from ..base import (
     Endpoint,
@@ -36,6 +36,8 @@ from ..base import (
     ProjectContext,
     Provider,
     ProviderError,
+    Reachable,
+    Renders,
     Unreachable,
     as_events,
     environment_variables,
@@ -58,7 +60,7 @@ SMOKE_DEVICES = 10
 TWIN_PARALLELISM = 8
 
 
-class IotEdgeProvider(ImageTarget, Provider):
+class IotEdgeProvider(ImageTarget, Reachable, Renders, Provider):
     """Services as modules on IoT Edge devices chosen by a target condition over their twins."""
 
     kind: ClassVar[str] = "iotedge"
@@ -249,11 +251,13 @@ class IotEdgeProvider(ImageTarget, Provider):
             "endpoint": self._url(default) if default else None,
             "device": default.device_id if default else None,
             "auth": (spec.get("deploy") or {}).get("auth", "none"),
-            "git": {"commit": None if lab.get("mlops-git-commit") in (None, "none") else lab["mlops-git-commit"]},
+            "git": {"commit": None if lab.get("mlops-git-commit") in (None, "none") else lab["mlops-git-commit"],
+                    "dirty": lab.get("mlops-git-dirty") == "true"},
             "message": health.message,
         }
         return Live(Address("service", name), spec, health.state, target=self.target, provider=self.kind,
-                    details=details, sensitive=frozenset(sensitive), health=health)
+                    details=details, sensitive=frozenset(sensitive), health=health,
+                    versions=Version.only(spec, current["id"], health))
 
     def _url(self, device: healths.Device | None) -> str | None:
         """The device's scoring URL, when device_host says how to reach it and the device reports a port."""
@@ -282,13 +286,11 @@ class IotEdgeProvider(ImageTarget, Provider):
         return Rules(replace_on=frozenset({FAILED}), updates_restart=True,
                      restart_free_paths=frozenset({"target_condition", "superseded_deployments"}))
 
-    def plan(self, desired: Resource | None, live: Live | None) -> Change:
+    def validate(self, desired: Resource) -> None:
         """The 32 KB desired-properties limit is checked here, before anything is built or sent."""
-        if desired is not None:
-            body = self._content(desired, f"{self.images.ref(desired.address.name, desired.spec)}@{PLACEHOLDER_DIGEST}",
-                                 {"primary": "k" * 43, "secondary": "k" * 43})
-            mf.check_size(body, desired.address.name, f"{desired.address} on {self.describe()}")
-        return super().plan(desired, live)
+        body = self._content(desired, f"{self.images.ref(desired.address.name, desired.spec)}@{PLACEHOLDER_DIGEST}",
+                             {"primary": "k" * 43, "secondary": "k" * 43})
+        mf.check_size(body, desired.address.name, f"{desired.address} on {self.describe()}")
 
     def plan_warnings(self, desired: Sequence[Resource]) -> list[str]:
         out = []
@@ -333,7 +335,8 @@ class IotEdgeProvider(ImageTarget, Provider):
         content = self._content(desired, image, keys)
         name = desired.address.name
         labels = mf.labels(project=self.context.project, target=self.target, name=name,
-                           fingerprint=desired.fingerprint, commit=self.context.git.get("commit"))
+                           fingerprint=desired.fingerprint, commit=self.context.git.get("commit"),
+                           dirty=bool(self.context.git.get("dirty")))
         return mf.configuration(config_id=mf.configuration_id(self.context.project, name, content),
                                 body_content=content, condition=self.condition, priority=priority, labels=labels)
 

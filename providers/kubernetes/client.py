@@ -229,6 +229,11 @@ class Cluster:
         """
         configuration = self.api_client.configuration
         header_params = dict(headers)
+        # The API server removes Authorization from every request it authenticated (a client certificate
+        # too) before proxying it: the scoring key rides in the header the runtime also reads.
+        key = next((v for k, v in header_params.items() if k.lower() == "authorization"), None)
+        if key:
+            header_params["X-Mlops-Authorization"] = key
         auth = (configuration.auth_settings() or {}).get("BearerToken") or {}
         if auth.get("value"):   # the API server consumes this header: a scoring key cannot ride along (README)
             header_params = {k: v for k, v in header_params.items() if k.lower() != "authorization"}

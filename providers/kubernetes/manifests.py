@@ -53,6 +53,7 @@ class Service:
     fingerprint: str
     sensitive: Sequence[str] = ()
     git_commit: str = ""
+    git_dirty: bool = False
     service_type: str = "ClusterIP"
     keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     pull_secret: Mapping[str, Any] | None = field(default=None, repr=False)   # {.dockerconfigjson: ...}
@@ -83,7 +84,7 @@ def labels(svc: Service) -> dict[str, str]:
     return {
         MANAGED_BY: "mlops", "app.kubernetes.io/name": svc.name, label("project"): svc.project,
         label("service"): svc.name, label("target"): svc.target, label("fingerprint"): svc.fingerprint[:63],
-        label("git-commit"): svc.git_commit[:63],
+        label("git-commit"): svc.git_commit[:63], label("git-dirty"): str(svc.git_dirty).lower(),
     }
 
 

@@ -26,14 +26,17 @@ import yaml
 
 from planner.addresses import Address
 from planner.errors import CancelledError
-from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Health, Live, Resource
+from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Health, Live, Resource, Version
 
 from ..base import (
     Endpoint,
+    LocksItself,
     Progress,
     ProjectContext,
     Provider,
     ProviderError,
+    Reachable,
+    Renders,
     Rules,
     Unreachable,
     as_events,
@@ -60,7 +63,7 @@ class RolloutFailed(ProviderError):
         self.state = state
 
 
-class KubernetesProvider(ImageTarget, Provider):
+class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider):
     kind: ClassVar[str] = "kubernetes"
     traffic_split: ClassVar[bool] = True   # a canary or mirror share per version (planner.rollout)
 
@@ -130,12 +133,13 @@ class KubernetesProvider(ImageTarget, Provider):
 
     def _service(self, name: str, spec: Mapping[str, Any], *, image: str, model_dir: str, entry_script: str,
                  fingerprint: str, sensitive: Sequence[str], keys: Mapping[str, str],
-                 git_commit: str | None = None) -> manifests.Service:
+                 git_commit: str | None = None, git_dirty: bool | None = None) -> manifests.Service:
         return manifests.Service(
             name=name, namespace=self.namespace, project=self.context.project, target=self.target, spec=spec,
             image=image, model_dir=model_dir, entry_script=entry_script, fingerprint=fingerprint,
             sensitive=tuple(sorted(sensitive)),
             git_commit=str(self.context.git.get("commit") or "") if git_commit is None else git_commit,
+            git_dirty=bool(self.context.git.get("dirty")) if git_dirty is None else git_dirty,
             service_type=str(self.config.get("service_type") or "ClusterIP"), keys=keys,
             pull_secret=self._pull_config(), placement=self.placement())
 
@@ -225,7 +229,8 @@ class KubernetesProvider(ImageTarget, Provider):
             "model_dir": _arg(args, "--model-dir"),
             "entry_script": (_arg(args, "--entry-script") or "").removeprefix("/var/azureml-app/"),
             "fingerprint_label": meta["labels"].get(label("fingerprint"), ""),
-            "git": {"commit": meta["labels"].get(label("git-commit")) or None},
+            "git": {"commit": meta["labels"].get(label("git-commit")) or None,
+                    "dirty": meta["labels"].get(label("git-dirty")) == "true"},
             "auth": spec.get("deploy", {}).get("auth", "none"),
             "pods": sorted(p["metadata"]["name"] for p in pods),
             "message": h.message,
@@ -233,7 +238,7 @@ class KubernetesProvider(ImageTarget, Provider):
         }
         return Live(Address("service", name), spec, h.state, target=self.target, provider=self.kind,
                     details=details, sensitive=frozenset(json.loads(annotations.get(label("sensitive"), "[]"))),
-                    health=h)
+                    health=h, versions=Version.only(spec, meta.get("uid"), h))
 
     def _last_lines(self, pod: str) -> list[str]:
         try:
@@ -414,7 +419,8 @@ class KubernetesProvider(ImageTarget, Provider):
                             entry_script=str(live.details["entry_script"]),
                             fingerprint=str(live.details.get("fingerprint_label") or ""),
                             sensitive=sorted(live.sensitive), keys=keys,
-                            git_commit=str((live.details.get("git") or {}).get("commit") or ""))
+                            git_commit=str((live.details.get("git") or {}).get("commit") or ""),
+                            git_dirty=bool((live.details.get("git") or {}).get("dirty")))
         for obj in manifests.objects(old):
             self.cluster.apply(obj)
         self._prune_parts(old)

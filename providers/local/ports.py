@@ -17,7 +17,7 @@ from pathlib import Path
 from planner.errors import ProviderError
 from planner.hashing import digest
 
-from ..store import _read_json
+from ..store import _read_json, _write_json
 from . import processes
 
 SOCKET_ROOT = Path(f"/tmp/mlops-ports-{os.getuid()}")
@@ -98,6 +98,9 @@ class PortKeepers:
         """
         found = self.find(name, port)
         if found:
+            if target and self.owner_of(found) != (target, engine):   # the service moved to another target
+                data = _read_json(self._record(name, port)) or {}
+                _write_json(self._record(name, port), {**data, "target": target, "engine": engine})
             return found
         for pid in adopt_from:
             try:

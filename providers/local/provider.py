@@ -15,7 +15,6 @@ versions share one accept queue, so nothing queued is dropped at cut-over whatev
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -29,11 +28,9 @@ from typing import Any, ClassVar
 
 from planner.addresses import Address
 from planner.hashing import digest
-from planner.plan import Action, Change, Rules
-from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource
+from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource, Version
 
 from ..base import (
-    Endpoint,
     Progress,
     ProjectContext,
     Provider,
@@ -42,20 +39,16 @@ from ..base import (
     environment_variables,
     wait_until,
 )
-from ..http import is_ready, smoke_test
+from ..http import is_ready
 from ..store import _read_json, _write_json, ensure_state_dir
-from . import processes
+from . import processes, startlog
+from .engine import HOLD_PUBLIC_S, HOST, LocalEngine
 from .leftovers import keeper_gone, keeper_only
-from .ports import Keeper, PortKeepers
+from .ports import PortKeepers
 from .snapshots import prune, snapshot
 from .venvs import ensure_venv, venv_python
 
-HOST = "127.0.0.1"
 PROBE_PARALLELISM = 16
-HOLD_PUBLIC_S = 90
-"""A new instance takes public requests only after its smoke test passed (GO_LIVE), or this long
-after its init() at the latest (the smoke test's own limit is 60 s): an apply killed in between
-leaves an instance that still serves, as a stray the next apply retires."""
 GO_LIVE = signal.SIGUSR1
 """The runtime's --hold-public signal (providers/runtime/supervisor.py)."""
 MARKER = "MLOPS_INSTANCE"
@@ -65,85 +58,28 @@ MARKER = "MLOPS_INSTANCE"
 def owner_of(context: ProjectContext) -> str:
     """Which project's state folder an instance belongs to (two checkouts never mix their processes)."""
     return digest({"state": str(context.state_dir.resolve())})[:16]
-DEFAULTS: dict[str, Any] = {"port": "auto", "auth": "none", "workers": 1, "scoring_timeout_ms": 60000,
-                            "startup_timeout_s": 120}
 
 
-class LocalProvider(Provider):
-    kind: ClassVar[str] = "local"
-    traffic_split: ClassVar[bool] = True   # a canary or mirror share per version (planner.rollout)
-    REPLACE_PATHS: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
+class LocalProvider(LocalEngine):
+    """``provider: local`` with ``engine: process`` (the default), and the kind's entry: ``variant()``
+    answers the docker engine, a sibling built on the same shared ``LocalEngine``."""
+
+    engine_name: ClassVar[str] = "process"
 
     @classmethod
     def variant(cls, config: Mapping[str, Any]) -> type[Provider]:
         """``engine: docker`` runs each service as a container in a Docker engine instead."""
         if config.get("engine") == "docker":
-            from ..docker import DockerLocalProvider
+            from .docker import DockerLocalProvider
 
             return DockerLocalProvider
         return cls
 
     @classmethod
     def variants(cls) -> list[type[Provider]]:
-        from ..docker import DockerLocalProvider
+        from .docker import DockerLocalProvider
 
         return [LocalProvider, DockerLocalProvider]
-
-    @classmethod
-    def target_schema(cls) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "provider": {"const": "local"},
-                "engine": {"enum": ["process", "docker"],
-                           "description": "process (default): a local process per service; docker: a container"},
-            },
-        }
-
-    @classmethod
-    def deploy_schema(cls) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "port": {"anyOf": [{"type": "integer", "minimum": 1024, "maximum": 65535}, {"const": "auto"}],
-                         "description": "a port from 1024 to 65535, or auto"},
-                "auth": {"enum": ["key", "none"]},
-                "primary_key": {"type": "string", "minLength": 16},
-                "secondary_key": {"type": "string", "minLength": 16},
-                "workers": {"type": "integer", "minimum": 1, "maximum": 64},
-                "memory_gb": {"type": "number", "exclusiveMinimum": 0, "maximum": 4096,
-                              "description": "memory limit of the service's processes in GiB (RLIMIT_DATA); "
-                                             "cpu limits need engine: docker"},
-                "scoring_timeout_ms": {"type": "integer", "minimum": 1},
-                "startup_timeout_s": {"type": "integer", "minimum": 1},
-                "environment_variables": {"type": "object", "additionalProperties": {"type": "string"}},
-            },
-        }
-
-    @classmethod
-    def port_scope(cls, config: Mapping[str, Any]) -> str | None:
-        """Processes and containers (host network) of every local target share this machine's ports."""
-        return f"{HOST} on this machine"
-
-    def rules(self, desired: Resource | None, live: Live | None) -> Rules:
-        """A port change is a new instance beside the old one. A move, even onto the same port, and
-        a broken instance are replaced new-first too: the port keeper lets two versions share a port."""
-        return Rules(replace_paths=self.REPLACE_PATHS, broken_order=Action.CREATE_THEN_DELETE)
-
-    def plan(self, desired: Resource | None, live: Live | None) -> Change:
-        """As the shared rules say; plus: stray instances left by an interrupted apply are a change."""
-        change = super().plan(desired, live)
-        if live is not None and live.details.get("strays") and change.action is Action.NOOP:
-            return dataclasses.replace(change, action=Action.UPDATE, reason="update_because_strays")
-        return change
-
-    def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
-        out = {**DEFAULTS, **deploy}
-        if out.get("environment_variables") == {}:
-            del out["environment_variables"]
-        return dict(sorted(out.items()))
 
     # -- records ----------------------------------------------------------------------------------
     @staticmethod
@@ -153,15 +89,17 @@ class LocalProvider(Provider):
     def _record_file(self, name: str) -> Path:
         return self._records_dir(self.context) / f"{name}.json"
 
-    def _log_file(self, name: str) -> Path:
-        return self._records_dir(self.context) / "logs" / f"{name}.log"
+    def _recorded_port(self, name: str) -> int | None:
+        record = _read_json(self._record_file(name))
+        return int(record["port"]) if record and record.get("port") else None
+
+    def _listener_holders(self, name: str) -> list[tuple[int, Callable[[], None]]]:
+        """Running instances of ``name`` (pid, how to stop it): they may hold its port's listener."""
+        return [(r["pid"], lambda r=r: processes.stop(r["pid"], r["start_id"]))
+                for r in self._running(self.context).get(name, [])]
 
     def _instance_dir(self, name: str, instance: str) -> Path:
         return self._records_dir(self.context) / "instances" / f"{name}-{instance}"
-
-    @property
-    def ports(self) -> PortKeepers:
-        return PortKeepers(self.context.state_dir, HOST)
 
     # -- live state -------------------------------------------------------------------------------
     def read(self) -> list[Live]:
@@ -216,7 +154,8 @@ class LocalProvider(Provider):
         note = (f"{len(strays)} stray instance(s) (pid {', '.join(str(r['pid']) for r in strays)}) left by an "
                 "interrupted apply; the next apply stops them")
         message = "; ".join(m for m in (live.details.get("message"), note) if m)
-        return dataclasses.replace(live, details={**live.details, "strays": strays, "message": message})
+        return dataclasses.replace(live, details={**live.details, "strays": strays, "message": message},
+                                   strays=tuple(str(r["instance"]) for r in strays))
 
     @classmethod
     def _unrecorded(cls, context: ProjectContext, name: str, instances: list[dict[str, Any]]) -> Live:
@@ -234,7 +173,9 @@ class LocalProvider(Provider):
         if meta.get("port"):
             details["endpoint"] = f"http://{HOST}:{meta['port']}/score"
         return Live(Address("service", name), meta.get("spec") or {}, UNHEALTHY, target=instances[0]["target"],
-                    provider=cls.kind, details=details, sensitive=frozenset(meta.get("sensitive", [])))
+                    provider=cls.kind, details=details, sensitive=frozenset(meta.get("sensitive", [])),
+                    versions=Version.only(meta.get("spec") or {}, instances[0].get("instance")),
+                    strays=tuple(str(r["instance"]) for r in instances[1:]))
 
     @staticmethod
     def _live_from(record: dict[str, Any], folder: Path) -> Live:
@@ -245,9 +186,6 @@ class LocalProvider(Provider):
             status = FAILED
             lines = [ln for ln in processes.tail(folder / "logs" / f"{record['name']}.log", 40) if ln.strip()]
             message = "process exited" + (f": {lines[-1].strip()}" if lines else "")
-        elif problem := keeper_gone(PortKeepers(folder.parent, HOST), record["name"], int(record["port"])):
-            status = UNHEALTHY
-            message = problem
         elif is_ready(base):
             status = HEALTHY
         elif time.time() - record["started"] < record["spec"]["deploy"].get("startup_timeout_s", 120):
@@ -255,6 +193,8 @@ class LocalProvider(Provider):
         else:
             status = UNHEALTHY
             message = f"{base}/ready does not answer 200"
+        if alive and (problem := keeper_gone(PortKeepers(folder.parent, HOST), record["name"], int(record["port"]))):
+            status, message = UNHEALTHY, problem   # it answers, but no new version could take its port
         details = {
             "endpoint": f"{base}/score",
             "swagger": f"{base}/swagger.json",
@@ -272,7 +212,8 @@ class LocalProvider(Provider):
             details["metrics_url"] = f"http://{HOST}:{record['probe_port']}/metrics"
         return Live(Address("service", record["name"]), record["spec"], status, target=record["target"],
                     provider="local", details=details,
-                    sensitive=frozenset(k for k in record.get("sensitive", [])))
+                    sensitive=frozenset(k for k in record.get("sensitive", [])),
+                    versions=Version.only(record["spec"], record["instance"]))
 
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:
@@ -336,69 +277,6 @@ class LocalProvider(Provider):
             processes.stop(r["pid"], r["start_id"])
             shutil.rmtree(self._instance_dir(name, r["instance"]), ignore_errors=True)
 
-    def _claim_port(self, desired: Resource) -> int:
-        """The port a new service listens on: for ``auto`` the port the service already holds (its
-        keeper's, or its instance's), else a free one; else the asked one if free or held by this
-        service itself (a replacement of a broken instance, or of one whose keeper was killed)."""
-        name, port = desired.address.name, desired.spec["deploy"]["port"]
-        if port == "auto":
-            return self._held_port(name) or processes.free_port(HOST)
-        if self.ports.find(name, int(port)) is None and processes.port_in_use(int(port), HOST) \
-                and not self._listener_holders(name):
-            raise ProviderError(f"{desired.address}: port {port} on {HOST} is in use by another process "
-                                "(stop it or choose another deploy.port)")
-        return int(port)
-
-    def _held_port(self, name: str) -> int | None:
-        """The port ``name`` already has: clients know it, so a replacement keeps it."""
-        held = [k.port for k in self.ports.of_service(name)]
-        recorded = self._recorded_port(name)
-        if recorded and (recorded in held or self._listener_holders(name)
-                         or not processes.port_in_use(recorded, HOST)):
-            return recorded
-        return held[0] if held else None
-
-    def _recorded_port(self, name: str) -> int | None:
-        record = _read_json(self._record_file(name))
-        return int(record["port"]) if record and record.get("port") else None
-
-    def _listener_holders(self, name: str) -> list[tuple[int, Callable[[], None]]]:
-        """Running instances of ``name`` (pid, how to stop it): they may hold its port's listener."""
-        return [(r["pid"], lambda r=r: processes.stop(r["pid"], r["start_id"]))
-                for r in self._running(self.context).get(name, [])]
-
-    def _hold_port(self, name: str, port: int, log_file: Path) -> Keeper:
-        """The service's port keeper, started if needed; a killed keeper's listener is taken over from
-        the instance that still holds it (or, without the rights to, that instance is stopped first)."""
-        found = self.ports.find(name, port)
-        if found is not None:
-            return found
-        holders = self._listener_holders(name)
-
-        def release() -> None:
-            for _pid, stop in holders:
-                stop()
-
-        return self.ports.ensure(name, port, log_file, target=self.target,
-                                 engine=getattr(self, "engine_name", "process"),
-                                 adopt_from=[pid for pid, _stop in holders], on_conflict=release)
-
-    @contextlib.contextmanager
-    def _keeper_released_on_failure(self, name: str, port: int) -> Iterator[None]:
-        """A create that fails stops the keeper it started: no port stays held by nothing."""
-        had_keeper = self.ports.find(name, port) is not None
-        try:
-            yield
-        except BaseException:
-            keeper = None if had_keeper else self.ports.find(name, port)
-            if keeper is not None:
-                self.ports.stop(keeper)
-            raise
-
-    def _keys(self, desired: Resource) -> dict[str, str]:
-        """Explicit keys from the manifest win; else keep the ones clients already have (one key store)."""
-        return self.keys.keys_for(desired.address.name, desired.spec["deploy"].get("auth"), desired.secrets)
-
     def _start(self, desired: Resource, port: int, keys: dict[str, str], progress: Progress) -> dict[str, Any]:
         """Start one instance on the service's shared listener; return its record once it is ready
         and passed the smoke test on its private probe port.
@@ -407,7 +285,9 @@ class LocalProvider(Provider):
         so an apply killed at any moment leaves nothing the next read cannot see.
         """
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
-        venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress)
+        venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress,
+                           log_copy=self._log_file(name).with_suffix(".build.log"),
+                           log_hint=f"`mlops logs --build {name}`")
         as_events(progress).check()   # cancelled while the environment was built: start nothing
         instance = os.urandom(4).hex()
         instance_dir = self._instance_dir(name, instance)
@@ -446,12 +326,12 @@ class LocalProvider(Provider):
         log_file = self._log_file(name)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("a") as log:
-            log.write(f"--- mlops: starting instance {instance} of {name} on port {port} "
-                      f"({spec['runtime']}, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})\n")
+            log.write(startlog.header(instance, name, port, spec["runtime"],
+                                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())) + "\n")
         progress(f"starting process on {HOST}:{port}")
         pid, start_id = processes.start_detached(cmd, cwd=source, env=env, log_file=log_file)
         try:
-            self._wait_ready(desired, pid, start_id, probe_port, log_file, progress)
+            self._wait_ready(desired, pid, start_id, probe_port, log_file, progress, ran_from=source)
             self._smoke_test(desired, probe_port, keys, progress)
             os.kill(pid, GO_LIVE)   # only now does it take public requests
         except BaseException:
@@ -468,19 +348,8 @@ class LocalProvider(Provider):
         _write_json(self._record_file(name), record)
         return record
 
-    def _smoke_test(self, desired: Resource, port: int, keys: Mapping[str, str], progress: Progress) -> None:
-        """Send the sample request to this very instance (its probe port); 200 + JSON or it fails."""
-        sample = desired.inputs.get("sample_request")
-        if sample is None:
-            return
-        progress("sending the sample request")
-        headers = {"Authorization": f"Bearer {keys['primary']}"} if keys else {}
-        problem = smoke_test(f"http://{HOST}:{port}/score", sample, headers)
-        if problem:
-            raise ProviderError(f"{desired.address}: smoke test failed: {problem}")
-
     def _wait_ready(self, desired: Resource, pid: int, start_id: str, port: int, log_file: Path,
-                    progress: Progress) -> None:
+                    progress: Progress, *, ran_from: Path) -> None:
         progress("waiting for readiness (init() running)")
         timeout = desired.spec["deploy"].get("startup_timeout_s", 120)
         base = f"http://{HOST}:{port}"
@@ -488,12 +357,28 @@ class LocalProvider(Provider):
                            timeout=timeout, interval=0.05, events=progress)
         if ready and is_ready(base, timeout=2):
             return
-        lines = [ln for ln in processes.tail(log_file, 200) if ln.strip()]
-        started = max((i for i, ln in enumerate(lines) if ln.startswith("--- mlops: starting")), default=0)
-        cause = " | ".join(ln.strip() for ln in lines[started + 1:][-3:]) or "no output"
+        _start_line, attempt = startlog.last_attempt(processes.tail(log_file, 400))
+        cause = self._start_failure(desired, attempt, str(ran_from))
         if not processes.is_running(pid, start_id):
             raise ProviderError(f"{desired.address}: the service process exited during start-up: {cause}")
         raise ProviderError(f"{desired.address}: not ready after {timeout}s (deploy.startup_timeout_s): {cause}")
+
+    def build_log(self, name: str) -> Iterator[str]:
+        """The whole output of the last build of the service's virtualenv (pip's full story)."""
+        path = self._log_file(name).with_suffix(".build.log")
+        if not path.exists():
+            raise ProviderError(f"no virtualenv build log for service {name!r} yet; run `mlops apply`")
+        with path.open(errors="replace") as fh:
+            for line in fh:
+                yield line.rstrip("\n")
+
+    def last_attempt_log(self, name: str) -> tuple[str, list[str]] | None:
+        """(which attempt, its lines) of the service's last start, for `mlops logs` when nothing runs."""
+        path = self._log_file(name)
+        if not path.exists():
+            return None
+        start_line, lines = startlog.last_attempt(path.read_text(errors="replace").splitlines())
+        return startlog.attempt_label(start_line), lines
 
     def _model_dir(self, models: Mapping[str, Mapping[str, Any]], instance_dir: Path) -> Path:
         """Azure ML's layout: one model -> its version folder; several -> azureml-models/<name>/<v>."""
@@ -511,14 +396,6 @@ class LocalProvider(Provider):
         return root
 
     # -- using ----------------------------------------------------------------------------------
-    def endpoint(self, live: Live, instance: str | None = None) -> Endpoint:
-        headers = {}
-        if live.details.get("auth") == "key":
-            keys = self.keys.load(live.address.name)
-            if keys.get("primary"):
-                headers["Authorization"] = f"Bearer {keys['primary']}"
-        return Endpoint(scoring_url=live.details["endpoint"], headers=headers)
-
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,
              instance: str | None = None) -> Iterator[str]:
         path = Path(live.details["log"])

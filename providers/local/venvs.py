@@ -6,7 +6,9 @@ lock, so concurrent applies that need the same environment build it once and nev
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -21,6 +23,8 @@ from planner.hashing import digest
 
 from ..base import ProviderError
 from ..bundle import install_runtime, requirements, runtime_version
+from . import venvclone
+from .pipreport import reasons
 
 
 def find_python(version: str) -> str:
@@ -60,8 +64,30 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable[[str], None]) -> Path:
-    """Return a ready virtualenv for this environment spec, building it if needed."""
+def build_log(cache_dir: Path, env_spec: Mapping[str, Any]) -> Path:
+    """The full output of the last build of this environment's virtualenv (kept when it fails)."""
+    return cache_dir / "venvs" / f"{venv_key(env_spec)}.log"
+
+
+def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable[[str], None], *,
+                log_copy: Path | None = None, log_hint: str = "", reuse: bool = True) -> Path:
+    """Return a ready virtualenv for this environment spec, building it if needed.
+
+    The build's whole output is kept beside it (``build_log``) and copied to ``log_copy`` (where
+    `mlops logs --build SERVICE` finds it); a failure quotes pip's own reason and ``log_hint``.
+    With ``reuse``, a new virtualenv starts as a copy of the nearest one built (venvclone.py).
+    """
+    try:
+        return _ensure_venv(cache_dir, env_spec, progress, log_hint, reuse)
+    finally:
+        if log_copy is not None:
+            with contextlib.suppress(OSError):
+                log_copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(build_log(cache_dir, env_spec), log_copy)
+
+
+def _ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable[[str], None],
+                 log_hint: str, reuse: bool) -> Path:
     root = cache_dir / "venvs"
     root.mkdir(parents=True, exist_ok=True)
     final = root / venv_key(env_spec)
@@ -74,21 +100,39 @@ def ensure_venv(cache_dir: Path, env_spec: Mapping[str, Any], progress: Callable
             return final
         shutil.rmtree(final, ignore_errors=True)
         build = Path(tempfile.mkdtemp(dir=root, prefix=f".build-{final.name}-"))
+        log = build_log(cache_dir, env_spec)
+        log.write_text(f"--- mlops: building virtualenv {final.name} (python {env_spec['python']}, "
+                       f"{len(env_spec.get('pip', []))} packages)\n")
+        described = venvclone.describe(env_spec, runtime_version())
         try:
-            progress(f"creating virtualenv (python {env_spec['python']})")
-            _run([find_python(env_spec["python"]), "-m", "venv", str(build)], "python -m venv")
+            source = venvclone.nearest(root, described) if reuse else None
+            if source is not None:
+                progress(f"copying virtualenv {source.name} (the nearest built) to install only what differs")
+                with log.open("a") as out:
+                    out.write(f"--- copy of virtualenv {source.name} ({len(described['pip'])} packages wanted)\n")
+                venvclone.clone(source, build)
+            else:
+                progress(f"creating virtualenv (python {env_spec['python']})")
+                _run([find_python(env_spec["python"]), "-m", "venv", str(build)], "python -m venv", log, log_hint)
             for args in pip_installs(env_spec):
                 packages = [a for a in args if not a.startswith("--")]
                 index = "" if len(packages) == len(args) else " from the environment's index"
                 progress(f"installing {len(packages)} packages with pip{index}")
-                _run([str(venv_python(build)), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                      *args], "pip install")
+                _run([str(venv_python(build)), "-m", "pip", "install", "--disable-pip-version-check",
+                      "--progress-bar", "off", *args], "pip install", log, log_hint)
+            if source is not None:
+                extra = venvclone.unneeded(venv_python(build), [*env_spec.get("pip", []), *requirements()])
+                if extra:
+                    progress(f"removing {len(extra)} packages the copy had and this environment does not need")
+                    _run([str(venv_python(build)), "-m", "pip", "uninstall", "-y", *extra], "pip uninstall", log,
+                         log_hint)
             site = Path(subprocess.run(
                 [str(venv_python(build)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                 capture_output=True, text=True, check=True).stdout.strip())
             install_runtime(site)
             # A venv records its own path in scripts; we only ever run `bin/python -m`, which
             # resolves relative to the interpreter, so renaming the folder is safe.
+            (build / venvclone.SPEC_FILE).write_text(json.dumps(described, indent=2) + "\n")
             (build / ".complete").write_text(runtime_version() + "\n")
             build.rename(final)
         finally:
@@ -140,13 +184,25 @@ def _die_with_us() -> Callable[[], None]:
     return lambda: libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
 
 
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=_die_with_us())
+def _run(cmd: list[str], what: str, log: Path | None = None, log_hint: str = "") -> None:
+    """Run one build step, its output appended to ``log``; a failure says why in pip's own words."""
+    if log is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return _run(cmd, what, Path(tmp) / "output.log", log_hint or "not kept")
+    with log.open("a") as out:
+        out.write(f"--- {what}\n")
+        out.flush()
+        start = out.tell()
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_us())
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        with log.open(errors="replace") as fh:
+            fh.seek(start)
+            output = fh.read()
         if what.startswith("pip"):
-            # pip can echo a requirements file's contents or the environment: keep only its own
-            # ERROR lines about a requirement, never a line quoted from a file, each cut short.
-            lines = [ln[:300] for ln in lines if ln.startswith("ERROR:") and "(from line" not in ln]
-        tail = " | ".join(lines[-2:]) or f"exit code {proc.returncode}"
-        raise ProviderError(f"{what} failed: {tail}")
+            # pip's own lines only (never a line it quotes from a requirements file), cut short.
+            lines = reasons(output)
+        else:
+            lines = [ln.strip()[:300] for ln in output.splitlines() if ln.strip()][-2:]
+        tail = "; ".join(lines) or f"exit code {proc.returncode}"
+        hint = f" (the whole log: {log_hint})" if log_hint else f" (the whole log: {log})"
+        raise ProviderError(f"{what} failed: {tail}{hint}")

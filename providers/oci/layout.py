@@ -45,6 +45,7 @@ class LayoutRepository:
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._lock_file: IO[str] | None = None
+        self._cached: tuple[tuple[int, int, int], list[dict[str, Any]], dict[str, dict[str, Any]]] | None = None
 
     # -- files ----------------------------------------------------------------------------------
     def _blob(self, digest: str) -> Path:
@@ -68,16 +69,28 @@ class LayoutRepository:
         os.replace(tmp, path)
 
     def _index(self) -> list[dict[str, Any]]:
+        """The index's entries, parsed again only when the file changed (it is replaced, never edited)."""
+        path = self.root / "index.json"
         try:
-            index = json.loads((self.root / "index.json").read_bytes())
+            st = path.stat()
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._cached is not None and self._cached[0] == stamp:
+                return self._cached[1]
+            index = json.loads(path.read_bytes())
             manifests = index["manifests"]
             if not isinstance(manifests, list):
                 raise ValueError
-            return [m for m in manifests if isinstance(m, dict)]
         except FileNotFoundError:
             return []
         except (ValueError, KeyError, TypeError):
             raise ProviderError(f"{self.display}: index.json is corrupt; restore it or remove the folder") from None
+        entries = [m for m in manifests if isinstance(m, dict)]
+        self._cached = (stamp, entries, {str((m.get("annotations") or {}).get(REF_NAME)): m for m in entries})
+        return entries
+
+    def _by_ref(self, reference: str) -> dict[str, Any] | None:
+        self._index()
+        return self._cached[2].get(reference) if self._cached is not None else None
 
     def _write_index(self, manifests: list[dict[str, Any]]) -> None:
         self._write(self.root / "index.json", json.dumps(
@@ -153,11 +166,11 @@ class LayoutRepository:
         if reference.startswith("sha256:"):
             path = self._blob(reference)
             return path.read_bytes() if path.is_file() else None
-        for entry in self._index():
-            if (entry.get("annotations") or {}).get(REF_NAME) == reference:
-                path = self._blob(str(entry.get("digest")))
-                return path.read_bytes() if path.is_file() else None
-        return None
+        entry = self._by_ref(reference)
+        if entry is None:
+            return None
+        path = self._blob(str(entry.get("digest")))
+        return path.read_bytes() if path.is_file() else None
 
     def put_manifest(self, reference: str, data: bytes) -> None:
         digest = sha256_digest(data)

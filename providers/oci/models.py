@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -41,6 +42,7 @@ CREATED = "org.opencontainers.image.created"
 REVISION = "org.opencontainers.image.revision"
 A = "dev.mlops."
 RETRIES = 5
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 READ_PARALLELISM = 8
 
 
@@ -68,6 +70,7 @@ class ModelRegistry:
     def __init__(self, repo: Repository):
         self.repo = repo
         self._tags: list[str] | None = None
+        self._entries: dict[str, list[v.Entry]] = {}
         self._lock = threading.Lock()
 
     # -- reading --------------------------------------------------------------------------------
@@ -75,7 +78,13 @@ class ModelRegistry:
         with self._lock:
             if self._tags is None or refresh:
                 self._tags = self.repo.tags()
+                self._entries = v.entries_by_key(self._tags)
             return list(self._tags)
+
+    def _model_entries(self, name: str, *, refresh: bool = False) -> list[v.Entry]:
+        self.tags(refresh=refresh)
+        with self._lock:
+            return list(self._entries.get(v.model_key(name), []))
 
     def _manifest_json(self, reference: str) -> dict[str, Any] | None:
         data = self.repo.get_manifest(reference)
@@ -90,8 +99,7 @@ class ModelRegistry:
             raise ProviderError(f"{self.repo.display}: {reference} is not an OCI manifest (garbage answer)") from None
 
     def numbering(self, name: str, *, refresh: bool = False) -> v.Numbering:
-        entries = v.entries_by_key(self.tags(refresh=refresh)).get(v.model_key(name), [])
-        return v.derive(entries, datetime.now(UTC), self.repo.settle_s)
+        return v.derive(self._model_entries(name, refresh=refresh), datetime.now(UTC), self.repo.settle_s)
 
     def planned_version(self, name: str, sha256: str) -> int:
         return self.numbering(name).number_or_next(sha256)
@@ -108,14 +116,23 @@ class ModelRegistry:
         manifest = self._manifest_json(info.tag) or {}
         return {str(k): str(val) for k, val in (manifest.get("annotations") or {}).items()}
 
-    def _pointers(self, prefix: str, suffix: str) -> list[dict[str, Any]]:
-        """Every pointer artifact whose tag matches, read in parallel (bounded)."""
+    def _pointers(self, prefix: str, suffix: str, *, removed: bool = False) -> list[dict[str, Any]]:
+        """Every pointer artifact whose tag matches, read in parallel (bounded); tombstones only if asked."""
         wanted = sorted(t for t in self.tags() if t.startswith(prefix) and t.endswith(suffix))
         if not wanted:
             return []
         with ThreadPoolExecutor(max_workers=min(READ_PARALLELISM, len(wanted))) as pool:
             found = list(pool.map(self._manifest_json, wanted))
-        return [m for m in found if m and (m.get("annotations") or {}).get(A + "removed") != "true"]
+        return [m for m in found if m and (removed or (m.get("annotations") or {}).get(A + "removed") != "true")]
+
+    def removed_models(self) -> list[str]:
+        """Models that left the project (a tombstone pointer) but whose versions the registry still holds."""
+        names = []
+        for manifest in self._pointers("m.", ".current", removed=True):
+            ann = manifest.get("annotations") or {}
+            if ann.get(A + "removed") == "true" and isinstance(ann.get(A + "model.name"), str):
+                names.append(ann[A + "model.name"])
+        return sorted(names)
 
     def current_models(self) -> list[dict[str, Any]]:
         """What each model currently is: its pointer's annotations plus the derived version number."""
@@ -285,7 +302,11 @@ class ModelRegistry:
                 rel = PurePosixPath(title)
                 if not title or rel.is_absolute() or ".." in rel.parts:
                     raise ProviderError(f"{self.repo.display}: model {name} holds an unsafe file name {title[:80]!r}")
-                self.repo.fetch_blob(str(layer.get("digest")), staging.joinpath(*rel.parts))
+                digest = str(layer.get("digest"))
+                if not DIGEST_RE.match(digest):
+                    raise ProviderError(f"{self.repo.display}: model {name} names a malformed blob digest "
+                                        f"{digest[:80]!r}")
+                self.repo.fetch_blob(digest, staging.joinpath(*rel.parts))
             roots = [p for p in staging.iterdir()]
             if len(roots) != 1 or ContentHasher().tree_hash(roots[0]) != sha256:
                 raise ProviderError(f"{self.repo.display}: model {name} {sha256[:12]} arrived with other content")

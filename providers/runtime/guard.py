@@ -27,7 +27,9 @@ memory, and a bare ``\\r\\n\\r\\n`` hangs. ``GuardedHttpToolsProtocol`` adds, pe
   answered ``503`` and closed; when there is none, the new connection itself is answered ``503``
   and closed. So connections that only sit there can never lock out a client that speaks, one
   address cannot take the whole worker, and the worker's memory stays bounded by about
-  ``max_connections × max_header_bytes`` on top of the requests being served.
+  ``max_connections × max_header_bytes`` on top of the requests being served. Connections to the
+  probe port (``private_port``) are exempt from the per-address cap: the deployer's checks come
+  from the same address as a local client that may be holding its share.
 
 Requests being served are never cut by these rules: the deadline applies only while no request
 of the connection is in progress.
@@ -105,6 +107,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of ``Limits`` (see the module docstring)."""
 
     limits = Limits()
+    private_port: int | None = None
+    """The probe listener's port: its connections (the deployer's readiness checks and smoke test,
+    from the same address as local clients) are exempt from the per-address cap."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -130,7 +135,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _admit(self) -> bool:
         """Make room for this connection under both caps, or refuse it (see the module docstring)."""
         table, limits = _clients(self.server_state), self.limits
-        if table.count(self._address) >= limits.max_connections_per_client:
+        private = self.server is not None and self.server[1] == self.private_port
+        if not private and table.count(self._address) >= limits.max_connections_per_client:
             why = f"more than {limits.max_connections_per_client} connections from one address"
             if not self._replace(table.oldest_silent(self._address), why):
                 return False
@@ -326,6 +332,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
 
 
-def protocol_class(limits: Limits) -> type[Any]:
+def protocol_class(limits: Limits, private_port: int | None = None) -> type[Any]:
     """A protocol class bound to ``limits`` (uvicorn instantiates the class it is given)."""
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"limits": limits})
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
+                {"limits": limits, "private_port": private_port})

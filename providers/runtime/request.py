@@ -13,6 +13,11 @@ HEADER_LIMIT = 100
 """Longest request id accepted (Azure's limit; longer ones answer 431)."""
 
 
+PROXIED_AUTHORIZATION = b"x-mlops-authorization"
+"""The key as ``Bearer <key>`` when Authorization cannot carry it: a Kubernetes API server removes the
+Authorization header of every request it authenticated before proxying it to a Service."""
+
+
 class Request:
     """The parts of an ASGI request the routes look at, read from the headers in one pass."""
 
@@ -48,6 +53,7 @@ class Request:
         self.client_request_id = ""
         self.legacy_request_id = ""
         self.trace_id: bytes | None = None
+        proxied: bytes | None = None
         for name, value in self.headers:
             if name == b"content-type":
                 self.content_type = value.decode("latin-1")
@@ -63,6 +69,10 @@ class Request:
                 self.legacy_request_id = value.decode("latin-1")
             elif name == b"traceid":
                 self.trace_id = value
+            elif name == PROXIED_AUTHORIZATION:
+                proxied = value
+        if self.authorization is None:   # through the Kubernetes API server's proxy (it drops Authorization)
+            self.authorization = proxied
 
     def id_problem(self) -> str | None:
         """Azure's request-id rules: echo or generate ``x-request-id``; too long -> 431."""
@@ -97,7 +107,7 @@ class Request:
         joined by commas). The Authorization header is dropped when it carries our key."""
         result: dict[str, str] = {}
         for name, value in self.headers:
-            if drop_authorization and name == b"authorization":
+            if drop_authorization and name in (b"authorization", PROXIED_AUTHORIZATION):
                 continue
             key = name.decode("latin-1").title()
             text = value.decode("latin-1")

@@ -73,18 +73,20 @@ MIN_DRAIN_S = 0.25
 """Connections accepted a moment ago get at least this long to deliver their first request."""
 
 
-def _http(limits: Limits | None) -> tuple[Any, dict[str, Any]]:
+def _http(limits: Limits | None, private_port: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Our guarded httptools protocol; uvicorn's h11 (header size bounded, no deadline) without it."""
     limits = limits or Limits()
     try:
         from .guard import protocol_class
     except ImportError:  # httptools missing (it is a requirement; a broken environment)
         return "h11", {"h11_max_incomplete_event_size": limits.max_header_bytes}
-    return protocol_class(limits), {}
+    return protocol_class(limits, private_port), {}
 
 
-def make_server(app: Any, graceful_timeout_s: float, limits: Limits | None = None) -> Server:
-    http, extra = _http(limits)
+def make_server(app: Any, graceful_timeout_s: float, limits: Limits | None = None,
+                private_port: int | None = None) -> Server:
+    """``private_port``: the probe listener, whose clients (the deployer) no per-address cap refuses."""
+    http, extra = _http(limits, private_port)
     config = uvicorn.Config(
         app,
         http=http,

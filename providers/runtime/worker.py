@@ -170,7 +170,7 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
         recorder=recorder,
         probe_port=settings.probe_port,
     )
-    server = make_server(app, settings.graceful_timeout_s, settings.limits)
+    server = make_server(app, settings.graceful_timeout_s, settings.limits, private_port=settings.probe_port)
     stop.server = server
     if stop.requested:
         return exitcodes.OK

@@ -1,7 +1,8 @@
 """The provider contract: what every target kind must do, run over every provider we ship.
 
 Parametrised over the in-memory provider, the local process engine and the local docker engine,
-plus every kind that adds a ``tests/contract/kind_<name>.py`` defining ``KIND`` (a ``ContractKind``:
+plus every kind that adds a ``tests/contract/kind_<name>.py`` defining ``KIND`` (aci, kubernetes, iotedge,
+and ``minimal``: a kind written in ~100 lines against the interface alone, minimal_provider.py) (a ``ContractKind``:
 its target settings, deploy settings, pytest marks, and a context manager that starts what the
 kind needs, e.g. its cloud double, and yields the environment variables to set). Each case goes
 through the planner's own plan/apply, so a provider is held to what users get, not to a private API.
@@ -23,11 +24,12 @@ import pytest
 from support import make_project
 
 from planner.addresses import Address
-from planner.apply import apply_plan
+from planner.apply import apply_plan, check_returned
 from planner.build import build_log, build_services
 from planner.plan import Action
 from planner.planning import make_plan
 from planner.project import Project
+from planner.resources import spec_fingerprint
 from providers.base import BuildsImages
 
 SERVICE = Address("service", "echo-api")
@@ -253,3 +255,40 @@ def test_build_makes_the_image_the_plan_names_and_keeps_its_log(target: Target):
     assert not again.built and again.image_id == result.image_id, "same inputs must not rebuild"
     assert all(o.ok for o in target.apply()), "apply after build"
     assert target.live().spec["image"] == planned
+
+
+def test_every_resource_records_its_commit_and_dirty_state(target: Target):
+    """Provenance (issue 18): the service on its target, the model and environment in the registry."""
+    if target.kind == "memory":
+        pytest.skip("the in-memory test provider keeps no provenance")
+    import git
+
+    (target.root / "untracked.txt").write_text("makes the tree dirty\n")
+    head = git.Repo(target.root).head.commit.hexsha
+    outcomes = target.apply()
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    live = target.project().live()
+    for address in (SERVICE, Address("model", "m"), Address("environment", "e")):
+        recorded = live[address].details.get("git") or {}
+        assert (recorded.get("commit"), recorded.get("dirty")) == (head, True), (address, recorded)
+
+
+def test_create_and_update_answer_the_live_state_asked_for(target: Target):
+    """The Live a provider returns names the service, its target and the spec it was asked to run (the
+    core checks it on every apply); every read reports the version that runs, with that spec."""
+    assert all(o.ok for o in target.apply())        # apply checked create's answer already
+    project = target.project()
+    live = project.live()[SERVICE]
+    desired = project.desired()[SERVICE]
+    assert [v.spec_fingerprint for v in live.versions] == [spec_fingerprint(desired.spec)], live.versions
+    assert live.versions[0].revision and live.versions[0].traffic == 1.0
+    (target.root / "src" / "score.py").write_text((target.root / "src" / "score.py").read_text() + "\n# v2\n")
+    project = target.project()
+    wanted = project.desired()[SERVICE]
+    provider = project.provider_for(live)
+    provider.ensure_connected()
+    returned = check_returned(provider, "update", wanted, provider.update(wanted, live, lambda text: None))
+    assert returned.address == SERVICE and returned.target == "t"
+    assert spec_fingerprint(returned.spec) == spec_fingerprint(wanted.spec) != spec_fingerprint(desired.spec)
+    reread = target.live()
+    assert spec_fingerprint(reread.spec) in {v.spec_fingerprint for v in reread.versions}

@@ -68,15 +68,19 @@ def test_a_container_removed_by_hand_is_missing_and_recreated(tmp_path, engine, 
     manifest = make_project(tmp_path, docker_manifest(project_name))
     f = ["-f", str(manifest)]
     ok("apply", "--auto-approve", *f)
+    endpoint = status_of(manifest)["endpoint"]
     [container] = containers_of(engine, project_name)
     container.remove(force=True)
 
-    assert status_of(manifest)["state"] == "NotDeployed"
+    # Its port keeper still holds the port clients know: shown, and the service comes back on it.
+    row = status_of(manifest)
+    assert row["state"] == "Failed" and "only a port keeper runs" in row["message"], row
     planned = run_cli("plan", *f)
-    assert planned.code == 0 and "service.echo-api will be created" in planned.out, planned.out
+    assert planned.code == 0 and "service.echo-api must be replaced" in planned.out, planned.out
     ok("apply", "--auto-approve", *f)
-    assert status_of(manifest)["state"] == "Healthy"
+    assert status_of(manifest)["state"] == "Healthy" and status_of(manifest)["endpoint"] == endpoint
     ok("destroy", "--auto-approve", *f)
+    assert _live_keepers(tmp_path) == []
 
 
 @pytest.mark.docker
@@ -105,9 +109,49 @@ def test_an_init_crash_shows_the_log_lines(tmp_path, engine, project_name):  # n
     assert result.code == 1
     [line] = [ln for ln in result.err.splitlines() if ln.startswith("Error: service.echo-api")]
     assert "the container exited during start-up" in line, line
-    assert "model file is corrupt: cannot unpickle" in line, line
+    # One clean line: the exception in the user's file (not the image's copy), and where the rest is.
+    assert "RuntimeError: model file is corrupt: cannot unpickle (src/score.py, line 2, in init)" in line, line
+    assert "`mlops logs echo-api`" in line and "^" not in line and " | " not in line and "azureml-app" not in line
     assert containers_of(engine, project_name) == [], "a container that failed to start is removed"
     assert status_of(manifest)["state"] == "NotDeployed"
+    logs = run_cli("logs", "echo-api", "-f", str(manifest))
+    assert logs.code == 0 and "the log of its last start attempt (instance " in logs.err, logs.err
+    assert "Traceback" in logs.out and "RuntimeError: model file is corrupt" in logs.out
+    assert _live_keepers(manifest.parent) == [], "a failed create stops the port keeper it started"
+
+
+def _live_keepers(root: Path) -> list[int]:
+    from crash_harness import keeper_processes
+
+    return sorted(keeper_processes(root / ".mlops"))
+
+
+@pytest.mark.docker
+def test_a_killed_port_keeper_is_healed_on_the_same_port(tmp_path, engine, project_name):  # noqa: F811
+    import os
+    import signal
+    import time
+
+    manifest = make_project(tmp_path, docker_manifest(project_name))
+    f = ["-f", str(manifest)]
+    ok("apply", "--auto-approve", *f)
+    endpoint = status_of(manifest)["endpoint"]
+    [keeper] = _live_keepers(tmp_path)
+    os.kill(keeper, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _live_keepers(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    row = status_of(manifest)
+    assert row["state"] == "Unhealthy" and "port keeper" in row["message"], row
+    planned = run_cli("plan", "--detailed-exitcode", *f)
+    assert planned.code == 2 and "must be replaced" in planned.out, planned.out
+    ok("apply", "--auto-approve", *f)
+    row = status_of(manifest)
+    assert row["state"] == "Healthy" and row["endpoint"] == endpoint
+    assert len(_live_keepers(tmp_path)) == 1 and len(containers_of(engine, project_name)) == 1
+    assert run_cli("plan", "--detailed-exitcode", *f).code == 0
+    ok("destroy", "--auto-approve", *f)
+    assert _live_keepers(tmp_path) == []
 
 
 @pytest.mark.docker
@@ -163,5 +207,5 @@ def test_no_engine_is_one_clear_line_and_nothing_is_touched(tmp_path, monkeypatc
         assert result.err.count("\n") == 1, result.err
         assert result.err.startswith("Error: target 'box' (local, engine: docker) is unreachable: "
                                      "no Docker engine reachable at DOCKER_HOST=unix://"), result.err
-        assert "docker-up.sh" in result.err
+        assert "start Docker" in result.err and ".ci/" not in result.err   # what to run in the user's repository
     assert not (tmp_path / "repo" / ".mlops" / "models").exists(), "nothing may be registered without an engine"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from providers.base import ProjectContext, ProviderError
-from providers.docker import DockerLocalProvider
 from providers.images.build import _failure
 from providers.images.pipconf import PipSettings, host_pip_settings
 from providers.images.recipe import ModelFiles, Recipe, build_context, dockerfile, image_tag, recipe_for
+from providers.local.docker import DockerLocalProvider
 
 SPEC = {
     "models": ["m:1@aaaaaaaaaaaa"], "environment": "e@bbbbbbbbbbbb", "source": "src@cccccccccccc",

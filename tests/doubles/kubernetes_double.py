@@ -14,8 +14,8 @@ merge and strategic-merge patches as JSON merge patch), DELETE with ``propagatio
 DeleteOptions body), ``dryRun=All``, the ``/status`` subresource, pod logs (``tailLines``,
 ``follow`` streamed chunked), Status bodies for errors (404 NotFound, 409 AlreadyExists/Conflict,
 400, 415), ``/version``. Authentication: TLS client certificate signed by the double's CA (the
-kubeconfig it writes carries it), so an ``Authorization`` header reaches a proxied pod untouched
-(a bearer-token cluster consumes that header; see the README). What the control plane emulates is
+kubeconfig it writes carries it); like a real API server, the proxy drops the ``Authorization``
+header (mlops sends the scoring key in ``X-Mlops-Authorization`` too). What the control plane emulates is
 listed in ``kubernetes_control``. Not emulated: watches, discovery beyond /version, OpenAPI,
 RBAC, admission, aggregated APIs, LoadBalancer addresses (Services of that type get none).
 
@@ -59,7 +59,8 @@ CORE = re.compile(r"^/api/v1/(?:namespaces/(?P<ns>[^/]+)/(?=[a-z]+))?(?P<plural>
                   r"(?:/(?P<name>[^/]+)(?:/(?P<sub>.*))?)?$")
 GROUPS = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/(?:namespaces/(?P<ns>[^/]+)/(?=[a-z]+))?"
                     r"(?P<plural>[a-z]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>.*))?)?$")
-HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "accept-encoding", "keep-alive"}
+HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding", "accept-encoding", "keep-alive",
+               "authorization"}   # a real API server removes it from every request it authenticated
 
 
 # -- certificates ---------------------------------------------------------------------------------

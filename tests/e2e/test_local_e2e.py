@@ -47,8 +47,9 @@ def mlops(*args: str, cwd: Path, check: bool = True, timeout: float = 600) -> su
     return proc
 
 
-def processes_under(path: Path) -> list[int]:
-    """PIDs whose command line mentions ``path`` (our services and their workers)."""
+def processes_under(path: Path, *, keepers: bool = True) -> list[int]:
+    """PIDs whose command line mentions ``path`` (our services and their workers, and port keepers
+    unless ``keepers`` is false: they name their record in the state folder)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -56,6 +57,8 @@ def processes_under(path: Path) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 stat = (entry / "stat").read_text()
             except OSError:
+                continue
+            if not keepers and "providers.local.portkeeper" in cmdline:
                 continue
             if str(path) in cmdline and stat[stat.rindex(")") + 2] != "Z":
                 found.append(int(entry.name))
@@ -169,7 +172,15 @@ def test_failing_start_is_reported_and_next_plan_shows_it(tmp_path: Path):
     try:
         result = mlops("apply", "--auto-approve", cwd=root, check=False)
         assert result.returncode == 1
-        assert "service.echo-api" in result.stderr and "no model here" in result.stderr
+        # One clean line: the exception, in the user's file (not the snapshot that ran), and where the rest is.
+        error = next(ln for ln in result.stderr.splitlines() if "service.echo-api" in ln)
+        assert "ValueError: no model here (src/score.py, line 2, in init)" in error, error
+        assert "`mlops logs echo-api`" in error
+        assert "^" not in error and " | " not in error and ".mlops" not in error
+        logs = mlops("logs", "echo-api", cwd=root)
+        assert "the log of its last start attempt (instance " in logs.stderr
+        assert "ValueError: no model here" in logs.stdout and "Traceback" in logs.stdout
+        assert "mlops: starting instance" not in logs.stdout   # that attempt only, after its start line
         plan = mlops("plan", cwd=root).stdout
         assert "# service.echo-api will be created" in plan and "Plan: 1 to add, 0 to change, 0 to destroy." in plan
         assert processes_under(root) == []
@@ -296,7 +307,8 @@ def test_a_service_on_a_removed_target_is_found_and_moved(tmp_path: Path):
     make_project(root, MANIFEST.replace("models:", "targets:\n  dev: {provider: local}\nmodels:", 1))
     try:
         mlops("apply", "--auto-approve", cwd=root)
-        old_pids = processes_under(root)
+        endpoint = status(root)["echo-api"]["endpoint"]
+        old_pids = processes_under(root, keepers=False)
         assert old_pids
         (root / "ml.yaml").write_text(MANIFEST.replace("models:", "targets:\n  prod: {provider: local}\nmodels:", 1))
         commit(root, "rename target")
@@ -305,7 +317,130 @@ def test_a_service_on_a_removed_target_is_found_and_moved(tmp_path: Path):
         mlops("apply", "--auto-approve", cwd=root)
         st = status(root)["echo-api"]
         assert st["target"] == "prod" and st["state"] == "Healthy"
-        assert not set(old_pids) & set(processes_under(root)), "the instance on the old target is gone"
+        assert not set(old_pids) & set(processes_under(root, keepers=False)), "the instance on the old target is gone"
+        assert st["endpoint"] == endpoint, "a move keeps the port: the keeper goes with the service"
         assert mlops("plan", "--detailed-exitcode", cwd=root, check=False).returncode == 0
     finally:
         mlops("destroy", "--auto-approve", cwd=root, check=False)
+
+
+def _sdist(folder: Path) -> None:
+    """An sdist with an in-tree build backend that fails as a broken setup.py does: with a traceback
+    in a build subprocess, and no ERROR: line from pip."""
+    import io
+    import tarfile
+
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+                          '[project]\nname = "mlops-broken-probe"\nversion = "0.2"\n',
+        "backend.py": "def get_requires_for_build_wheel(config_settings=None):\n"
+                      "    import numpy_missing_for_mlops_test  # noqa\n",
+        "PKG-INFO": "Metadata-Version: 2.1\nName: mlops-broken-probe\nVersion: 0.2\n",
+    }
+    folder.mkdir(parents=True)
+    with tarfile.open(folder / "mlops_broken_probe-0.2.tar.gz", "w:gz") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(f"mlops_broken_probe-0.2/{name}")
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+
+
+def test_a_pip_failure_shows_pips_reason_and_keeps_the_whole_log(tmp_path: Path):
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    _sdist(tmp_path / "index" / "simple" / "mlops-broken-probe")
+    handler = type("Quiet", (SimpleHTTPRequestHandler,), {"log_message": lambda *a: None})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(tmp_path / "index")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    index = f"http://127.0.0.1:{server.server_address[1]}/simple"
+    root = tmp_path / "repo"
+    make_project(root, MANIFEST.replace('e: {python: "3.11"}',
+                                        f'e: {{python: "3.11", pip: [mlops-broken-probe==0.2], '
+                                        f'pip_index_url: "{index}"}}'))
+    cache = tmp_path / "cache"   # a build of our own: the shared cache must not keep this environment
+    try:
+        result = subprocess.run([sys.executable, "-m", "planner.cli", "apply", "--auto-approve"], cwd=root,
+                                capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "MLOPS_CACHE_DIR": str(cache)})
+        assert result.returncode == 1
+        error = next(ln for ln in result.stderr.splitlines() if "service.echo-api" in ln)
+        assert "pip install failed: Getting requirements to build wheel did not run successfully" in error, error
+        assert "(for mlops-broken-probe==0.2)" in error, error
+        assert "ModuleNotFoundError: No module named 'numpy_missing_for_mlops_test'" in error, error
+        assert "`mlops logs --build echo-api`" in error, error
+        log = mlops("logs", "--build", "echo-api", cwd=root).stdout
+        assert log.startswith("--- mlops: building virtualenv ") and "Traceback" in log
+        assert "numpy_missing_for_mlops_test" in log and "--- pip install" in log
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _wheel(folder: Path, project: str, version: str) -> None:
+    """A minimal pure-Python wheel whose module knows its version."""
+    import base64
+    import hashlib
+    import zipfile
+
+    module = project.replace("-", "_")
+    dist = f"{module}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: mlops-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(t.encode()).digest()).rstrip(b'=').decode()},"
+              f"{len(t.encode())}" for p, t in files.items()] + [f"{dist}/RECORD,,"]
+    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    (folder / project).mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / project / f"{module}-{version}-py3-none-any.whl", "w") as zf:
+        for path, text in files.items():
+            zf.writestr(path, text)
+
+
+def test_a_changed_pin_reuses_the_nearest_virtualenv_and_installs_only_the_difference(tmp_path: Path):
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from providers.local.venvs import ensure_venv, venv_python
+
+    simple = tmp_path / "index" / "simple"
+    for project, version in (("mlops-probe-a", "0.1"), ("mlops-probe-b", "0.1"), ("mlops-probe-b", "0.2")):
+        _wheel(simple, project, version)
+    fetched: list[str] = []
+    handler = type("Logged", (SimpleHTTPRequestHandler,), {"log_message": lambda self, *a: fetched.append(self.path)})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(tmp_path / "index")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    index = f"http://127.0.0.1:{server.server_address[1]}/simple"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    cache = tmp_path / "cache"
+
+    def build(pins: list[str]) -> tuple[Path, list[str]]:
+        steps: list[str] = []
+        venv = ensure_venv(cache, {"python": python, "pip": pins, "pip_index_url": index}, steps.append)
+        return venv, steps
+
+    def versions(venv: Path) -> dict[str, str]:
+        code = ("import importlib.metadata as m, json; print(json.dumps({d.metadata['Name']: d.version "
+                "for d in m.distributions() if d.metadata['Name'].startswith('mlops-probe')}))")
+        return json.loads(subprocess.run([str(venv_python(venv)), "-c", code], capture_output=True, text=True,
+                                         check=True).stdout)
+
+    try:
+        first, steps = build(["mlops-probe-a==0.1", "mlops-probe-b==0.1"])
+        assert not any("copying virtualenv" in s for s in steps)
+        fetched.clear()
+        second, steps = build(["mlops-probe-a==0.1", "mlops-probe-b==0.2"])
+        assert any(f"copying virtualenv {first.name}" in s for s in steps), steps
+        assert versions(second) == {"mlops-probe-a": "0.1", "mlops-probe-b": "0.2"}
+        assert not any("mlops_probe_a-" in p for p in fetched), f"an unchanged package was fetched again: {fetched}"
+        assert versions(first) == {"mlops-probe-a": "0.1", "mlops-probe-b": "0.1"}, "the copied venv is untouched"
+        # A package dropped from the list is removed: the copy ends as a fresh build would.
+        third, steps = build(["mlops-probe-a==0.1"])
+        assert any("copying virtualenv" in s for s in steps) and versions(third) == {"mlops-probe-a": "0.1"}
+        out = subprocess.run([str(venv_python(third)), "-c", "import mlops_runtime, uvicorn"], capture_output=True)
+        assert out.returncode == 0, out.stderr
+    finally:
+        server.shutdown()
+        server.server_close()

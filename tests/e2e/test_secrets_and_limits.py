@@ -73,3 +73,86 @@ def test_keys_are_not_in_the_environment_and_the_snapshot_runs(tmp_path: Path):
         assert again.returncode == 0, again.stderr
     finally:
         mlops("destroy", "--auto-approve", cwd=root)
+
+
+# -- credentials in URLs ---------------------------------------------------------------------------
+
+URL_SECRETS = {"path": "Ab12Cd34Ef56Gh78Ij90", "query": "qTok-5566778899", "user": "tokUser7788",
+               "arm": "armPASS-4455"}
+
+
+def url_hits(text: str) -> list[str]:
+    return [name for name, value in URL_SECRETS.items() if value in text]
+
+
+def test_index_and_arm_urls_are_masked_in_every_output(tmp_path: Path):
+    """A token in an index URL's path or query, and a password in arm_endpoint: never printed."""
+    root = tmp_path / "repo"
+    make_project(root, f"""\
+version: 1
+project: urls
+models:
+  m: {{path: model.txt}}
+environments:
+  e: {{python: "3.11", pip_index_url: "https://pypi.fury.io/{URL_SECRETS['path']}/acme/?token={URL_SECRETS['query']}"}}
+services:
+  url-api: {{models: [m], environment: e, source_dir: src, entry_script: score.py}}
+""")
+    outputs = {}
+    for fmt in ("text", "json", "markdown"):
+        proc = mlops("plan", "--format", fmt, cwd=root)
+        assert proc.returncode == 0, proc.stderr
+        outputs[f"plan-{fmt}"] = proc.stdout + proc.stderr
+    assert mlops("plan", "-o", "plan.json", cwd=root).returncode == 0
+    outputs["plan-file"] = (root / "plan.json").read_text()
+    assert "https://pypi.fury.io/(sensitive)/acme/?token=(sensitive)" in outputs["plan-text"]
+    # A bad index URL is refused without echoing its credentials.
+    (root / "ml.yaml").write_text((root / "ml.yaml").read_text().replace(
+        "https://pypi.fury.io", f"http://{URL_SECRETS['user']}@pypi.fury.io"))
+    outputs["validate-index"] = mlops("validate", cwd=root).stderr
+    assert "pip_index_url" in outputs["validate-index"]
+    # An arm_endpoint with a password: the error that names it (nothing listens on port 9) masks it.
+    (root / "aci.yaml").write_text(f"""\
+version: 1
+project: urls
+targets:
+  cloud: {{provider: aci, subscription_id: "00000000-0000-0000-0000-000000000000", resource_group: rg,
+          location: westeurope, registry: "127.0.0.1:5000",
+          arm_endpoint: "https://deployer:{URL_SECRETS['arm']}@127.0.0.1:9/"}}
+models:
+  m: {{path: model.txt}}
+environments:
+  e: {{python: "3.11"}}
+services:
+  url-api: {{models: [m], environment: e, source_dir: src, entry_script: score.py, target: cloud}}
+""")
+    proc = mlops("plan", "-f", "aci.yaml", cwd=root)
+    assert proc.returncode == 1 and "arm_endpoint" in proc.stderr, proc.stderr
+    outputs["arm"] = proc.stdout + proc.stderr
+    (root / "aci.yaml").write_text((root / "aci.yaml").read_text().replace("https://", "ftp://"))
+    outputs["validate-arm"] = mlops("validate", "-f", "aci.yaml", cwd=root).stderr
+    assert "arm_endpoint" in outputs["validate-arm"]
+    leaks = {label: url_hits(text) for label, text in outputs.items() if url_hits(text)}
+    assert not leaks, leaks
+
+
+def test_import_warnings_mask_index_passwords(tmp_path: Path, monkeypatch):
+    from planner.azureml_v1 import import_v1
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "score.py").write_text("def init(): pass\ndef run(raw): return raw\n")
+    (tmp_path / "model.pkl").write_text("m")
+    entry = f"--extra-index-url https://deployer:{URL_SECRETS['arm']}@pkgs.example.test/simple"
+    (tmp_path / "inferenceconfig.json").write_text(json.dumps({
+        "entryScript": "score.py", "sourceDirectory": "./src",
+        "environment": {"name": "env", "python": {"condaDependencies": {"dependencies": [
+            "python=3.11", {"pip": ["numpy", entry, f"private-pkg @ https://pkgs.example.test/"
+                                                     f"{URL_SECRETS['path']}/p-1.0-py3-none-any.whl"]}]}}}}))
+    (tmp_path / "deploymentconfig.json").write_text(json.dumps({"computeType": "local", "port": 32267}))
+    monkeypatch.chdir(tmp_path)
+    result = import_v1(inference_config=Path("inferenceconfig.json"), deploy_configs=[Path("deploymentconfig.json")],
+                       models=["m=model.pkl"], service="url-api", output=tmp_path / "ml.yaml",
+                       deploy_fields=lambda config: frozenset({"port"}))
+    shown = "\n".join(result.warnings)
+    assert "pkgs.example.test" in shown and "(sensitive)" in shown
+    assert not url_hits(shown + result.text), shown

@@ -4,6 +4,7 @@ lays models out exactly as a deployment does (issue 22.11)."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -146,6 +147,21 @@ services:
 """
 
 
+def probe_port_under(root: Path) -> int:
+    """The probe port of the one runtime serving from ``root`` (read from its command line)."""
+    ports = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "--probe-port" in argv and any(str(root) in arg for arg in argv):
+                ports.add(int(argv[argv.index("--probe-port") + 1]))
+    assert len(ports) == 1, ports
+    return ports.pop()
+
+
 @pytest.mark.slow
 def test_a_script_written_for_a_deployed_folder_model_works_under_mlops_serve(tmp_path: Path):
     """The same score.py, deployed on the local target and under `mlops serve --model`, sees the
@@ -167,6 +183,12 @@ def test_a_script_written_for_a_deployed_folder_model_works_under_mlops_serve(tm
     try:
         mlops("apply", "--auto-approve")
         deployed = json.loads(mlops("call", "tok-api", "--data", "{}"))
+        # And the instance labels its metrics (probe port only) with the fingerprint it is recorded with.
+        fingerprint = json.loads((root / ".mlops" / "local" / "tok-api.json").read_text())["fingerprint"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{probe_port_under(root)}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        found = re.search(r'^mlops_requests_total\{version="([0-9a-f]+)",code="2xx"\} (\d+)$', text, re.MULTILINE)
+        assert found and found[1] == fingerprint and int(found[2]) >= 1, text
     finally:
         subprocess.run([sys.executable, "-m", "planner.cli", "destroy", "--auto-approve"], cwd=root,
                        capture_output=True, timeout=300, stdin=subprocess.DEVNULL)

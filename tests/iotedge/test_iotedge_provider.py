@@ -14,6 +14,7 @@ from iotedge_fixtures import iotedge_double, manifest, set_env
 from support import check_golden, make_project, run_cli
 
 from planner.addresses import Address
+from planner.core.diff import decide
 from planner.errors import ProviderError
 from planner.plan import Action
 from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Resource
@@ -90,9 +91,9 @@ def test_the_32kb_limit_is_checked_at_plan_time(tmp_path):
     provider = _provider(tmp_path)
     huge = _desired(_spec(environment_variables={"LABELS": "x" * 40000}))
     with pytest.raises(ProviderError) as err:
-        provider.plan(huge, None)
+        provider.validate(huge)
     assert "32 KB" in str(err.value) and "deploy.environment_variables" in str(err.value)
-    assert provider.plan(_desired(_spec()), None).action is Action.CREATE
+    provider.validate(_desired(_spec()))
 
 
 def test_settings_errors_are_one_line(tmp_path):
@@ -190,7 +191,7 @@ def test_live_state_is_found_by_our_labels_and_plans_to_nothing(tmp_path, double
     assert live.address == desired.address and live.status == HEALTHY
     assert (live.health.ready, live.health.desired, live.health.unit) == (2, 2, "devices")
     assert dict(live.spec) == dict(desired.spec)
-    assert provider.plan(desired, live).action is Action.NOOP
+    assert decide(desired, live, provider.rules(desired, live)).action is Action.NOOP
     assert live.details["counts"] == {"targeted": 2, "applied": 2, "succeeded": 2, "failed": 0}
 
 
@@ -201,7 +202,7 @@ def test_a_crash_between_create_and_delete_leaves_an_update_that_cleans_up(tmp_p
     _put(provider, desired, 11)                       # the new one, then "the crash": the old is still there
     [live] = provider.read()
     assert live.spec["superseded_deployments"] == [old["id"]]
-    change = provider.plan(desired, live)
+    change = decide(desired, live, provider.rules(desired, live))
     assert change.action is Action.UPDATE and change.changed_paths() == ["superseded_deployments"]
     provider._retire("defect-detector", keep=live.details["deployment"], events=_Steps())
     assert "superseded_deployments" not in provider.read()[0].spec
@@ -214,7 +215,7 @@ def test_a_condition_matching_nothing_is_unschedulable_and_not_replaced(tmp_path
     _put(provider, desired, 10)
     [live] = provider.read()
     assert live.status == UNSCHEDULABLE and "no device matches the target condition" in live.health.message
-    assert provider.plan(desired, live).action is Action.NOOP
+    assert decide(desired, live, provider.rules(desired, live)).action is Action.NOOP
     assert provider.rules(desired, live).replace_on == frozenset({FAILED})
 
 

@@ -215,6 +215,9 @@ def test_kubernetes_example_through_the_cli(kube, tmp_path: Path):
 def test_fpga_service_is_unschedulable_until_a_node_offers_the_device(cluster, kube, tmp_path: Path):
     manifest, _ = example(tmp_path, "fpga")
     f = ["-f", str(manifest)]
+    # A node the service's node_selector matches, without the device: the real scheduler reports each
+    # node's first failing filter, so only a matching node says "Insufficient <resource>".
+    cluster.add_node("fpga-node-0", labels={"accelerator": "u250"})
     planned = run_cli("plan", *f)
     assert planned.code == 0 and f"no node offers {FPGA}" in planned.out + planned.err
 

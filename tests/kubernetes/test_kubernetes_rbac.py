@@ -116,7 +116,7 @@ def _engine() -> None:
 
 
 def test_render_rbac_prints_a_role_and_a_cluster_role_with_why(tmp_path: Path):
-    f = _example(tmp_path, "ml", tmp_path / "none")
+    f = _example(tmp_path, "rbac-render", tmp_path / "none")
     out = run_cli("render", "--rbac", *f)
     assert out.code == 0, out.err
     docs = [d for d in yaml.safe_load_all(out.out) if d]

@@ -3,6 +3,7 @@ per-resource staleness of saved plans, --target, confirmation, locking."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from planner.addresses import Address
 from planner.apply import apply_plan
 from planner.planning import make_plan
 from planner.project import Project
+from providers.base import LocksItself
 
 MANIFEST = """\
 version: 1
@@ -142,6 +144,39 @@ def test_target_limits_the_plan_to_a_resource_and_its_dependencies(project: Path
     assert text.startswith("Warning: resource targeting is in effect (service.one-api).")
 
 
+def test_target_reaches_only_the_targets_the_selection_needs(project: Path):
+    """A service's plan and apply do not need every other target to answer (issue 22, item 18)."""
+    project.write_text(MANIFEST.replace("  mem: {provider: memory}\n", "  mem: {provider: memory}\n"
+                                        "  far: {provider: memory, unreachable: true}\n")
+                       .replace("deploy: {port", "target: mem, deploy: {port")
+                       + "  far-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, "
+                         "target: far}\n")
+    full = run_cli("plan", "-f", str(project))
+    assert full.code == 1 and "unreachable" in full.err
+    result = run_cli("plan", "--detailed-exitcode", "--target", "service.one-api", "-f", str(project))
+    assert result.code == 2, result.err
+    result = run_cli("apply", "--auto-approve", "--target", "service.one-api", "-f", str(project))
+    assert result.code == 0, result.err
+    assert run_cli("plan", "--detailed-exitcode", "--target", "service.one-api", "-f", str(project)).code == 0
+    # The unreachable target's own service still needs its target.
+    assert "unreachable" in run_cli("plan", "--target", "service.far-api", "-f", str(project)).err
+
+
+def test_status_detailed_exitcode_says_when_a_service_needs_attention(project: Path):
+    """0: every service fine; 2: one is Failed (or Unhealthy, Unschedulable, not deployed); 1: an error."""
+    assert run_cli("status", "--detailed-exitcode", "-f", str(project)).code == 2   # nothing deployed yet
+    assert run_cli("apply", "--auto-approve", "-f", str(project)).code == 0
+    assert run_cli("status", "--detailed-exitcode", "-f", str(project)).code == 0
+    assert run_cli("status", "-f", str(project)).code == 0
+    proj = Project.load(project)
+    MemoryProvider(target="mem", config={}, context=proj.context).kill("two-api")
+    result = run_cli("status", "--detailed-exitcode", "-f", str(project))
+    assert result.code == 2 and "Failed" in result.out, result.out
+    assert run_cli("status", "--json", "--detailed-exitcode", "-f", str(project)).code == 2
+    assert run_cli("status", "-f", str(project)).code == 0   # without the flag, as before
+    assert run_cli("status", "--detailed-exitcode", "-f", str(project.parent / "none.yaml")).code == 1
+
+
 def test_removed_service_is_destroyed_after_dependents(project: Path):
     assert run_cli("apply", "--auto-approve", "-f", str(project)).code == 0
     project.write_text(MANIFEST.split("services:")[0].replace("  f: {python: \"3.11\", pip: [numpy]}\n", "")
@@ -161,3 +196,90 @@ def test_lock_refuses_a_concurrent_apply(project: Path):
     with apply_lock(proj.manifest.state_dir, "apply"):
         result = run_cli("apply", "--auto-approve", "-f", str(project))
     assert result.code == 4 and "another mlops apply holds the lock" in result.err
+
+
+class LyingProvider(MemoryProvider):
+    """Runs what it is asked, then answers with a Live that does not describe it (a provider bug)."""
+
+    kind = "liar"
+    lie: dict = {}
+
+    @classmethod
+    def target_schema(cls):
+        return {"type": "object", "properties": {"provider": {"const": "liar"}}}
+
+    def create(self, desired, events):
+        live = super().create(desired, events)
+        return dataclasses.replace(live, **self.lie) if self.lie else live
+
+
+LIES = {
+    "target": ({"target": "elsewhere"}, "says it runs on target 'elsewhere', not 'mem'"),
+    "spec": ({"spec": {"deploy": {"port": 1}}}, "reports a spec that differs from the one asked for at "),
+    "address": ({"address": Address("service", "other-api")}, "returned the live state of service.other-api"),
+    "versions": ({"versions": ()}, "reports no running version"),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_a_live_that_does_not_match_the_request_is_reported_as_a_provider_bug(tmp_path: Path, lie: str):
+    from providers import registry
+
+    registry.register("liar", LyingProvider)
+    LyingProvider.lie = LIES[lie][0]
+    try:
+        path = make_project(tmp_path, MANIFEST.replace("{provider: memory}", "{provider: liar}"))
+        result = run_cli("apply", "--auto-approve", "-f", str(path))
+    finally:
+        registry.unregister("liar")
+        LyingProvider.lie = {}
+    assert result.code == 1
+    assert "service.one-api: provider bug in target 'mem' (liar) (test_apply.LyingProvider): create " in result.out + \
+        result.err, result.out + result.err
+    assert LIES[lie][1] in result.out + result.err
+    assert "Apply failed" in result.err
+
+
+class CountingProvider(LocksItself, MemoryProvider):
+    """Counts reads of its live state; locks itself, as a shared cluster does."""
+
+    kind = "counted"
+    reads = 0
+    locks: list[str] = []
+
+    @classmethod
+    def target_schema(cls):
+        return {"type": "object", "properties": {"provider": {"const": "counted"}}}
+
+    def read(self):
+        CountingProvider.reads += 1
+        return super().read()
+
+    def apply_lock(self, holder, cancel=None):
+        import contextlib
+
+        CountingProvider.locks.append(holder)
+        return contextlib.nullcontext()
+
+
+def test_one_apply_reads_live_state_once_for_the_plan_the_lock_check_and_the_job_summary(
+        tmp_path: Path, monkeypatch):
+    from providers import registry
+
+    registry.register("counted", CountingProvider)
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    CountingProvider.reads, CountingProvider.locks = 0, []
+    try:
+        path = make_project(tmp_path / "repo", MANIFEST.replace("{provider: memory}", "{provider: counted}"))
+        result = run_cli("apply", "--auto-approve", "-f", str(path))
+        assert result.code == 0, result.err
+        assert CountingProvider.locks == ["mlops apply"]     # the target was locked, once
+        assert CountingProvider.reads == 1                   # was 3: plan, again under the lock, the summary
+        text = summary.read_text()
+        assert "| `one-api` | mem | Healthy |" in text and "| `two-api` | mem | Healthy |" in text, text
+        CountingProvider.reads = 0
+        assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0   # nothing to do
+        assert CountingProvider.reads == 1
+    finally:
+        registry.unregister("counted")

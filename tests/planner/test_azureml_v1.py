@@ -672,7 +672,7 @@ def test_the_mask_replaces_exactly_the_password(user, password, scheme):
     from planner.urlmask import mask_url_credentials
 
     text = f"pip entry '--extra-index-url {scheme}://{user}:{password}@index.example/simple' left out"
-    assert mask_url_credentials(text) == text.replace(f"{user}:{password}@", f"{user}:***@")
+    assert mask_url_credentials(text) == text.replace(f"{user}:{password}@", f"{user}:(sensitive)@")
 
 
 def test_an_unreachable_index_is_one_warning_and_the_import_goes_on(work, capsys, monkeypatch):
@@ -684,7 +684,7 @@ def test_an_unreachable_index_is_one_warning_and_the_import_goes_on(work, capsys
     err = capsys.readouterr().err
     unreachable = [line for line in err.splitlines() if "pip pins not checked" in line]
     assert len(unreachable) == 1 and "cannot be reached" in unreachable[0], err
-    assert "http://builder:***@127.0.0.1:" in unreachable[0]
+    assert "http://builder:(sensitive)@127.0.0.1:" in unreachable[0]
     assert "hunter2" not in err
     assert (work / "ml.yaml").exists()
 
@@ -711,8 +711,8 @@ def test_the_index_comes_from_pips_configuration_with_its_login(work, capsys, mo
         assert any(p.startswith("/simple/numpy/") for p in index.requests)
     err = capsys.readouterr().err
     assert "pip entry 'numpy==1.17.3' has no wheel for Python 3.11" in err
-    assert "private-thing is not on the package index (http://feed:***@127.0.0.1:" in err
-    assert "--extra-index-url http://feed:***@127.0.0.1:" in err
+    assert "private-thing is not on the package index (http://feed:(sensitive)@127.0.0.1:" in err
+    assert "--extra-index-url http://feed:(sensitive)@127.0.0.1:" in err
     assert "s3cret-token-value" not in err
 
 
@@ -738,10 +738,11 @@ def test_entry_script_imports_of_the_v1_sdk_are_flagged_web_servers_dropped_unle
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("--extra-index-url https://user:pa55@host.example/simple", "--extra-index-url https://user:***@host.example/simple"),
-        ("see https://tok3n@pkgs.example/simple/ now", "see https://***@pkgs.example/simple/ now"),
-        ("https://h.example/simple?token=abc&x=1", "https://h.example/simple?token=***&x=1"),
-        ("https://h.example/simple/?api_key=abc;sig=zz", "https://h.example/simple/?api_key=***;sig=***"),
+        ("--extra-index-url https://user:pa55@host.example/simple",
+         "--extra-index-url https://user:(sensitive)@host.example/simple"),
+        ("see https://tok3n@pkgs.example/simple/ now", "see https://(sensitive)@pkgs.example/simple/ now"),
+        ("https://h.example/simple?token=abc&x=1", "https://h.example/simple?token=(sensitive)&x=(sensitive)"),
+        ("https://h.example/simple/?api_key=abc;sig=zz", "https://h.example/simple/?api_key=(sensitive)"),
         ("plain https://h.example/simple and user@mail", "plain https://h.example/simple and user@mail"),
     ],
 )
@@ -758,7 +759,7 @@ def test_a_login_in_a_file_url_passed_on_the_command_line_is_masked_in_the_error
     argv = ["import", "--ic", url, "--dc", "deploymentconfig.json", "--model", "m=model.onnx"]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert "https:/deployer:***@files.example/ic.json: file not found" in err and "pa55-w0rd-value" not in err
+    assert "https:/deployer:(sensitive)@files.example/ic.json: file not found" in err and "pa55-w0rd-value" not in err
     assert len(err.strip().splitlines()) == 1
 
 

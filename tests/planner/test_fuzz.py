@@ -44,6 +44,9 @@ HOSTILE_TEXT = [
     "${FUZZ_KEY}", "${FUZZ_PORT}", "${FUZZ_BOOL}", "${UNSET_FUZZ_VAR}", "$${FUZZ_KEY}", "${bad name}", "a\0b",
     "line\nbreak", "tab\there", "\u202eevil", "日本語", "auto", "key", "none", "docker", "process", "3.11", "2.7",
     "score.py", "MLOPS_PRIMARY_KEY", "LD_PRELOAD", "PATH", "https://user:pw@example.org/simple",
+    "diabetes-api\n", "3.11\n", "dev\n", "ridge\n", "sklearn\r\n", "python:3.11-slim\n",
+    "pkg @ git+https://github.com/acme/pkg@v1", "pkg @ https://example.org/pkg-1.0-py3-none-any.whl",
+    "joblib @ https://files.example.org/joblib-1.3.2.tar.gz", "pkg[x] @ git+https://h.example/p ; python_version>'3'",
 ]
 HOSTILE_VALUES: list[Any] = [
     *HOSTILE_TEXT, None, True, False, 0, -1, 80, 1023, 1024, 65535, 65536, 8123, 2**63, 10**29, 1e308, -0.0,
@@ -51,7 +54,8 @@ HOSTILE_VALUES: list[Any] = [
     {"port": 9001}, {"primary_key": "${FUZZ_KEY}"}, {"provider": "local"}, {"provider": "nope"},
 ]
 HOSTILE_KEYS = ["x", "provider", "engine", "path", "pip", "pip_index_url", "port", "primary_key", "deploy",
-                "environment_variables", "<<", "registry", "d" * 300, "Bad Name!", "ok-name", "1", "true", "null"]
+                "environment_variables", "<<", "registry", "d" * 300, "Bad Name!", "ok-name", "1", "true", "null",
+                "ok-name\n", "dev\n", "OK_VAR\n"]
 SNIPPETS = [
     ": ", "- ", "{", "}", "[", "]", "&a ", "*a", "*undefined", "!!python/name:os.system ", "!secret ", "!!binary ",
     "<<: *a\n", "<<: ", "%TAG ! tag:x\n", "---\n", "...\n", "? ", "|\n", ">-\n", "'", '"', "#", "\t", "\\", "\n",
@@ -203,9 +207,30 @@ def check(project: Path, raw: bytes) -> str:
                     assert LOCATED.match(line), f"not one located line: {line!r}"
                     assert SECRET not in line, f"secret in message: {line!r}"
                 return "refused"
+            _accepted_holds_no_newline_name_or_url_requirement(manifest.data)
     finally:
         os.chdir(old)
     return "accepted"
+
+
+def _accepted_holds_no_newline_name_or_url_requirement(data: Any) -> None:
+    """What validation promises of an accepted manifest: names end where they seem to, pip entries
+    are index requirements."""
+    def walk(value: Any, path: tuple) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                assert not (isinstance(k, str) and k[-1:] in ("\n", "\r")), f"name with a newline at {path}: {k!r}"
+                walk(v, (*path, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, (*path, i))
+    walk(data, ())
+    assert not str(data.get("project", ""))[-1:].isspace(), data.get("project")
+    for env in (data.get("environments") or {}).values():
+        if isinstance(env, dict):
+            assert not str(env.get("python", "3.11"))[-1:].isspace(), env
+            for entry in env.get("pip") or []:
+                assert "://" not in str(entry), f"URL requirement accepted: {entry!r}"
 
 
 def test_seeded_mutations_never_crash_hang_or_leak(fuzz_project: Path, capsys: pytest.CaptureFixture[str]):
@@ -249,3 +274,21 @@ def test_the_cli_prints_only_located_lines(fuzz_project: Path, seed: int):
             assert problems and all(LOCATED.match(p) for p in problems), result.err
         elif result.code == 1:  # not the manifest (a target that cannot be reached): one line
             assert result.err.count("\n") == 1 and result.err.startswith("Error: "), result.err
+
+
+NAMES = ["project: diabetes", "diabetes-api:", "ridge:", "sklearn:", "dev:", 'python: "3.11"']
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(NAMES), st.sampled_from(["\\n", "\\r\\n", "\\n\\n", "\\r"]))
+def test_a_name_with_a_trailing_newline_is_refused(fuzz_project: Path, name: str, ending: str):
+    """`$` matches before a final newline in Python: every name and enum check must still refuse one."""
+    assert name.split(":")[0] + ":" in BASE or name in BASE
+    if name.endswith(":"):
+        quoted = f'"{name[:-1]}{ending}":'
+    else:
+        key, value = name.split(": ", 1)
+        quoted = f'{key}: "{value.strip(chr(34))}{ending}"'
+    raw = BASE.replace(name, quoted, 1).encode()
+    assert raw != BASE.encode()
+    assert check(fuzz_project, raw) == "refused", quoted

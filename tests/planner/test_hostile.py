@@ -94,17 +94,26 @@ def accepted(project: Path) -> None:
                                    "-e .", "pkg @ file:///etc/passwd", "pkg @ http://evil.example/p.whl",
                                    "numpy==1 --hash=sha256:00", "numpy\\n-r /etc/passwd",
                                    "numpy; python_version == ' -r/etc/passwd'", "numpy; os_name == ' #x'",
-                                   "pkg @ https://example.org/$${AWS_SECRET}.whl"])
+                                   "pkg @ https://example.org/$${AWS_SECRET}.whl",
+                                   "pkg @ git+https://github.com/acme/pkg@v1", "pkg @ https://example.org/pkg-1.0-py3-none-any.whl",
+                                   "pkg[extra] @ https://example.org/pkg.tar.gz ; python_version >= '3.8'"])
 def test_pip_entries_must_be_pep508_requirements(project: Path, entry: str):
     replace(project, "      - joblib>=1.3", f'      - "{entry}"')
     err = refused(project, "environments.sklearn.pip[1]")
     assert "/proc/self/environ" not in err or "pip option" in err
 
 
-def test_pip_requirements_with_markers_extras_and_https_urls_pass(project: Path):
-    replace(project, "      - joblib>=1.3", "      - joblib[x]>=1.3; python_version >= '3.8'\n"
-                                            "      - pkg @ https://example.org/pkg-1.0-py3-none-any.whl")
+def test_pip_requirements_with_markers_and_extras_pass(project: Path):
+    replace(project, "      - joblib>=1.3", "      - joblib[x]>=1.3; python_version >= '3.8'")
     accepted(project)
+
+
+def test_url_requirements_are_refused_on_one_line_naming_file_line_and_field(project: Path):
+    """As the README says: `name @ git+https://…` and `name @ https://….whl` never reach pip."""
+    replace(project, "      - joblib>=1.3", '      - "pkg @ git+https://github.com/acme/pkg@v1"')
+    err = refused(project, "environments.sklearn.pip[1]")
+    [line] = [x for x in err.splitlines() if "pip[1]" in x]
+    assert re.match(r"^ml\.yaml:\d+:\d+: environments\.sklearn\.pip\[1\]: .*URL requirement", line), line
 
 
 @pytest.mark.parametrize("url, ok", [("https://pypi.example/simple", True), ("http://127.0.0.1:3141/simple", True),
@@ -509,3 +518,118 @@ def test_the_lock_message_never_reads_question_marks(tmp_path: Path):
         record = (tmp_path / "apply.lock.json").read_text()
         assert f'"pid": {os.getpid()}' in record and '"operation": "destroy"' in record
     assert not (tmp_path / "apply.lock.json").exists()
+
+
+# -- validation gaps that used to fail later (issue 22, item 9) ------------------------------------
+def test_registry_path_that_is_a_file_is_refused_at_validate(project: Path):
+    (project / "registry.txt").write_text("not a folder")
+    replace(project, "project: diabetes", "project: diabetes\nregistry: {path: registry.txt}")
+    err = refused(project, "registry.path", "is a file, not a folder")
+    for command in ("plan", "status"):
+        assert "Traceback" not in refused(project, "registry.path", command=command)
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+def test_not_a_number_is_refused_at_validate(project: Path, value: str):
+    with_deploy(project, f"      memory_gb: {value}")
+    refused(project, "services.diabetes-api.deploy.memory_gb", "not a usable number")
+
+
+@pytest.mark.parametrize("path", [".", "./", "examples/.."])
+def test_a_model_that_is_the_project_folder_is_refused(project: Path, path: str):
+    text = (project / "ml.yaml").read_text()
+    old = next(line for line in text.splitlines() if line.strip().startswith("path:") and ".pkl" in line)
+    replace(project, old, old.split("path:")[0] + f'path: "{path}"')
+    refused(project, "models.ridge.path", "the project folder itself")
+
+
+def test_import_refuses_a_conda_file_outside_the_source_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from planner.azureml_v1 import import_v1
+    from planner.errors import MlopsError
+
+    secret = tmp_path / "outside.yml"
+    secret.write_text("dependencies:\n  - pip:\n    - host-secret-package\n")
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "score.py").write_text("def init(): pass\ndef run(raw): return raw\n")
+    (project / "model.pkl").write_text("m")
+    (project / "deploymentconfig.json").write_text('{"computeType": "local", "port": 32267}')
+    (project / "inferenceconfig.json").write_text(
+        '{"entryScript": "score.py", "sourceDirectory": "./src", "environment": {"python": '
+        '{"condaDependenciesFile": "../../outside.yml"}}}')
+    monkeypatch.chdir(project)
+    with pytest.raises(MlopsError) as caught:
+        import_v1(inference_config=Path("inferenceconfig.json"), deploy_configs=[Path("deploymentconfig.json")],
+                  models=["m=model.pkl"], service="conda-api", output=project / "ml.yaml",
+                  deploy_fields=lambda config: frozenset({"port"}))
+    message = str(caught.value)
+    assert "condaDependenciesFile" in message and "outside the project folder" in message
+    assert message.startswith("inferenceconfig.json:") and "\n" not in message
+
+
+# -- a cloud SDK that is not installed: the pip command, never a traceback (item 19) ----------------
+EXTRA_MANIFEST = """\
+version: 1
+project: extras
+targets:
+  edge: {provider: iotedge, hub: "HostName=127.0.0.1:9;SharedAccessKeyName=owner;SharedAccessKey=c2VjcmV0c2VjcmV0",
+         device_id: dev1, registry: "127.0.0.1:5000"}
+  k8s: {provider: kubernetes, context: none-such, registry: "127.0.0.1:5000"}
+models:
+  m: {path: model.txt}
+environments:
+  e: {python: "3.11"}
+services:
+  edge-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, target: TARGET}
+"""
+
+
+@pytest.mark.parametrize("target, module, extra", [("edge", "azure.core", "iotedge"),
+                                                   ("k8s", "kubernetes", "kubernetes")])
+def test_a_missing_extra_names_the_pip_command(tmp_path: Path, target: str, module: str, extra: str):
+    """The SDK is made unimportable in a fresh process (``sys.modules[name] = None``), as if not installed."""
+    from support import make_project
+
+    make_project(tmp_path, EXTRA_MANIFEST.replace("TARGET", target))
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from planner.cli import main\nsys.exit(main(['plan']))\n")
+    with no_hang(120):
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert f"pip install 'mlops[{extra}]'" in proc.stderr, proc.stderr
+
+
+def test_no_message_sends_users_to_our_ci_scripts():
+    """`.ci/…` exists only in mlops's repository: a message a user sees tells what to run in theirs."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for path in [*root.glob("planner/**/*.py"), *root.glob("providers/**/*.py")]:
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.value) for node in ast.walk(tree)   # bare strings: docstrings, attribute docs
+                      if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+        found += [f"{path.relative_to(root)}:{node.lineno}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str) and ".ci/" in node.value
+                  and id(node) not in docstrings]
+    assert not found, found
+
+
+def test_a_10000_service_platform_manifest_is_accepted_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Issue 22, item 23: 10,000 services (about 1.3 MB) fit the default limits, no variable needed."""
+    monkeypatch.delenv("MLOPS_MAX_MANIFEST_KIB", raising=False)
+    lines = ["version: 1", "project: platform", "models:"] + [f"  m{i}: {{path: model.txt}}" for i in range(10)]
+    lines += ["environments:"] + [f'  e{i}: {{python: "3.11", pip: [numpy]}}' for i in range(5)] + ["services:"]
+    lines += [f"  s{i:05d}: {{models: [m{i % 10}], environment: e{i % 5}, source_dir: src, entry_script: score.py, "
+              f"sample_request: sample.json, deploy: {{port: auto}}}}" for i in range(10_000)]
+    from support import make_project
+
+    make_project(tmp_path, "\n".join(lines) + "\n")
+    assert (tmp_path / "ml.yaml").stat().st_size > 1_200_000
+    with no_hang(300):
+        result = run_cli("validate", cwd=tmp_path)
+    assert result.code == 0, result.err[:500]
+    assert "10000 services" in result.out

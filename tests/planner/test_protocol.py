@@ -4,6 +4,7 @@ store, secret target settings, and the registry's handling of third-party plugin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -228,7 +229,7 @@ def test_a_kind_claimed_twice_names_both_packages(tmp_path: Path, plugins: Path)
 def test_a_plugin_for_another_protocol_version_gets_a_clear_error(plugins: Path):
     _plugin(plugins, "mlops_old", "old", "old_plugin:OldProvider")
     registry.refresh()
-    with pytest.raises(MlopsError, match="implements provider protocol 1; this mlops speaks protocol 2"):
+    with pytest.raises(MlopsError, match="implements provider protocol 1; this mlops speaks protocol 3"):
         registry.load("old")
 
 
@@ -280,3 +281,48 @@ def test_a_broken_local_plugin_does_not_fail_manifests_without_local_targets(tmp
     path.write_text(manifest(targets="mem: {provider: memory}\n  box: {provider: local}"))
     result = run_cli("plan", "-f", str(path))
     assert result.code == 1 and "targets.box.provider: provider kind 'local' is claimed by several" in result.err
+
+
+def test_the_core_decides_strays_left_by_an_interrupted_apply_are_an_update(tmp_path: Path):
+    """No provider decides a change any more: strays are a typed field of Live the core acts on."""
+    from planner.core.diff import decide
+    from planner.resources import Resource
+
+    desired = Resource(API, {"deploy": {"port": 8000}}, target="mem")
+    live = Live(API, {"deploy": {"port": 8000}}, HEALTHY, "mem", "memory")
+    assert decide(desired, live).action is Action.NOOP
+    change = decide(desired, dataclasses.replace(live, strays=("b2",)))
+    assert (change.action, change.reason) == (Action.UPDATE, "update_because_strays")
+    from providers.base import Provider
+
+    assert not any(hasattr(cls, "plan") for cls in (Provider, registry.load("local"), registry.load("iotedge")))
+
+
+# -- removed targets --------------------------------------------------------------------------------
+
+def test_removing_a_target_plans_the_deletion_of_its_services_and_an_unreadable_one_is_named(tmp_path: Path):
+    two = manifest(targets="mem: {provider: memory}\n  old: {provider: memory, token: sixteen-characters}").replace(
+        "services:\n", "services:\n  two-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, "
+        "target: old}\n")
+    path = make_project(tmp_path, two)
+    assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
+    remembered = json.loads((path.parent / ".mlops" / "applied-targets.json").read_text())
+    assert remembered["old"] == {"provider": "memory"}      # the secret token is never written down
+    path.write_text(manifest())                               # target `old` and its service are gone
+    plan = run_cli("plan", "-f", str(path))
+    assert plan.code == 0 and "service.two-api will be destroyed" in plan.out, plan.out
+    assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
+    assert "old" not in json.loads((path.parent / ".mlops" / "applied-targets.json").read_text())
+    assert not any(name == "two-api" for services in memory_provider.STATE.values() for name in services)
+
+    # A removed target that cannot be read any more is named in the plan, never silently forgotten.
+    path.write_text(two)
+    assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
+    record = path.parent / ".mlops" / "applied-targets.json"
+    record.write_text(record.read_text().replace('"provider": "memory"\n  }\n}', '"provider": "memory", '
+                                                 '"unreachable": true\n  }\n}'))
+    path.write_text(manifest())
+    plan = run_cli("plan", "-f", str(path))
+    assert "target 'old' (memory) was removed from the manifest but its services could not be read" in plan.out, \
+        plan.out
+    assert "service.two-api" not in plan.out.split("Warning")[0]

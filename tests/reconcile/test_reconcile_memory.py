@@ -314,3 +314,40 @@ def test_sync_state_names(manifest: Path):
     report = Reconciler(manifest, Options()).cycle()
     assert {s.name: s.sync for s in report.services} == {"one-api": DRIFTED, "two-api": PENDING}
     assert IN_SYNC != ORPHAN
+
+
+def test_an_unreachable_target_is_an_error_line_and_nothing_is_changed(manifest: Path):
+    broken = "mem: {provider: memory, unreachable: true, token: tok-123456789}"
+    manifest.write_text(manifest.read_text().replace("mem: {provider: memory}", broken))
+    result = run_cli("reconcile", "--once", "--mode", "heal", "-f", str(manifest))
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "Error: target 'mem' (memory) is unreachable: the memory API does not answer" in result.err
+    assert "tok-123456789" not in result.out + result.err
+    assert cycle_of(result.out)["error"]
+
+
+def test_a_bad_manifest_is_one_line_per_problem(manifest: Path):
+    manifest.write_text(manifest.read_text().replace("environment: e, source_dir: src, entry_script: score.py, "
+                                                     "deploy: {port: 8001}", "environment: nope, source_dir: src, "
+                                                     "entry_script: score.py, deploy: {port: 8001}"))
+    result = run_cli("reconcile", "--once", "-f", str(manifest))
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "services.one-api.environment: unknown environment 'nope'" in result.err
+
+
+def test_a_service_in_the_middle_of_its_rollout_is_not_healed(tmp_path: Path):
+    import dataclasses
+
+    rolling = "deploy: {port: 8002, state: Transitioning}"
+    path = make_project(tmp_path, MANIFEST.replace("deploy: {port: 8002}", rolling))
+    assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
+    assert run_cli("reconcile", "--once", "-f", str(path)).code == 0   # seen as deployed, rolling out
+    services = provider(path)._services
+    live = services["two-api"]
+    scaled = {**live.spec, "deploy": {**live.spec["deploy"], "replicas": 0}}
+    services["two-api"] = dataclasses.replace(live, spec=scaled)
+    result = run_cli("reconcile", "--once", "--mode", "heal", "-f", str(path))
+    assert result.code == 2
+    [change] = [e for e in lines(result.out) if e["event"] == "change"]
+    assert change["result"] == "rollout" and "rollout in progress" in change["error"]
+    assert services["two-api"].spec["deploy"]["replicas"] == 0

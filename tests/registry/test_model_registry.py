@@ -92,3 +92,19 @@ def test_environment_records_and_removal(repo):  # noqa: F811
         [("sklearn", {"python": "3.11", "pip": ["joblib"]})]
     registry.remove_environment("sklearn")
     assert ModelRegistry(repo).environments() == []
+
+
+def test_a_removed_model_keeps_its_versions(repo, tmp_path):  # noqa: F811
+    source = model_folder(tmp_path / "src", b"z")
+    sha = ContentHasher().tree_hash(source)
+    registry = ModelRegistry(repo)
+    registry.register("ridge", source, sha, "ridge", GIT)
+    registry.set_current("ridge", sha, source_rel="ridge", tags={}, description="", git=GIT)
+    registry.remove_current("ridge")
+    reader = ModelRegistry(repo)
+    assert reader.current_models() == [] and reader.removed_models() == ["ridge"]
+    assert [(i.number, i.sha256) for i in reader.versions("ridge")] == [(1, sha)]
+    # Registered again later: the same content keeps its number.
+    registry.set_current("ridge", sha, source_rel="ridge", tags={}, description="", git=GIT)
+    assert [m["version"] for m in ModelRegistry(repo).current_models()] == [1]
+    assert ModelRegistry(repo).removed_models() == []

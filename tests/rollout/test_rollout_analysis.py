@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import assume, given
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from planner.rollout.analysis import Tally, Verdict, VersionStats, delta, error_rate, judge, parse_metrics, quantile
@@ -47,6 +47,7 @@ def test_parses_what_the_runtime_serves():
     assert got.buckets[math.inf] == 9 and got.buckets[0.0025] == 0 and got.buckets[0.005] == 7
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(codes=st.dictionaries(st.sampled_from(["2xx", "4xx", "5xx"]), st.integers(0, 10**9)), per_bucket=counts,
        version=st.text(st.characters(codec="utf-8", exclude_characters="\r\x85\u2028\u2029"), max_size=20))
 def test_parse_round_trips_any_version_label(codes, per_bucket, version):
@@ -57,6 +58,7 @@ def test_parse_round_trips_any_version_label(codes, per_bucket, version):
     assert dict(got.buckets) == cumulative(per_bucket)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(first=counts, second=counts, codes1=st.integers(0, 1000), codes2=st.integers(0, 1000))
 def test_delta_is_the_increase_or_the_later_value_after_a_reset(first, second, codes1, codes2):
     before = VersionStats({"2xx": float(codes1)}, cumulative(first))
@@ -71,6 +73,7 @@ def test_delta_is_the_increase_or_the_later_value_after_a_reset(first, second, c
     assert delta(before, restarted) == restarted
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(per_bucket=counts, q=st.floats(0.01, 1.0))
 def test_quantile_lies_in_the_bucket_holding_the_rank(per_bucket, q):
     buckets = cumulative(per_bucket)
@@ -90,6 +93,7 @@ def test_quantile_lies_in_the_bucket_holding_the_rank(per_bucket, q):
         assert lower - 1e-12 <= value <= holding + 1e-12
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(per_bucket=counts, a=st.floats(0.01, 1.0), b=st.floats(0.01, 1.0))
 def test_quantile_is_monotonic(per_bucket, a, b):
     buckets = cumulative(per_bucket)
@@ -116,6 +120,7 @@ def stats(ok: int, errors: int, seconds: float) -> VersionStats:
     return VersionStats({"2xx": float(ok), "5xx": float(errors)}, buckets)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(ok=st.integers(0, 2000), errors=st.integers(0, 2000))
 def test_never_promotes_on_too_little_data_and_fails_exactly_above_the_error_limit(ok, errors):
     verdict = judge(POLICY, stats(ok, errors, 0.004), stats(100, 0, 0.004))
@@ -142,6 +147,7 @@ def test_latency_limits_name_the_metric_and_the_values():
     assert judge(relative, stats(100, 0, 0.05), None).passed   # nothing to compare with: not judged on it
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(verdicts=st.lists(st.sampled_from(["pass", "fail", "inconclusive"]), max_size=30), limit=st.integers(1, 5))
 def test_the_tally_trips_at_exactly_failure_limit_failures(verdicts, limit):
     tally = Tally(limit)

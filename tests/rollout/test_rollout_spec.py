@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import GOLDEN, check_golden, make_project, run_cli
 
@@ -52,6 +52,7 @@ def test_parsed_policy_and_description(project: Path):
     assert blue.analysis.max_error_rate == 0.005 and blue.bake_seconds == 90
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(st.lists(st.integers(1, 100), min_size=1, max_size=8))
 def test_weights_are_accepted_exactly_when_they_increase(weights):
     policy, problems = parse({"strategy": "canary", "steps": [{"weight": w, "hold": "1s"} for w in weights]})
@@ -60,6 +61,7 @@ def test_weights_are_accepted_exactly_when_they_increase(weights):
     assert all("greater than the previous" in p.message for p in problems)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(st.floats(0, 10_000, allow_nan=False), st.sampled_from(["ms", "s", "m", "h"]))
 def test_durations(value, unit):
     text = f"{value:.3f}{unit}"
@@ -81,6 +83,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 200) | st
 KEYS = ["strategy", "steps", "mirror", "analysis", "on_failure", "progress_deadline"]
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6),
        st.dictionaries(st.sampled_from(["interval", "min_requests", "max_error_rate", "max_p99_ms",
                                         "max_relative_p99", "failure_limit"]), json_values, max_size=6),
@@ -96,6 +99,7 @@ def test_any_block_gives_a_policy_or_located_problems_never_an_exception(block, 
         assert p.where and "\n" not in p.message
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])   # a busy shared machine
 @given(st.dictionaries(st.sampled_from(KEYS), json_values, max_size=6),
        st.dictionaries(st.sampled_from(["interval", "min_requests", "max_error_rate", "max_p99_ms",
                                         "max_relative_p99", "failure_limit"]), json_values, max_size=6),

@@ -167,7 +167,7 @@ def test_200kb_chunk_framing_is_refused_and_never_reaches_run(runtime, body, sta
     assert server.request("POST", "/score", "{}").status == 200
     assert server.stop() == 0
     assert server.log.text.count("path=/score") == 1  # only the request after it reached run()
-    assert "ERROR" not in server.log.text and "500" not in server.log.text, server.log.text
+    assert "ERROR" not in server.log.text and "status=500" not in server.log.text, server.log.text
 
 
 def test_many_small_chunks_with_extensions_are_fine(runtime):
@@ -256,6 +256,7 @@ def test_connection_cap_refuses_new_connections_and_recovers(runtime):
     held = [_connect(server) for _ in range(20)]
     for sock in held:  # each has started a request: none is silent, none may be replaced
         sock.sendall(b"GET / HTTP/1.1\r\n")
+    time.sleep(1)  # for the worker to read them (nothing to observe; a failure would be a hang below)
     refused = _connect(server)
     answer = _read_until_closed(refused)
     assert _status(answer) == 503 and b"Too many connections" in answer
@@ -276,6 +277,21 @@ def test_a_new_connection_takes_the_place_of_the_oldest_silent_one(runtime):
     assert server.request("GET", "/", timeout=5).status == 200
     answer = _read_until_closed(held[0])
     assert _status(answer) == 503 and b"before a request was sent" in answer
+    for sock in held:
+        sock.close()
+
+
+def test_the_probe_port_is_exempt_from_the_per_address_cap(runtime, unused_port):
+    env = {"MLOPS_MAX_CONNECTIONS_PER_CLIENT": "20", "MLOPS_HEADER_TIMEOUT_MS": "600000"}
+    server = runtime("echo.py", "--probe-port", str(unused_port), env=env)
+    held = [_connect(server) for _ in range(20)]
+    for sock in held:  # the address's whole share, each mid-request: none may be replaced
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+    time.sleep(1)  # for the worker to read them
+    refused = _read_until_closed(_connect(server))
+    assert _status(refused) == 503 and b"from one address" in refused
+    assert server.request("GET", "/ready", port=unused_port).status == 200  # the deployer still gets in
+    assert server.request("POST", "/score", "{}", port=unused_port).status == 200
     for sock in held:
         sock.close()
 

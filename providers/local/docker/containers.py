@@ -16,8 +16,8 @@ from typing import Any
 
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY
 
-from ..http import is_ready
-from ..images.engine import label
+from ...http import is_ready
+from ...images.engine import label
 
 HOST = "127.0.0.1"
 PROBE = ("import sys, urllib.request; "

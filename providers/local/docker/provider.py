@@ -2,7 +2,7 @@
 
 What differs from the process engine is where things run and where state lives; the rest (deploy
 settings, keys, readiness, the sample-request smoke test, blue/green updates on one port) is the
-same, so this class extends ``LocalProvider`` and reuses its helpers. Live state is read from the
+same, so this class and the process engine are siblings on ``LocalEngine``. Live state is read from the
 engine by our labels, so there is no record to drift: a container that exited is Failed with its
 last log lines, one removed by hand is missing and gets recreated.
 
@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 
 from planner.addresses import Address
 from planner.hashing import canonical_json
-from planner.resources import Live, Resource
+from planner.resources import Live, Resource, Version
 
-from ..base import (
+from ...base import (
     Endpoint,
     Progress,
     ProjectContext,
@@ -36,14 +36,14 @@ from ..base import (
     as_events,
     environment_variables,
 )
-from ..http import is_ready
-from ..images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, ImageTarget, engine
-from ..images.engine import label
-from ..images.recipe import APP_ROOT
-from ..local import LocalProvider, processes
-from ..local.leftovers import keeper_gone, keeper_only
-from ..local.ports import SOCKET_ROOT
-from ..local.provider import HOLD_PUBLIC_S
+from ...http import is_ready
+from ...images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, ImageTarget, engine
+from ...images.engine import label
+from ...images.recipe import APP_ROOT
+from .. import processes, startlog
+from ..engine import HOLD_PUBLIC_S, LocalEngine
+from ..leftovers import keeper_gone, keeper_only
+from ..ports import SOCKET_ROOT
 from . import containers
 
 HOST = containers.HOST
@@ -54,7 +54,7 @@ KEYS_MOUNT = "/run/mlops-keys.json"
 REGISTRY_PATTERN = r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$"
 
 
-class DockerLocalProvider(ImageTarget, LocalProvider):
+class DockerLocalProvider(ImageTarget, LocalEngine):
     """``provider: local`` with ``engine: docker``."""
 
     kind: ClassVar[str] = "local"
@@ -81,7 +81,7 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
     # -- schema -------------------------------------------------------------------------------
     @classmethod
     def target_schema(cls) -> dict[str, Any]:
-        schema = LocalProvider.target_schema()
+        schema = LocalEngine.target_schema()
         schema["properties"] = {
             **schema["properties"],
             "engine": {"const": "docker", "description": "docker: each service is a container in a Docker engine"},
@@ -93,7 +93,7 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
 
     @classmethod
     def deploy_schema(cls) -> dict[str, Any]:
-        schema = LocalProvider.deploy_schema()
+        schema = LocalEngine.deploy_schema()
         schema["properties"] = {
             **schema["properties"],
             "cpu": {"type": "number", "exclusiveMinimum": 0, "maximum": 256,
@@ -148,7 +148,7 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
             target = c.labels.get(label("target"), "")
             provider = cls(target=target, config={"provider": "local", "engine": "docker"}, context=context)
             out.append((provider, provider._live(c, orphans)))
-        from ..local.ports import PortKeepers
+        from ..ports import PortKeepers
 
         known = {c.labels.get(label("service")) for c in found}
         for live in keeper_only(PortKeepers(context.state_dir, HOST), engine=cls.engine_name, kind=cls.kind, host=HOST,
@@ -189,9 +189,12 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
             note = (f"{len(strays)} stray container(s) ({', '.join(s['container'][:12] for s in strays)}) left by an "
                     "interrupted apply; the next apply stops them")
             details["message"] = "; ".join(m for m in (message, note) if m)
-        return Live(Address("service", labels[label("service")]), json.loads(labels[label("spec")]), status,
+        spec = json.loads(labels[label("spec")])
+        return Live(Address("service", labels[label("service")]), spec, status,
                     target=labels.get(label("target")), provider=self.kind, details=details,
-                    sensitive=frozenset(json.loads(labels.get(label("sensitive"), "[]"))))
+                    sensitive=frozenset(json.loads(labels.get(label("sensitive"), "[]"))),
+                    versions=Version.only(spec, labels.get(label("instance")) or container.id[:12]),
+                    strays=tuple(str(s["instance"] or s["container"][:12]) for s in strays))
 
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:
@@ -344,10 +347,24 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
             self._smoke_test(desired, probe_port, keys, progress)
             container.kill(signal="SIGUSR1")   # GO_LIVE: only now does it take public requests
         except BaseException:
+            self._keep_attempt_log(name, instance, port, spec, container)
             self._remove(container.id)
             raise
         container.reload()
         return container
+
+    def _keep_attempt_log(self, name: str, instance: str, port: int, spec: Mapping[str, Any], container: Any) -> None:
+        """A failed start's container is removed: its output is kept for `mlops logs` first."""
+        try:
+            output = container.logs().decode(errors="replace")
+        except Exception:  # noqa: BLE001 - gone already: nothing to keep
+            return
+        path = self._log_file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as log:
+            log.write(startlog.header(instance, name, port, spec["runtime"],
+                                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())) + "\n")
+            log.write(output if output.endswith("\n") or not output else output + "\n")
 
     def _wait_ready(self, desired: Resource, container: Any, port: int, progress: Progress) -> None:
         progress("waiting for readiness (init() running)")
@@ -360,11 +377,11 @@ class DockerLocalProvider(ImageTarget, LocalProvider):
             container.reload()
             state = container.attrs.get("State", {})
             if state.get("Status") in ("exited", "dead", "restarting") or container.attrs.get("RestartCount", 0):
-                cause = " | ".join(containers.last_lines(container)) or "no output"
+                cause = self._start_failure(desired, _output(container), APP_ROOT)
                 raise ProviderError(f"{desired.address}: the container exited during start-up "
                                     f"(code {state.get('ExitCode')}): {cause}")
             if time.monotonic() >= deadline:
-                cause = " | ".join(containers.last_lines(container)) or "no output"
+                cause = self._start_failure(desired, _output(container), APP_ROOT)
                 raise ProviderError(f"{desired.address}: not ready after {timeout}s "
                                     f"(deploy.startup_timeout_s): {cause}")
             events.sleep(0.1)
@@ -417,6 +434,14 @@ def list_containers(cli: Any, filters: dict[str, Any] | None = None) -> list[Any
             if attempt == 4:
                 raise
     return [c for c in found if not filters or label("instance") in (c.labels or {})]
+
+
+def _output(container: Any, lines: int = 400) -> list[str]:
+    """The container's last output lines as written (a traceback keeps its indentation)."""
+    try:
+        return container.logs(tail=lines).decode(errors="replace").splitlines()
+    except Exception:  # noqa: BLE001 - removed meanwhile: the state says enough
+        return []
 
 
 def _newest_per_service(found: list[Any]) -> list[Any]:
