@@ -19,7 +19,7 @@ from .spec import Analysis
 
 REQUESTS = "mlops_requests_total"
 BUCKETS = "mlops_request_duration_seconds_bucket"
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+([^ \t]+)(?:[ \t]+[^ \t]+)?$', re.DOTALL)
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+([^ \t]+)(?:[ \t]+[^ \t]+)?\Z', re.DOTALL)
 _LABEL = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*,?', re.DOTALL)
 _UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 

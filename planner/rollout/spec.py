@@ -19,9 +19,9 @@ SPLITTING = frozenset({"canary", "shadow"})
 ON_FAILURE = ("rollback", "pause")
 MAX_MIRROR_PERCENT = 50
 """Azure ML's limit, kept: mirroring more than half the traffic doubles the load for little gain."""
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)\Z")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?%$")
+_PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?) ?%\Z")
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_MIN_REQUESTS = 20
