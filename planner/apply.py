@@ -23,6 +23,7 @@ from .core.plan import Action, Change, Plan, Rules, changed_paths
 from .core.resources import Live, Resource, spec_fingerprint
 from .graph import edges
 from .project import Project
+from .rollout.bake import RolloutFailed, bake, rollout_result
 
 Notify = Callable[[Change, str], None]
 """Progress callback: (change, event) where event is "start", a step text, or "done"/"failed"."""
@@ -37,6 +38,8 @@ class Outcome:
     skipped: bool = False
     cancelled: bool = False
     live: Live | None = None      # what a service's create/update answered (checked against the request)
+    rollout: str | None = None
+    """A rollout that failed: "rolled_back", "paused" or "rollback_failed" (the CLI's exit codes)."""
 
 
 def live_after(before: Mapping[Address, Live], outcomes: list[Outcome]) -> dict[Address, Live]:
@@ -197,6 +200,10 @@ def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
         notify(change, "cancelled")
         return Outcome(change, ok=False, elapsed=time.monotonic() - started, cancelled=True,
                        error="cancelled while in progress; `mlops plan` shows what is left")
+    except RolloutFailed as exc:
+        notify(change, "failed")
+        return Outcome(change, ok=False, elapsed=time.monotonic() - started, error=str(exc),
+                       rollout=rollout_result(exc))
     except MlopsError as exc:
         notify(change, "failed")
         return Outcome(change, ok=False, elapsed=time.monotonic() - started, error=str(exc))
@@ -241,6 +248,8 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
             want = _need(desired, change)
             answered = check_returned(new, "update", want,
                                       _need_provider(new, change).update(want, live, progress))
+            if change.rollout:   # watch the new version; put the old one back if it fails
+                bake(project, change, want, live, answered, new, progress)
     elif action is Action.CREATE_THEN_DELETE:
         answered = _create(new, change, desired, progress)
         if live:

@@ -25,6 +25,7 @@ from .manifest import (
     show,
 )
 from .resources import Resource
+from .rollout.support import rollout_json
 
 SHORT = 12
 
@@ -110,6 +111,7 @@ def build_desired(
             "environment": dict(env.spec),
             "environment_name": env.address.name,
             "sample_request": _sample(manifest, sample, name, samples) if sample else None,
+            "rollout": rollout_json(s),   # how an update goes live; not part of what runs
         }
         res = Resource(
             Address("service", name), spec,

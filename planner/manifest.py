@@ -178,6 +178,7 @@ def load_manifest(path: Path, env: Mapping[str, str] | None = None) -> Manifest:
     _check_targets_and_deploy(manifest, checks)
     _check_environments(manifest, checks)
     _check_services(manifest, checks)
+    _check_rollouts(manifest, checks)
     _check_references(manifest, checks)
     if problems:
         raise ManifestError(problems)
@@ -714,6 +715,14 @@ def _check_services(manifest: Manifest, checks: _Checks) -> None:
             elif isinstance(value, str) and "\0" in value:
                 checks.report((*base, var), f"{field_name}.{var}: the value holds a NUL character, which no "
                                             "environment variable can hold; remove it")
+
+
+def _check_rollouts(manifest: Manifest, checks: _Checks) -> None:
+    """Each ``rollout:`` block's relations (planner.rollout.spec), and whether its target can split traffic."""
+    from .rollout.support import rollout_problems
+
+    for where, message in rollout_problems(manifest):
+        checks.report(where, message)
 
 
 @cache   # a platform manifest repeats a few names thousands of times

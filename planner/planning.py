@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 
 from . import __version__
@@ -9,9 +10,10 @@ from .addresses import Address
 from .diff import decide
 from .errors import MlopsError
 from .graph import edges
-from .plan import Change, Plan, fingerprint_all
+from .plan import Action, Change, Plan, fingerprint_all
 from .project import Project
 from .resources import Live, Resource
+from .rollout.support import weight_warnings
 
 
 def make_plan(
@@ -32,7 +34,7 @@ def make_plan(
     targets = tuple(targets)
     if targets:
         changes = _restrict(changes, targets)
-    warnings: list[str] = list(getattr(project, "removed_target_problems", []))
+    warnings: list[str] = [*getattr(project, "removed_target_problems", []), *weight_warnings(changes)]
     for name, provider in sorted(project.providers.items()):
         mine = [r for r in wanted.values() if r.address.kind == "service" and r.target == name]
         if mine:
@@ -81,7 +83,10 @@ def _decide(project: Project, desired: Resource | None, live: Live | None) -> Ch
     provider = project.provider_for(desired.target) if desired else project.provider_for(live)  # type: ignore[arg-type]
     if desired is not None:
         provider.validate(desired)
-    return decide(desired, live, provider.rules(desired, live))
+    change = decide(desired, live, provider.rules(desired, live))
+    if desired is not None and desired.inputs.get("rollout") and change.action is Action.UPDATE:
+        change = dataclasses.replace(change, rollout=desired.inputs["rollout"])   # a new version of a running one
+    return change
 
 
 def _restrict(changes: list[Change], targets: tuple[Address, ...]) -> list[Change]:

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from .graph_render import mermaid_of_changes
 from .plan import Action, Change, Plan
-from .render_text import render_change, summary_line
+from .render_text import render_change, rollout_line, summary_line
 
 COMMENT_LIMIT = 65_536
 """GitHub's maximum comment body, in characters."""
@@ -114,6 +114,10 @@ def _risk(plan: Plan) -> list[str]:
     replaced = [c for c in changes if c.action.is_replace]
     restarted = [c for c in changes if c.reason == "update_restarts_service"]
     warnings = [f"> **Warning:** {w}" for w in plan.warnings]
+    rollouts = [f"> - `{c.address}`: {rollout_line(c)}" for c in changes if c.rollout]
+    if rollouts and not deleted and not replaced and not restarted:
+        return ["> [!WARNING]", f"> **Risk:** {_rollout_risk(changes)}; no deletions, no replacements.", ">",
+                *rollouts, *([">", *warnings] if warnings else [])]
     if not deleted and not replaced and not restarted:
         if warnings:
             return ["> [!WARNING]", "> **Risk:** no deletions, no replacements; no service loses traffic.", ">",
@@ -133,9 +137,21 @@ def _risk(plan: Plan) -> list[str]:
         lines += [">", f"> **Services that lose traffic:** {'; '.join(shown)}."]
     else:
         lines += [">", "> **Services that lose traffic:** none (replacements start the new instance first)."]
+    if rollouts:
+        lines[1] = lines[1].removesuffix(".") + f"; {_rollout_risk(changes)}."
+        lines += [">", *rollouts]
     if warnings:
         lines += [">", *warnings]
     return lines
+
+
+def _rollout_risk(changes: Sequence[Change]) -> str:
+    """``canary: service.a; blue_green: service.b`` — which services go live gradually, and how."""
+    by: dict[str, list[Change]] = {}
+    for c in changes:
+        if c.rollout:
+            by.setdefault(str(c.rollout.get("strategy")), []).append(c)
+    return "; ".join(f"{strategy}: {_names(cs)}" for strategy, cs in sorted(by.items()))
 
 
 def _traffic(change: Change) -> str:

@@ -8,6 +8,7 @@ script can act on (documented in the README):
                                   Failed/Unhealthy/Unschedulable/not deployed (status --detailed-exitcode)
     1 error                     3 a saved plan is stale (plan again)
     4 another apply holds the lock (retry later)      130 interrupted or cancelled
+    5 a rollout failed and was rolled back             6 a rollout failed; the new version still serves
 
 Everything printed passes through the redactor, so a secret value never reaches the terminal.
 """
@@ -22,11 +23,11 @@ from pathlib import Path
 from .. import __version__
 from ..errors import LockedError, ManifestError, MlopsError, StalePlanError, TargetsUnreachable, missing_extra
 from ..redact import RedactingStream
-from . import deploy, gitops, graph, migrate, reconcile, services, ui
+from . import deploy, gitops, graph, migrate, reconcile, rollout, services, ui
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_STALE, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
-COMMANDS = (deploy, services, gitops, migrate, graph, reconcile, ui)
+COMMANDS = (deploy, services, gitops, migrate, graph, reconcile, ui, rollout)
 """Command-group modules, each with ``register(sub, common)``; handlers set as ``handler``."""
 
 

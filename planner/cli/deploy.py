@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..addresses import Address
 from ..errors import CancelledError, MlopsError
+from .rollout import rollout_report
 
 if TYPE_CHECKING:   # the handlers import what they use: `mlops --help` must not pay for it
     from ..apply import Outcome
@@ -53,6 +54,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        help="refuse a dirty work tree or a commit that is not on --branch")
         p.add_argument("--branch", default="main", help="the branch --require-clean expects (default main)")
         if name == "apply":
+            p.add_argument("--no-wait", action="store_true",
+                           help="updates with a rollout go live without their bake window (no analysis, no "
+                                "automatic rollback)")
             p.add_argument("--reviewed", type=Path, metavar="PLANFILE",
                            help="apply this reviewed plan if it is still exactly right, else plan again and "
                                 "say why (a missing file also plans again)")
@@ -193,6 +197,8 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
                 print("Apply cancelled.")
                 return 1
         outcomes: list[Outcome] = []
+        if getattr(args, "no_wait", False):
+            plan = without_bake(plan)
         if not plan.has_changes:
             if planfile or reviewed:
                 print("No changes. Nothing to apply.")
@@ -300,6 +306,9 @@ def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:
         error = o.error or "failed"
         prefix = f"{o.change.address}: "
         print(f"Error: {prefix}{error.removeprefix(prefix)}", file=sys.stderr)
+    rollouts = [o for o in failed if o.rollout]
+    if rollouts:
+        return rollout_report(rollouts, len(outcomes))
     if cancelled:
         result = (f"Apply cancelled: {len(ok)} of {len(outcomes)} changes completed, {len(cancelled)} stopped or not "
                   f"started ({added} added, {changed} changed, {destroyed} destroyed). Run `mlops plan` to see what "
@@ -315,6 +324,18 @@ def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:
     result = f"{verb} complete! Resources: {added} added, {changed} changed, {destroyed} destroyed."
     print(result)
     return 0, result
+
+
+def without_bake(plan: Plan) -> Plan:
+    """``--no-wait``: the same changes, going live without a bake window (said once, loudly)."""
+    import dataclasses
+
+    baked = [c for c in plan.changes if c.rollout]
+    if not baked:
+        return plan
+    print(f"--no-wait: {', '.join(str(c.address) for c in baked)} go live without a bake window "
+          "(no analysis, no automatic rollback).")
+    return dataclasses.replace(plan, changes=tuple(dataclasses.replace(c, rollout=None) for c in plan.changes))
 
 
 def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: list[Outcome], result: str,

@@ -128,6 +128,8 @@ class Change:
     sensitive: frozenset[str] = frozenset()
     live_health: Health | None = None
     """Counts (replicas, devices) when the target reports them; state and message are above."""
+    rollout: Mapping[str, Any] | None = None
+    """How an update reaches callers (``planner.rollout.spec.Rollout.to_json``); None: replace after the smoke test."""
 
     def changed_paths(self) -> list[str]:
         """Attribute paths whose values differ between before and after, sorted."""
@@ -140,6 +142,8 @@ class Change:
         out = self._json()
         if self.live_health is not None and self.live_health.has_counts:
             out["live_health"] = self.live_health.to_json()
+        if self.rollout is not None:
+            out["rollout"] = dict(self.rollout)
         return out
 
     def _json(self) -> dict[str, Any]:
@@ -183,6 +187,7 @@ class Change:
             depends_on=tuple(Address.parse(a) for a in data.get("depends_on", ())),
             sensitive=frozenset(ch.get("sensitive_paths", ())),
             live_health=Health.from_json(data["live_health"]) if data.get("live_health") else None,
+            rollout=data.get("rollout"),
         )
 
 

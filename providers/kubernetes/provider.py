@@ -66,6 +66,7 @@ class RolloutFailed(ProviderError):
 
 class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider):
     kind: ClassVar[str] = "kubernetes"
+    traffic_split: ClassVar[bool] = True   # a canary or mirror share per version (planner.rollout)
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         super().__init__(target=target, config=config, context=context)

@@ -36,6 +36,7 @@ class LocalEngine(Reachable, Provider):
     """``provider: local``: the members both engines share (subclasses add where services run)."""
 
     kind: ClassVar[str] = "local"
+    traffic_split: ClassVar[bool] = True   # a canary or mirror share per version (planner.rollout)
     engine_name: ClassVar[str]
     REPLACE_PATHS: ClassVar[frozenset[str]] = frozenset({"deploy.port"})
 

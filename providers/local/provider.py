@@ -231,6 +231,8 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
             "message": message,
             "log": str(folder / "logs" / f"{record['name']}.log"),
         }
+        if record.get("probe_port"):
+            details["metrics_url"] = f"http://{HOST}:{record['probe_port']}/metrics"
         return Live(Address("service", record["name"]), record["spec"], status, target=record["target"],
                     provider="local", details=details,
                     sensitive=frozenset(k for k in record.get("sensitive", [])),
@@ -366,6 +368,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
             "name": name, "target": self.target, "instance": instance, "pid": pid, "start_id": start_id,
             "port": port, "spec": dict(spec), "fingerprint": desired.fingerprint, "git": dict(self.context.git),
             "started": time.time(), "sensitive": sorted(desired.sensitive), "venv": str(venv),
+            "probe_port": probe_port,   # where its per-version metrics are (rollout analysis)
         }
         ensure_state_dir(self.context.state_dir)
         _write_json(self._record_file(name), record)

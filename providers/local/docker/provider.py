@@ -178,6 +178,8 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             "auth": labels.get(label("auth"), "none"),
             "message": message,
         }
+        if labels.get(label("probe-port")):
+            details["metrics_url"] = f"http://{HOST}:{labels[label('probe-port')]}/metrics"
         strays = [{"container": c.id, "instance": c.labels.get(label("instance"))} for c in siblings
                   if c.id != container.id and c.status == "running"
                   and c.labels.get(label("service")) == labels.get(label("service"))]
@@ -325,6 +327,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         labels = {
             label("project"): self.context.project, label("target"): self.target, label("service"): name,
             label("instance"): instance, label("port"): str(port), label("fingerprint"): desired.fingerprint,
+            label("probe-port"): str(probe_port),   # where its per-version metrics are (rollout analysis)
             label("image"): image.digest_ref or image.ref, label("spec"): canonical_json(dict(spec)),
             label("sensitive"): json.dumps(sorted(desired.sensitive)), label("auth"): deploy.get("auth", "none"),
             label("git-commit"): str(git.get("commit") or ""), label("git-dirty"): str(bool(git.get("dirty"))).lower(),

@@ -1,0 +1,105 @@
+"""Validation of every service's ``rollout:`` block, placed at its line by the manifest loader.
+
+Whether a target can split traffic is the provider class's own declaration (``traffic_split``),
+so a third-party kind opts in without the planner knowing its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from planner.plan import Change
+
+from .spec import SPLITTING, Rollout, parse
+
+Manifest = Any
+"""A ``planner.manifest.Manifest`` (not imported: the manifest loader imports this module)."""
+
+Where = tuple[str | int, ...]
+
+
+def splitting_kinds() -> list[str]:
+    """Installed target kinds whose provider (or one of its variants) splits traffic."""
+    from providers.registry import available
+
+    kinds = []
+    for kind, cls in sorted(available().items()):
+        try:
+            if any(getattr(v, "traffic_split", False) for v in cls.variants()):
+                kinds.append(kind)
+        except Exception:   # a broken plugin is reported where its target is used
+            continue
+    return kinds
+
+
+def _target_splits(manifest: Manifest, target: str) -> tuple[bool, str] | None:
+    """(can split, kind) for a declared target; None if its kind is unknown (reported elsewhere)."""
+    from providers.registry import available
+
+    config = manifest.targets.get(target)
+    kind = config.get("provider") if isinstance(config, Mapping) else None
+    cls = available().get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return None
+    try:
+        variant = cls.variant(config)
+    except Exception:
+        return None
+    return bool(getattr(variant, "traffic_split", False)), str(kind)
+
+
+def rollout_problems(manifest: Manifest) -> Iterator[tuple[Where, str]]:
+    for name, service in manifest.section("services").items():
+        block = service.get("rollout")
+        if not isinstance(block, Mapping):
+            continue
+        base: Where = ("services", name, "rollout")
+        policy, problems = parse(block)
+        for p in problems:
+            if p.shape:
+                continue   # the JSON Schema said it already, at the same line
+            yield (*base, *p.where), f"services.{name}.rollout.{'.'.join(map(str, p.where))}: {p.message}"
+        strategy = block.get("strategy")
+        splits = strategy in SPLITTING or isinstance(block.get("mirror"), Mapping)
+        target = manifest.service_target(service)
+        if not splits or not isinstance(target, str):
+            continue
+        found = _target_splits(manifest, target)
+        if found is None or found[0]:
+            continue
+        what = f"strategy {strategy}" if strategy in SPLITTING else "a mirror phase"
+        where = ("strategy",) if strategy in SPLITTING else ("mirror",)
+        able = ", ".join(splitting_kinds()) or "none installed"
+        yield (*base, *where), (f"services.{name}.rollout.{where[0]}: {what} needs a target that splits traffic; "
+                                f"target {target!r} ({found[1]}) cannot (targets that can: {able}); "
+                                "use strategy blue_green with analysis there")
+
+
+def policy_of(service: Mapping[str, Any]) -> Rollout | None:
+    """The parsed policy of a validated service, or None without a ``rollout:`` block."""
+    block = service.get("rollout")
+    if not isinstance(block, Mapping):
+        return None
+    policy, problems = parse(block)
+    if problems:   # validation refused these already; reaching here is a bug
+        raise ValueError(problems[0].message)
+    return policy
+
+
+def rollout_json(service: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The policy as plain data for a desired service's inputs (and from there the plan), or None."""
+    policy = policy_of(service)
+    return policy.to_json() if policy else None
+
+
+def weight_warnings(changes: Sequence[Change]) -> list[str]:
+    """Plan warnings for updates whose strategy splits traffic: no target sets weights yet, so say
+    up front that such a rollout runs as a blue-green bake (never a canary silently ignored)."""
+    out = []
+    for change in changes:
+        if change.rollout and Rollout.from_json(change.rollout).splits_traffic:
+            out.append(f"{change.address}: target {change.after_target!r} does not set rollout weights or mirrors "
+                       f"yet: this {change.rollout.get('strategy')} runs as a blue-green bake (the new version takes "
+                       "every request while it is watched, and is rolled back on failure)")
+    return out

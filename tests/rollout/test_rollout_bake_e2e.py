@@ -1,0 +1,213 @@
+"""The bake window end to end on the local process target: real processes, real HTTP on 127.0.0.1.
+
+A candidate that answers 500 to one request in five is rolled back (exit code 5, the failed metric
+on one line, the previous version serving); a good candidate is watched and kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import git
+import pytest
+from support import make_project
+
+pytestmark = pytest.mark.slow
+
+MANIFEST = """\
+version: 1
+project: bake
+models:
+  m: {path: model.txt}
+environments:
+  e: {python: "3.11"}
+services:
+  echo-api:
+    models: [m]
+    environment: e
+    source_dir: src
+    entry_script: score.py
+    sample_request: sample.json
+    deploy: {port: auto, auth: none}
+    rollout:
+      strategy: blue_green
+      steps: [{weight: 100, hold: 3s}]
+      analysis: {interval: 1s, min_requests: 10, max_error_rate: 5%, failure_limit: 2}
+      progress_deadline: 60s
+"""
+
+FLAKY_SCORE = '''\
+import json, os
+
+def init():
+    global prefix, count
+    prefix = open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.txt")).read().strip()
+    count = 0
+
+def run(raw_data):
+    global count
+    count += 1
+    if count % 5 == 0:
+        raise RuntimeError("one in five fails")
+    return {"model": prefix, "echo": json.loads(raw_data)}
+'''
+
+
+def mlops(*args: str, cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "planner.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **env})
+
+
+def status(root: Path) -> dict:
+    out = mlops("status", "--json", cwd=root)
+    return {r["service"]: r for r in json.loads(out.stdout)["services"]}["echo-api"]
+
+
+def commit(root: Path, message: str) -> None:
+    repo = git.Repo(root)
+    repo.git.add(A=True)
+    repo.index.commit(message)
+
+
+class Load:
+    """Scoring requests in a loop (the traffic the analysis judges); counts answers by status."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.statuses: list[int] = []
+        self.models: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from providers.http import request
+
+        while not self._stop.is_set():
+            try:
+                reply = request(self.endpoint, data=b'{"x": 1}', headers={"Content-Type": "application/json"})
+            except OSError:
+                self.statuses.append(0)
+                continue
+            self.statuses.append(reply.status)
+            if reply.status == 200:
+                self.models.append(reply.json()["model"])
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    root = tmp_path / "repo"
+    make_project(root, MANIFEST)
+    yield root
+    mlops("destroy", "--auto-approve", cwd=root)
+
+
+def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(project: Path):
+    root = project
+    first = mlops("apply", "--auto-approve", cwd=root)
+    assert first.returncode == 0, first.stderr
+    assert "bake window" not in first.stdout          # a new service has nothing to go back to
+    before = status(root)
+    endpoint = before["endpoint"]
+
+    (root / "src" / "score.py").write_text(FLAKY_SCORE)
+    commit(root, "a candidate failing one request in five")
+    plan = mlops("plan", cwd=root)
+    assert "# (rollout blue_green 100% (bake 3s), analysis every 1s)" in plan.stdout
+    summary = root.parent / "summary.md"
+    with Load(endpoint) as load:
+        bad = mlops("apply", "--auto-approve", cwd=root, GITHUB_STEP_SUMMARY=str(summary))
+    assert bad.returncode == 5, bad.stdout + bad.stderr
+    job = summary.read_text()
+    assert "**Apply ROLLED BACK: 1 rolled back (service.echo-api)" in job and "max_error_rate 5%" in job
+    failed_line = next(ln for ln in bad.stderr.splitlines() if ln.startswith("Error: service.echo-api:"))
+    assert "ROLLED BACK to the previous version" in failed_line and "max_error_rate 5%" in failed_line
+    assert "Apply ROLLED BACK: 1 rolled back (service.echo-api)" in bad.stderr
+    assert 500 in load.statuses                        # the candidate did serve, and failed
+    after = status(root)
+    assert after["state"] == "Healthy" and after["fingerprint"] == before["fingerprint"]
+    assert after["git_commit"] == before["git_commit"] != git.Repo(root).head.commit.hexsha   # its own provenance
+    from providers.http import request
+
+    for _ in range(10):                                  # the previous version, which never fails
+        reply = request(endpoint, data=b'{"x": 2}', headers={"Content-Type": "application/json"})
+        assert reply.status == 200 and reply.json()["model"] == "v1"
+    assert "rollout blue_green" in mlops("plan", cwd=root).stdout   # the update is still to do
+
+    (root / "src" / "score.py").write_text((root / "src" / "score.py").read_text().replace(
+        "if count % 5 == 0", "if count < 0"))
+    (root / "model.txt").write_text("v2\n")
+    commit(root, "a good candidate, with a new model")
+    with Load(endpoint) as load:
+        good = mlops("apply", "--auto-approve", cwd=root)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "promoted: analysis" in good.stdout
+    assert set(load.statuses) == {200} and load.models[-1] == "v2"
+    assert status(root)["models"][0].startswith("m:2@")
+    shown = mlops("rollout", "status", "echo-api", cwd=root)
+    assert shown.returncode == 0, shown.stderr
+    assert "service.echo-api: rollout blue_green 100% (bake 3s), analysis every 1s" in shown.stdout
+    assert "pending: nothing" in shown.stdout
+    figures = next(ln for ln in shown.stdout.splitlines() if "metrics since start" in ln)
+    assert "error rate 0%" in figures or "error rate 0.00%" in figures
+
+
+def test_no_wait_skips_the_bake_window(project: Path):
+    root = project
+    assert mlops("apply", "--auto-approve", cwd=root).returncode == 0
+    (root / "src" / "score.py").write_text(FLAKY_SCORE)
+    commit(root, "a candidate")
+    applied = mlops("apply", "--auto-approve", "--no-wait", cwd=root)
+    assert applied.returncode == 0, applied.stderr
+    assert "--no-wait: service.echo-api go live without a bake window" in applied.stdout
+    assert "bake window 3s" not in applied.stdout
+    with contextlib.suppress(KeyError):
+        assert status(root)["state"] == "Healthy"
+
+
+def test_ctrl_c_during_the_bake_window_rolls_back(project: Path):
+    import signal
+    import time
+
+    root = project
+    (root / "ml.yaml").write_text(MANIFEST.replace("hold: 3s", "hold: 60s").replace("60s\n", "120s\n"))
+    commit(root, "a long bake")
+    assert mlops("apply", "--auto-approve", cwd=root).returncode == 0
+    before = status(root)
+    (root / "model.txt").write_text("v2\n")
+    commit(root, "model v2")
+    proc = subprocess.Popen([sys.executable, "-m", "planner.cli", "apply", "--auto-approve"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        seen = []
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:   # type: ignore[union-attr]
+            seen.append(line)
+            if "bake window 60s" in line or time.monotonic() > deadline:
+                break
+        assert any("bake window 60s" in ln for ln in seen), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 5, "".join(seen) + out + err
+    assert "ROLLED BACK to the previous version: the apply was cancelled during the bake window" in err
+    after = status(root)
+    assert after["state"] == "Healthy" and after["fingerprint"] == before["fingerprint"]
+    assert after["models"][0].startswith("m:1@")
