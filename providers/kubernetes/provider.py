@@ -343,7 +343,23 @@ class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider)
         return built.digest_ref or built.ref
 
     def _keys(self, desired: Resource) -> dict[str, str]:
-        return self.keys.keys_for(desired.address.name, desired.spec["deploy"].get("auth"), desired.secrets)
+        """Explicit keys win; else the ones clients already have: this machine's store, or the key Secret
+        that another machine's apply left in the cluster (a fresh CI runner, a reconciler replica), so an
+        apply from anywhere never rotates the keys by itself."""
+        name = desired.address.name
+        if desired.spec["deploy"].get("auth") == "key" and not self.keys.load(name):
+            found = self._cluster_keys(name)
+            if found:
+                self.keys.save(name, found)
+        return self.keys.keys_for(name, desired.spec["deploy"].get("auth"), desired.secrets)
+
+    def _cluster_keys(self, name: str) -> dict[str, str]:
+        """The keys in the service's key Secret ({} when there is none or it is unreadable)."""
+        with contextlib.suppress(ProviderError, KeyError, ValueError, TypeError):
+            data = self.cluster.get("Secret", manifests.key_secret_name(name), self.namespace)["data"]
+            keys = {k: base64.b64decode(data[f"{k}_key"]).decode() for k in ("primary", "secondary")}
+            return keys if all(keys.values()) else {}
+        return {}
 
     def _apply_objects(self, objects: Sequence[Mapping[str, Any]], events: Any) -> None:
         for obj in objects:
@@ -502,12 +518,8 @@ class KubernetesProvider(ImageTarget, Reachable, Renders, LocksItself, Provider)
     def _headers_for(self, live: Live) -> dict[str, str]:
         if live.details.get("auth") != "key":
             return {}
-        keys = self.keys.load(live.address.name)
-        primary = keys.get("primary")
-        if not primary:   # another machine applied it: the key Secret in the cluster has them
-            with contextlib.suppress(ProviderError, KeyError, ValueError):
-                secret = self.cluster.get("Secret", manifests.key_secret_name(live.address.name), self.namespace)
-                primary = base64.b64decode(secret["data"]["primary_key"]).decode()
+        # another machine applied it: the key Secret in the cluster has them
+        primary = (self.keys.load(live.address.name) or self._cluster_keys(live.address.name)).get("primary")
         return {"Authorization": f"Bearer {primary}"} if primary else {}
 
     def endpoint(self, live: Live, instance: str | None = None) -> Endpoint | None:

@@ -8,6 +8,7 @@ The real ``kubernetes`` client talks HTTPS to 127.0.0.1; nothing is monkeypatche
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import re
@@ -487,3 +488,29 @@ def test_an_untrusted_server_certificate_is_one_line(api_double, tmp_path: Path)
     with pytest.raises(Unreachable) as err:
         make_provider(api_double, tmp_path, kubeconfig=str(wrong))
     assert "not trusted" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_machine_without_the_keys_takes_them_from_the_cluster_never_new_ones(api_cluster, apis, tmp_path: Path,
+                                                                               monkeypatch):
+    """A fresh CI runner (or a reconciler replica) applying a key-auth service must keep the keys clients
+    hold: they are in the service's key Secret, not in that machine's key store."""
+    from planner.addresses import Address
+    from planner.resources import Resource
+
+    _, core = apis
+    with contextlib.suppress(client.ApiException):
+        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}})
+    with contextlib.suppress(client.ApiException):
+        core.delete_namespaced_secret(manifests.key_secret_name("keyed"), "ml")
+    held = {"primary": "clients-hold-this-primary-0123", "secondary": "clients-hold-this-secondary-0123"}
+    core.create_namespaced_secret("ml", {"metadata": {"name": manifests.key_secret_name("keyed")},
+                                         "data": {f"{k}_key": base64.b64encode(v.encode()).decode()
+                                                  for k, v in held.items()}})
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "fresh-runner-data"))   # an empty key store
+    provider = make_provider(api_cluster, tmp_path / "fresh-checkout", project="keys")
+    desired = Resource(Address("service", "keyed"), {"deploy": {"auth": "key"}}, target="k8s")
+    assert provider._keys(desired) == held
+    assert provider.keys.load("keyed") == held, "kept in this machine's store for the next commands"
+    fresh = Resource(Address("service", "never-deployed"), {"deploy": {"auth": "key"}}, target="k8s")
+    made = provider._keys(fresh)
+    assert made["primary"] and made["primary"] not in held.values(), "a new service still gets new keys"
