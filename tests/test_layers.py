@@ -31,6 +31,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE = "planner.core"
+IMPORTERS = "planner.importers"
 RUNTIME = "providers.runtime"
 CLI = "planner.cli"
 PLANNER_MAY_USE = {"providers.registry", "providers.base", "providers.store", "providers.keys"}
@@ -179,6 +180,13 @@ def cli_violations(sources: Sources) -> list[str]:
             and any(within(known_module(n, sources), CLI) for n in ours(imports(name, source)))]
 
 
+def importer_violations(sources: Sources) -> list[str]:
+    """Importers (another tool's files -> ml.yaml) are reached only from the CLI's `mlops import`."""
+    return [f"{name} imports {IMPORTERS}" for name, source in sources.items()
+            if not within(name, IMPORTERS) and not within(name, CLI)
+            and any(within(known_module(n, sources), IMPORTERS) for n in ours(imports(name, source)))]
+
+
 def planner_violations(sources: Sources) -> list[str]:
     out = []
     for name, source in sources.items():
@@ -239,6 +247,10 @@ def test_nothing_outside_the_cli_imports_the_cli():
     assert not cli_violations(_TREE)
 
 
+def test_only_the_cli_reaches_the_importers():
+    assert not importer_violations(_TREE)
+
+
 def test_the_planner_reaches_providers_only_through_the_registry():
     assert not planner_violations(_TREE)
 
@@ -279,6 +291,8 @@ VIOLATIONS: dict[str, tuple[Callable[[Sources], list[str]], str, str]] = {
                                "providers.runtime.extra", "import yaml\n"),
     "runtime -> ours": (lambda s: runtime_violations(s, runtime_allowed()),
                         "providers.runtime.extra", "from ..base import Provider\n"),
+    "outside -> importer": (importer_violations, "planner.apply_extra",
+                            "from .importers.azureml_v1 import import_v1\n"),
     "outside -> cli": (cli_violations, "planner.apply_extra", "from .cli.services import service_rows\n"),
     "planner -> provider internals": (planner_violations, "planner.extra", "from providers.local import engine\n"),
     "cycle": (cycles, "planner.core.errors", "from . import plan\n"),

@@ -53,8 +53,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from ..azureml_v1 import import_v1, write  # here, not at the top: `mlops --help` stays light
     from ..errors import MlopsError
+    from ..importers.azureml_v1 import import_v1, write  # here, not at the top: `mlops --help` stays light
     from ..manifest import load_manifest
     from ..urlmask import mask_url_credentials
 

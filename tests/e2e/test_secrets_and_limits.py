@@ -137,7 +137,7 @@ services:
 
 
 def test_import_warnings_mask_index_passwords(tmp_path: Path, monkeypatch):
-    from planner.azureml_v1 import import_v1
+    from planner.importers.azureml_v1 import import_v1
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "score.py").write_text("def init(): pass\ndef run(raw): return raw\n")

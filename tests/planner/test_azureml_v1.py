@@ -18,10 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import providers.registry  # noqa: F401 - imported before the tests change directory
-from planner.azureml_v1 import import_v1, parse_az, write
 from planner.errors import MlopsError
+from planner.importers.azureml_v1 import import_v1, parse_az, write
+from planner.importers.pincheck import IndexConfig
 from planner.manifest import load_manifest
-from planner.pincheck import IndexConfig
 from providers.local import LocalProvider
 from tests.doubles import pypi_simple
 
@@ -522,14 +522,14 @@ def test_without_a_service_name_one_is_derived_and_said(mlopspython, capsys):
     ],
 )
 def test_derived_service_names(tmp_path, inference_config, entry_script, expected):
-    from planner.azureml_v1 import derive_service_name
+    from planner.importers.azureml_v1 import derive_service_name
 
     name, reason = derive_service_name(tmp_path / inference_config, tmp_path / entry_script, tmp_path / "p")
     assert name == expected, reason
 
 
 def test_derived_service_name_falls_back_to_the_entry_script_then_a_default(tmp_path):
-    from planner.azureml_v1 import derive_service_name
+    from planner.importers.azureml_v1 import derive_service_name
 
     project = tmp_path / "123"
     assert derive_service_name(project / "inference_config.yml", project / "src/predict_churn.py", project) == (
@@ -545,7 +545,7 @@ def test_derived_service_name_falls_back_to_the_entry_script_then_a_default(tmp_
     st.text(min_size=1, max_size=40).filter(lambda t: "/" not in t and "\0" not in t and t not in (".", "..")),
 )
 def test_any_derived_name_follows_azure_mls_rule(text, folder):
-    from planner.azureml_v1 import _DNS, derive_service_name, service_name_from
+    from planner.importers.azureml_v1 import _DNS, derive_service_name, service_name_from
 
     name = service_name_from(text)
     assert name is None or _DNS.match(name) and "\n" not in name
@@ -650,7 +650,7 @@ def test_pin_verdicts(mlopspython, pip, expected):
 
 
 def test_yanked_and_requires_python_files_do_not_count(tmp_path):
-    from planner.pincheck import check_pins
+    from planner.importers.pincheck import check_pins
 
     catalogue = {"numpy": [(f, ">=3.12") for f in pypi_simple._cp("numpy", "1.26.4", ["311", "312"])]
                  + [(f, None) for f in pypi_simple._cp("numpy", "1.25.0", ["311"])]}

@@ -545,8 +545,8 @@ def test_a_model_that_is_the_project_folder_is_refused(project: Path, path: str)
 
 
 def test_import_refuses_a_conda_file_outside_the_source_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from planner.azureml_v1 import import_v1
     from planner.errors import MlopsError
+    from planner.importers.azureml_v1 import import_v1
 
     secret = tmp_path / "outside.yml"
     secret.write_text("dependencies:\n  - pip:\n    - host-secret-package\n")

@@ -44,11 +44,11 @@ from typing import Any
 
 import yaml
 
-from .errors import MlopsError, Problem
-from .manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
+from ..errors import MlopsError, Problem
+from ..manifest import MAX_MANIFEST_BYTES, env_name_problem, pip_problem, read_regular
+from ..urlmask import mask_url_credentials, mask_urls
+from ..yamlpos import MAX_INT_DIGITS, Positions, YamlProblem, decode, load, one_line
 from .pincheck import IndexConfig, check_pins, pip_index_config
-from .urlmask import mask_url_credentials, mask_urls
-from .yamlpos import MAX_INT_DIGITS, Positions, YamlProblem, decode, load, one_line
 
 MAX_CONFIG_BYTES = 1024 * 1024
 MIN_PYTHON = (3, 11)

@@ -39,7 +39,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from .urlmask import mask_url_credentials
+from ..urlmask import mask_url_credentials
 
 TIMEOUT_S = 10.0
 MAX_PAGE_BYTES = 32 * 1024 * 1024
