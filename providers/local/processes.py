@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,17 +23,19 @@ def start_detached(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str], log
             start_new_session=True, close_fds=True,
         )
     # The CLI exits long before the service; keep no handle, but reap it if this process lives on.
-    _reapers.append(proc)
+    with _reapers_lock:
+        _reapers.append(proc)
     return proc.pid, start_id(proc.pid) or ""
 
 
 _reapers: list[subprocess.Popen] = []
+_reapers_lock = threading.Lock()
+"""Apply acts on several services at once: two threads reaping the same child must not both remove it."""
 
 
 def _reap() -> None:
-    for proc in list(_reapers):
-        if proc.poll() is not None:
-            _reapers.remove(proc)
+    with _reapers_lock:
+        _reapers[:] = [proc for proc in _reapers if proc.poll() is None]
 
 
 def start_id(pid: int) -> str | None:

@@ -33,7 +33,7 @@ ACCEPT = f"{MANIFEST_TYPE}, application/vnd.oci.image.index.v1+json"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 TIMEOUT_S = 30.0
 URL_RE = re.compile(r"^oci://(?P<host>[A-Za-z0-9.\-]+(?::\d{1,5})?|\[[0-9a-fA-F:]+\](?::\d{1,5})?)"
-                    r"/(?P<repo>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)$")
+                    r"/(?P<repo>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)\Z")
 
 
 def parse_url(url: str) -> tuple[str, str]:

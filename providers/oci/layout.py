@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +27,8 @@ from planner.errors import ProviderError
 from .repository import CHUNK, MANIFEST_TYPE, sha256_digest
 
 REF_NAME = "org.opencontainers.image.ref.name"
+RECENT_NS = 2_000_000_000
+"""An index written less than this long ago is read again even when its stamp matches the cache."""
 
 
 class LayoutRepository:
@@ -68,7 +71,10 @@ class LayoutRepository:
         try:
             st = path.stat()
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if self._cached is not None and self._cached[0] == stamp:
+            # A replaced file may get the old inode back, and timestamps are coarser than writes: trust
+            # the stamp only for an index that has been still for a while.
+            settled = time.time_ns() - st.st_mtime_ns > RECENT_NS
+            if self._cached is not None and self._cached[0] == stamp and settled:
                 return self._cached[1]
             index = json.loads(path.read_bytes())
             manifests = index["manifests"]
@@ -87,6 +93,7 @@ class LayoutRepository:
         return self._cached[2].get(reference) if self._cached is not None else None
 
     def _write_index(self, manifests: list[dict[str, Any]]) -> None:
+        self._cached = None
         self._write(self.root / "index.json", json.dumps(
             {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests},
             indent=1, sort_keys=True).encode())

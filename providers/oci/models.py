@@ -42,7 +42,7 @@ CREATED = "org.opencontainers.image.created"
 REVISION = "org.opencontainers.image.revision"
 A = "dev.mlops."
 RETRIES = 5
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 READ_PARALLELISM = 8
 
 
