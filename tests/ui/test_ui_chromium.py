@@ -103,8 +103,26 @@ def chromium(url: str, profile: Path, *extra: str) -> str:
     return proc.stdout
 
 
+_DATA_HOME: dict[str, str] = {}
+"""The module's deployment outlives each test, so does its per-user data folder (records, keys, registry)."""
+
+
+@pytest.fixture(autouse=True)
+def _module_data_home(_isolated_cache, monkeypatch):
+    if "home" in _DATA_HOME:
+        monkeypatch.setenv("XDG_DATA_HOME", _DATA_HOME["home"])
+
+
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
+    _DATA_HOME["home"] = str(tmp_path_factory.mktemp("ui-data"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", _DATA_HOME["home"])
+        yield from _deploy(tmp_path_factory)
+    _DATA_HOME.clear()
+
+
+def _deploy(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui") / "repo"
     make_project(root, MANIFEST)
     mlops("apply", "--auto-approve", cwd=root)
