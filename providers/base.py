@@ -18,7 +18,8 @@ Providers answer narrow requests; the core decides and checks. Lifecycle, in thi
 Optional capabilities sit beside ``Provider`` and the CLI asks ``isinstance``: ``Reachable``
 (endpoint, call, logs), ``KeepsBuildLog`` (``mlops logs --build``), ``BuildsImages`` (``mlops build``;
 shared code in ``providers.images``), ``Renders`` (``mlops render``), ``LocksItself`` (a lock on the
-target, e.g. a Kubernetes Lease).
+target, e.g. a Kubernetes Lease), ``SplitsTraffic`` (two versions share a service's requests: canary,
+shadow; driven by ``planner.rollout``).
 
 A provider declares ``protocol = 3``; the registry refuses other versions with a clear error.
 """
@@ -36,14 +37,15 @@ from typing import Any, ClassVar, Protocol
 from planner.core.errors import CancelledError, ProviderError, Unreachable
 from planner.core.events import Events
 from planner.core.plan import Rules
-from planner.core.resources import Health, Live, Resource
+from planner.core.resources import Health, Live, Resource, RolloutState
 
 from .keys import KeyStore
 from .userdata import project_data_dir
 
 __all__ = [
     "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "KeepsBuildLog",
-    "LocksItself", "ProjectContext", "Progress", "Provider", "ProviderError", "Reachable", "Renders", "Rules",
+    "LocksItself", "ProjectContext", "Progress", "Provider", "ProviderError", "Reachable", "Renders", "RolloutState",
+    "Rules", "SplitsTraffic",
     "Unreachable", "environment_variables", "secret_settings", "wait_until",
 ]
 
@@ -364,6 +366,55 @@ class BuildsImages(KeepsBuildLog):
     @abstractmethod
     def build_log(self, name: str) -> Iterator[str]:
         """The full output of the service's last image build."""
+
+
+class SplitsTraffic(ABC):
+    """Capability: two versions of one service run side by side and share its requests.
+
+    ``planner.rollout`` drives it: ``start_candidate`` (0 %), then ``set_traffic`` once per step
+    of the policy with analysis between steps, then ``promote`` or ``abort``. Every call keeps
+    ``state`` on the target itself (see ``RolloutState``) before it returns, so an apply killed at
+    any moment leaves a rollout the next ``read()`` reports in ``Live.rollout`` and the next apply
+    continues. Every method is idempotent (a retried or resumed call finds its work done).
+    """
+
+    @classmethod
+    def rollout_strategies(cls, config: Mapping[str, Any]) -> frozenset[str]:
+        """The ``rollout.strategy`` values a target with these settings can run (``mlops validate``
+        refuses the others, naming the targets that can); e.g. shadow needs a mirror."""
+        return frozenset({"canary", "blue_green", "shadow"})
+
+    @abstractmethod
+    def start_candidate(self, desired: Resource, live: Live, state: RolloutState, events: Progress) -> Live:
+        """Run ``desired`` beside the version ``live`` describes, ready, answering no request yet
+        (``state.weight`` and ``state.mirror`` as given, normally 0); keep ``state``. A candidate of
+        the same fingerprint already running is reused; one of another fingerprint is removed first."""
+
+    @abstractmethod
+    def set_traffic(self, live: Live, state: RolloutState, events: Progress) -> Live:
+        """Send ``state.weight`` percent of requests to the candidate and copy ``state.mirror`` percent
+        to it (its answers thrown away, the client's never delayed); keep ``state``. The stable
+        version never loses capacity before the candidate's share is ready to serve."""
+
+    @abstractmethod
+    def promote(self, live: Live, desired: Resource, events: Progress) -> Live:
+        """The candidate takes every request and becomes the only version (the stable one removed);
+        the rollout state is cleared. Answers the service as ``update`` would have."""
+
+    @abstractmethod
+    def abort(self, live: Live, state: RolloutState, events: Progress) -> Live:
+        """The stable version takes every request again and the candidate is removed; ``state`` (phase
+        ``aborted``, with its reason) is kept so the next apply does not retry the same candidate."""
+
+    def clear(self, live: Live, events: Progress) -> Live:
+        """Forget a kept ``aborted`` state (``mlops rollout retry``); nothing else changes."""
+        raise ProviderError(f"{live.address}: this target cannot clear its rollout state")
+
+    def metrics(self, live: Live, version: str) -> str | None:
+        """The Prometheus text of the runtime(s) serving ``version`` (a spec fingerprint), every
+        instance's series concatenated; None where this machine cannot read them (the rollout
+        then judges sample requests and each version's health in ``read()``)."""
+        return None
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.1,

@@ -81,6 +81,55 @@ class Version:
         return (cls(str(revision or ""), spec_fingerprint(spec), 1.0, health),)
 
 
+ROLLOUT_PHASES = ("mirror", "canary", "paused", "aborted")
+"""Where a rollout can stand: copying requests to the candidate, sharing them by weight, held for a
+person (``on_failure: pause``), or rolled back (kept so the same candidate is not retried by
+every apply until ``mlops rollout retry``)."""
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Where a progressive rollout of one service stands, as the target itself keeps it.
+
+    Kept on the target (the local keeper's route file, Deployment annotations, a deployment's
+    labels), never in a state file: a fresh runner's plan reads it back in ``Live.rollout`` and
+    shows ``rollout step 2/3 (50%), analysis 7/7 passed``; the next apply continues from it.
+    """
+
+    candidate: str                # spec_fingerprint() of the version being rolled out
+    stable: str                   # spec_fingerprint() of the version that served before it
+    phase: str                    # one of ROLLOUT_PHASES
+    step: int = -1                # index into policy["steps"]; -1 before the first step (mirror phase)
+    weight: float = 0.0           # percent of requests the candidate answers now
+    mirror: float = 0.0           # percent of requests copied to the candidate (its answers thrown away)
+    passed: int = 0               # analysis intervals passed / judged since the rollout started
+    judged: int = 0
+    policy: Mapping[str, Any] = field(default_factory=dict)   # Rollout.to_json(): a resumed rollout runs the same steps
+    reason: str = ""              # why it paused or was rolled back
+    updated: float = 0.0          # time.time() of the last change (the step's hold counts from here)
+
+    def __post_init__(self) -> None:
+        if self.phase not in ROLLOUT_PHASES:
+            raise ValueError(f"rollout phase {self.phase!r} is not one of {', '.join(ROLLOUT_PHASES)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"candidate": self.candidate, "stable": self.stable, "phase": self.phase, "step": self.step,
+                "weight": self.weight, "mirror": self.mirror, "passed": self.passed, "judged": self.judged,
+                "policy": dict(self.policy), "reason": self.reason, "updated": self.updated}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RolloutState:
+        """Read back what ``to_json`` wrote (a target's annotation, a file); ValueError if it is not that."""
+        try:
+            return cls(candidate=str(data["candidate"]), stable=str(data["stable"]), phase=str(data["phase"]),
+                       step=int(data.get("step", -1)), weight=float(data.get("weight", 0.0)),
+                       mirror=float(data.get("mirror", 0.0)), passed=int(data.get("passed", 0)),
+                       judged=int(data.get("judged", 0)), policy=dict(data.get("policy") or {}),
+                       reason=str(data.get("reason", "")), updated=float(data.get("updated", 0.0)))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a rollout state: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Resource:
     """One resource the manifest asks for.
@@ -125,6 +174,9 @@ class Live:
     versions: tuple[Version, ...] = ()
     strays: tuple[str, ...] = ()
     """Revisions an interrupted apply left running beside the current one: the next apply removes them."""
+    rollout: RolloutState | None = None
+    """A progressive rollout in progress (or paused, or rolled back) as the target keeps it; ``spec`` is
+    then the stable version's and ``versions`` holds both, each with its traffic share."""
 
     def __post_init__(self) -> None:
         if self.health is not None and self.health.state != self.status:
