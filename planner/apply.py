@@ -23,6 +23,7 @@ from .core.plan import Action, Change, Plan, Rules, changed_paths
 from .core.resources import Live, Resource, spec_fingerprint
 from .graph import edges
 from .project import Project
+from .rollout import driver
 from .rollout.bake import RolloutFailed, bake, rollout_result
 
 Notify = Callable[[Change, str], None]
@@ -126,7 +127,10 @@ def apply_plan(
     parallelism: int = 4,
     notify: Notify = lambda change, event: None,
     cancel: threading.Event | None = None,
+    wait_rollouts: bool = True,
 ) -> list[Outcome]:
+    """``wait_rollouts`` False (``--no-wait``): a rollout on a target that splits traffic is started (or moved on)
+    and left where it stands for a later apply to continue."""
     cancel = cancel or threading.Event()
     changes = {c.address: c for c in plan.actionable}
     waits = edges(changes.values())
@@ -167,7 +171,8 @@ def apply_plan(
                 if a not in pending:      # skipped meanwhile
                     continue
                 del pending[a]
-                running[pool.submit(_run, project, changes[a], desired, live, notify, cancel)] = a
+                running[pool.submit(_run, project, changes[a], desired, live, notify, cancel,
+                                     wait_rollouts)] = a
             if not running:
                 break
             done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -189,13 +194,15 @@ def apply_plan(
 
 
 def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
-         live: Mapping[Address, Live], notify: Notify, cancel: threading.Event) -> Outcome:
+         live: Mapping[Address, Live], notify: Notify, cancel: threading.Event,
+         wait_rollouts: bool = True) -> Outcome:
     started = time.monotonic()
     notify(change, "start")
     events = Events(lambda step: notify(change, step), cancel)
     try:
         events.check()
-        answered = _execute(project, change, desired.get(change.address), live.get(change.address), events)
+        answered = _execute(project, change, desired.get(change.address), live.get(change.address), events,
+                            wait_rollouts)
     except CancelledError:
         notify(change, "cancelled")
         return Outcome(change, ok=False, elapsed=time.monotonic() - started, cancelled=True,
@@ -216,7 +223,7 @@ def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
 
 
 def _execute(project: Project, change: Change, desired: Resource | None, live: Live | None,
-             progress: Events) -> Live | None:
+             progress: Events, wait_rollouts: bool = True) -> Live | None:
     """Carry out one change; a service's create or update answers its new Live."""
     kind, action = change.address.kind, change.action
     if kind in ("model", "environment"):
@@ -246,9 +253,11 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
             answered = _create(new, change, desired, progress)
         else:
             want = _need(desired, change)
+            if driver.drives(change, live, new):   # two versions side by side, step by step
+                return driver.update(change, want, live, new, progress, wait=wait_rollouts)
             answered = check_returned(new, "update", want,
                                       _need_provider(new, change).update(want, live, progress))
-            if change.rollout:   # watch the new version; put the old one back if it fails
+            if change.rollout and wait_rollouts:   # watch the new version; put the old one back if it fails
                 bake(project, change, want, live, answered, new, progress)
     elif action is Action.CREATE_THEN_DELETE:
         answered = _create(new, change, desired, progress)
