@@ -12,7 +12,7 @@ reports that state, e.g. Unschedulable, with replica counts).
 It splits traffic (``SplitsTraffic``): a candidate runs beside the stable version and the rollout
 state is kept in the service's record, as a real target keeps it on itself (one record per service,
 read back by every later read in this process). Its metrics are a simulated load: target
-``load_rps`` requests a second (default 2000) since the last scrape, shared by the versions' weights
+``load_rps`` requests a second (default 5000) since the last scrape, shared by the versions' weights
 (a mirror copies its share to the candidate as well); each version answers 5xx for its deploy
 ``error_rate`` (a fraction) and takes its deploy ``latency_ms`` (default 5). Target ``metrics: false``
 reports none (the rollout then calls the service: ``call`` answers from a version chosen by weight).
@@ -253,7 +253,7 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
             return
         clock = COUNTERS.setdefault((self._key, name, "@clock"), {"at": time.monotonic()})
         now = time.monotonic()
-        total = int(float(self.config.get("load_rps", 2000)) * (now - clock["at"]))
+        total = int(float(self.config.get("load_rps", 5000)) * (now - clock["at"]))
         if total <= 0:
             return
         clock["at"] = now

@@ -6,16 +6,15 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..addresses import Address
 from ..errors import CancelledError, MlopsError
 from .rollout import rollout_report
+from .signals import cancel_on_signals as _cancel_on_signals
 
 if TYPE_CHECKING:   # the handlers import what they use: `mlops --help` must not pay for it
     from ..apply import Outcome
@@ -267,31 +266,6 @@ def _lock_targets(project: Project, names: list[str], stack: contextlib.ExitStac
             print(f"Apply cancelled: {exc}", file=sys.stderr)
             return None
     return set(names)
-
-
-@contextlib.contextmanager
-def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
-    """Ctrl-C or SIGTERM during apply: stop starting changes, stop waiting, report what is left.
-
-    A second Ctrl-C interrupts at once (providers' own clean-up still runs as the stack unwinds).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if cancel.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        cancel.set()
-        print(f"\nReceived {signal.Signals(signum).name}: cancelling; running changes stop at their next wait "
-              "(Ctrl-C again to stop at once).", file=sys.stderr, flush=True)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:

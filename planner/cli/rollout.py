@@ -151,13 +151,13 @@ def _run_verb(args: argparse.Namespace, act) -> int:
     from ..core.events import Events
     from ..lock import apply_lock
     from ..rollout.bake import RolloutFailed, rollout_result
-    from .deploy import _cancel_on_signals
+    from .signals import cancel_on_signals
 
     project, want, live, provider = _rollout_target(args)
     cancel = threading.Event()
     events = Events(lambda text: print(f"service.{args.service}: {text}", flush=True), cancel)
     with apply_lock(project.manifest.state_dir, f"rollout {args.verb}", project.context.data_dir), \
-            _cancel_on_signals(cancel):
+            cancel_on_signals(cancel):
         try:
             message = act(project, want, live, provider, events)
         except RolloutFailed as exc:
@@ -180,7 +180,7 @@ def _candidate_resource(project, want, live, verb: str):
 
 def cmd_promote(args: argparse.Namespace) -> int:
     def act(project, want, live, provider, events) -> str:
-        from ..apply import check_returned
+        from ..checks import check_returned
 
         if live.rollout.phase == "aborted":
             raise MlopsError(f"{live.address}: the rollout of {live.rollout.candidate[:12]} was rolled back "

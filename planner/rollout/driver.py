@@ -85,7 +85,7 @@ def update(change: Change, desired: Resource, live: Live, provider: Any, events:
     """Carry out an update the driver owns (see ``drives``): continue, abort or start a rollout, or
     refuse a held one (``RolledBack``/``RolloutPaused``, apply's exit 5/6). ``wait`` False stops after
     the first position is set (``--no-wait``)."""
-    from planner.apply import check_returned
+    from planner.checks import check_returned
 
     want = spec_fingerprint(desired.spec)
     state = live.rollout
@@ -184,7 +184,7 @@ class Driver:
         return self._promote()
 
     def _promote(self) -> Live:
-        from planner.apply import check_returned
+        from planner.checks import check_returned
 
         summary = f"analysis {self.state.passed}/{self.state.judged} intervals passed" if self.policy.analysis \
             else "every hold passed"
@@ -199,7 +199,7 @@ class Driver:
 
     def _check(self, verb: str, live: object) -> Live:
         """What a rollout call answered must be this service on this target, running the candidate."""
-        from planner.apply import ProviderBug
+        from planner.checks import ProviderBug
 
         ok = isinstance(live, Live) and live.address == self.desired.address and live.target == self.desired.target \
             and any(v.spec_fingerprint == self.candidate for v in live.versions)

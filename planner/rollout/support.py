@@ -20,16 +20,34 @@ Manifest = Any
 Where = tuple[str | int, ...]
 
 
+def _legacy(variant: type) -> bool:
+    """Transitional: a kind that declared ``traffic_split = True`` before ``SplitsTraffic`` existed
+    validates as splitting (apply still runs its canary as a bake window, and the plan says so).
+    Remove once every kind in the tree implements the capability."""
+    return bool(getattr(variant, "traffic_split", False))
+
+
+def strategies_of(variant: type, config: Mapping[str, Any]) -> frozenset[str]:
+    """What a provider class can run with these target settings; blue_green only (the bake window)
+    without ``SplitsTraffic``."""
+    from providers.base import SplitsTraffic
+
+    if issubclass(variant, SplitsTraffic):
+        return frozenset(variant.rollout_strategies(config))
+    if _legacy(variant):
+        return frozenset({"canary", "blue_green", "shadow"})
+    return frozenset({"blue_green"})
+
+
 def splitting_kinds(strategy: str = "canary") -> list[str]:
     """Installed target kinds whose provider (or one of its variants) splits traffic and runs ``strategy``
     (asked with default settings)."""
-    from providers.base import SplitsTraffic
     from providers.registry import available
 
     kinds = []
     for kind, cls in sorted(available().items()):
         try:
-            if any(issubclass(v, SplitsTraffic) and strategy in v.rollout_strategies({}) for v in cls.variants()):
+            if any(strategy != "blue_green" and strategy in strategies_of(v, {}) for v in cls.variants()):
                 kinds.append(kind)
         except Exception:   # a broken plugin is reported where its target is used
             continue
@@ -39,7 +57,6 @@ def splitting_kinds(strategy: str = "canary") -> list[str]:
 def _target_strategies(manifest: Manifest, target: str) -> tuple[frozenset[str], str] | None:
     """(the strategies it can run, kind) for a declared target; None if its kind is unknown (reported
     elsewhere). A target without ``SplitsTraffic`` runs blue_green only (the bake window)."""
-    from providers.base import SplitsTraffic
     from providers.registry import available
 
     config = manifest.targets.get(target)
@@ -48,10 +65,7 @@ def _target_strategies(manifest: Manifest, target: str) -> tuple[frozenset[str],
     if cls is None:
         return None
     try:
-        variant = cls.variant(config)
-        if not issubclass(variant, SplitsTraffic):
-            return frozenset({"blue_green"}), str(kind)
-        return frozenset(variant.rollout_strategies(config)), str(kind)
+        return strategies_of(cls.variant(config), config), str(kind)
     except Exception:
         return None
 
