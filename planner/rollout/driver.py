@@ -159,8 +159,7 @@ class Driver:
         if resume is None:
             events.step(f"rollout {self.policy.strategy}: starting version {self.candidate[:12]} beside "
                         f"{self.state.stable[:12]}, answering no request yet")
-            self.live = self._check("start_candidate",
-                                    self.provider.start_candidate(self.desired, self.live, self.state, events))
+            self.live = self._check("start_candidate", self._start())
         else:
             self.state = resume
             start = next((k for k, p in enumerate(plan) if p.index == resume.step), 0)
@@ -182,6 +181,32 @@ class Driver:
                 return self.live
             self._hold(phase, began)
         return self._promote()
+
+    def _start(self) -> Live:
+        """``start_candidate`` within ``progress_deadline``: a candidate that never becomes ready fails, loudly."""
+        limit = self.policy.progress_deadline
+        bounded = Events(self.events.step, threading.Event())
+        done = threading.Event()
+
+        def watch() -> None:   # the user's cancel, or the deadline, cancels the start
+            deadline = time.monotonic() + limit
+            while not done.is_set() and not bounded.cancel.is_set():
+                if self.events.cancel.wait(min(0.1, max(0.0, deadline - time.monotonic()))) or \
+                        time.monotonic() >= deadline:
+                    bounded.cancel.set()
+
+        watcher = threading.Thread(target=watch, name="rollout-deadline", daemon=True)
+        watcher.start()
+        try:
+            return self.provider.start_candidate(self.desired, self.live, self.state, bounded)
+        except CancelledError:
+            if self.events.cancel.is_set():
+                raise
+            raise RolloutFailed(f"version {self.candidate[:12]} was not ready within progress_deadline "
+                                f"{limit:g}s") from None
+        finally:
+            done.set()
+            watcher.join()
 
     def _promote(self) -> Live:
         from planner.checks import check_returned

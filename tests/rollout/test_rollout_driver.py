@@ -42,16 +42,20 @@ services:
     target: mem
     deploy: {{{deploy}}}
     rollout:
-      strategy: canary
-      steps: [{{weight: 10, hold: {hold}}}, {{weight: 50, hold: {hold}}}]
+{rollout}
       analysis: {{interval: 0.1s, min_requests: 20, max_error_rate: 1%, failure_limit: 2}}
       on_failure: {on_failure}
-      progress_deadline: 5s
+      progress_deadline: {deadline}
 """
+CANARY = """\
+      strategy: canary
+      steps: [{{weight: 10, hold: {hold}}}, {{weight: 50, hold: {hold}}}]"""
 
 
-def manifest(*, deploy: str = "", hold: str = "0.2s", on_failure: str = "rollback", target: str = "") -> str:
-    return MANIFEST.format(deploy=deploy, hold=hold, on_failure=on_failure, target=target)
+def manifest(*, deploy: str = "", hold: str = "0.2s", on_failure: str = "rollback", target: str = "",
+             rollout: str = CANARY, deadline: str = "5s") -> str:
+    return MANIFEST.format(deploy=deploy, on_failure=on_failure, target=target, deadline=deadline,
+                           rollout=rollout.format(hold=hold))
 
 
 @pytest.fixture
@@ -307,3 +311,44 @@ def test_status_shows_where_the_rollout_stands(tmp_path: Path, mem):
     assert "rollout: canary at step 1/2 (10%), analysis 0/0 passed" in status.out, status.out
     assert "weight 10%, mirror 0%" in status.out and " 90%, " in status.out
     assert isinstance(record().rollout, RolloutState)
+
+
+def test_blue_green_on_a_splitting_target_is_one_step_to_100_then_promote(tmp_path: Path, mem):
+    blue = "      strategy: blue_green\n      steps: [{{weight: 100, hold: {hold}}}]"
+    path = deployed(tmp_path, rollout=blue)
+    change(path, rollout=blue)
+    plan = run_cli("plan", "-f", str(path))
+    assert "does not set rollout weights" not in plan.out and "rollout blue_green 100% (bake 0.2s)" in plan.out
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 0, applied.err + applied.out
+    assert "step 1/1: the candidate answers 100% of requests" in applied.out
+    assert "bake window" not in applied.out                  # the driver, not the bake window
+    assert [k for k in kinds() if k.startswith("traffic")][0] == "traffic canary 0 100"
+    assert kinds()[-1] == "promote" and record().rollout is None
+
+
+def test_shadow_mirrors_then_promotes_and_a_bad_candidate_is_caught_while_mirrored(tmp_path: Path, mem):
+    shadow = "      strategy: shadow\n      mirror: {{percent: 20, hold: {hold}}}"
+    path = deployed(tmp_path, rollout=shadow)
+    change(path, rollout=shadow)
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 0, applied.err + applied.out
+    assert "mirror phase: 20% of requests copied to the candidate" in applied.out
+    traffic = [k for k in kinds() if k.startswith("traffic")]
+    assert traffic[0] == "traffic mirror -1 0" and all(" mirror " in k for k in traffic)   # never a weight
+    assert record().rollout is None
+    change(path, rollout=shadow, deploy="error_rate: 0.2")
+    failed = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert failed.code == 5 and "max_error_rate 1%" in failed.err, failed.err
+
+
+def test_a_candidate_that_is_not_ready_within_the_deadline_is_rolled_back(tmp_path: Path, mem):
+    path = deployed(tmp_path, deadline="0.5s")
+    stable = spec_fingerprint(record().spec)
+    change(path, deploy="slow_s: 30", deadline="0.5s")
+    started = time.monotonic()
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 5, applied.err + applied.out
+    assert "was not ready within progress_deadline 0.5s" in applied.err
+    assert time.monotonic() - started < 25                     # did not wait for the slow start
+    assert [v.spec_fingerprint for v in record().versions] == [stable]
