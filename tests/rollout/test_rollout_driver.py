@@ -352,3 +352,13 @@ def test_a_candidate_that_is_not_ready_within_the_deadline_is_rolled_back(tmp_pa
     assert "was not ready within progress_deadline 0.5s" in applied.err
     assert time.monotonic() - started < 25                     # did not wait for the slow start
     assert [v.spec_fingerprint for v in record().versions] == [stable]
+
+
+def test_reconcile_never_moves_a_rolled_back_candidate(tmp_path: Path, mem):
+    path = deployed(tmp_path)
+    change(path, deploy="error_rate: 0.2")
+    assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 5
+    before = list(CALLS)
+    result = run_cli("reconcile", "--once", "--mode", "sync", "-f", str(path))
+    assert "rolled back earlier" in result.out + result.err, result.out + result.err
+    assert list(CALLS) == before and record().rollout.phase == "aborted"
