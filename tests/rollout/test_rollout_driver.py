@@ -311,6 +311,8 @@ def test_status_shows_where_the_rollout_stands(tmp_path: Path, mem):
     assert "rollout: canary at step 1/2 (10%), analysis 0/0 passed" in status.out, status.out
     assert "weight 10%, mirror 0%" in status.out and " 90%, " in status.out
     assert isinstance(record().rollout, RolloutState)
+    listed = run_cli("status", "-f", str(path))
+    assert "api: rollout canary at step 1/2 (10%), analysis 0/0 passed, candidate " in listed.out, listed.out
 
 
 def test_blue_green_on_a_splitting_target_is_one_step_to_100_then_promote(tmp_path: Path, mem):
