@@ -15,7 +15,8 @@ read back by every later read in this process). Its metrics are a simulated load
 ``load_rps`` requests a second (default 5000) since the last scrape, shared by the versions' weights
 (a mirror copies its share to the candidate as well); each version answers 5xx for its deploy
 ``error_rate`` (a fraction) and takes its deploy ``latency_ms`` (default 5). Target ``metrics: false``
-reports none (the rollout then calls the service: ``call`` answers from a version chosen by weight).
+reports none (the rollout then calls the service: ``call`` answers from a version chosen by weight);
+``metrics_fail_every: N`` makes every Nth metrics read fail (HTTP 503).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
             "provider": {"const": "memory"}, "read_latency_ms": {"type": "integer", "minimum": 0},
             "unreachable": {"type": "boolean"}, "token": {"type": "string", "writeOnly": True},
             "region": {"type": "string"}, "load_rps": {"type": "number", "minimum": 0},
-            "metrics": {"type": "boolean"}}}
+            "metrics": {"type": "boolean"}, "metrics_fail_every": {"type": "integer", "minimum": 1}}}
 
     @classmethod
     def deploy_schema(cls) -> dict[str, Any]:
@@ -174,12 +175,13 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
 
     def start_candidate(self, desired: Resource, live: Live, state: RolloutState, events: Progress) -> Live:
         events = as_events(events)
-        CALLS.append((desired.address.name, state.candidate, "start"))
         current = self._current(desired.address.name)
         if current.rollout is not None and current.rollout.candidate == state.candidate \
                 and "candidate" in current.details:
+            CALLS.append((desired.address.name, state.candidate, "start reused"))
             candidate = next(v for v in current.versions if v.spec_fingerprint == state.candidate)
             return self._record(current, state, candidate, dict(desired.spec))
+        CALLS.append((desired.address.name, state.candidate, "start"))
         made = self._live(desired, events)          # the knobs (fail, slow_s, state) apply to the candidate
         return self._record(current, state, made.versions[0], dict(desired.spec))
 
@@ -226,6 +228,13 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
     def metrics(self, live: Live, version: str) -> str | None:
         if self.config.get("metrics") is False:
             return None
+        every = self.config.get("metrics_fail_every")
+        if every:
+            with _lock:
+                seen = COUNTERS.setdefault((self._key, live.address.name, "@scrapes"), {"n": 0})
+                seen["n"] += 1
+                if seen["n"] % every == 0:
+                    raise ProviderError(f"{live.address}: metrics: HTTP 503 (metrics_fail_every {every})")
         with _lock:
             self._simulate(live.address.name)
             lines = []

@@ -240,7 +240,7 @@ def test_an_interrupted_apply_is_continued_from_the_recorded_step(tmp_path: Path
     assert applied.code == 0, applied.err + applied.out
     assert "continuing the rollout" in applied.out and "from step 2/2 (50%), analysis 3/3 passed" in applied.out
     after = kinds()[before:]
-    assert "start" not in after and "traffic canary 0 10" not in after, after
+    assert after[0] == "start reused" and "start" not in after and "traffic canary 0 10" not in after, after
     assert after[-1] == "promote" and record().rollout is None
     assert "analysis 4: pass" in applied.out                           # the count goes on from the target's
 
@@ -364,3 +364,12 @@ def test_reconcile_never_moves_a_rolled_back_candidate(tmp_path: Path, mem):
     result = run_cli("reconcile", "--once", "--mode", "sync", "-f", str(path))
     assert "rolled back earlier" in result.out + result.err, result.out + result.err
     assert list(CALLS) == before and record().rollout.phase == "aborted"
+
+
+def test_unreadable_metrics_make_an_interval_inconclusive_not_a_failure(tmp_path: Path, mem):
+    path = deployed(tmp_path, target=", metrics_fail_every: 3")
+    change(path, target=", metrics_fail_every: 3")
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 0, applied.err + applied.out
+    assert "inconclusive: cannot read the metrics: service.api: metrics: HTTP 503" in applied.out, applied.out
+    assert record().rollout is None
