@@ -373,3 +373,15 @@ def test_unreadable_metrics_make_an_interval_inconclusive_not_a_failure(tmp_path
     assert applied.code == 0, applied.err + applied.out
     assert "inconclusive: cannot read the metrics: service.api: metrics: HTTP 503" in applied.out, applied.out
     assert record().rollout is None
+
+
+def test_rollout_verbs_on_a_target_that_cannot_split_say_so_before_reading_it(tmp_path: Path, mem):
+    text = manifest().replace("  mem: {provider: memory}", "  mem: {provider: memory}\n  cloud: {provider: aci, "
+                              "subscription_id: 00000000-0000-0000-0000-000000000000, resource_group: rg, "
+                              "location: westeurope, registry: 127.0.0.1:9}").replace("target: mem", "target: cloud")
+    text = text.replace("strategy: canary\n      steps: [{weight: 10, hold: 0.2s}, {weight: 50, hold: 0.2s}]",
+                        "strategy: blue_green\n      steps: [{weight: 100, hold: 0.2s}]")
+    path = make_project(tmp_path, text)
+    result = run_cli("rollout", "promote", "api", "-f", str(path))
+    assert result.code == 1 and result.err.count("\n") == 1, result.err
+    assert "target 'cloud'" in result.err and "cannot split traffic" in result.err, result.err
