@@ -385,3 +385,58 @@ def test_rollout_verbs_on_a_target_that_cannot_split_say_so_before_reading_it(tm
     result = run_cli("rollout", "promote", "api", "-f", str(path))
     assert result.code == 1 and result.err.count("\n") == 1, result.err
     assert "target 'cloud'" in result.err and "cannot split traffic" in result.err, result.err
+
+
+RUNNER = """\
+import sys
+sys.path.insert(0, {tests!r})
+from memory_provider import MemoryProvider
+from providers import registry
+registry.register("memory", MemoryProvider)
+from planner.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_apply_killed_with_sigkill_mid_step_is_continued_by_the_next(tmp_path: Path, mem):
+    """A real kill -9 of a real `mlops apply` process; the records live in a file the next apply reads."""
+    import subprocess
+    import sys
+
+    from memory_provider import _Records
+
+    slow = "      strategy: canary\n      steps: [{{weight: 10, hold: 0.3s}}, {{weight: 50, hold: {hold}}}]"
+    path = deployed(tmp_path, target=", persist: true", rollout=slow, hold="3s")
+    stable = spec_fingerprint(record().spec)
+    change(path, target=", persist: true", rollout=slow, hold="3s")
+    records = next(tmp_path.rglob("memory-mem.pickle"))
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER.format(tests=str(Path(__file__).resolve().parent.parent)))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    child = subprocess.Popen([sys.executable, str(runner), "apply", "--auto-approve", "-f", str(path)],
+                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = _Records.load(records)["api"].rollout
+            if state is not None and state.step == 1 and state.judged >= 5:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the apply never reached the second step")
+        child.kill()                                          # SIGKILL: no clean-up of any kind
+    finally:
+        child.wait(30)
+    left = _Records.load(records)["api"]
+    assert left.rollout.phase == "canary" and left.rollout.step == 1 and len(left.versions) == 2
+
+    plan = run_cli("plan", "-f", str(path))
+    assert "# (continue rollout step 2/2 (50%), analysis " in plan.out, plan.out
+    CALLS.clear()
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 0, applied.err + applied.out
+    assert kinds()[0] == "start reused" and "traffic canary 0 10" not in kinds() and kinds()[-1] == "promote"
+    now = _Records.load(records)["api"]
+    assert now.rollout is None and [v.spec_fingerprint for v in now.versions] == [spec_fingerprint(now.spec)]
+    assert spec_fingerprint(now.spec) != stable                # one version left: the candidate, promoted
