@@ -105,9 +105,11 @@ def update(change: Change, desired: Resource, live: Live, provider: Any, events:
         if back:
             return live
         state = None
-    if not change.rollout:   # the manifest asks for no rollout now: a plain update
-        return check_returned(provider, "update", desired, provider.update(desired, live, events))
     resuming = state if state is not None and state.candidate == want and state.phase in RUNNING else None
+    if not change.rollout:   # the manifest asks for no rollout now
+        if resuming is not None:   # ...and for the candidate running: it is promoted as it stands
+            return Driver(provider, desired, live, Rollout("canary"), events, clock=clock).promote_now(resuming)
+        return check_returned(provider, "update", desired, provider.update(desired, live, events))
     policy = Rollout.from_json(resuming.policy if resuming and resuming.policy else change.rollout)
     return Driver(provider, desired, live, policy, events, clock=clock).run(resuming, wait=wait)
 
@@ -183,6 +185,11 @@ class Driver:
                 events.step(f"--no-wait: the rollout stays at {position(self.state)}; the next apply continues it")
                 return self.live
             self._hold(phase, began)
+        return self._promote()
+
+    def promote_now(self, state: RolloutState) -> Live:
+        """Promote the candidate of ``state`` without further steps (its policy is gone)."""
+        self.state = state
         return self._promote()
 
     def _start(self) -> Live:

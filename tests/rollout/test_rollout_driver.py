@@ -440,3 +440,15 @@ def test_an_apply_killed_with_sigkill_mid_step_is_continued_by_the_next(tmp_path
     now = _Records.load(records)["api"]
     assert now.rollout is None and [v.spec_fingerprint for v in now.versions] == [spec_fingerprint(now.spec)]
     assert spec_fingerprint(now.spec) != stable                # one version left: the candidate, promoted
+
+
+def test_a_running_candidate_without_any_policy_left_is_promoted_as_it_stands(tmp_path: Path, mem):
+    path = deployed(tmp_path)
+    change(path)
+    assert run_cli("apply", "--auto-approve", "--no-wait", "-f", str(path)).code == 0
+    (services,) = STATE.values()
+    services["api"] = dataclasses.replace(services["api"], rollout=dataclasses.replace(record().rollout, policy={}))
+    path.write_text(manifest().split("    rollout:\n")[0])        # the manifest drops its rollout block
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 0, applied.err + applied.out
+    assert kinds()[-1] == "promote" and record().rollout is None and len(record().versions) == 1
