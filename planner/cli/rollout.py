@@ -44,7 +44,7 @@ def rollout_report(rollouts: Sequence[Outcome], total: int) -> tuple[int, str]:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("rollout", help="how a service's rollout stands (policy, live version, its metrics)")
+    p = sub.add_parser("rollout", help="how a service's rollout stands, and promote, abort or retry it")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     s = verbs.add_parser("status", parents=[common], help="the policy, the version serving, pending updates and "
                                                           "what the version's own metrics say since it started")
