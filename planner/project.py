@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from providers.base import ProjectContext, Provider, secret_settings
+from providers.base import ProjectContext, Provider
 from providers.keys import KeyStore
 from providers.registry import provider_class
 from providers.store import Store
@@ -152,7 +152,7 @@ class Project:
 
     def remember_targets(self, live: dict[Address, Live]) -> None:
         """After an apply: remember the declared targets, and removed ones that still run services."""
-        declared = {name: applied_targets.shareable(p.config, secret_settings(type(p).target_schema()))
+        declared = {name: applied_targets.shareable(p.config, type(p).schema().secret)
                     for name, p in self.providers.items()}
         applied_targets.remember(self.store, self.manifest.state_dir, declared,
                                  {lv.target for lv in live.values() if lv.address.kind == "service" and lv.target})

@@ -38,7 +38,7 @@ RUNTIME = "providers.runtime"
 CLI = "planner.cli"
 MANIFEST = "planner.manifest"
 MANIFEST_MAY_USE = {"planner.yamlpos", "planner.schemacheck", "planner.envrefs", "planner.urlmask",
-                    "planner.rollout.support", "providers.registry"}
+                    "planner.rollout.support", "providers.registry", "providers.base"}
 PLANNER_MAY_USE = {"providers.registry", "providers.base", "providers.store", "providers.keys"}
 RENDERERS = ("planner/render_text.py", "planner/render_json.py", "planner/render_markdown.py")
 IO_MODULES = {"os", "io", "pathlib", "subprocess", "socket", "shutil", "tempfile", "urllib.request", "http",

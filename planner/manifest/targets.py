@@ -1,9 +1,9 @@
-"""Targets and each service's place on one: the provider's own schemas, naming rule and shared ports."""
+"""Targets and each service's place on one: the kind's schemas, naming rule and shared ports (``Provider.schema``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MlopsError
 from ..schemacheck import SchemaCheck
@@ -12,6 +12,9 @@ from .document import Manifest
 from .interpolation import Checks
 from .schema_errors import report_schema_error
 
+if TYPE_CHECKING:
+    from providers.base import KindSchema
+
 
 def check_targets_and_deploy(manifest: Manifest, checks: Checks) -> None:
     """Each target's and each service's deploy settings against the provider's own schema."""
@@ -19,7 +22,7 @@ def check_targets_and_deploy(manifest: Manifest, checks: Checks) -> None:
 
     report = checks.report
     kinds = available()
-    variants: dict[str, Any] = {}
+    schemas: dict[str, KindSchema] = {}
     for name, config in manifest.targets.items():
         kind = config.get("provider")
         if not isinstance(kind, str):
@@ -30,18 +33,17 @@ def check_targets_and_deploy(manifest: Manifest, checks: Checks) -> None:
                    f"(installed: {', '.join(sorted(kinds))})")
             continue
         try:
-            variant = kinds[kind].variant(config)
-            target_schema = variant.target_schema()
+            schema = kinds[kind].variant(config).schema()
         except MlopsError as exc:  # a broken plugin fails where its kind is used, on one line
             report(("targets", name, "provider"), f"targets.{name}.provider: {exc}")
             continue
-        errors = SchemaCheck(target_schema).errors(config)
+        errors = SchemaCheck(schema.target).errors(config)
         for error in errors:
-            report_schema_error(error, checks, ("targets", name), root=target_schema)
+            report_schema_error(error, checks, ("targets", name), root=schema.target)
         if not errors:
-            variants[name] = variant
+            schemas[name] = schema
     ports: dict[tuple[str, int], str] = {}
-    validators: dict[str, tuple[dict[str, Any], Any]] = {}
+    validators: dict[str, SchemaCheck] = {}
     for name, service in manifest.section("services").items():
         target = manifest.service_target(service)
         if not isinstance(target, str):
@@ -56,25 +58,26 @@ def check_targets_and_deploy(manifest: Manifest, checks: Checks) -> None:
                 report(("services", name), f"services.{name}: no target given and several targets declared "
                        f"(add `target:` with one of: {known})", key=True)
             continue
-        if target not in variants:
+        if target not in schemas:
             continue
-        name_problem = _service_name_problem(variants[target], name)
+        schema = schemas[target]
+        name_problem = _ask(schema.service_name_problem, name)
         if name_problem:
-            report(("services", name), f"services.{one_line(name, 60)}: {name_problem}", key=True)
+            report(("services", name), f"services.{one_line(name, 60)}: {one_line(str(name_problem), 200)}",
+                   key=True)
         deploy = service.get("deploy") or {}
         if not isinstance(deploy, dict):
             continue
         if target not in validators:  # one per target: a big manifest has many services, few targets
-            deploy_schema = variants[target].deploy_schema()
-            validators[target] = (deploy_schema, SchemaCheck(deploy_schema))
-        deploy_schema, check = validators[target]
-        errors = check.errors(deploy)
+            validators[target] = SchemaCheck(schema.deploy)
+        errors = validators[target].errors(deploy)
         for error in errors:
-            report_schema_error(error, checks, ("services", name, "deploy"), root=deploy_schema)
+            report_schema_error(error, checks, ("services", name, "deploy"), root=schema.deploy)
         port = deploy.get("port")
         if isinstance(port, int) and not isinstance(port, bool) and not any(e.path and e.path[0] == "port"
                                                                               for e in errors):
-            scope = _port_scope(variants[target], manifest.targets[target])
+            scope = _ask(schema.port_scope, manifest.targets[target])
+            scope = scope if isinstance(scope, str) and scope else None
             other = ports.setdefault((scope, port), name) if scope else name
             if other != name:
                 report(("services", name, "deploy", "port"),
@@ -82,32 +85,10 @@ def check_targets_and_deploy(manifest: Manifest, checks: Checks) -> None:
                        f"(both bind {one_line(str(scope), 60)}); choose another port or `auto`")
 
 
-def _service_name_problem(variant: Any, name: str) -> str | None:
-    """The target kind's own naming rule for services (ACI's names), as the provider says; None: fine."""
-    hook = getattr(variant, "service_name_problem", None)
-    if not callable(hook):
-        return None
+def _ask(rule: Callable[[Any], Any], value: Any) -> Any:
+    """A kind's own rule (``KindSchema.port_scope``, ``service_name_problem``) on one value; None when it
+    fails: a plugin's rule must not turn validate into a traceback."""
     try:
-        problem = hook(name)
-    except Exception:  # noqa: BLE001 - a plugin's hook must not turn validate into a traceback
+        return rule(value)
+    except Exception:  # noqa: BLE001
         return None
-    return one_line(str(problem), 200) if problem else None
-
-
-def _port_scope(variant: Any, config: Mapping[str, Any]) -> str | None:
-    """Where a fixed ``deploy.port`` must be unique, as the provider says; None: no such rule.
-
-    A provider whose services bind ports of one shared host (processes and containers on
-    127.0.0.1, IoT Edge modules on one device) says so with a classmethod
-    ``port_scope(config) -> str | None``, e.g. ``"127.0.0.1"``: two services whose targets give the
-    same scope cannot both ask for one port. Cloud targets, where each service has its own
-    address, declare nothing.
-    """
-    hook = getattr(variant, "port_scope", None)
-    if not callable(hook):
-        return None
-    try:
-        scope = hook(config)
-    except Exception:  # noqa: BLE001 - a plugin's hook must not turn validate into a traceback
-        return None
-    return scope if isinstance(scope, str) and scope else None

@@ -102,8 +102,8 @@ def _provider_schemas() -> list[tuple[str, dict]]:
     for kind in registry.kinds():
         cls = registry.load(kind)
         for variant in cls.variants():
-            out.append((f"{kind}:{variant.__name__}:target", variant.target_schema()))
-            out.append((f"{kind}:{variant.__name__}:deploy", variant.deploy_schema()))
+            out.append((f"{kind}:{variant.__name__}:target", variant.schema().target))
+            out.append((f"{kind}:{variant.__name__}:deploy", variant.schema().deploy))
     return out
 
 
