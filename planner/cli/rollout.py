@@ -119,12 +119,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- promote / abort / retry: a person decides about a rollout held on the target ------------------------------
 
-def _rollout_target(args: argparse.Namespace):
-    """(project, desired resource or None, live, provider) of a service with a rollout on a splitting target,
+def _rollout_target(args: argparse.Namespace, project):
+    """(desired resource or None, live, provider) of a service with a rollout on a splitting target,
     or one clear line saying why not."""
-    from ..project import Project
-
-    project = Project.load(args.file)
     address = Address("service", args.service)
     desired = project.desired()
     want = desired.get(address)
@@ -140,7 +137,7 @@ def _rollout_target(args: argparse.Namespace):
         raise MlopsError(f"{address}: no rollout on target {live.target!r} (nothing to {args.verb}); "
                          "`mlops rollout status` shows what runs")
     provider.ensure_connected()
-    return project, want, live, provider
+    return want, live, provider
 
 
 def _refuse_unless_splits(provider, address: Address, target: str, verb: str) -> None:
@@ -157,14 +154,16 @@ def _run_verb(args: argparse.Namespace, act) -> int:
 
     from ..core.events import Events
     from ..lock import apply_lock
+    from ..project import Project
     from ..rollout.bake import RolloutFailed, rollout_result
     from .signals import cancel_on_signals
 
-    project, want, live, provider = _rollout_target(args)
+    project = Project.load(args.file)
     cancel = threading.Event()
     events = Events(lambda text: print(f"service.{args.service}: {text}", flush=True), cancel)
     with apply_lock(project.manifest.state_dir, f"rollout {args.verb}", project.context.data_dir), \
             cancel_on_signals(cancel):
+        want, live, provider = _rollout_target(args, project)   # read under the lock: no apply moves it meanwhile
         try:
             message = act(project, want, live, provider, events)
         except RolloutFailed as exc:
