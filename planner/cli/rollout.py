@@ -12,6 +12,7 @@ Exit codes of a failed rollout:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import urllib.request
 from collections.abc import Sequence
@@ -148,6 +149,18 @@ def _refuse_unless_splits(provider, address: Address, target: str, verb: str) ->
                          f"no rollout to {verb}; its updates run as a bake window during `mlops apply`")
 
 
+def _lock_target(project, args: argparse.Namespace, cancel, stack: contextlib.ExitStack) -> None:
+    """The service's declared target's own lock (a Kubernetes Lease), as apply takes it: one writer at a time."""
+    from providers.base import LocksItself
+
+    service = project.manifest.section("services").get(args.service) or {}
+    target = project.manifest.service_target(service) if service else None
+    provider = project.providers.get(target) if isinstance(target, str) else None
+    if isinstance(provider, LocksItself):
+        provider.ensure_connected()   # type: ignore[attr-defined]
+        stack.enter_context(provider.apply_lock(f"mlops rollout {args.verb}", cancel))
+
+
 def _run_verb(args: argparse.Namespace, act) -> int:
     """Under the apply lock, with Ctrl-C/SIGTERM as a cancel and progress on stdout; a failed rollout exits 5/6."""
     import threading
@@ -162,7 +175,8 @@ def _run_verb(args: argparse.Namespace, act) -> int:
     cancel = threading.Event()
     events = Events(lambda text: print(f"service.{args.service}: {text}", flush=True), cancel)
     with apply_lock(project.manifest.state_dir, f"rollout {args.verb}", project.context.data_dir), \
-            cancel_on_signals(cancel):
+            cancel_on_signals(cancel), contextlib.ExitStack() as target_lock:
+        _lock_target(project, args, cancel, target_lock)
         want, live, provider = _rollout_target(args, project)   # read under the lock: no apply moves it meanwhile
         try:
             message = act(project, want, live, provider, events)
