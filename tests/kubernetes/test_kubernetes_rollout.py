@@ -294,3 +294,23 @@ def test_validate_refuses_shadow_without_a_gateway_in_one_line(tmp_path: Path):
 def test_replica_split(total, weight, mirror, routed, expected):
     split = canary.split(total, weight, mirror, routed=routed)
     assert (split.stable, split.canary) == expected
+
+
+def test_render_shows_the_candidate_objects_when_a_rollout_is_planned(tmp_path: Path, monkeypatch):
+    import yaml
+
+    monkeypatch.setenv("MLOPS_TEST_REGISTRY", "registry.example:5000")
+    manifest = make_project(tmp_path / "repo", manifest_text("ro-render"))
+    project = Project.load(manifest)
+    [desired] = [r for a, r in project.desired().items() if a.kind == "service"]
+    provider = project.providers["k8s"]
+    plain = [d["kind"] for d in yaml.safe_load_all(provider.render(desired)) if d]
+    assert plain == ["Secret", "Deployment", "Service"]
+    planned = dataclasses.replace(desired, inputs={**desired.inputs, "rollout": {
+        "strategy": "canary", "steps": [{"weight": 10, "hold": 5}, {"weight": 50, "hold": 5}]}})
+    text = provider.render(planned)
+    assert "a canary rollout: the candidate runs beside the stable version as echo-api-canary" in text
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [("Secret", "echo-api-keys"),
+                                                                 ("Deployment", "echo-api-canary")]
+    assert docs[1]["spec"]["replicas"] == 1 and docs[1]["metadata"]["labels"]["mlops.dev/track"] == "canary"
