@@ -265,6 +265,45 @@ def test_behind_a_gateway_the_route_weighs_and_mirrors_and_the_service_selects_t
         run_cli("destroy", "--auto-approve", *f)
 
 
+def test_with_autoscale_the_hpa_is_set_aside_for_the_rollout_and_comes_back(double, apps, tmp_path: Path):
+    text = manifest_text(f"ra-{uuid.uuid4().hex[:6]}").replace(
+        "deploy: {replicas: 3,", "deploy: {autoscale: {min_replicas: 2, max_replicas: 4},")
+    root = tmp_path / "repo"
+    manifest = make_project(root, text)
+    f = ["-f", str(manifest)]
+    autoscaling = client.AutoscalingV2Api(apps.api_client)
+
+    def hpas() -> list[str]:
+        return [h.metadata.name for h in autoscaling.list_namespaced_horizontal_pod_autoscaler(NS).items]
+
+    try:
+        applied = run_cli("apply", "--auto-approve", *f)
+        assert applied.code == 0, applied.out + applied.err
+        # What the HPA decided (the double runs no HPA controller: scaled here as it would).
+        apps.patch_namespaced_deployment("echo-api", NS, {"spec": {"replicas": 3}},
+                                         field_manager="horizontal-pod-autoscaler")
+        provider, _ = _provider_and_desired(manifest)
+        stable_live = _live(provider)
+        (root / "model.txt").write_text("v2\n")
+        _commit(root, "a second model")
+        provider, desired = _provider_and_desired(manifest)
+        state = RolloutState(candidate=spec_fingerprint(desired.spec), stable=spec_fingerprint(stable_live.spec),
+                             phase="canary")
+        live = provider.start_candidate(desired, stable_live, state, Events())
+        assert hpas() == [], "the HPA would fight the ratio: set aside"
+        live = provider.set_traffic(live, dataclasses.replace(state, step=0, weight=50), Events())
+        assert (_replicas(apps, "echo-api"), _replicas(apps, "echo-api-canary")) == (1, 2), "3, the HPA's count"
+        aborted = provider.abort(live, dataclasses.replace(state, phase="aborted", reason="test"), Events())
+        assert hpas() == ["echo-api"] and _replicas(apps, "echo-api") == 3
+        live = provider.start_candidate(desired, provider.clear(aborted, Events()), state, Events())
+        live = provider.set_traffic(live, dataclasses.replace(state, step=0, weight=50), Events())
+        promoted = provider.promote(live, desired, Events())
+        assert hpas() == ["echo-api"] and _replicas(apps, "echo-api") == 3 and promoted.health.ready == 3
+        assert promoted.rollout is None
+    finally:
+        run_cli("destroy", "--auto-approve", *f)
+
+
 def test_validate_refuses_shadow_without_a_gateway_in_one_line(tmp_path: Path):
     manifest = make_project(tmp_path / "repo", manifest_text("ro-shadow"))
     assert KubernetesProvider.rollout_strategies({}) == frozenset({"canary", "blue_green"})
