@@ -17,7 +17,6 @@ from test_kubernetes_rollout import _commit, apps, double, manifest_text  # noqa
 from planner.project import Project
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
-pytest.importorskip("planner.rollout.driver", reason="the rollout driver (branch rolldriver) is not merged yet")
 
 ROLLOUT = """\
     rollout:
