@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support import make_project, run_cli
+from support import ECHO_SCORE, make_project, run_cli
 from test_kubernetes_rollout import _commit, apps, double, manifest_text  # noqa: F401 (fixtures)
 
 from planner.project import Project
@@ -24,6 +24,18 @@ ROLLOUT = """\
       steps: [{weight: 33, hold: 2s}, {weight: 66, hold: 2s}]   # 1 then 2 of 3 pods
       analysis: {interval: 1s, min_requests: 2, max_error_rate: 5%, failure_limit: 1}
       progress_deadline: 120s
+"""
+
+FLAKY = ECHO_SCORE + """
+count = 0
+_echo = run
+
+def run(raw_data):
+    global count
+    count += 1
+    if count % 5 == 0:
+        raise RuntimeError("one in five fails")
+    return _echo(raw_data)
 """
 
 
@@ -86,5 +98,33 @@ def test_a_canary_through_mlops_apply_is_promoted_step_by_step(double, apps, tmp
         names = {d.metadata.name for d in apps.list_namespaced_deployment("ro").items}
         assert "echo-api-canary" not in {n for n in names if n.startswith("echo-api")}
         assert run_cli("plan", "--detailed-exitcode", *f).code == 0
+    finally:
+        run_cli("destroy", "--auto-approve", *f)
+
+
+def test_a_failing_canary_through_mlops_apply_is_rolled_back_and_the_stable_keeps_serving(
+        double, apps, tmp_path: Path):  # noqa: F811
+    root = tmp_path / "repo"
+    manifest = make_project(root, manifest_text(f"rb-{uuid.uuid4().hex[:6]}", rollout=ROLLOUT))
+    f = ["-f", str(manifest)]
+    try:
+        first = run_cli("apply", "--auto-approve", *f)
+        assert first.code == 0, first.out + first.err
+        (root / "src" / "score.py").write_text(FLAKY)
+        _commit(root, "a candidate failing one request in five")
+        with Load(manifest) as load:
+            rolled = run_cli("apply", "--auto-approve", *f)
+        assert rolled.code == 5, rolled.out + rolled.err   # the rollback's own exit code
+        assert "ROLLED BACK" in rolled.err and "max_error_rate" in rolled.err, rolled.err
+        assert "traffic 66%" not in rolled.out, "rolled back at the first step"
+        assert not [x for x in load.failures if not x.startswith("HTTP 500")], load.failures[:3]
+        assert load.failures, "the candidate's errors reached the callers it served (1 pod of 3)"
+        names = {d.metadata.name for d in apps.list_namespaced_deployment("ro").items}
+        assert "echo-api-canary" not in names
+        live = Load(manifest).provider.read()[0]
+        assert live.rollout is not None and live.rollout.phase == "aborted" and live.status == "Healthy"
+        assert live.health.ready == 3
+        planned = run_cli("plan", *f)
+        assert "rolled back earlier" in planned.out and "mlops rollout retry echo-api" in planned.out, planned.out
     finally:
         run_cli("destroy", "--auto-approve", *f)
