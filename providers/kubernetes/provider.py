@@ -283,6 +283,9 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
                 raise
             raise ProviderError(f"{desired.address}: the new version failed ({cause}); rolled back, the previous "
                                 f"version keeps serving (see `mlops logs {name}`)") from None
+        self._remove_candidate(name)   # a plain update: what an interrupted rollout left goes too
+        if live.rollout is not None:
+            self._forget(name)
         return self._read_one(name)
 
     def delete(self, live: Live, progress: Progress) -> None:

@@ -99,14 +99,14 @@ class TrafficSplitting(SplitsTraffic):
         if existing is not None and canary.version_of(existing) != state.candidate:
             ev.step(f"removing the earlier candidate {canary.version_of(existing)[:12]}")
             self._remove_candidate(name)
-        total = self._total(live, stable)
-        self._set_hpa_aside(name, live)
+        total = _kept_total(stable) or self._total(live, stable)
         split = canary.split(total, state.weight, state.mirror, routed=self._routed())
         ev.step(f"starting the candidate {state.candidate[:12]} as {canary_name(name)} "
                 f"({split.canary} of {total} replicas)")
         self._apply_objects([o for o in manifests.objects(svc) if o["kind"] == "Secret"], ev)
         self._apply_objects(canary.objects(svc, split.canary, weight=state.weight, mirror=state.mirror), ev)
         self._keep(name, state, total, max(split.stable, self._replicas(stable)))
+        self._set_hpa_aside(name, live)   # only once the state says a rollout runs: abort brings it back
         if split.canary:
             self._wait_candidate(name, desired_limit(live, desired), ev)
         return self._read_one(name)
@@ -193,9 +193,13 @@ class TrafficSplitting(SplitsTraffic):
         if self._candidate(name) is not None:
             raise ProviderError(f"{live.address}: a candidate still runs beside the stable version; promote or "
                                 "abort the rollout first")
+        self._forget(name)
+        return self._read_one(name)
+
+    def _forget(self, name: str) -> None:
+        """The rollout's annotations go; its field manager keeps only the replica count as it is."""
         stable = self.cluster.get("Deployment", name, self.namespace)
         self._scale(name, self._replicas(stable))
-        return self._read_one(name)
 
     # -- helpers --------------------------------------------------------------------------------
     def _routed(self) -> bool:

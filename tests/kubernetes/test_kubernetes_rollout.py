@@ -213,6 +213,13 @@ def test_canary_lifecycle_start_steps_resume_abort_clear_and_promote(double, app
         assert planned.code == 0 and "service.echo-api" not in planned.out, planned.out
         with pytest.raises(ProviderError, match="no candidate runs"):
             provider.set_traffic(promoted, state, Events())
+
+        # A plain update (the rollout block gone) takes away a candidate an interrupted rollout left behind.
+        provider.start_candidate(desired, promoted, state, Events())
+        assert len(_live(provider).versions) == 2
+        updated = provider.update(desired, _live(provider), Events())
+        assert len(updated.versions) == 1 and updated.rollout is None
+        assert "echo-api-canary" not in {d.metadata.name for d in apps.list_namespaced_deployment(NS).items}
     finally:
         run_cli("destroy", "--auto-approve", *f)
 
