@@ -128,3 +128,52 @@ def test_a_failing_canary_through_mlops_apply_is_rolled_back_and_the_stable_keep
         assert "rolled back earlier" in planned.out and "mlops rollout retry echo-api" in planned.out, planned.out
     finally:
         run_cli("destroy", "--auto-approve", *f)
+
+
+def test_apply_killed_in_the_middle_of_a_canary_continues_from_the_target(double, apps, tmp_path: Path):  # noqa: F811
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from support import ROOT
+
+    root = tmp_path / "repo"
+    slow = ROLLOUT.replace("hold: 2s", "hold: 6s")
+    manifest = make_project(root, manifest_text(f"rk-{uuid.uuid4().hex[:6]}", rollout=slow))
+    f = ["-f", str(manifest)]
+    try:
+        first = run_cli("apply", "--auto-approve", *f)
+        assert first.code == 0, first.out + first.err
+        (root / "model.txt").write_text("v2\n")
+        _commit(root, "a second model")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        with Load(manifest) as load:
+            child = subprocess.Popen([sys.executable, "-m", "planner.cli", "apply", "--auto-approve", *f], cwd=root,
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while True:   # kill -9 once the first step holds: one candidate pod ready beside two stable ones
+                assert child.poll() is None, "apply ended before it could be killed"
+                assert time.monotonic() < deadline, "the first step was never reached"
+                annotations = apps.read_namespaced_deployment("echo-api", "ro").metadata.annotations or {}
+                if '"step":0' in annotations.get("mlops.dev/rollout", ""):
+                    break
+                time.sleep(0.2)
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            provider = Load(manifest).provider
+            stopped = provider.read()[0]
+            assert stopped.rollout is not None and stopped.rollout.step == 0
+            assert len(stopped.versions) == 2, "the candidate runs on after the kill"
+            again = run_cli("apply", "--auto-approve", *f)
+        assert again.code == 0, again.out + again.err
+        assert "continuing the rollout" in again.out, again.out
+        assert not load.failures, load.failures[:3]
+        live = provider.read()[0]
+        assert live.rollout is None and len(live.versions) == 1 and live.health.ready == 3
+        assert "echo-api-canary" not in {d.metadata.name for d in apps.list_namespaced_deployment("ro").items}
+        assert run_cli("plan", "--detailed-exitcode", *f).code == 0
+    finally:
+        run_cli("destroy", "--auto-approve", *f)
