@@ -67,6 +67,20 @@ def split(total: int, weight: float, mirror: float = 0.0, *, routed: bool = Fals
     return Split(max(1, total - canary), canary)
 
 
+def first_step(policy: Mapping[str, Any] | None, deploy: Mapping[str, Any], *, routed: bool
+               ) -> tuple[str, int, float, float] | None:
+    """For ``mlops render``: (what it is, candidate replicas, weight, mirror) at a splitting rollout's first
+    step (the mirror phase when there is one), or None when the policy does not split traffic."""
+    policy = policy or {}
+    if policy.get("strategy") not in ("canary", "shadow") and not policy.get("mirror"):
+        return None
+    mirror = float((policy.get("mirror") or {}).get("percent", 0))
+    weight = 0.0 if mirror else float((policy.get("steps") or [{}])[0].get("weight", 0))
+    total = int(deploy.get("replicas") or (deploy.get("autoscale") or {}).get("min_replicas", 1))
+    share = f"{weight:g}% of requests" + (f", {mirror:g}% mirrored" if mirror else "")
+    return f"{policy['strategy']} ({share})", split(total, weight, mirror, routed=routed).canary, weight, mirror
+
+
 def version_of(deployment: Mapping[str, Any]) -> str:
     """The spec fingerprint of what a Deployment of ours runs (from the spec annotation apply wrote)."""
     import json

@@ -164,22 +164,20 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
                     "secondary": desired.secrets.get("secondary_key") or stored.get("secondary", "")}
             digest = manifests.keys_digest(keys) if keys["primary"] and keys["secondary"] else "(set at apply)"
             svc = dataclasses.replace(svc, keys_digest=digest)
-        objects = manifests.objects(svc)
         head = f"# image {svc.image} is pinned to its pushed digest (repository@sha256:...) at apply\n"
-        policy = desired.inputs.get("rollout") or {}
-        if policy.get("strategy") in ("canary", "shadow") or policy.get("mirror"):
-            first = policy.get("mirror", {}).get("percent", 0) if policy.get("mirror") else 0
-            weight = 0.0 if first else float((policy.get("steps") or [{}])[0].get("weight", 0))
-            total = int(desired.spec["deploy"].get("replicas") or
-                        desired.spec["deploy"].get("autoscale", {}).get("min_replicas", 1))
-            split = canary.split(total, weight, float(first), routed=svc.gateway is not None)
-            objects = [o for o in objects if o["kind"] == "Secret"]
-            objects += canary.objects(svc, split.canary, weight=weight, mirror=float(first))
-            head += (f"# a {policy['strategy']} rollout: the candidate runs beside the stable version as "
-                     f"{manifests.canary_name(desired.address.name)}; shown at its first step "
-                     f"({weight:g}% of requests" + (f", {first:g}% mirrored" if first else "") + ")\n")
+        text = head + self._dump(manifests.objects(svc), desired)
+        first = canary.first_step(desired.inputs.get("rollout"), desired.spec["deploy"], routed=svc.gateway is not None)
+        if first is not None:   # an update of a running service goes through these first
+            note, replicas, weight, mirror = first
+            text += (f"---\n# an update rolls out as a {note}: the candidate runs beside the stable version as "
+                     f"{manifests.canary_name(svc.name)}, shown at its first step\n")
+            text += self._dump(canary.objects(svc, replicas, weight=weight, mirror=mirror), desired)
+        return text
+
+    @staticmethod
+    def _dump(objects: Sequence[Mapping[str, Any]], desired: Resource) -> str:
         docs = [_redact_env(manifests.redacted(o), desired.sensitive) for o in objects]
-        return head + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
+        return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
 
     # -- live state -----------------------------------------------------------------------------
     def rbac(self) -> str:

@@ -355,8 +355,61 @@ def test_render_shows_the_candidate_objects_when_a_rollout_is_planned(tmp_path: 
     planned = dataclasses.replace(desired, inputs={**desired.inputs, "rollout": {
         "strategy": "canary", "steps": [{"weight": 10, "hold": 5}, {"weight": 50, "hold": 5}]}})
     text = provider.render(planned)
-    assert "a canary rollout: the candidate runs beside the stable version as echo-api-canary" in text
+    assert "# an update rolls out as a canary (10% of requests): the candidate runs beside the stable version " \
+           "as echo-api-canary, shown at its first step" in text
     docs = [d for d in yaml.safe_load_all(text) if d]
-    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [("Secret", "echo-api-keys"),
-                                                                 ("Deployment", "echo-api-canary")]
-    assert docs[1]["spec"]["replicas"] == 1 and docs[1]["metadata"]["labels"]["mlops.dev/track"] == "canary"
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("Secret", "echo-api-keys"), ("Deployment", "echo-api"), ("Service", "echo-api"),
+        ("Deployment", "echo-api-canary")]
+    assert docs[3]["spec"]["replicas"] == 1 and docs[3]["metadata"]["labels"]["mlops.dev/track"] == "canary"
+
+
+RENDER_MANIFEST = """\
+version: 1
+project: ro-render
+public_vars: [MLOPS_TEST_REGISTRY]
+targets:
+  k8s: {provider: kubernetes, namespace: ml, registry: "${MLOPS_TEST_REGISTRY}"}
+  routed: {provider: kubernetes, namespace: ml, registry: "${MLOPS_TEST_REGISTRY}", gateway: {name: edge}}
+models:
+  m: {path: model.txt}
+environments:
+  e: {python: "3.11", pip: []}
+services:
+  ratio-api:
+    models: [m]
+    environment: e
+    source_dir: src
+    entry_script: score.py
+    target: k8s
+    deploy: {replicas: 4, auth: none}
+    rollout:
+      strategy: canary
+      steps: [{weight: 25, hold: 1m}, {weight: 50, hold: 1m}]
+  routed-api:
+    models: [m]
+    environment: e
+    source_dir: src
+    entry_script: score.py
+    target: routed
+    deploy: {replicas: 2, auth: none}
+    rollout:
+      strategy: canary
+      mirror: {percent: 20, hold: 1m}
+      steps: [{weight: 10, hold: 1m}]
+"""
+
+
+def test_mlops_render_shows_the_canary_objects_of_a_planned_rollout(tmp_path: Path, monkeypatch):
+    """Golden, with what changes with the runtime and the commit masked (the objects' shape is the point)."""
+    import re
+
+    from support import check_golden
+
+    monkeypatch.setenv("MLOPS_TEST_REGISTRY", "registry.example:5000")
+    manifest = make_project(tmp_path / "repo", RENDER_MANIFEST)
+    result = run_cli("render", "-f", str(manifest))
+    assert result.code == 0, result.err
+    text = re.sub(r"(mlops\.dev/(?:spec|fingerprint|version|git-commit)): .*", r"\1: (masked)", result.out)
+    text = re.sub(r"(registry\.example:5000/ro-render/[a-z-]+:)[0-9a-f]{16}", r"\1(tag)", text)
+    check_golden("kubernetes/render-canary.yaml", text)
