@@ -156,7 +156,9 @@ class ControlPlane:
         if self._thread:
             self._thread.join(timeout=10)
         if self.docker is not None:
-            for c in self.docker.containers.list(all=True, filters={"label": f"k8s-double={self.instance}"}):
+            # sparse: no inspect per container, which fails for one a kubelet thread removes meanwhile
+            for c in self.docker.containers.list(all=True, sparse=True,
+                                                 filters={"label": f"k8s-double={self.instance}"}):
                 with contextlib.suppress(Exception):
                     c.remove(force=True)
 
