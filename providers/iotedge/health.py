@@ -106,9 +106,16 @@ def counts(config: Mapping[str, Any]) -> dict[str, int]:
             "failed": int(results.get("reportedFailedCount") or 0)}
 
 
-def health(config: Mapping[str, Any], devices: list[Device], condition: str) -> Health:
-    """The seed's state with device counts: ready (running our module) / targeted, failed."""
+def health(config: Mapping[str, Any], devices: list[Device], condition: str, *, scoped: bool = False) -> Health:
+    """The seed's state with device counts: ready (running our module) / targeted, failed.
+
+    ``scoped``: ``devices`` are a part of what ``config`` targets (one version's share of a ring
+    rollout), so the counts are theirs alone, not the deployment's system metrics."""
     metrics = counts(config)
+    if scoped:
+        bad = sum(1 for d in devices if d.failing)
+        metrics = {"targeted": len(devices), "applied": sum(1 for d in devices if d.applied),
+                   "succeeded": sum(1 for d in devices if d.ok), "failed": bad}
     targeted = max(metrics["targeted"], len(devices))
     failing = [d for d in devices if d.failing]
     ready = sum(1 for d in devices if d.ok)

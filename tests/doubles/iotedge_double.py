@@ -16,7 +16,9 @@ What it emulates, from the documented REST contract (api-version 2021-04-12) and
 - Target conditions over device twins: ``*``, ``=``, ``!=``/``<>``, ``IN [..]``, ``AND``, ``OR``,
   ``NOT``, parentheses; paths ``deviceId``, ``tags.…``, ``capabilities.iotEdge``, ``properties.…``.
 - ``POST /devices/query`` (``SELECT * FROM devices[.modules] [WHERE …]``, continuation), device twins
-  (GET, PATCH of tags — how a test retags a device), module twins, direct methods on
+  (GET, PATCH of tags as a JSON merge patch, If-Match — how a test retags a device and how the
+  provider tags rollout rings; every deployment's condition is re-evaluated at once), module twins,
+  direct methods on
   ``$edgeAgent``: ``GetModuleLogs`` (encoding none, contentType text, filter tail/since).
 - SAS tokens: every request must carry ``SharedAccessSignature sr&sig&se&skn`` signed with the
   policy key for this host; an expired or wrong one is 401.
@@ -35,7 +37,8 @@ each device+module gets its own port on 127.0.0.1 (the image's ``--port``/``--ho
 the module's *reported* createOptions carry that HostPort, which is where the provider reads a
 device's port from. Not emulated: system modules are not run ($edgeHub routes are stored, not
 executed), no MQTT/AMQP, no device connection state, metrics are exact at once (the real hub
-takes up to minutes), error bodies' codes are ours. ``Hub.fail_next(429, 503)`` makes the next
+takes up to minutes), error bodies' codes are ours. ``Agent.crash(module, why)`` makes a module die on one
+device (in its own words), for tests of failing devices without an engine. ``Hub.fail_next(429, 503)`` makes the next
 requests answer those statuses (Retry-After: 0), for the retry tests. ``run_modules=False`` (API tests without an
 engine) acknowledges deployments and reports modules running without starting anything.
 
@@ -292,14 +295,12 @@ class Hub:
         agent.start()
 
     def set_tags(self, device_id: str, tags: dict[str, Any]) -> None:
-        """Merge tags into a device twin (a PATCH of the twin), then re-resolve deployments."""
+        """Merge tags into a device twin as the hub's PATCH does (nested objects merge, a null removes a
+        key), then re-resolve deployments: a retag moves devices in and out
+        of deployments' target conditions at once."""
         with self.lock:
             twin = self.devices[device_id]["twin"]
-            for key, value in tags.items():
-                if value is None:
-                    twin["tags"].pop(key, None)
-                else:
-                    twin["tags"][key] = value
+            _merge_patch(twin["tags"], tags)
             twin["etag"], twin["version"] = _etag(), twin["version"] + 1
             self._resolve()
 
@@ -457,6 +458,19 @@ class Hub:
                     self.docker.api.remove_container(c["Id"], force=True)
 
 
+def _merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict):
+            child = target.get(key)
+            if not isinstance(child, dict):
+                child = target[key] = {}
+            _merge_patch(child, value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 def _etag() -> str:
     return base64.b64encode(secrets.token_bytes(6)).decode()
 
@@ -500,6 +514,17 @@ class Agent(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
+
+    def crash(self, module: str, why: str) -> None:
+        """The module as it runs now dies on this device and stays down (say, a camera it needs is gone):
+        reported failed with exit code 1 until a new desired version of it replaces it."""
+        with self.hub.lock:
+            entry = self.modules[module]
+            container = entry.get("container")
+            entry.update(runtime="failed", exit=1, exited_at=now_utc(), description=f"exited with code 1: {why}")
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.stop(timeout=1)
 
     def run(self) -> None:
         while not self._halt.is_set():

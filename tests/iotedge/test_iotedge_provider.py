@@ -298,7 +298,7 @@ def test_the_hub_limit_is_respected_before_creating(tmp_path, monkeypatch):
         provider = _connected(tmp_path, full)
         _put(provider, _desired(_spec()), 10)                  # with factory-base: the hub is full
         body = provider._configuration(_desired({**_spec(), "models": ["other:1@00"]}), DIGEST, KEYS, priority=11)
-        monkeypatch.setattr("providers.iotedge.provider.HUB_LIMIT", 2)   # a free hub's 10, a paid one's 100
+        monkeypatch.setattr("providers.iotedge.deploying.HUB_LIMIT", 2)   # a free hub's 10, a paid one's 100
         with pytest.raises(ProviderError, match="holds 2 deployments, IoT Hub's limit"):
             provider._put(body, _Steps())
         assert provider.hub.get_configuration(body["id"]) is None
