@@ -39,13 +39,17 @@ class RingRollout(Deploys):
 
     def start_candidate(self, desired: Resource, live: Live, state: RolloutState, events: Progress) -> Live:
         ev = self._begin(events)
-        name = desired.address.name
         self._check_condition()
+        body = self._build(desired, ev, self._ours().get(desired.address.name, []))
+        return self._start_ring(desired, body, state, ev)
+
+    def _start_ring(self, desired: Resource, body: dict[str, Any], state: RolloutState, ev: Events) -> Live:
+        """The candidate deployment ``body`` (image built, priority above ours), its ring empty; the state kept."""
+        name = desired.address.name
         group = self._ours().get(name, [])
         stable, candidate, _ = self._split(group)
         if stable is None:
             raise ProviderError(f"{desired.address}: nothing runs on {self.describe()} to roll out beside")
-        body = self._build(desired, ev, group)
         if body["id"] == stable["id"]:
             raise ProviderError(f"{desired.address}: the candidate is the version that runs already "
                                 f"({stable['id']})")

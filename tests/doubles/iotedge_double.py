@@ -37,9 +37,11 @@ each device+module gets its own port on 127.0.0.1 (the image's ``--port``/``--ho
 the module's *reported* createOptions carry that HostPort, which is where the provider reads a
 device's port from. Not emulated: system modules are not run ($edgeHub routes are stored, not
 executed), no MQTT/AMQP, no device connection state, metrics are exact at once (the real hub
-takes up to minutes), error bodies' codes are ours. ``Agent.crash(module, why)`` makes a module die on one
-device (in its own words), for tests of failing devices without an engine. ``Hub.fail_next(429, 503)`` makes the next
-requests answer those statuses (Retry-After: 0), for the retry tests. ``run_modules=False`` (API tests without an
+takes up to minutes), error bodies' codes are ours. ``Agent.crash(module, why)`` makes a module
+die on one device (in its own words), for tests of failing devices without an engine.
+``Hub.fail_next(429, 503)`` makes the next requests answer those statuses (Retry-After: 0), for
+the retry tests (``method=``/``after=``: only that method's requests, after letting some
+through: a caller interrupted halfway). ``run_modules=False`` (API tests without an
 engine) acknowledges deployments and reports modules running without starting anything.
 
 Run by hand: ``python3 tests/doubles/iotedge_double.py --serve --state-dir DIR`` (three devices:
@@ -272,12 +274,25 @@ class Hub:
         self.agents: dict[str, Agent] = {}
         self.host = ""
         self.requests: list[tuple[str, str]] = []
-        self.faults: list[int] = []   # statuses the next requests answer (throttling, outages), for retry tests
+        self.faults: list[tuple[int, str | None]] = []   # (status, method) the next requests answer, for retry tests
+        self.fault_skip = 0
 
-    def fail_next(self, *statuses: int) -> None:
-        """The next requests answer these statuses (with Retry-After: 0) before the hub answers again."""
+    def fail_next(self, *statuses: int, method: str | None = None, after: int = 0) -> None:
+        """The next requests (of ``method`` only, when given, and after letting ``after`` of them through)
+        answer these statuses (with Retry-After: 0) before the hub answers again: throttling, an outage,
+        or a caller interrupted in the middle of its work."""
         with self.lock:
-            self.faults.extend(statuses)
+            self.faults.extend((status, method) for status in statuses)
+            self.fault_skip = after
+
+    def take_fault(self, method: str) -> int | None:
+        with self.lock:
+            if not self.faults or self.faults[0][1] not in (None, method):
+                return None
+            if self.fault_skip:
+                self.fault_skip -= 1
+                return None
+            return self.faults.pop(0)[0]
 
     # -- devices ----------------------------------------------------------------------------------
     def add_device(self, device_id: str, tags: dict[str, Any]) -> None:
@@ -745,8 +760,7 @@ class Handler(MethodDispatch, BaseHTTPRequestHandler):
             return self._send(400, {"Message": "api-version 2021-04-12 is required"})
         parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
         hub.requests.append((method, url.path))
-        with hub.lock:
-            fault = hub.faults.pop(0) if hub.faults else None
+        fault = hub.take_fault(method)
         if fault is not None:
             return self._send(fault, {"Message": "injected fault", "ErrorCode": "ThrottlingException"},
                               {"Retry-After": "0"})
