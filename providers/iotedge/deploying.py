@@ -215,9 +215,10 @@ class Deploys(ReadsFleet):
             self._clear_rings(name, events)
 
     def _clear_rings(self, name: str, ev: Events) -> None:
-        """Remove this service's ring tag from every device of its condition that carries one."""
+        """Remove this service's ring tag from every device that carries one (also one retagged out of the
+        target's condition meanwhile)."""
         key = self.ring_key(name)
-        tagged = [str(t["deviceId"]) for t in self._twins(self.condition) if rings.ring_of(t, key)]
+        tagged = [str(t["deviceId"]) for t in self._twins(f"IS_DEFINED({rings.tag_path(key)})")]
         for device in tagged:
             self.hub.update_twin_tags(device, {rings.RING_TAG: {key: None}})
         if tagged:

@@ -13,8 +13,8 @@ What it emulates, from the documented REST contract (api-version 2021-04-12) and
   the hub if the hub also merges layers below the base). The device twin's
   ``configurations.<id>.status`` is Applied or Targeted. A device no deployment targets keeps its
   last desired properties (its modules keep running), as the docs say.
-- Target conditions over device twins: ``*``, ``=``, ``!=``/``<>``, ``IN [..]``, ``AND``, ``OR``,
-  ``NOT``, parentheses; paths ``deviceId``, ``tags.…``, ``capabilities.iotEdge``, ``properties.…``.
+- Target conditions over device twins: ``*``, ``=``, ``!=``/``<>``, ``IN [..]``, ``IS_DEFINED(path)``,
+  ``AND``, ``OR``, ``NOT``, parentheses; paths ``deviceId``, ``tags.…``, ``capabilities.iotEdge``, ``properties.…``.
 - ``POST /devices/query`` (``SELECT * FROM devices[.modules] [WHERE …]``, continuation), device twins
   (GET, PATCH of tags as a JSON merge patch, If-Match — how a test retags a device and how the
   provider tags rollout rings; every deployment's condition is re-evaluated at once), module twins,
@@ -162,6 +162,13 @@ class Condition:
         return node
 
     def _not(self) -> Any:
+        tok = self._peek()
+        if tok and tok[0] == "word" and tok[1].upper() == "IS_DEFINED":
+            self._i += 1
+            self._take("op", "(")
+            path = self._take("word")
+            self._take("op", ")")
+            return ("defined", path)
         if self._peek() == ("kw", "NOT"):
             self._i += 1
             return ("not", self._not())
@@ -208,6 +215,8 @@ def _eval(node: Any, twin: dict[str, Any]) -> bool:
     if op == "not":
         return not _eval(node[1], twin)
     value = _lookup(twin, node[1])
+    if op == "defined":
+        return value is not None
     if op == "eq":
         return value is not None and value == node[2]
     if op == "ne":
