@@ -25,10 +25,13 @@ LOG_POLL_S = 2.0
 
 
 class ReachesDevices:
-    """endpoint / call / logs of the iotedge provider (mixed into it)."""
+    """endpoint / call / logs of the iotedge provider (mixed into it). Without ``--device``, a call goes
+    to the first healthy device, or during a ring rollout to each healthy device in turn (the driver's
+    sample requests then see each version in proportion to its ring)."""
 
     hub: HubClient
     keys: KeyStore
+    _turn: int
 
     def _device(self, live: Live, instance: str | None) -> dict[str, Any]:
         devices = list(live.details.get("devices") or [])
@@ -39,6 +42,9 @@ class ReachesDevices:
                 raise ProviderError(f"{live.address}: device {instance!r} is not targeted by it (targeted: {names})")
             return found
         healthy = [d for d in devices if d.get("ok")]
+        if healthy and len(live.versions) > 1:   # a ring rollout: turn by turn, so callers meet both versions
+            self._turn = getattr(self, "_turn", -1) + 1
+            return healthy[self._turn % len(healthy)]
         if healthy:
             return healthy[0]
         if devices:

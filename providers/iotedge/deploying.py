@@ -84,7 +84,11 @@ class Deploys(ReadsFleet):
             self._wait(desired, body["id"], ev)
         else:
             self._check_condition()
-            created = self._put(body, ev)
+            ring = next((c for c in group if c["id"] == body["id"] and rings.is_candidate(c)), None)
+            if ring is not None:   # this very content runs in a ring (an unfinished rollout): every device now
+                self._update_in_place(ring, body, ev)
+                self._clear_rings(name, ev)
+            created = ring is None and self._put(body, ev)
             try:
                 self._wait(desired, body["id"], ev)
             except BaseException as exc:

@@ -143,6 +143,8 @@ def test_each_step_tags_its_ring_and_the_hub_runs_the_candidate_there(tmp_path, 
         assert (stable.traffic, cand.traffic) == pytest.approx((1 - len(members) / 10, len(members) / 10))
         assert (cand.health.ready, cand.health.desired) == (len(members), len(members))
         assert {d["device"] for d in live.details["devices"] if d["ring"]} == members
+        called = {provider._device(live, None)["device"] for _ in range(10)}
+        assert called == set(PLANT3)   # calls without --device go round the devices: both versions answer
 
 
 def test_an_interrupted_call_is_finished_by_the_next(tmp_path, double):
