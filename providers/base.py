@@ -137,9 +137,6 @@ class Provider(ABC):
 
     protocol: ClassVar[int] = PROTOCOL
     kind: ClassVar[str]
-    traffic_split: ClassVar[bool] = False
-    """True on kinds that can share a service's requests between two versions (a canary, a mirror);
-    ``mlops validate`` refuses ``rollout.strategy: canary|shadow`` on the others."""
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         self.target = target
