@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
-from iotedge_fixtures import iotedge_double, set_env
+from iotedge_fixtures import iotedge_double, manifest, set_env
+from support import make_project, run_cli
 
 from planner.core.addresses import Address
 from planner.core.errors import ProviderError
 from planner.core.events import Events
 from planner.core.resources import HEALTHY, UNHEALTHY, Live, Resource, RolloutState, spec_fingerprint
+from planner.rollout.support import splitting_kinds
 from providers.base import ProjectContext, SplitsTraffic
 from providers.iotedge import IotEdgeProvider, rings
 
@@ -219,3 +221,18 @@ def test_a_device_whose_candidate_module_fails_makes_the_candidate_unhealthy(tmp
     assert f"{broken}: module {NAME} failed (exit code 1)" in cand.health.message
     assert "camera /dev/video0 is gone" in cand.health.message
     assert live.status == UNHEALTHY and live.rollout.weight == 50
+
+
+def test_validate_takes_canary_and_blue_green_and_refuses_shadow_naming_who_can(tmp_path, double):
+    canary = ("    rollout: {strategy: canary, steps: [{weight: 10, hold: 1m}, {weight: 50, hold: 1m}], "
+              "analysis: {interval: 10s, min_requests: 5, max_error_rate: 1%}}\n")
+    path = make_project(tmp_path / "repo", manifest("rings") + canary)
+    assert run_cli("validate", cwd=path.parent).code == 0
+    path.write_text(manifest("rings") + "    rollout: {strategy: blue_green, steps: [{weight: 100, hold: 1m}]}\n")
+    assert run_cli("validate", cwd=path.parent).code == 0
+    path.write_text(manifest("rings") + "    rollout: {strategy: shadow, mirror: {percent: 20, hold: 1m}}\n")
+    refused = run_cli("validate", cwd=path.parent)
+    assert refused.code == 1 and len([ln for ln in refused.err.splitlines() if ln.startswith("ml.yaml:")]) == 1
+    assert "services.echo-api.rollout.strategy: strategy shadow needs a target that splits traffic; target " \
+           f"'plant3' (iotedge) cannot (targets that can: {', '.join(splitting_kinds('shadow'))})" in refused.err
+    assert "iotedge" in splitting_kinds("canary") and "iotedge" not in splitting_kinds("shadow")
