@@ -6,7 +6,8 @@ goes round the healthy devices, and by each version's health from the devices' o
 
 One flow: v1 -> a good v2, promoted ring by ring -> a candidate whose module dies on the ring's device:
 rolled back naming it, the next apply refuses to retry it -> a v3 started with ``--no-wait``, which a
-fresh plan shows at its step and the next apply finishes. Short holds throughout.
+fresh plan shows at its step and the next apply finishes -> a v4 whose apply is killed (-9) in the
+middle, continued by the next apply. Short holds throughout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from iotedge_fixtures import TARGET, iotedge_double, set_env
@@ -102,6 +105,25 @@ def _models(root) -> dict[str, str]:
     return out
 
 
+def _killed_at(root, text: str) -> str:
+    """Run ``mlops apply`` in its own process and kill it (SIGKILL) once it prints ``text``; its output."""
+    proc = subprocess.Popen([sys.executable, "-m", "planner.cli", "apply", "--auto-approve"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:   # type: ignore[union-attr]
+            seen.append(line)
+            if text in line:
+                break
+        proc.kill()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert any(text in line for line in seen), "".join(seen)
+    return "".join(seen)
+
+
 def test_a_ring_rollout_through_apply(tmp_path, fleet):
     root = tmp_path / "repo"
     make_project(root, _manifest(), score=SCORE % ([],))
@@ -158,6 +180,16 @@ def test_a_ring_rollout_through_apply(tmp_path, fleet):
     assert "continuing the rollout" in result.out
     assert len(_ours(hub)) == 1 and _tagged(fleet) == set()
     assert _models(root) == dict.fromkeys(PLANT3, "v3")
+
+    # v4, and the apply killed (-9) once its ring is tagged: the next apply continues it, one candidate
+    (root / "model.txt").write_text("v4\n")
+    seen = _killed_at(root, "ring of 50%")
+    assert len(_ours(hub)) == 2 and _tagged(fleet) == set(FIRST_RING), seen
+    result = run_cli("apply", "--auto-approve", cwd=root)
+    assert result.code == 0, seen + result.out + result.err
+    assert "continuing the rollout" in result.out and "starting version" not in result.out
+    assert len(_ours(hub)) == 1 and _tagged(fleet) == set()
+    assert _models(root) == dict.fromkeys(PLANT3, "v4")
 
     result = run_cli("destroy", "--auto-approve", cwd=root)
     assert result.code == 0, result.out + result.err
