@@ -218,15 +218,16 @@ class Deploys(ReadsFleet):
         if any(rings.is_candidate(c) for c in gone) or any(rings.is_candidate(c) for c in group if c["id"] == keep):
             self._clear_rings(name, events)
 
-    def _clear_rings(self, name: str, ev: Events) -> None:
+    def _clear_rings(self, name: str, ev: Events) -> list[str]:
         """Remove this service's ring tag from every device that carries one (also one retagged out of the
-        target's condition meanwhile)."""
+        target's condition meanwhile); the devices untagged."""
         key = self.ring_key(name)
         tagged = [str(t["deviceId"]) for t in self._twins(f"IS_DEFINED({rings.tag_path(key)})")]
         for device in tagged:
             self.hub.update_twin_tags(device, {rings.RING_TAG: {key: None}})
         if tagged:
             ev(f"removed the ring tag {rings.tag_path(key)} from {len(tagged)} device(s)")
+        return tagged
 
     def _delete_ids(self, ids: list[str], ev: Events, group: list[dict[str, Any]] | None = None) -> None:
         etags = {c["id"]: c.get("etag") for c in group or []}

@@ -73,14 +73,17 @@ class RingRollout(Deploys):
         key, value = self.ring_key(name), rings.ring_value(candidate["id"])
         twins = self._twins(self.condition)
         members = set(rings.ring_members([str(t["deviceId"]) for t in twins], state.weight))
+        moved = []
         for twin in twins:
             device = str(twin["deviceId"])
             want = value if device in members else None
             if rings.ring_of(twin, key) != want:
                 self.hub.update_twin_tags(device, {rings.RING_TAG: {key: want}})
-        ev(f"ring of {state.weight:g}%: {len(members)} of {len(twins)} device(s) run the candidate "
-           f"({', '.join(sorted(members)) or 'none'})")
-        self._settle(name, self._timeout(live), ev)
+                moved.append(device)
+        if moved:
+            ev(f"ring of {state.weight:g}%: {len(members)} of {len(twins)} device(s) run the candidate "
+               f"({', '.join(sorted(members)) or 'none'})")
+            self._settle(name, set(moved), self._timeout(live), ev)
         self._keep(stable, state, ev)
         return self._read_one(name)
 
@@ -115,8 +118,7 @@ class RingRollout(Deploys):
         if candidate is not None:
             ev(f"aborting: deleting the candidate {candidate['id']}, the stable version serves every device again")
             self._delete_ids([candidate["id"]], ev, group)
-        self._clear_rings(name, ev)
-        self._settle(name, self._timeout(live), ev)
+        self._settle(name, set(self._clear_rings(name, ev)), self._timeout(live), ev)
         return self._read_one(name)
 
     def clear(self, live: Live, events: Progress) -> Live:
@@ -157,13 +159,14 @@ class RingRollout(Deploys):
             ev.check()
         raise ProviderError(f"deployment {config['id']} kept changing while its rollout state was written")
 
-    def _settle(self, name: str, timeout: float, ev: Events) -> None:
-        """Until every device runs (and answers /ready where reachable) or has settled failing the version
-        it should run; a device still switching after ``timeout`` is left to the analysis to judge."""
+    def _settle(self, name: str, moved: set[str], timeout: float, ev: Events) -> None:
+        """Until every device that just moved in or out of the ring runs (and answers /ready where reachable)
+        or has settled failing the version it should run now; the others are not waited for (an offline
+        device would hold every step). One still switching after ``timeout`` is left to the analysis."""
         deadline = time.monotonic() + timeout
-        while True:
+        while moved:
             ev.check()
-            devices = list(self._read_one(name).details.get("devices") or [])
+            devices = [d for d in self._read_one(name).details.get("devices") or [] if d["device"] in moved]
             ready = [d for d in devices if d["ok"] and (not d.get("url") or is_ready(d["url"].rsplit("/", 1)[0],
                                                                                       timeout=1.0))]
             pending = [d for d in devices if d not in ready and not d.get("failing")]

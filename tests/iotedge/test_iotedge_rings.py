@@ -236,3 +236,21 @@ def test_validate_takes_canary_and_blue_green_and_refuses_shadow_naming_who_can(
     assert "services.echo-api.rollout.strategy: strategy shadow needs a target that splits traffic; target " \
            f"'plant3' (iotedge) cannot (targets that can: {', '.join(splitting_kinds('shadow'))})" in refused.err
     assert "iotedge" in splitting_kinds("canary") and "iotedge" not in splitting_kinds("shadow")
+
+
+def test_a_step_waits_for_the_devices_it_moves_not_for_an_offline_one(tmp_path, double):
+    offline = rings.ring_order(PLANT3)[-1]   # in no ring below 100%
+    double.hub.agents[offline].stop()        # it never takes another desired version
+    provider = _provider(tmp_path, double)
+    provider.hub.create_configuration(provider._configuration(STABLE, STABLE_IMAGE, KEYS, priority=10))
+    live = _until(provider, lambda lv: lv.health.ready == 9, "running on the nine online devices")
+    assert live.status != HEALTHY
+    seen: list[str] = []
+    live = provider.set_traffic(_start(provider), _state(step=0, weight=10), Events(seen.append))
+    assert not [line for line in seen if "still switching" in line], seen
+    [member] = rings.ring_members(PLANT3, 10)
+    ring_device = next(d for d in live.details["devices"] if d["device"] == member)
+    assert ring_device["ok"] and ring_device["ring"] and live.versions[1].health.state == HEALTHY
+    seen.clear()
+    provider.set_traffic(live, _state(step=0, weight=10, passed=1, judged=1), Events(seen.append))
+    assert seen == [] and provider.read()[0].rollout.judged == 1   # the state kept; nothing moved, nothing waited
