@@ -151,7 +151,9 @@ class Deploys(ReadsFleet):
         """Same content: only the target condition and labels change (If-Match: its etag)."""
         if current.get("targetCondition") == body["targetCondition"] and current.get("labels") == body["labels"]:
             return
-        ev(f"updating deployment {current['id']}: target condition {body['targetCondition']}")
+        what = f"target condition {body['targetCondition']}" \
+            if current.get("targetCondition") != body["targetCondition"] else "labels"
+        ev(f"updating deployment {current['id']}: {what}")
         fresh = self.hub.get_configuration(current["id"]) or dict(current)
         update = {**fresh, "targetCondition": body["targetCondition"], "labels": body["labels"]}
         update.pop("systemMetrics", None)

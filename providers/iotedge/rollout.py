@@ -96,11 +96,14 @@ class RingRollout(Deploys):
             if stable is None or spec_fingerprint(self._spec(stable)) != spec_fingerprint(desired.spec):
                 raise ProviderError(f"{desired.address}: no candidate deployment on the hub to promote")
             candidate = stable   # promoted already (an interrupted promote): finish the clean-up
-        labels = {k: v for k, v in (candidate.get("labels") or {}).items()
-                  if k not in (rings.ROLE_LABEL, rings.STATE_LABEL)}
         ev(f"promoting {candidate['id']}: every device of {self.condition} runs it")
-        self._update_in_place(candidate, {"targetCondition": self.condition, "labels": labels}, ev)
+        # Widened first, still labelled a candidate: if it fails on the other devices, abort finds and deletes it.
+        self._update_in_place(candidate, {"targetCondition": self.condition, "labels": candidate.get("labels")}, ev)
         self._wait(desired, candidate["id"], ev)
+        widened = self.hub.get_configuration(candidate["id"]) or candidate
+        labels = {k: v for k, v in (widened.get("labels") or {}).items()
+                  if k not in (rings.ROLE_LABEL, rings.STATE_LABEL)}
+        self._update_in_place(widened, {"targetCondition": self.condition, "labels": labels}, ev)
         self._retire(name, keep=candidate["id"], events=ev)
         self._clear_rings(name, ev)
         return self._read_one(name)

@@ -37,8 +37,9 @@ each device+module gets its own port on 127.0.0.1 (the image's ``--port``/``--ho
 the module's *reported* createOptions carry that HostPort, which is where the provider reads a
 device's port from. Not emulated: system modules are not run ($edgeHub routes are stored, not
 executed), no MQTT/AMQP, no device connection state, metrics are exact at once (the real hub
-takes up to minutes), error bodies' codes are ours. ``Agent.crash(module, why)`` makes a module
-die on one device (in its own words), for tests of failing devices without an engine.
+takes up to minutes), error bodies' codes are ours. ``Agent.crash(module, why[, image=])`` makes a
+module die on one device (in its own words; with ``image``, whenever that version runs there), for
+tests of failing devices without an engine.
 ``Hub.fail_next(429, 503)`` makes the next requests answer those statuses (Retry-After: 0), for
 the retry tests (``method=``/``after=``: only that method's requests, after letting some
 through: a caller interrupted halfway). ``run_modules=False`` (API tests without an
@@ -535,15 +536,22 @@ class Agent(threading.Thread):
         self.modules: dict[str, dict[str, Any]] = {}   # module -> {hash, container, restarts, ...}
         self.version = -1
         self.status: dict[str, Any] = {"code": 200}
+        self.doomed: dict[str, tuple[str, str]] = {}   # module -> (image, why): that image dies here at once
 
     def stop(self) -> None:
         self._halt.set()
 
-    def crash(self, module: str, why: str) -> None:
+    def crash(self, module: str, why: str, *, image: str | None = None) -> None:
         """The module as it runs now dies on this device and stays down (say, a camera it needs is gone):
-        reported failed with exit code 1 until a new desired version of it replaces it."""
+        reported failed with exit code 1 until a new desired version of it replaces it. With ``image``:
+        the module dies whenever it runs that image here (now, or once it is deployed: a version this
+        device cannot run), and no other."""
         with self.hub.lock:
-            entry = self.modules[module]
+            if image is not None:
+                self.doomed[module] = (image, why)
+            entry = self.modules.get(module)
+            if entry is None or (image is not None and entry["module"].get("settings", {}).get("image") != image):
+                return
             container = entry.get("container")
             entry.update(runtime="failed", exit=1, exited_at=now_utc(), description=f"exited with code 1: {why}")
         if container is not None:
@@ -600,6 +608,10 @@ class Agent(threading.Thread):
         entry = {"hash": digest, "container": None, "restarts": 0, "module": module, "runtime": "running",
                  "description": "", "exit": None, "started": now_utc(), "exited_at": None, "next_start": 0.0}
         self.modules[name] = entry
+        doom = self.doomed.get(name)
+        if doom is not None and doom[0] == module["settings"]["image"]:
+            entry.update(runtime="failed", exit=1, exited_at=now_utc(), description=f"exited with code 1: {doom[1]}")
+            return
         if not self.hub.run_modules:
             return
         port = self.ports.setdefault(name, _free_port())

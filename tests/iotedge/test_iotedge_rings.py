@@ -254,3 +254,19 @@ def test_a_step_waits_for_the_devices_it_moves_not_for_an_offline_one(tmp_path, 
     seen.clear()
     provider.set_traffic(live, _state(step=0, weight=10, passed=1, judged=1), Events(seen.append))
     assert seen == [] and provider.read()[0].rollout.judged == 1   # the state kept; nothing moved, nothing waited
+
+
+def test_a_promote_failing_on_the_other_devices_leaves_a_candidate_abort_removes(tmp_path, double):
+    provider, live = _stable(tmp_path, double)
+    live = provider.set_traffic(_start(provider), _state(step=0, weight=10), Events())
+    outsider = rings.ring_order(PLANT3)[-1]
+    double.hub.agents[outsider].crash(NAME, "this version needs a GPU", image=CANDIDATE_IMAGE)
+    with pytest.raises(ProviderError, match=f"{outsider}: module {NAME} failed"):
+        provider.promote(live, CANDIDATE, Events())
+    [live] = provider.read()
+    assert "candidate" in live.details and live.rollout is not None   # still a candidate, still a rollout
+    live = provider.abort(live, _state(step=0, weight=10, phase="aborted", reason="promote failed"), Events())
+    assert [c["id"] for c in provider._ours()[NAME]] == [live.details["deployment"]]
+    assert {d: i for d, i in _images(double).items() if d != "plant4-a"} == dict.fromkeys(PLANT3, STABLE_IMAGE)
+    live = _until(provider, lambda lv: lv.status == HEALTHY, "healthy on the stable version again")
+    assert live.versions[0].health.ready == 10
