@@ -88,10 +88,11 @@ class ReadsFleet:
         agents = self._agents([str(t["deviceId"]) for t in twins])
         value = rings.ring_value(str(candidate["id"])) if candidate else None
         key = self.ring_key(name)
+        widened = candidate is not None and candidate.get("targetCondition") == stable.get("targetCondition")
         plain: list[healths.Device] = []
         ring: list[healths.Device] = []
         for twin, agent in zip(twins, agents, strict=True):
-            in_ring = candidate is not None and rings.ring_of(twin, key) == value
+            in_ring = candidate is not None and (widened or rings.ring_of(twin, key) == value)   # widened: promoting
             config = candidate if in_ring and candidate is not None else stable
             (ring if in_ring else plain).append(healths.device_state(config["id"], name, twin, agent))
         return plain, ring

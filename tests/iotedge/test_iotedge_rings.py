@@ -265,6 +265,7 @@ def test_a_promote_failing_on_the_other_devices_leaves_a_candidate_abort_removes
         provider.promote(live, CANDIDATE, Events())
     [live] = provider.read()
     assert "candidate" in live.details and live.rollout is not None   # still a candidate, still a rollout
+    assert live.versions[1].traffic == 1.0 and outsider in live.versions[1].health.message   # on every device
     live = provider.abort(live, _state(step=0, weight=10, phase="aborted", reason="promote failed"), Events())
     assert [c["id"] for c in provider._ours()[NAME]] == [live.details["deployment"]]
     assert {d: i for d, i in _images(double).items() if d != "plant4-a"} == dict.fromkeys(PLANT3, STABLE_IMAGE)
