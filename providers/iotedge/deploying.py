@@ -217,7 +217,7 @@ class Deploys(ReadsFleet):
         group = self._ours().get(name, [])
         gone = [c for c in group if c["id"] != keep]
         self._delete_ids([c["id"] for c in gone], events, group)
-        if any(rings.is_candidate(c) for c in gone) or any(rings.is_candidate(c) for c in group if c["id"] == keep):
+        if any(rings.is_candidate(c) for c in gone):
             self._clear_rings(name, events)
 
     def _clear_rings(self, name: str, ev: Events) -> list[str]:

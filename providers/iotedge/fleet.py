@@ -139,9 +139,9 @@ class ReadsFleet:
         }
         if candidate is not None:
             details["candidate"] = candidate["id"]
-        spec_ = mf.stored_spec(current)
+        stored = mf.stored_spec(current)
         return Live(Address("service", name), spec, health.state, target=self.target, provider=self.kind,
-                    details=details, sensitive=frozenset(spec_[1] if spec_ else []), health=health,
+                    details=details, sensitive=frozenset(stored[1] if stored else []), health=health,
                     versions=versions, rollout=rings.state_of(current))
 
     @staticmethod

@@ -7,7 +7,8 @@ goes round the healthy devices, and by each version's health from the devices' o
 One flow: v1 -> a good v2, promoted ring by ring -> a candidate whose module dies on the ring's device:
 rolled back naming it, the next apply refuses to retry it -> a v3 started with ``--no-wait``, which a
 fresh plan shows at its step and the next apply finishes -> a v4 whose apply is killed (-9) in the
-middle, continued by the next apply. Short holds throughout.
+middle, continued by the next apply -> a v5 left at its first step, then a plain ``update`` to it (no
+driver): the candidate itself is widened to every device. Short holds throughout.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import pytest
 from iotedge_fixtures import TARGET, iotedge_double, set_env
 from support import make_project, run_cli
 
+from planner.core.addresses import Address
+from planner.core.events import Events
+from planner.project import Project
 from providers.iotedge import rings
 from providers.iotedge.hub import ConnectionString, HubClient
 
@@ -190,6 +194,18 @@ def test_a_ring_rollout_through_apply(tmp_path, fleet):
     assert "continuing the rollout" in result.out and "starting version" not in result.out
     assert len(_ours(hub)) == 1 and _tagged(fleet) == set()
     assert _models(root) == dict.fromkeys(PLANT3, "v4")
+
+    # v5 left at its first step, then a plain update (no driver) to v5: the very candidate is widened
+    (root / "model.txt").write_text("v5\n")
+    assert run_cli("apply", "--auto-approve", "--no-wait", cwd=root).code == 0
+    candidate = next(c for c in _ours(hub) if c["labels"].get(rings.ROLE_LABEL) == rings.CANDIDATE)
+    project = Project.load(root / "ml.yaml")
+    address = Address("service", "echo-api")
+    live = project.live()[address]
+    updated = project.provider_for(live).update(project.desired()[address], live, Events())
+    assert [c["id"] for c in _ours(hub)] == [candidate["id"]] and _tagged(fleet) == set()
+    assert updated.rollout is None and [v.traffic for v in updated.versions] == [1.0]
+    assert _models(root) == dict.fromkeys(PLANT3, "v5")
 
     result = run_cli("destroy", "--auto-approve", cwd=root)
     assert result.code == 0, result.out + result.err
