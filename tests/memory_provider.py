@@ -15,16 +15,22 @@ read back by every later read in this process). Its metrics are a simulated load
 ``load_rps`` requests a second (default 5000) since the last scrape, shared by the versions' weights
 (a mirror copies its share to the candidate as well); each version answers 5xx for its deploy
 ``error_rate`` (a fraction) and takes its deploy ``latency_ms`` (default 5). Target ``metrics: false``
-reports none (the rollout then calls the service: ``call`` answers from a version chosen by weight).
+reports none (the rollout then calls the service: ``call`` answers from a version chosen by weight);
+``metrics_fail_every: N`` makes every Nth metrics read fail (HTTP 503). Target ``persist: true`` writes
+the records to a file in the state folder on every change, so another process (an apply killed with
+-9, then another) reads them back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import pickle
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from planner.plan import Rules
@@ -52,6 +58,36 @@ KEYS_SEEN: dict[str, dict[str, str]] = {}
 _instances = 0
 
 
+class _Records(dict):
+    """Service records written to a file on every change (atomically: a process killed with -9 mid-write
+    leaves the previous file), so another process reads them back: target ``persist: true``."""
+
+    def __init__(self, path: Path, data: dict[str, Live]):
+        super().__init__(data)
+        self.path = path
+
+    @classmethod
+    def load(cls, path: Path) -> _Records:
+        try:
+            return cls(path, pickle.loads(path.read_bytes()))
+        except FileNotFoundError:
+            return cls(path, {})
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.with_suffix(f".{os.getpid()}.tmp")
+        staging.write_bytes(pickle.dumps(dict(self)))
+        os.replace(staging, self.path)
+
+    def __setitem__(self, key: str, value: Live) -> None:
+        super().__setitem__(key, value)
+        self._save()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._save()
+
+
 class MemoryProvider(Reachable, SplitsTraffic, Provider):
     kind: ClassVar[str] = "memory"
 
@@ -61,7 +97,8 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
             "provider": {"const": "memory"}, "read_latency_ms": {"type": "integer", "minimum": 0},
             "unreachable": {"type": "boolean"}, "token": {"type": "string", "writeOnly": True},
             "region": {"type": "string"}, "load_rps": {"type": "number", "minimum": 0},
-            "metrics": {"type": "boolean"}}}
+            "metrics": {"type": "boolean"}, "persist": {"type": "boolean"},
+            "metrics_fail_every": {"type": "integer", "minimum": 1}}}
 
     @classmethod
     def deploy_schema(cls) -> dict[str, Any]:
@@ -89,7 +126,10 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
 
     @property
     def _services(self) -> dict[str, Live]:
-        return STATE.setdefault((str(self.context.state_dir), self.target), {})
+        key = (str(self.context.state_dir), self.target)
+        if self.config.get("persist"):   # read back what any process wrote last
+            STATE[key] = _Records.load(Path(self.context.state_dir) / f"memory-{self.target}.pickle")
+        return STATE.setdefault(key, {})
 
     def read(self) -> list[Live]:
         latency = self.config.get("read_latency_ms", 0)
@@ -174,12 +214,13 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
 
     def start_candidate(self, desired: Resource, live: Live, state: RolloutState, events: Progress) -> Live:
         events = as_events(events)
-        CALLS.append((desired.address.name, state.candidate, "start"))
         current = self._current(desired.address.name)
         if current.rollout is not None and current.rollout.candidate == state.candidate \
                 and "candidate" in current.details:
+            CALLS.append((desired.address.name, state.candidate, "start reused"))
             candidate = next(v for v in current.versions if v.spec_fingerprint == state.candidate)
             return self._record(current, state, candidate, dict(desired.spec))
+        CALLS.append((desired.address.name, state.candidate, "start"))
         made = self._live(desired, events)          # the knobs (fail, slow_s, state) apply to the candidate
         return self._record(current, state, made.versions[0], dict(desired.spec))
 
@@ -226,6 +267,13 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
     def metrics(self, live: Live, version: str) -> str | None:
         if self.config.get("metrics") is False:
             return None
+        every = self.config.get("metrics_fail_every")
+        if every:
+            with _lock:
+                seen = COUNTERS.setdefault((self._key, live.address.name, "@scrapes"), {"n": 0})
+                seen["n"] += 1
+                if seen["n"] % every == 0:
+                    raise ProviderError(f"{live.address}: metrics: HTTP 503 (metrics_fail_every {every})")
         with _lock:
             self._simulate(live.address.name)
             lines = []

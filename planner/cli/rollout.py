@@ -123,25 +123,32 @@ def _rollout_target(args: argparse.Namespace):
     """(project, desired resource or None, live, provider) of a service with a rollout on a splitting target,
     or one clear line saying why not."""
     from ..project import Project
-    from ..rollout.driver import splits
 
     project = Project.load(args.file)
     address = Address("service", args.service)
     desired = project.desired()
     want = desired.get(address)
     target = want.target if want is not None else None
+    if target is not None:   # said before anything is read: the target's kind decides
+        _refuse_unless_splits(project.provider_for(target), address, target, args.verb)
     live = project.live(only={target} if target else None).get(address)
     if live is None:
         raise MlopsError(f"{address}: not deployed on any target; nothing to {args.verb}")
     provider = project.provider_for(live)
-    if not splits(provider):
-        raise MlopsError(f"{address}: target {live.target!r} ({provider.describe()}) cannot split traffic, so it keeps "
-                         f"no rollout to {args.verb}; its updates run as a bake window during `mlops apply`")
+    _refuse_unless_splits(provider, address, str(live.target), args.verb)
     if live.rollout is None:
         raise MlopsError(f"{address}: no rollout on target {live.target!r} (nothing to {args.verb}); "
                          "`mlops rollout status` shows what runs")
     provider.ensure_connected()
     return project, want, live, provider
+
+
+def _refuse_unless_splits(provider, address: Address, target: str, verb: str) -> None:
+    from ..rollout.driver import splits
+
+    if not splits(provider):
+        raise MlopsError(f"{address}: target {target!r} ({provider.describe()}) cannot split traffic, so it keeps "
+                         f"no rollout to {verb}; its updates run as a bake window during `mlops apply`")
 
 
 def _run_verb(args: argparse.Namespace, act) -> int:

@@ -105,9 +105,11 @@ def update(change: Change, desired: Resource, live: Live, provider: Any, events:
         if back:
             return live
         state = None
-    if not change.rollout:   # the manifest asks for no rollout now: a plain update
-        return check_returned(provider, "update", desired, provider.update(desired, live, events))
     resuming = state if state is not None and state.candidate == want and state.phase in RUNNING else None
+    if not change.rollout:   # the manifest asks for no rollout now
+        if resuming is not None:   # ...and for the candidate running: it is promoted as it stands
+            return Driver(provider, desired, live, Rollout("canary"), events, clock=clock).promote_now(resuming)
+        return check_returned(provider, "update", desired, provider.update(desired, live, events))
     policy = Rollout.from_json(resuming.policy if resuming and resuming.policy else change.rollout)
     return Driver(provider, desired, live, policy, events, clock=clock).run(resuming, wait=wait)
 
@@ -164,6 +166,9 @@ class Driver:
             self.state = resume
             start = next((k for k, p in enumerate(plan) if p.index == resume.step), 0)
             events.step(f"continuing the rollout of {self.candidate[:12]} from {position(resume)}")
+            # An apply killed inside start_candidate left a state whose candidate may not be ready:
+            # starting it again is idempotent (a running candidate is reused) and waits for readiness.
+            self.live = self._check("start_candidate", self._start())
         for k, phase in enumerate(plan[start:]):
             here = self.state
             if resume is not None and k == 0 and here.step == phase.index and here.weight == phase.weight \
@@ -180,6 +185,11 @@ class Driver:
                 events.step(f"--no-wait: the rollout stays at {position(self.state)}; the next apply continues it")
                 return self.live
             self._hold(phase, began)
+        return self._promote()
+
+    def promote_now(self, state: RolloutState) -> Live:
+        """Promote the candidate of ``state`` without further steps (its policy is gone)."""
+        self.state = state
         return self._promote()
 
     def _start(self) -> Live:
@@ -242,18 +252,24 @@ class Driver:
             left = max(0.0, phase.hold - (self.clock() - began))
             events.step(f"holding {left:.1f}s (no analysis configured)")
             events.sleep(left)
-            verdict = self._health() or Verdict("pass", "candidate healthy")
+            try:
+                verdict = self._health() or Verdict("pass", "candidate healthy")
+            except Unreadable:
+                verdict = Verdict("pass", "health unreadable; no analysis configured")
             if verdict.failed:
                 raise RolloutFailed(verdict.reason)
             return
-        figures = Figures(self.provider, self.live, self.candidate, self.state.stable, self.desired,
+        figures = Figures(self.provider, lambda: self.live, self.candidate, self.state.stable, self.desired,
                           analysis.min_requests)
         figures.start()
         passed_here = 0
         deadline = max(phase.hold, self.policy.progress_deadline)
         while True:
-            stats = figures.interval(events, analysis.interval)
-            verdict = self._health() or judge(analysis, stats[0], stats[1] if phase.weight < 100 else None)
+            try:
+                stats = figures.interval(events, analysis.interval)
+                verdict = self._health() or judge(analysis, stats[0], stats[1] if phase.weight < 100 else None)
+            except Unreadable as exc:
+                verdict = Verdict("inconclusive", f"{exc}: holding")
             self.state = dataclasses.replace(self.state, judged=self.state.judged + 1,
                                              passed=self.state.passed + (1 if verdict.passed else 0))
             passed_here += 1 if verdict.passed else 0
@@ -272,7 +288,11 @@ class Driver:
 
     def _health(self) -> Verdict | None:
         """A failed verdict if the target reports the candidate version Failed or Unhealthy; else None."""
-        found = next((lv for lv in self.provider.read() if lv.address == self.desired.address), None)
+        try:
+            listed = self.provider.read()
+        except MlopsError as exc:
+            raise Unreadable(f"cannot read the target: {exc}") from None
+        found = next((lv for lv in listed if lv.address == self.desired.address), None)
         if found is None:
             return Verdict("fail", f"the target no longer reports {self.desired.address}")
         self.live = found if any(v.spec_fingerprint == self.candidate for v in found.versions) else self.live
@@ -308,42 +328,62 @@ class Driver:
 
 
 class Figures:
-    """Each interval's figures for (candidate, stable): deltas of two metric scrapes, or sampled answers."""
+    """Each interval's figures for (candidate, stable): deltas of two metric scrapes, or sampled answers.
 
-    def __init__(self, provider: Any, live: Live, candidate: str, stable: str, desired: Resource, samples: int):
+    Which of the two is decided at ``start``: a target whose ``metrics()`` answers None is sampled. A
+    scrape or a call that fails later is an inconclusive interval (``Unreadable``), never a verdict:
+    the next scrape's difference covers the gap, and ``progress_deadline`` ends a target that stays
+    unreadable.
+    """
+
+    def __init__(self, provider: Any, live: Callable[[], Live], candidate: str, stable: str, desired: Resource,
+                 samples: int):
         self.provider, self.live, self.candidate, self.stable = provider, live, candidate, stable
         self.desired, self.samples = desired, max(1, samples)
         self._last: tuple[VersionStats, VersionStats] | None = None
+        self.sampled = False
 
     def _scrape(self) -> tuple[VersionStats, VersionStats] | None:
         out = []
         for version in (self.candidate, self.stable):
-            text = self.provider.metrics(self.live, version)
+            text = self.provider.metrics(self.live(), version)
             if text is None:
                 return None
             out.append(parse_metrics(text).get(version) or VersionStats())
         return out[0], out[1]
 
     def start(self) -> None:
-        self._last = self._scrape()
+        try:
+            self._last = self._scrape()
+        except MlopsError:
+            self._last = None   # no baseline yet: the first interval takes one (inconclusive)
+            return
+        self.sampled = self._last is None
+        if self.sampled and (self.desired.inputs.get("sample_request") is None or not hasattr(self.provider, "call")):
+            raise RolloutFailed(f"{self.desired.address}: the target reports no per-version metrics and the service "
+                                "has no sample_request to measure it with; add sample_request")
 
     def interval(self, events: Events, seconds: float) -> tuple[VersionStats, VersionStats | None]:
-        if self._last is not None:
-            events.sleep(seconds)
+        """Wait one interval; its figures. Raises ``Unreadable`` when the target could not say."""
+        if self.sampled:
+            return self._sampled(events, seconds), None
+        events.sleep(seconds)
+        try:
             now = self._scrape()
-            if now is None:
-                raise RolloutFailed(f"{self.desired.address}: the target stopped reporting metrics")
-            figures = (delta(self._last[0], now[0]), delta(self._last[1], now[1]))
+        except MlopsError as exc:
+            raise Unreadable(f"cannot read the metrics: {exc}") from None
+        if now is None:
+            raise Unreadable("the target stopped reporting metrics")
+        if self._last is None:
             self._last = now
-            return figures
-        return self._sampled(events, seconds), None
+            raise Unreadable("no earlier scrape to compare with; measuring from now")
+        figures = (delta(self._last[0], now[0]), delta(self._last[1], now[1]))
+        self._last = now
+        return figures
 
     def _sampled(self, events: Events, seconds: float) -> VersionStats:
         """The sample request ``samples`` times over the interval, as callers see the service (both versions)."""
         sample = self.desired.inputs.get("sample_request")
-        if sample is None or not hasattr(self.provider, "call"):
-            raise RolloutFailed(f"{self.desired.address}: the target reports no per-version metrics and the service "
-                                "has no sample_request to measure it with; add sample_request")
         codes: dict[str, float] = {}
         buckets = dict.fromkeys(LATENCY_BOUNDS, 0.0)
         started = time.monotonic()
@@ -352,7 +392,7 @@ class Figures:
             events.check()
             sent = time.monotonic()
             try:
-                status, _, _ = self.provider.call(self.live, str(sample).encode(), timeout=30)
+                status, _, _ = self.provider.call(self.live(), str(sample).encode(), timeout=30)
             except MlopsError:
                 status = 599   # unreachable counts as a server error
             took = time.monotonic() - sent
@@ -364,3 +404,6 @@ class Figures:
             events.sleep(max(0.0, started + gap * (i + 1) - time.monotonic()))
         return VersionStats(codes, buckets)
 
+
+class Unreadable(MlopsError):
+    """An interval the target could not measure (a failed scrape or health read): inconclusive."""

@@ -240,7 +240,7 @@ def test_an_interrupted_apply_is_continued_from_the_recorded_step(tmp_path: Path
     assert applied.code == 0, applied.err + applied.out
     assert "continuing the rollout" in applied.out and "from step 2/2 (50%), analysis 3/3 passed" in applied.out
     after = kinds()[before:]
-    assert "start" not in after and "traffic canary 0 10" not in after, after
+    assert after[0] == "start reused" and "start" not in after and "traffic canary 0 10" not in after, after
     assert after[-1] == "promote" and record().rollout is None
     assert "analysis 4: pass" in applied.out                           # the count goes on from the target's
 
@@ -311,6 +311,8 @@ def test_status_shows_where_the_rollout_stands(tmp_path: Path, mem):
     assert "rollout: canary at step 1/2 (10%), analysis 0/0 passed" in status.out, status.out
     assert "weight 10%, mirror 0%" in status.out and " 90%, " in status.out
     assert isinstance(record().rollout, RolloutState)
+    listed = run_cli("status", "-f", str(path))
+    assert "api: rollout canary at step 1/2 (10%), analysis 0/0 passed, candidate " in listed.out, listed.out
 
 
 def test_blue_green_on_a_splitting_target_is_one_step_to_100_then_promote(tmp_path: Path, mem):
@@ -352,3 +354,101 @@ def test_a_candidate_that_is_not_ready_within_the_deadline_is_rolled_back(tmp_pa
     assert "was not ready within progress_deadline 0.5s" in applied.err
     assert time.monotonic() - started < 25                     # did not wait for the slow start
     assert [v.spec_fingerprint for v in record().versions] == [stable]
+
+
+def test_reconcile_never_moves_a_rolled_back_candidate(tmp_path: Path, mem):
+    path = deployed(tmp_path)
+    change(path, deploy="error_rate: 0.2")
+    assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 5
+    before = list(CALLS)
+    result = run_cli("reconcile", "--once", "--mode", "sync", "-f", str(path))
+    assert "rolled back earlier" in result.out + result.err, result.out + result.err
+    assert list(CALLS) == before and record().rollout.phase == "aborted"
+
+
+def test_unreadable_metrics_make_an_interval_inconclusive_not_a_failure(tmp_path: Path, mem):
+    path = deployed(tmp_path, target=", metrics_fail_every: 3")
+    change(path, target=", metrics_fail_every: 3")
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 0, applied.err + applied.out
+    assert "inconclusive: cannot read the metrics: service.api: metrics: HTTP 503" in applied.out, applied.out
+    assert record().rollout is None
+
+
+def test_rollout_verbs_on_a_target_that_cannot_split_say_so_before_reading_it(tmp_path: Path, mem):
+    text = manifest().replace("  mem: {provider: memory}", "  mem: {provider: memory}\n  cloud: {provider: aci, "
+                              "subscription_id: 00000000-0000-0000-0000-000000000000, resource_group: rg, "
+                              "location: westeurope, registry: 127.0.0.1:9}").replace("target: mem", "target: cloud")
+    text = text.replace("strategy: canary\n      steps: [{weight: 10, hold: 0.2s}, {weight: 50, hold: 0.2s}]",
+                        "strategy: blue_green\n      steps: [{weight: 100, hold: 0.2s}]")
+    path = make_project(tmp_path, text)
+    result = run_cli("rollout", "promote", "api", "-f", str(path))
+    assert result.code == 1 and result.err.count("\n") == 1, result.err
+    assert "target 'cloud'" in result.err and "cannot split traffic" in result.err, result.err
+
+
+RUNNER = """\
+import sys
+sys.path.insert(0, {tests!r})
+from memory_provider import MemoryProvider
+from providers import registry
+registry.register("memory", MemoryProvider)
+from planner.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_apply_killed_with_sigkill_mid_step_is_continued_by_the_next(tmp_path: Path, mem):
+    """A real kill -9 of a real `mlops apply` process; the records live in a file the next apply reads."""
+    import subprocess
+    import sys
+
+    from memory_provider import _Records
+
+    slow = "      strategy: canary\n      steps: [{{weight: 10, hold: 0.3s}}, {{weight: 50, hold: {hold}}}]"
+    path = deployed(tmp_path, target=", persist: true", rollout=slow, hold="3s")
+    stable = spec_fingerprint(record().spec)
+    change(path, target=", persist: true", rollout=slow, hold="3s")
+    records = next(tmp_path.rglob("memory-mem.pickle"))
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER.format(tests=str(Path(__file__).resolve().parent.parent)))
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    child = subprocess.Popen([sys.executable, str(runner), "apply", "--auto-approve", "-f", str(path)],
+                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = _Records.load(records)["api"].rollout
+            if state is not None and state.step == 1 and state.judged >= 5:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the apply never reached the second step")
+        child.kill()                                          # SIGKILL: no clean-up of any kind
+    finally:
+        child.wait(30)
+    left = _Records.load(records)["api"]
+    assert left.rollout.phase == "canary" and left.rollout.step == 1 and len(left.versions) == 2
+
+    plan = run_cli("plan", "-f", str(path))
+    assert "# (continue rollout step 2/2 (50%), analysis " in plan.out, plan.out
+    CALLS.clear()
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 0, applied.err + applied.out
+    assert kinds()[0] == "start reused" and "traffic canary 0 10" not in kinds() and kinds()[-1] == "promote"
+    now = _Records.load(records)["api"]
+    assert now.rollout is None and [v.spec_fingerprint for v in now.versions] == [spec_fingerprint(now.spec)]
+    assert spec_fingerprint(now.spec) != stable                # one version left: the candidate, promoted
+
+
+def test_a_running_candidate_without_any_policy_left_is_promoted_as_it_stands(tmp_path: Path, mem):
+    path = deployed(tmp_path)
+    change(path)
+    assert run_cli("apply", "--auto-approve", "--no-wait", "-f", str(path)).code == 0
+    (services,) = STATE.values()
+    services["api"] = dataclasses.replace(services["api"], rollout=dataclasses.replace(record().rollout, policy={}))
+    path.write_text(manifest().split("    rollout:\n")[0])        # the manifest drops its rollout block
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 0, applied.err + applied.out
+    assert kinds()[-1] == "promote" and record().rollout is None and len(record().versions) == 1
