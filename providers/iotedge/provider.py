@@ -19,15 +19,41 @@ from planner.core.errors import ProviderError, Unreachable
 from planner.core.plan import Rules
 from planner.core.resources import FAILED, Live, Resource
 
-from ..base import ProjectContext, Provider, Reachable, Renders, SplitsTraffic, environment_variables
+from ..base import (
+    KindSchema,
+    Preparation,
+    ProjectContext,
+    Provider,
+    Reachable,
+    Renders,
+    SplitsTraffic,
+    environment_variables,
+)
+from ..bundle import runtime_version
 from ..images import REGISTRY_PASSWORD_ENV, ImageTarget
-from . import deploying, schema
+from . import deploying
 from . import manifest as mf
+from . import schema as kind_schema
 from .access import ReachesDevices
 from .hub import ConnectionString, HubClient
 from .rollout import RingRollout
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+
+
+def port_scope(config: Mapping[str, Any]) -> str | None:
+    """Modules of one target share each device's ports (never the hub's secret in the scope)."""
+    cond = config.get("target_condition") or (f"deviceId='{config['device_id']}'" if config.get("device_id") else None)
+    return f"the IoT Edge devices where {cond}" if cond else None
+
+
+def normalize_deploy(deploy: Mapping[str, Any]) -> dict[str, Any]:
+    """Deploy settings with the defaults filled in (omitting a default is no diff); empty maps dropped."""
+    out = {**kind_schema.DEFAULTS, **deploy}
+    for key in ("environment_variables", "create_options"):
+        if out.get(key) == {}:
+            del out[key]
+    return dict(sorted(out.items()))
 
 
 class IotEdgeProvider(RingRollout, ReachesDevices, ImageTarget, Reachable, Renders, SplitsTraffic, Provider):
@@ -40,21 +66,17 @@ class IotEdgeProvider(RingRollout, ReachesDevices, ImageTarget, Reachable, Rende
         self.init_images(context, self.config.get("registry"), log_dir=context.state_dir / "iotedge" / "builds")
         self._hub: HubClient | None = None
 
-    # -- schema -------------------------------------------------------------------------------
+    # -- what the core asks before anything runs ---------------------------------------------------
     @classmethod
-    def target_schema(cls) -> dict[str, Any]:
-        return schema.target_schema()
+    def schema(cls) -> KindSchema:
+        return KindSchema(target=kind_schema.target_schema(), deploy=kind_schema.deploy_schema(),
+                          port_scope=port_scope, service_name_problem=lambda name: None)
 
-    @classmethod
-    def deploy_schema(cls) -> dict[str, Any]:
-        return schema.deploy_schema()
-
-    @classmethod
-    def port_scope(cls, config: Mapping[str, Any]) -> str | None:
-        """Modules of one target share each device's ports (never the hub's secret in the scope)."""
-        cond = config.get("target_condition") or (f"deviceId='{config['device_id']}'" if config.get("device_id")
-                                                  else None)
-        return f"the IoT Edge devices where {cond}" if cond else None
+    def prepare(self) -> Preparation:
+        """The bundled runtime; deploy defaults filled in; the spec plus its image (content address) and the
+        condition choosing its devices."""
+        return Preparation(runtime=runtime_version(), deploy=normalize_deploy,
+                           spec=lambda name, spec: {**self.with_image(name, spec), "target_condition": self.condition})
 
     def secret_values(self) -> list[str]:
         """The connection string, its key alone, and the registry password: masked in every output."""
@@ -88,17 +110,6 @@ class IotEdgeProvider(RingRollout, ReachesDevices, ImageTarget, Reachable, Rende
     @property
     def base_priority(self) -> int:
         return int(self.config.get("priority") or 10)
-
-    def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
-        out = {**schema.DEFAULTS, **deploy}
-        for key in ("environment_variables", "create_options"):
-            if out.get(key) == {}:
-                del out[key]
-        return dict(sorted(out.items()))
-
-    def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """The spec, the image it runs (content address) and the condition choosing its devices."""
-        return {**self.with_image(name, spec), "target_condition": self.condition}
 
     # -- connection -------------------------------------------------------------------------------
     def connect(self) -> None:
