@@ -12,6 +12,7 @@ Exit codes of a failed rollout:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import urllib.request
 from collections.abc import Sequence
@@ -44,7 +45,7 @@ def rollout_report(rollouts: Sequence[Outcome], total: int) -> tuple[int, str]:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("rollout", help="how a service's rollout stands (policy, live version, its metrics)")
+    p = sub.add_parser("rollout", help="how a service's rollout stands, and promote, abort or retry it")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     s = verbs.add_parser("status", parents=[common], help="the policy, the version serving, pending updates and "
                                                           "what the version's own metrics say since it started")
@@ -119,12 +120,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 # -- promote / abort / retry: a person decides about a rollout held on the target ------------------------------
 
-def _rollout_target(args: argparse.Namespace):
-    """(project, desired resource or None, live, provider) of a service with a rollout on a splitting target,
+def _rollout_target(args: argparse.Namespace, project):
+    """(desired resource or None, live, provider) of a service with a rollout on a splitting target,
     or one clear line saying why not."""
-    from ..project import Project
-
-    project = Project.load(args.file)
     address = Address("service", args.service)
     desired = project.desired()
     want = desired.get(address)
@@ -140,7 +138,7 @@ def _rollout_target(args: argparse.Namespace):
         raise MlopsError(f"{address}: no rollout on target {live.target!r} (nothing to {args.verb}); "
                          "`mlops rollout status` shows what runs")
     provider.ensure_connected()
-    return project, want, live, provider
+    return want, live, provider
 
 
 def _refuse_unless_splits(provider, address: Address, target: str, verb: str) -> None:
@@ -151,20 +149,35 @@ def _refuse_unless_splits(provider, address: Address, target: str, verb: str) ->
                          f"no rollout to {verb}; its updates run as a bake window during `mlops apply`")
 
 
+def _lock_target(project, args: argparse.Namespace, cancel, stack: contextlib.ExitStack) -> None:
+    """The service's declared target's own lock (a Kubernetes Lease), as apply takes it: one writer at a time."""
+    from providers.base import LocksItself
+
+    service = project.manifest.section("services").get(args.service) or {}
+    target = project.manifest.service_target(service) if service else None
+    provider = project.providers.get(target) if isinstance(target, str) else None
+    if isinstance(provider, LocksItself):
+        provider.ensure_connected()   # type: ignore[attr-defined]
+        stack.enter_context(provider.apply_lock(f"mlops rollout {args.verb}", cancel))
+
+
 def _run_verb(args: argparse.Namespace, act) -> int:
     """Under the apply lock, with Ctrl-C/SIGTERM as a cancel and progress on stdout; a failed rollout exits 5/6."""
     import threading
 
     from ..core.events import Events
     from ..lock import apply_lock
+    from ..project import Project
     from ..rollout.bake import RolloutFailed, rollout_result
     from .signals import cancel_on_signals
 
-    project, want, live, provider = _rollout_target(args)
+    project = Project.load(args.file)
     cancel = threading.Event()
     events = Events(lambda text: print(f"service.{args.service}: {text}", flush=True), cancel)
     with apply_lock(project.manifest.state_dir, f"rollout {args.verb}", project.context.data_dir), \
-            cancel_on_signals(cancel):
+            cancel_on_signals(cancel), contextlib.ExitStack() as target_lock:
+        _lock_target(project, args, cancel, target_lock)
+        want, live, provider = _rollout_target(args, project)   # read under the lock: no apply moves it meanwhile
         try:
             message = act(project, want, live, provider, events)
         except RolloutFailed as exc:

@@ -452,3 +452,16 @@ def test_a_running_candidate_without_any_policy_left_is_promoted_as_it_stands(tm
     applied = run_cli("apply", "--auto-approve", "-f", str(path))
     assert applied.code == 0, applied.err + applied.out
     assert kinds()[-1] == "promote" and record().rollout is None and len(record().versions) == 1
+
+
+def test_the_status_page_detail_shows_the_rollout_position(tmp_path: Path, mem):
+    from planner.reconcile import Options, Reconciler
+    from planner.ui.data import service_detail
+
+    path = deployed(tmp_path)
+    change(path)
+    assert run_cli("apply", "--auto-approve", "--no-wait", "-f", str(path)).code == 0
+    detail = service_detail(Reconciler(path, Options()).observe(), "api")
+    assert detail["live"]["rollout"]["position"] == "step 1/2 (10%), analysis 0/0 passed"
+    assert detail["live"]["rollout"]["phase"] == "canary"
+    assert any("continue rollout step 1/2 (10%)" in line for line in detail["plan"])
