@@ -233,7 +233,7 @@ def test_validate_takes_canary_and_blue_green_and_refuses_shadow_naming_who_can(
     path.write_text(manifest("rings") + "    rollout: {strategy: shadow, mirror: {percent: 20, hold: 1m}}\n")
     refused = run_cli("validate", cwd=path.parent)
     assert refused.code == 1 and len([ln for ln in refused.err.splitlines() if ln.startswith("ml.yaml:")]) == 1
-    assert "services.echo-api.rollout.strategy: strategy shadow needs a target that splits traffic; target " \
+    assert "services.echo-api.rollout.strategy: strategy shadow needs a target that mirrors requests; target " \
            f"'plant3' (iotedge) cannot (targets that can: {', '.join(splitting_kinds('shadow'))})" in refused.err
     assert "iotedge" in splitting_kinds("canary") and "iotedge" not in splitting_kinds("shadow")
 
