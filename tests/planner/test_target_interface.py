@@ -33,7 +33,7 @@ INTERFACE = {
     # acting
     "create", "update", "delete",
     # declarations
-    "protocol", "traffic_split",
+    "protocol",
 }
 
 
