@@ -123,19 +123,36 @@ def as_events(progress: Progress) -> Events:
     return progress if isinstance(progress, Events) else Events(progress)
 
 
+def _no_port_scope(config: Mapping[str, Any]) -> str | None:
+    return None
+
+
+def _no_name_rule(name: str) -> str | None:
+    return None
+
+
+def _copy_deploy(deploy: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(deploy)
+
+
+def _copy_spec(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(spec)
+
+
 @dataclass(frozen=True)
 class KindSchema:
     """A kind's answer to ``Provider.schema()``: everything ``mlops validate`` checks its settings against."""
 
-    target: Mapping[str, Any]
+    target: Mapping[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {"provider": {"type": "string"}}})
     """JSON Schema of the target's settings; secret ones carry ``writeOnly: true``."""
-    deploy: Mapping[str, Any]
+    deploy: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
     """JSON Schema of a service's ``deploy`` settings on this kind of target."""
-    port_scope: Callable[[Mapping[str, Any]], str | None]
+    port_scope: Callable[[Mapping[str, Any]], str | None] = _no_port_scope
     """Given a target's settings, where a fixed ``deploy.port`` must be unique (one shared host's
     address, e.g. ``127.0.0.1``); None: no such rule. Two services asking for one port in one scope
     are refused."""
-    service_name_problem: Callable[[str], str | None]
+    service_name_problem: Callable[[str], str | None] = _no_name_rule
     """Why this kind cannot run a service of that name (its own naming rules), or None; reported at the
     service's name (a deploy schema cannot see the name)."""
 
@@ -151,9 +168,9 @@ class Preparation:
 
     runtime: str
     """Version of what serves the model on this target; part of every service's spec."""
-    deploy: Callable[[Mapping[str, Any]], dict[str, Any]]
+    deploy: Callable[[Mapping[str, Any]], dict[str, Any]] = _copy_deploy
     """Deploy settings with defaults filled in, so that omitting a default is not a diff."""
-    spec: Callable[[str, Mapping[str, Any]], dict[str, Any]]
+    spec: Callable[[str, Mapping[str, Any]], dict[str, Any]] = _copy_spec
     """(service name, spec) -> the spec as this target runs it; a target may add what it derives (an image)."""
 
 
@@ -179,26 +196,10 @@ def _default_deploy_schema() -> dict[str, Any]:
     return {"type": "object"}
 
 
-def _no_port_scope(config: Mapping[str, Any]) -> str | None:
-    return None
-
-
-def _no_name_rule(name: str) -> str | None:
-    return None
-
-
 def _bundle_runtime_version() -> str:
     from .bundle import runtime_version
 
     return runtime_version()
-
-
-def _copy_deploy(deploy: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(deploy)
-
-
-def _copy_spec(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(spec)
 
 
 class LeaderLease(Protocol):

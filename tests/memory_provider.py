@@ -38,6 +38,8 @@ from planner.resources import FAILED, HEALTHY, Health, Live, Resource, RolloutSt
 from providers.base import (
     Endpoint,
     Events,
+    KindSchema,
+    Preparation,
     Progress,
     Provider,
     ProviderError,
@@ -92,21 +94,18 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
     kind: ClassVar[str] = "memory"
 
     @classmethod
-    def target_schema(cls) -> dict[str, Any]:
-        return {"type": "object", "additionalProperties": False, "properties": {
+    def schema(cls) -> KindSchema:
+        return KindSchema(target={"type": "object", "additionalProperties": False, "properties": {
             "provider": {"const": "memory"}, "read_latency_ms": {"type": "integer", "minimum": 0},
             "unreachable": {"type": "boolean"}, "token": {"type": "string", "writeOnly": True},
             "region": {"type": "string"}, "load_rps": {"type": "number", "minimum": 0},
             "metrics": {"type": "boolean"}, "persist": {"type": "boolean"},
-            "metrics_fail_every": {"type": "integer", "minimum": 1}}}
-
-    @classmethod
-    def deploy_schema(cls) -> dict[str, Any]:
-        return {"type": "object", "properties": {
+            "metrics_fail_every": {"type": "integer", "minimum": 1}}},
+            deploy={"type": "object", "properties": {
             "port": {"type": "integer"}, "replicas": {"type": "integer"}, "fail": {"type": "boolean"},
             "slow_s": {"type": "number"}, "state": {"type": "string"}, "auth": {"enum": ["key", "none"]},
             "primary_key": {"type": "string"}, "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
-            "latency_ms": {"type": "number", "minimum": 0}}, "additionalProperties": False}
+            "latency_ms": {"type": "number", "minimum": 0}}, "additionalProperties": False})
 
     def connect(self) -> None:
         if self.config.get("unreachable"):
@@ -115,11 +114,8 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
             raise Unreachable(f"the memory API does not answer to token {self.config.get('token')}{region}; "
                               "unset `unreachable` on this target")
 
-    def normalize_deploy(self, deploy):
-        return {"replicas": 1, **deploy}
-
-    def runtime_version(self) -> str:
-        return "memory-runtime@1"
+    def prepare(self) -> Preparation:
+        return Preparation(runtime="memory-runtime@1", deploy=lambda deploy: {"replicas": 1, **deploy})
 
     def rules(self, desired: Resource | None, live: Live | None) -> Rules:
         return Rules(replace_paths=frozenset({"deploy.port"}))

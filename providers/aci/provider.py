@@ -15,6 +15,7 @@ until the target is declared again and the services are removed.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import urllib.parse
@@ -29,6 +30,8 @@ from planner.resources import FAILED, HEALTHY, UNHEALTHY, Live, Resource, Versio
 from ..base import (
     CancelledError,
     Endpoint,
+    KindSchema,
+    Preparation,
     Progress,
     ProjectContext,
     Provider,
@@ -39,6 +42,7 @@ from ..base import (
     environment_variables,
     score_at,
 )
+from ..bundle import runtime_version
 from ..http import is_ready, smoke_test
 from ..images import BuiltImage, ImageTarget
 from . import groups, settings
@@ -52,6 +56,14 @@ POLL = 1.0
 READ_PARALLELISM = 8
 
 
+def name_problem(name: str) -> str | None:
+    """Why ACI would refuse a container group of that name, or None."""
+    if re.match(settings.NAME_PATTERN, name):
+        return None
+    return (f"{name!r} is not a valid container group name (ACI allows 1-63 lowercase letters, digits and "
+            "single hyphens); rename the service")
+
+
 class AciProvider(ImageTarget, Reachable, Renders, Provider):
     kind: ClassVar[str] = "aci"
 
@@ -62,33 +74,24 @@ class AciProvider(ImageTarget, Reachable, Renders, Provider):
 
     # -- schema and spec ------------------------------------------------------------------------
     @classmethod
-    def target_schema(cls) -> dict[str, Any]:
-        return settings.target_schema()
+    def schema(cls) -> KindSchema:
+        return KindSchema(target=settings.target_schema(), deploy=settings.deploy_schema(),
+                          service_name_problem=name_problem)
 
-    @classmethod
-    def deploy_schema(cls) -> dict[str, Any]:
-        return settings.deploy_schema()
+    def prepare(self) -> Preparation:
+        """The bundled runtime; deploy defaults filled in (the target's own region is no override); the spec
+        plus the image it runs."""
+        return Preparation(runtime=runtime_version(), deploy=self._normalize_deploy, spec=self._service_spec)
 
-    def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
+    def _normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
         out = settings.normalize(dict(deploy))
         if out.get("location") == self.location:
             del out["location"]          # the target's own region is no override
         return out
 
-    @classmethod
-    def service_name_problem(cls, name: str) -> str | None:
-        import re
-
-        if re.match(settings.NAME_PATTERN, name):
-            return None
-        return (f"{name!r} is not a valid container group name (ACI allows 1-63 lowercase letters, digits and "
-                "single hyphens); rename the service")
-
-    def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """The spec plus the image it runs; refuses a name ACI would refuse (before anything is built)."""
-        import re
-
-        if not re.match(settings.NAME_PATTERN, name):
+    def _service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Refuses a name ACI would refuse (before anything is built)."""
+        if name_problem(name):
             raise ProviderError(f"services.{name}: {name!r} is not a valid container group name on {self.describe()} "
                                 "(ACI allows 1-63 lowercase letters, digits and single hyphens); rename the service")
         return self.with_image(name, spec)

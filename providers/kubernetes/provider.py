@@ -27,7 +27,9 @@ from planner.errors import CancelledError
 from planner.resources import FAILED, UNHEALTHY, UNSCHEDULABLE, Live, Resource
 
 from ..base import (
+    KindSchema,
     LocksItself,
+    Preparation,
     Progress,
     ProjectContext,
     Provider,
@@ -39,6 +41,7 @@ from ..base import (
     as_events,
     environment_variables,
 )
+from ..bundle import runtime_version
 from ..images import ImageTarget
 from . import canary, manifests, schema
 from .access import Access
@@ -97,19 +100,13 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
 
     # -- schema and spec ------------------------------------------------------------------------
     @classmethod
-    def target_schema(cls) -> dict[str, Any]:
-        return schema.target_schema(cls.kind)
+    def schema(cls) -> KindSchema:
+        return KindSchema(target=schema.target_schema(cls.kind), deploy=schema.deploy_schema())
 
-    @classmethod
-    def deploy_schema(cls) -> dict[str, Any]:
-        return schema.deploy_schema()
-
-    def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
-        return schema.normalize(deploy)
-
-    def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """The spec plus its image's content address, so a plan shows which image changes."""
-        return self.with_image(name, spec)
+    def prepare(self) -> Preparation:
+        """The bundled runtime; deploy defaults filled in; the spec plus its image's content address, so a
+        plan shows which image changes."""
+        return Preparation(runtime=runtime_version(), deploy=schema.normalize, spec=self.with_image)
 
     def placement(self) -> Placement:
         return Placement()

@@ -220,8 +220,9 @@ class LyingProvider(MemoryProvider):
     lie: dict = {}
 
     @classmethod
-    def target_schema(cls):
-        return {"type": "object", "properties": {"provider": {"const": "liar"}}}
+    def schema(cls):
+        target = {"type": "object", "properties": {"provider": {"const": "liar"}}}
+        return dataclasses.replace(super().schema(), target=target)
 
     def create(self, desired, events):
         live = super().create(desired, events)
@@ -263,8 +264,9 @@ class CountingProvider(LocksItself, MemoryProvider):
     locks: list[str] = []
 
     @classmethod
-    def target_schema(cls):
-        return {"type": "object", "properties": {"provider": {"const": "counted"}}}
+    def schema(cls):
+        target = {"type": "object", "properties": {"provider": {"const": "counted"}}}
+        return dataclasses.replace(super().schema(), target=target)
 
     def read(self):
         CountingProvider.reads += 1

@@ -3,6 +3,7 @@ whether it comes during a retry's backoff or while waiting for a target's lock."
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -34,8 +35,9 @@ class FlakyProvider(memory_provider.MemoryProvider):
     backoff_started = threading.Event()
 
     @classmethod
-    def target_schema(cls):
-        return {"type": "object", "properties": {"provider": {"const": "flaky"}}}
+    def schema(cls):
+        target = {"type": "object", "properties": {"provider": {"const": "flaky"}}}
+        return dataclasses.replace(super().schema(), target=target)
 
     def create(self, desired, events):
         events = as_events(events)

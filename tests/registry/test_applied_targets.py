@@ -13,6 +13,7 @@ per state folder, like local processes; this subclass keeps them per target name
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +26,7 @@ from support import make_project, run_cli
 
 from planner.resources import Live
 from providers import registry
+from providers.base import KindSchema
 from providers.oci.models import TARGETS_TAG, TARGETS_TYPE, ModelRegistry, _manifest
 from providers.oci.repository import sha256_digest
 from providers.store import open_repository
@@ -38,9 +40,10 @@ class CloudMemoryProvider(MemoryProvider):
     kind: ClassVar[str] = "cloudmem"
 
     @classmethod
-    def target_schema(cls) -> dict[str, Any]:
-        schema = super().target_schema()
-        return {**schema, "properties": {**schema["properties"], "provider": {"const": "cloudmem"}}}
+    def schema(cls) -> KindSchema:
+        schema = super().schema()
+        return replace(schema, target={**schema.target, "properties": {**schema.target["properties"],
+                                                                        "provider": {"const": "cloudmem"}}})
 
     @property
     def _services(self) -> dict[str, Live]:
