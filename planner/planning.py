@@ -30,6 +30,7 @@ def make_plan(
     if live is None:   # an address live on two targets fails here
         live = project.live(only=targets_needed(targets, desired, destroy))
     wanted = {} if destroy else desired
+    checked = _validate(project, wanted)
     changes: list[Change] = []
     for address in sorted(set(wanted) | set(live)):
         changes.append(_decide(project, wanted.get(address), live.get(address)))
@@ -39,10 +40,7 @@ def make_plan(
     cannot_split = {name for name, provider in project.providers.items() if not splits(provider)}
     warnings: list[str] = [*getattr(project, "removed_target_problems", []), *held_warnings(changes),
                            *weight_warnings(changes, cannot_split)]
-    for name, provider in sorted(project.providers.items()):
-        mine = [r for r in wanted.values() if r.address.kind == "service" and r.target == name]
-        if mine:
-            warnings += [f"target {name!r}: {w}" for w in provider.plan_warnings(mine)]
+    warnings += [f"target {name!r}: {w}" for name, found in checked for w in found]
     shown = project.manifest.references   # values from the environment print as ${NAME}
     return Plan(
         changes=tuple(shown.mask_change(c) for c in changes),
@@ -78,15 +76,24 @@ def targets_needed(targets: Iterable[Address], desired: Mapping[Address, Resourc
     return needed
 
 
+def _validate(project: Project, wanted: Mapping[Address, Resource]) -> list[tuple[str, list[str]]]:
+    """Each target's check of its services (``Provider.validate``): refuses what it could never run,
+    answers what the reviewer should know, per target name."""
+    out = []
+    for name, provider in sorted(project.providers.items()):
+        mine = [r for a, r in sorted(wanted.items()) if a.kind == "service" and r.target == name]
+        if mine:
+            out.append((name, provider.validate(mine)))
+    return out
+
+
 def _decide(project: Project, desired: Resource | None, live: Live | None) -> Change:
     address = desired.address if desired else live.address  # type: ignore[union-attr]
     if address.kind != "service":
         return decide(desired, live)
     # The target a service is going to gives the rules of how it gets there; a leaving one of its delete.
-    # The decision itself is the core's: providers answer narrow questions (validate, rules), never decide.
+    # The decision itself is the core's: providers answer narrow questions (rules), never decide.
     provider = project.provider_for(desired.target) if desired else project.provider_for(live)  # type: ignore[arg-type]
-    if desired is not None:
-        provider.validate(desired)
     change = decide(desired, live, provider.rules(desired, live))
     if desired is not None and desired.inputs.get("rollout") and change.action is Action.UPDATE:
         change = dataclasses.replace(change, rollout=desired.inputs["rollout"])   # a new version of a running one

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from providers.base import ProjectContext, Provider
+from providers.base import ProjectContext, Provider, secret_values
 from providers.keys import KeyStore
 from providers.registry import provider_class
 from providers.store import Store
@@ -58,7 +58,7 @@ class Project:
         REDACTOR.reference(manifest.references.values)
         REDACTOR.add(*secrets_in(manifest.data))   # tokens in index URLs, a password in arm_endpoint
         for provider in self.providers.values():
-            REDACTOR.add(*provider.secret_values())
+            REDACTOR.add(*secret_values(provider))
 
     @classmethod
     def load(cls, path: Path) -> Project:

@@ -44,10 +44,10 @@ from .keys import KeyStore
 from .userdata import project_data_dir
 
 __all__ = [
-    "LEGACY_HOOKS", "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health",
-    "KeepsBuildLog", "KindSchema", "LocksItself", "Preparation", "ProjectContext", "Progress", "Provider",
-    "ProviderError", "Reachable", "Renders", "RolloutState", "Rules", "SplitsTraffic",
-    "Unreachable", "environment_variables", "secret_settings", "wait_until",
+    "LEGACY_HOOKS", "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "DerivesSecrets", "Endpoint",
+    "Events", "Health", "KeepsBuildLog", "KindSchema", "LocksItself", "Preparation", "ProjectContext", "Progress",
+    "Provider", "ProviderError", "Reachable", "Renders", "RolloutState", "Rules", "SplitsTraffic",
+    "Unreachable", "environment_variables", "secret_settings", "secret_values", "wait_until",
 ]
 
 PROTOCOL = 3
@@ -279,11 +279,6 @@ class Provider(ABC):
             service_name_problem=_legacy(cls, "service_name_problem", _no_name_rule),
         )
 
-    def secret_values(self) -> list[str]:
-        """Values of this target's secret settings, so every output can mask them."""
-        names = type(self).schema().secret
-        return [str(v) for k, v in self.config.items() if k in names and v]
-
     def prepare(self) -> Preparation:
         """How this target shapes every service's desired spec (the runtime that serves it, deploy
         defaults, what the target derives): asked once per target and plan, used for each service.
@@ -315,19 +310,15 @@ class Provider(ABC):
         """How this instance may change: what forces replacement, in which order, on which states."""
         return Rules()
 
-    def validate(self, desired: Resource) -> None:
-        """Refuse, with a ``ProviderError`` of one line, a service this target could never run as asked
-        (e.g. IoT Edge's 32 KB of desired properties), before anything is planned, built or sent.
+    def validate(self, desired: Sequence[Resource]) -> list[str]:
+        """Check this target's services before anything is planned, built or sent (asked once per plan,
+        with every service declared on the target; it may connect).
 
-        The plan itself is the core's: it calls ``planner.core.diff.decide`` with ``rules()``.
-        """
-        return None
-
-    def plan_warnings(self, desired: Sequence[Resource]) -> list[str]:
-        """What the reviewer should know about this target's services (after ``connect``), one line each.
-
-        E.g. no node offers the FPGA resource a service asks for; devices whose endpoints this
-        machine cannot reach. Shown in the plan; they do not change it.
+        Refuse, with a ``ProviderError`` of one line, a service this target could never run as asked
+        (e.g. IoT Edge's 32 KB of desired properties). Answer what the reviewer should know, one line
+        each (e.g. no node offers the FPGA resource a service asks for): shown in the plan as warnings,
+        they do not change it. The plan itself is the core's: it calls ``planner.core.diff.decide``
+        with ``rules()``.
         """
         return []
 
@@ -376,6 +367,25 @@ class Reachable(ABC):
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,
              instance: str | None = None) -> Iterator[str]:
         """The service's log lines, oldest first; ``instance`` names one pod or device."""
+
+
+class DerivesSecrets(ABC):
+    """Capability: the target knows secrets its schema cannot name (a key inside a connection string,
+    a password read from the environment); ``secret_values`` masks them too."""
+
+    @abstractmethod
+    def derived_secrets(self) -> list[str]:
+        """Secret values beyond the settings the schema marks ``writeOnly``."""
+
+
+def secret_values(provider: Provider) -> list[str]:
+    """Values of a target's secret settings (its schema's ``writeOnly`` ones, and what it derives), so
+    every output can mask them."""
+    names = type(provider).schema().secret
+    values = [str(v) for k, v in provider.config.items() if k in names and v]
+    if isinstance(provider, DerivesSecrets):
+        values += provider.derived_secrets()
+    return values
 
 
 class Renders(ABC):

@@ -29,7 +29,7 @@ import os
 import pickle
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -154,7 +154,7 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
                     sensitive=desired.sensitive, health=health,
                     versions=Version.only(desired.spec, _instances, health))
 
-    def plan_warnings(self, services: list[Resource]) -> list[str]:
+    def validate(self, services: Sequence[Resource]) -> list[str]:
         region = self.config.get("region")
         return [f"{len(services)} service(s) run in region {region}"] if region else []
 

@@ -195,7 +195,8 @@ class AciProvider(ImageTarget, Reachable, Renders, Provider):
         return Rules(replace_paths=REPLACE_PATHS, replace_order=Action.DELETE_THEN_CREATE, move_order=move,
                      updates_restart=True, restart_free_paths=RESTART_FREE)
 
-    def plan_warnings(self, desired: Sequence[Resource]) -> list[str]:
+    def validate(self, desired: Sequence[Resource]) -> list[str]:
+        """Warns of services anyone on the internet can score."""
         out = []
         for d in desired:
             if d.spec.get("deploy", {}).get("auth", "none") == "none":

@@ -20,6 +20,7 @@ from planner.core.plan import Rules
 from planner.core.resources import FAILED, Live, Resource
 
 from ..base import (
+    DerivesSecrets,
     KindSchema,
     Preparation,
     ProjectContext,
@@ -56,7 +57,8 @@ def normalize_deploy(deploy: Mapping[str, Any]) -> dict[str, Any]:
     return dict(sorted(out.items()))
 
 
-class IotEdgeProvider(RingRollout, ReachesDevices, ImageTarget, Reachable, Renders, SplitsTraffic, Provider):
+class IotEdgeProvider(RingRollout, ReachesDevices, ImageTarget, Reachable, Renders, SplitsTraffic, DerivesSecrets,
+                      Provider):
     """Services as modules on IoT Edge devices chosen by a target condition over their twins."""
 
     kind: ClassVar[str] = "iotedge"
@@ -78,9 +80,9 @@ class IotEdgeProvider(RingRollout, ReachesDevices, ImageTarget, Reachable, Rende
         return Preparation(runtime=runtime_version(), deploy=normalize_deploy,
                            spec=lambda name, spec: {**self.with_image(name, spec), "target_condition": self.condition})
 
-    def secret_values(self) -> list[str]:
-        """The connection string, its key alone, and the registry password: masked in every output."""
-        values = super().secret_values()
+    def derived_secrets(self) -> list[str]:
+        """The connection string's key alone, and the registry password: masked in every output."""
+        values = []
         hub = str(self.config.get("hub") or "")
         key = re.search(r"SharedAccessKey=([^;]+)", hub)
         if key:
@@ -138,13 +140,20 @@ class IotEdgeProvider(RingRollout, ReachesDevices, ImageTarget, Reachable, Rende
         return Rules(replace_on=frozenset({FAILED}), updates_restart=True,
                      restart_free_paths=frozenset({"target_condition", "superseded_deployments"}))
 
-    def validate(self, desired: Resource) -> None:
-        """The 32 KB desired-properties limit is checked here, before anything is built or sent."""
+    def validate(self, desired: Sequence[Resource]) -> list[str]:
+        """The 32 KB desired-properties limit is checked here, before anything is built or sent; warns of
+        ports two services share, devices this machine cannot reach, a hub near its deployment limit."""
+        for service in desired:
+            self.check_size(service)
+        return self.warnings(desired)
+
+    def check_size(self, desired: Resource) -> None:
+        """Refuse a deployment whose desired properties would exceed IoT Hub's 32 KB."""
         body = self._content(desired, f"{self.images.ref(desired.address.name, desired.spec)}@{PLACEHOLDER_DIGEST}",
                              {"primary": "k" * 43, "secondary": "k" * 43})
         mf.check_size(body, desired.address.name, f"{desired.address} on {self.describe()}")
 
-    def plan_warnings(self, desired: Sequence[Resource]) -> list[str]:
+    def warnings(self, desired: Sequence[Resource]) -> list[str]:
         out = []
         ports: dict[int, list[str]] = {}
         for r in desired:

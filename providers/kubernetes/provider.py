@@ -115,11 +115,14 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
         """Recreate Failed/Unhealthy instances; never Unschedulable ones (they would come back the same)."""
         return Rules(replace_on=frozenset({FAILED, UNHEALTHY}))
 
-    def validate(self, desired: Resource) -> None:
-        """A shadow rollout (or a mirror phase) needs the target's Gateway API router."""
-        problem = self.rollout_problem(desired)
-        if problem:
-            raise ProviderError(problem)
+    def validate(self, desired: Sequence[Resource]) -> list[str]:
+        """A shadow rollout (or a mirror phase) needs the target's Gateway API router; warns of extended
+        resources no node offers."""
+        for service in desired:
+            problem = self.rollout_problem(service)
+            if problem:
+                raise ProviderError(problem)
+        return self.missing_resources(desired)
 
     def gateway(self) -> manifests.Gateway | None:
         """The Gateway whose HTTPRoutes serve this target's services (its namespace defaults to the target's)."""
@@ -183,7 +186,7 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
         return rbac.render(self.namespace)
 
     # -- plan -----------------------------------------------------------------------------------
-    def plan_warnings(self, desired: Sequence[Resource]) -> list[str]:
+    def missing_resources(self, desired: Sequence[Resource]) -> list[str]:
         """Extended resources (FPGA, GPU) that no node's allocatable offers: those pods would wait forever."""
         wanted: dict[str, list[str]] = {}
         for r in desired:

@@ -18,7 +18,7 @@ from planner.core.diff import decide
 from planner.errors import ProviderError
 from planner.plan import Action
 from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Resource
-from providers.base import ProjectContext
+from providers.base import ProjectContext, secret_values
 from providers.iotedge import IotEdgeProvider
 from providers.iotedge import health as healths
 from providers.iotedge import manifest as mf
@@ -91,9 +91,9 @@ def test_the_32kb_limit_is_checked_at_plan_time(tmp_path):
     provider = _provider(tmp_path)
     huge = _desired(_spec(environment_variables={"LABELS": "x" * 40000}))
     with pytest.raises(ProviderError) as err:
-        provider.validate(huge)
+        provider.validate([huge])
     assert "32 KB" in str(err.value) and "deploy.environment_variables" in str(err.value)
-    provider.validate(_desired(_spec()))
+    provider.check_size(_desired(_spec()))
 
 
 def test_settings_errors_are_one_line(tmp_path):
@@ -110,7 +110,7 @@ def test_settings_errors_are_one_line(tmp_path):
 
 def test_secrets_are_known_to_the_redactor(tmp_path, monkeypatch):
     monkeypatch.setenv("MLOPS_REGISTRY_PASSWORD", "registry-secret-value")
-    values = _provider(tmp_path).secret_values()
+    values = secret_values(_provider(tmp_path))
     assert "a2V5" in values and "registry-secret-value" in values
     assert any(v.startswith("HostName=") for v in values)
 
@@ -317,7 +317,7 @@ def test_the_hub_limit_is_respected_before_creating(tmp_path, monkeypatch):
         with pytest.raises(ProviderError, match="holds 2 deployments, IoT Hub's limit"):
             provider._put(body, _Steps())
         assert provider.hub.get_configuration(body["id"]) is None
-        assert any("the hub holds 2 of its 2 deployments" in w for w in provider.plan_warnings([_desired(_spec())]))
+        assert any("the hub holds 2 of its 2 deployments" in w for w in provider.validate([_desired(_spec())]))
 
 
 def test_validate_says_which_devices_setting_is_wrong(tmp_path):

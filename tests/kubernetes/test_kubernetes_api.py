@@ -271,14 +271,15 @@ def test_unschedulable_is_never_replaced_and_fpga_plans_warn_until_a_node_offers
     rules = provider.rules(None, None)
     assert UNSCHEDULABLE not in rules.replace_on and {FAILED, UNHEALTHY} <= rules.replace_on
 
-    class Desired:   # what plan_warnings reads of a desired service
+    class Desired:   # what validate reads of a desired service
         address = type("A", (), {"name": "accel"})()
+        inputs: dict = {}
         spec = {"deploy": schema.normalize({})}
 
-    warnings = provider.plan_warnings([Desired()])   # type: ignore[list-item]
+    warnings = provider.validate([Desired()])   # type: ignore[list-item]
     assert len(warnings) == 1 and "example.com/fpga-test" in warnings[0] and "accel" in warnings[0]
     api_cluster.add_node("fpga-test-node", allocatable={"example.com/fpga-test": "2"})
-    assert provider.plan_warnings([Desired()]) == []   # type: ignore[list-item]
+    assert provider.validate([Desired()]) == []   # type: ignore[list-item]
 
 
 def _dep(generation=2, observed=2, replicas=2, updated=2, total=2, available=2, deadline=False):
@@ -492,14 +493,15 @@ def test_a_device_on_a_node_the_selector_excludes_still_warns(api_cluster, tmp_p
 
     class Desired:
         address = type("A", (), {"name": "accel"})()
+        inputs: dict = {}
         spec = {"deploy": schema.normalize({})}
 
     api_cluster.add_node("fpga-wrong-labels", allocatable={"example.com/selected-fpga": "1"})
-    warnings = provider.plan_warnings([Desired()])   # type: ignore[list-item]
+    warnings = provider.validate([Desired()])   # type: ignore[list-item]
     assert warnings and "0 matching the node_selector" in warnings[0]
     api_cluster.add_node("fpga-right-labels", labels={"accelerator": "u250"},
                         allocatable={"example.com/selected-fpga": "1"})
-    assert provider.plan_warnings([Desired()]) == []   # type: ignore[list-item]
+    assert provider.validate([Desired()]) == []   # type: ignore[list-item]
 
 
 def test_an_untrusted_server_certificate_is_one_line(api_double, tmp_path: Path):

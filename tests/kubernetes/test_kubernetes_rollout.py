@@ -323,13 +323,13 @@ def test_validate_refuses_shadow_without_a_gateway_in_one_line(tmp_path: Path):
         "strategy": "canary", "steps": [{"weight": 10, "hold": 5}]}})
     provider = project.providers["k8s"]
     with pytest.raises(ProviderError) as refused:
-        provider.validate(shadow)
+        provider.validate([shadow])
     assert "\n" not in str(refused.value)
     assert "service.echo-api: rollout strategy shadow needs a Gateway API router" in str(refused.value)
-    provider.validate(canary_first)
+    provider.validate([canary_first])
     routed = KubernetesProvider(target="k8s", config={**provider.config, "gateway": {"name": "edge"}},
                                 context=provider.context)
-    routed.validate(shadow)
+    routed.validate([shadow])
 
 
 @pytest.mark.parametrize(("total", "weight", "mirror", "routed", "expected"), [
