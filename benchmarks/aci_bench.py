@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from providers.base import ensure_connected
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "doubles")]
 
@@ -48,7 +50,7 @@ def main() -> None:
             "provider": "aci", "subscription_id": double.subscription_id, "resource_group": "ml-dev",
             "location": "westeurope", "registry": "127.0.0.1:5000", "arm_endpoint": double.url})
         started = time.perf_counter()
-        provider.ensure_connected()
+        ensure_connected(provider)
         connect_s = time.perf_counter() - started
         for i in range(args.groups + args.foreign):
             ours = i < args.groups

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from providers.base import ensure_connected
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "doubles")]
 
@@ -49,7 +51,7 @@ def bench_read(devices: int, runs: int, tmp: Path) -> tuple[float, int]:
         provider = IotEdgeProvider(target="plant3", context=context, config={
             "provider": "iotedge", "hub": double.connection_string, "target_condition": "tags.site='plant-3'",
             "registry": "127.0.0.1:5999"})
-        provider.ensure_connected()
+        ensure_connected(provider)
         desired = Resource(Address("service", "echo"), SPEC, target="plant3")
         provider.hub.create_configuration(provider._configuration(desired, "127.0.0.1:5999/bench/echo@sha256:"
                                                                    + "0" * 64, {}, priority=10))
@@ -78,7 +80,7 @@ def bench_rings(devices: int, runs: int, tmp: Path) -> None:
         provider = IotEdgeProvider(target="plant3", context=context, config={
             "provider": "iotedge", "hub": double.connection_string, "target_condition": "tags.site='plant-3'",
             "registry": "127.0.0.1:5999"})
-        provider.ensure_connected()
+        ensure_connected(provider)
         stable = Resource(Address("service", "echo"), SPEC, target="plant3")
         candidate = Resource(Address("service", "echo"), {**SPEC, "models": ["m:2@00"]}, target="plant3")
         provider.hub.create_configuration(provider._configuration(stable, image + "0" * 64, {}, priority=10))

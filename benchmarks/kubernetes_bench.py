@@ -27,6 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
+from providers.base import ensure_connected
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -111,7 +113,7 @@ def plan_figures(backend, count: int, runs: int) -> tuple[int, float, int] | Non
         project = Project.load(path)
         desired = project.desired()
         provider = project.providers["k8s"]
-        provider.ensure_connected()
+        ensure_connected(provider)
         provider._ensure_namespace()
         for r in desired.values():   # applied as apply writes them (an image digest instead of a build)
             if r.address.kind == "service":

@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from providers.base import ensure_connected
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
@@ -167,7 +169,7 @@ def _kube_records(project, n: int) -> None:
     """Each service's objects as apply renders them, written with server-side apply, replicas 0
     (no image is built and no pod starts: what is measured is reading N services back)."""
     provider = project.providers["k8s"]
-    provider.ensure_connected()
+    ensure_connected(provider)
     provider._ensure_namespace()
     from concurrent.futures import ThreadPoolExecutor
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from providers.base import ensure_connected
+
 from .checks import ProviderBug, check_returned
 from .core.addresses import Address
 from .core.diff import live_fingerprint
@@ -214,7 +216,7 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
     new = project.provider_for(desired.target) if desired and desired.target else None
     for provider in (old, new):
         if provider is not None:
-            provider.ensure_connected()
+            ensure_connected(provider)
     answered = None
     if action is Action.CREATE:
         answered = _create(new, change, desired, progress)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from providers.base import ensure_connected
+
 from .addresses import Address
 from .errors import MlopsError, TargetsUnreachable, Unreachable
 from .resources import Live
@@ -59,7 +61,7 @@ def read_live(
     """Run every read at once (bounded); collect unreachable targets into one error."""
 
     def read_target(provider) -> list[Live]:
-        provider.ensure_connected()
+        ensure_connected(provider)
         return provider.read()
 
     state = LiveState()

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from providers.base import ProjectContext, Provider, secret_values
+from providers.base import FindsOrphans, ProjectContext, Provider, ensure_connected, secret_values
 from providers.keys import KeyStore
 from providers.registry import provider_class
 from providers.store import Store
@@ -108,6 +108,7 @@ class Project:
             orphan_reads = [
                 (lambda v=variant: v.orphans(self.context, declared))
                 for cls in self._orphan_searchers() for variant in cls.variants()
+                if issubclass(variant, FindsOrphans)
             ]
             self.removed_target_problems = []
             try:
@@ -141,7 +142,7 @@ class Project:
         that cannot be read is a problem the plan names (nothing is planned for it)."""
         try:
             provider = provider_class(config["provider"], config)(target=name, config=config, context=self.context)
-            provider.ensure_connected()
+            ensure_connected(provider)
             return [(provider, live) for live in provider.read() if live.target == name]
         except Exception as exc:  # noqa: BLE001 - whatever stops the read, the plan says so in one line
             self.removed_target_problems.append(

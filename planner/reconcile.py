@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from providers.base import ensure_connected
+
 from .addresses import Address
 from .errors import LockedError, MlopsError
 from .graph import edges
@@ -365,7 +367,7 @@ class Reconciler:
                 {c.before_target for c in seen.plan.actionable if c.before_target}
         lockable = [project.providers[n] for n in sorted(names) if isinstance(project.providers.get(n), LocksItself)]
         for provider in lockable:
-            provider.ensure_connected()
+            ensure_connected(provider)
             stack.enter_context(provider.apply_lock(f"mlops reconcile {self.options.mode}"))
         if lockable:
             seen.live = project.live()

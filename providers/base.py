@@ -1,28 +1,34 @@
 """The provider protocol (version 3): what every target kind implements, and what it is given.
 
-Providers answer narrow requests; the core decides and checks. Lifecycle, in this order and no other:
+Providers answer narrow requests; the core decides and checks. ``Provider`` has twelve members:
+``protocol``, ``connect``, ``describe``, ``variants``, ``schema``, ``prepare``, ``read``, ``rules``,
+``validate``, ``create``, ``update``, ``delete``. Lifecycle, in this order and no other:
 
 1. **construct** ``Provider(target=..., config=..., context=...)`` — no I/O, no credentials, no
-   network: constructing every declared target must be free (``mlops validate`` does it).
-2. **connect** — ``ensure_connected()`` calls ``connect()`` once, lazily, the first time the target
-   is really needed (reading live state, acting). Log in and build clients there; an unreachable
-   target raises ``Unreachable`` with one line naming what to do (``az login``, the kubeconfig
-   context, ``DOCKER_HOST``).
-3. **schema / prepare / read / act** — ``schema()`` says what ``mlops validate`` checks a target's and a
-   service's settings against, ``prepare()`` how the target shapes the desired spec,
-   ``validate`` refuses what the target could never run, ``read()`` what runs (found by our labels,
-   each ``Live`` with its running ``versions``), ``rules()`` for how one instance may change (the core
-   calls ``planner.core.diff.decide`` itself), ``create``/``update``/``delete`` with ``Events``
-   (progress with counts and cooperative cancellation). The core checks that the ``Live`` create and
-   update return is the service, the target and the spec it asked for.
+   network: constructing every declared target must be free (``mlops validate`` does it). The class
+   is ``variant_of(kind, config)``: one of ``variants(config)`` (e.g. the local kind's docker engine).
+2. **connect** — the core's ``ensure_connected(provider)`` calls ``connect()`` once, lazily, the
+   first time the target is really needed (reading live state, acting). Log in and build clients
+   there; an unreachable target raises ``Unreachable`` with one line naming what to do
+   (``az login``, the kubeconfig context, ``DOCKER_HOST``). ``describe()`` names the target in errors.
+3. **schema / prepare / validate / read / act** — ``schema()`` says what ``mlops validate`` checks a
+   target's and a service's settings against (the core masks the ``writeOnly`` settings' values:
+   ``secret_values``), ``prepare()`` how the target shapes the desired spec, ``validate(services)``
+   refuses what the target could never run and answers the plan's warnings, ``read()`` what runs
+   (found by our labels, each ``Live`` with its running ``versions``), ``rules()`` for how one
+   instance may change (the core calls ``planner.core.diff.decide`` itself), ``create``/``update``/
+   ``delete`` with ``Events`` (progress with counts and cooperative cancellation). The core checks
+   that the ``Live`` create and update return is the service, the target and the spec it asked for.
 
 Optional capabilities sit beside ``Provider`` and the CLI asks ``isinstance``: ``Reachable``
 (endpoint, call, logs), ``KeepsBuildLog`` (``mlops logs --build``), ``BuildsImages`` (``mlops build``;
 shared code in ``providers.images``), ``Renders`` (``mlops render``), ``LocksItself`` (a lock on the
-target, e.g. a Kubernetes Lease), ``SplitsTraffic`` (two versions share a service's requests: canary,
-shadow; driven by ``planner.rollout``).
+target, e.g. a Kubernetes Lease), ``FindsOrphans`` (services on targets no longer declared, found
+without their settings), ``DerivesSecrets`` (secrets the schema cannot name), ``SplitsTraffic`` (two
+versions share a service's requests: canary, shadow; driven by ``planner.rollout``).
 
-A provider declares ``protocol = 3``; the registry refuses other versions with a clear error.
+A provider declares ``protocol = 3``; the registry refuses other versions, and a kind still defining
+a member the interface no longer asks for (``RETIRED``), with a clear error.
 """
 
 from __future__ import annotations
@@ -44,10 +50,11 @@ from .keys import KeyStore
 from .userdata import project_data_dir
 
 __all__ = [
-    "LEGACY_HOOKS", "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "DerivesSecrets", "Endpoint",
-    "Events", "Health", "KeepsBuildLog", "KindSchema", "LocksItself", "Preparation", "ProjectContext", "Progress",
-    "Provider", "ProviderError", "Reachable", "Renders", "RolloutState", "Rules", "SplitsTraffic",
-    "Unreachable", "environment_variables", "secret_settings", "secret_values", "wait_until",
+    "PROTOCOL", "RETIRED", "BuildResult", "BuildsImages", "CancelledError", "DerivesSecrets", "Endpoint",
+    "Events", "FindsOrphans", "Health", "KeepsBuildLog", "KindSchema", "LocksItself", "Preparation",
+    "ProjectContext", "Progress", "Provider", "ProviderError", "Reachable", "Renders", "RolloutState", "Rules",
+    "SplitsTraffic", "Unreachable", "ensure_connected", "environment_variables", "secret_settings",
+    "secret_values", "variant_of", "wait_until",
 ]
 
 PROTOCOL = 3
@@ -174,26 +181,20 @@ class Preparation:
     """(service name, spec) -> the spec as this target runs it; a target may add what it derives (an image)."""
 
 
-LEGACY_HOOKS = {"target_schema": "schema().target", "deploy_schema": "schema().deploy",
-                "port_scope": "schema().port_scope", "service_name_problem": "schema().service_name_problem",
-                "runtime_version": "prepare().runtime", "normalize_deploy": "prepare().deploy",
-                "service_spec": "prepare().spec"}
-"""Protocol-3 hooks that ``schema()`` and ``prepare()`` still read where a kind defines them (old name ->
-where the answer now lives). A kind moves to the new members by overriding ``schema``/``prepare`` instead."""
+RETIRED = {"target_schema": "schema().target", "deploy_schema": "schema().deploy",
+           "port_scope": "schema().port_scope", "service_name_problem": "schema().service_name_problem",
+           "runtime_version": "prepare().runtime", "normalize_deploy": "prepare().deploy",
+           "service_spec": "prepare().spec", "plan_warnings": "validate()", "variant": "variants(config)",
+           "secret_values": "the DerivesSecrets capability", "orphans": "the FindsOrphans capability",
+           "ensure_connected": "providers.base.ensure_connected (connect() is the hook)"}
+"""Members earlier versions of the interface asked for, and where their answer goes now: a kind that
+still defines one is refused when it loads (it would be silently ignored)."""
 
 
-def _legacy(owner: Any, name: str, default: Callable[..., Any]) -> Callable[..., Any]:
-    """A kind's own protocol-3 hook (bound to ``owner``) where it defines one, else the default."""
-    hook = getattr(owner, name, None)
-    return hook if callable(hook) else default
-
-
-def _default_target_schema() -> dict[str, Any]:
-    return {"type": "object", "properties": {"provider": {"type": "string"}}}
-
-
-def _default_deploy_schema() -> dict[str, Any]:
-    return {"type": "object"}
+def retired_members(cls: type) -> list[str]:
+    """The retired members ``cls`` still defines (``orphans`` is fine on a ``FindsOrphans`` kind)."""
+    return [name for name in RETIRED if getattr(cls, name, None) is not None
+            and not (name == "orphans" and issubclass(cls, FindsOrphans))]
 
 
 def _bundle_runtime_version() -> str:
@@ -234,76 +235,40 @@ class Provider(ABC):
         """
         return None
 
-    def ensure_connected(self) -> None:
-        """``connect()`` once per provider, however many threads ask."""
-        if self._connected:
-            return
-        with self._connect_lock:
-            if not self._connected:
-                self.connect()
-                self._connected = True
-
     def describe(self) -> str:
         """How errors name this target: ``target 'box' (local)``."""
         return f"target {self.target!r} ({self.kind})"
 
     # -- kinds and variants ---------------------------------------------------------------------
     @classmethod
-    def variant(cls, config: Mapping[str, Any]) -> type[Provider]:
-        """The class that serves this target's settings (e.g. the local kind's ``engine: docker``).
+    def variants(cls, config: Mapping[str, Any] | None = None) -> list[type[Provider]]:
+        """The classes this kind can be: given a target's settings, the one that serves them (e.g. the
+        local kind's ``engine: docker``); without, every one, so live state on undeclared targets is
+        found too.
 
         One kind may have variants that share its name and target schema but act differently;
-        everything that instantiates or validates a target goes through here.
+        everything that instantiates or validates a target goes through ``variant_of``.
         """
-        return cls
-
-    @classmethod
-    def variants(cls) -> list[type[Provider]]:
-        """Every class ``variant()`` can answer, so live state on undeclared targets is found too."""
         return [cls]
 
     # -- what the core asks before anything runs ------------------------------------------------
     @classmethod
     def schema(cls) -> KindSchema:
         """This kind's settings as ``mlops validate`` checks them: the target's and deploy's JSON
-        Schemas, and the rules a schema cannot say (shared ports, service names). Asked per kind.
-
-        The default assembles the answer from protocol-3 hooks a kind may still define
-        (``target_schema``, ``deploy_schema``, ``port_scope``, ``service_name_problem``; see
-        ``LEGACY_HOOKS``), so kinds written against them keep working unchanged.
-        """
-        return KindSchema(
-            target=_legacy(cls, "target_schema", _default_target_schema)(),
-            deploy=_legacy(cls, "deploy_schema", _default_deploy_schema)(),
-            port_scope=_legacy(cls, "port_scope", _no_port_scope),
-            service_name_problem=_legacy(cls, "service_name_problem", _no_name_rule),
-        )
+        Schemas, and the rules a schema cannot say (shared ports, service names). Asked per kind;
+        the default accepts any settings."""
+        return KindSchema()
 
     def prepare(self) -> Preparation:
         """How this target shapes every service's desired spec (the runtime that serves it, deploy
         defaults, what the target derives): asked once per target and plan, used for each service.
-
-        The default assembles the answer from protocol-3 hooks a kind may still define
-        (``runtime_version``, ``normalize_deploy``, ``service_spec``; see ``LEGACY_HOOKS``).
-        """
-        runtime = _legacy(self, "runtime_version", _bundle_runtime_version)
-        return Preparation(runtime=runtime(), deploy=_legacy(self, "normalize_deploy", _copy_deploy),
-                           spec=_legacy(self, "service_spec", _copy_spec))
+        The default: the bundled runtime, the settings as written."""
+        return Preparation(runtime=_bundle_runtime_version())
 
     # -- live state -----------------------------------------------------------------------------
     @abstractmethod
     def read(self) -> list[Live]:
         """Every service of this project on this target, as it really is (after ``connect``)."""
-
-    @classmethod
-    def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
-        """Services of this kind on targets no longer declared, each with a provider that can delete it.
-
-        Only kinds whose live state can be found without target settings can answer; others
-        return nothing and their undeclared targets stay untouched. Must not fail when the
-        kind's backend is absent (answer nothing).
-        """
-        return []
 
     # -- planning -------------------------------------------------------------------------------
     def rules(self, desired: Resource | None, live: Live | None) -> Rules:
@@ -340,6 +305,26 @@ class Provider(ABC):
         """
 
 
+def ensure_connected(provider: Provider) -> None:
+    """``provider.connect()`` once per provider, however many threads ask: the core (and a provider's own
+    lazy clients) call this, never ``connect`` directly."""
+    if provider._connected:
+        return
+    with provider._connect_lock:
+        if not provider._connected:
+            provider.connect()
+            provider._connected = True
+
+
+def variant_of(kind: type[Provider], config: Mapping[str, Any]) -> type[Provider]:
+    """The class that serves a target's settings: the one its kind's ``variants(config)`` answers."""
+    found = kind.variants(config)
+    if len(found) != 1:
+        raise ProviderError(f"provider kind {getattr(kind, 'kind', kind.__name__)!r} answers {len(found)} classes "
+                            "for one target's settings, not one (a bug in the provider)")
+    return found[0]
+
+
 # -- capabilities beside the interface: the CLI asks isinstance(provider, <capability>) ------------
 
 class Reachable(ABC):
@@ -367,6 +352,18 @@ class Reachable(ABC):
     def logs(self, live: Live, *, follow: bool = False, tail: int | None = None,
              instance: str | None = None) -> Iterator[str]:
         """The service's log lines, oldest first; ``instance`` names one pod or device."""
+
+
+class FindsOrphans(ABC):
+    """Capability: the kind finds its services without a target's settings (on this machine), so those
+    on targets no longer declared are planned for deletion. Other kinds' removed targets are found
+    through the targets the project remembers applying to."""
+
+    @classmethod
+    @abstractmethod
+    def orphans(cls, context: ProjectContext, declared_targets: set[str]) -> list[tuple[Provider, Live]]:
+        """Services of this kind on targets no longer declared, each with a provider that can delete it.
+        Must not fail when the kind's backend is absent (answer nothing)."""
 
 
 class DerivesSecrets(ABC):

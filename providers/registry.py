@@ -16,7 +16,7 @@ from typing import Any
 
 from planner.core.errors import MlopsError, missing_extra
 
-from .base import PROTOCOL, Provider
+from .base import PROTOCOL, RETIRED, Provider, retired_members, variant_of
 
 GROUP = "mlops.providers"
 _extra: dict[str, type[Provider]] = {}
@@ -68,6 +68,11 @@ def check(kind: str, obj: object) -> None:
     if version != PROTOCOL:
         raise MlopsError(f"provider plugin {kind!r} ({obj.__module__}.{obj.__qualname__}) implements provider "
                          f"protocol {version}; this mlops speaks protocol {PROTOCOL}: upgrade the plugin")
+    retired = retired_members(obj)
+    if retired:
+        raise MlopsError(f"provider plugin {kind!r} ({obj.__module__}.{obj.__qualname__}) defines "
+                         f"{', '.join(retired)}, which this mlops no longer asks for: answer "
+                         f"{', '.join(RETIRED[n] for n in retired)} instead (upgrade the plugin)")
 
 
 def kinds() -> list[str]:
@@ -126,6 +131,6 @@ def available() -> Mapping[str, type[Provider]]:
 
 def provider_class(kind: str, config: Mapping[str, Any] | None = None) -> type[Provider]:
     """The class for a target kind, resolved to the variant its settings ask for."""
-    cls = load(kind).variant(config or {"provider": kind})
+    cls = variant_of(load(kind), config or {"provider": kind})
     check(kind, cls)
     return cls

@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from providers.base import ensure_connected
+
 from ..addresses import Address
 from ..errors import CancelledError, MlopsError
 from .rollout import rollout_report
@@ -259,7 +261,7 @@ def _lock_targets(project: Project, names: list[str], stack: contextlib.ExitStac
         try:
             for name in names:
                 provider = project.providers[name]
-                provider.ensure_connected()
+                ensure_connected(provider)
                 stack.enter_context(provider.apply_lock(  # type: ignore[attr-defined]   # LocksItself
                     f"mlops {'destroy' if destroy else 'apply'}", cancel))
         except CancelledError as exc:

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from providers.base import ensure_connected
+
 from ..errors import MlopsError
 
 
@@ -127,7 +129,7 @@ def _election(args: argparse.Namespace) -> Any:
         provider = providers[name]
         if not isinstance(provider, LocksItself):
             continue
-        provider.ensure_connected()
+        ensure_connected(provider)
         lease = provider.leader_lease(args.leader_elect, "mlops reconcile")
         if lease is not None:
             return lease

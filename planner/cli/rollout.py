@@ -18,6 +18,8 @@ import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from providers.base import ensure_connected
+
 from ..addresses import Address
 from ..errors import MlopsError
 
@@ -137,7 +139,7 @@ def _rollout_target(args: argparse.Namespace, project):
     if live.rollout is None:
         raise MlopsError(f"{address}: no rollout on target {live.target!r} (nothing to {args.verb}); "
                          "`mlops rollout status` shows what runs")
-    provider.ensure_connected()
+    ensure_connected(provider)
     return want, live, provider
 
 
@@ -157,7 +159,7 @@ def _lock_target(project, args: argparse.Namespace, cancel, stack: contextlib.Ex
     target = project.manifest.service_target(service) if service else None
     provider = project.providers.get(target) if isinstance(target, str) else None
     if isinstance(provider, LocksItself):
-        provider.ensure_connected()   # type: ignore[attr-defined]
+        ensure_connected(provider)   # type: ignore[arg-type]
         stack.enter_context(provider.apply_lock(f"mlops rollout {args.verb}", cancel))
 
 

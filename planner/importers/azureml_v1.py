@@ -543,12 +543,13 @@ def _installed_deploy_fields(config: Mapping[str, Any]) -> frozenset[str] | str:
     import jsonschema
 
     from providers import registry
+    from providers.base import variant_of
 
     kind = config.get("provider")
     if kind not in registry.kinds():
         return "is not installed"
     try:
-        variant = registry.load(str(kind)).variant(config)
+        variant = variant_of(registry.load(str(kind)), config)
     except MlopsError:  # a broken plugin: as if it were not installed (the fallback validates)
         return "failed to load"
     kind_schema = variant.schema()

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 def check_targets_and_deploy(manifest: Manifest, checks: Checks) -> None:
     """Each target's and each service's deploy settings against the provider's own schema."""
+    from providers.base import variant_of
     from providers.registry import available
 
     report = checks.report
@@ -33,7 +34,7 @@ def check_targets_and_deploy(manifest: Manifest, checks: Checks) -> None:
                    f"(installed: {', '.join(sorted(kinds))})")
             continue
         try:
-            schema = kinds[kind].variant(config).schema()
+            schema = variant_of(kinds[kind], config).schema()
         except MlopsError as exc:  # a broken plugin fails where its kind is used, on one line
             report(("targets", name, "provider"), f"targets.{name}.provider: {exc}")
             continue

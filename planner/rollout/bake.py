@@ -27,6 +27,7 @@ from planner.errors import CancelledError, MlopsError
 from planner.events import Events
 from planner.plan import Change
 from planner.resources import Live, Resource
+from providers.base import ensure_connected
 
 from .analysis import Tally, Verdict, VersionStats, delta, judge, parse_metrics
 from .previous import NoPrevious, previous_resource
@@ -188,7 +189,7 @@ def _as_deployed_then(provider: Any, before: Live) -> Any:
         return provider
     context = dataclasses.replace(provider.context, git={**provider.context.git, **then})
     again = type(provider)(target=provider.target, config=provider.config, context=context)
-    again.ensure_connected()
+    ensure_connected(again)
     return again
 
 

@@ -57,6 +57,7 @@ def splitting_kinds(strategy: str = "canary") -> list[str]:
 def _target_strategies(manifest: Manifest, target: str) -> tuple[frozenset[str], str] | None:
     """(the strategies it can run, kind) for a declared target; None if its kind is unknown (reported
     elsewhere). A target without ``SplitsTraffic`` runs blue_green only (the bake window)."""
+    from providers.base import variant_of
     from providers.registry import available
 
     config = manifest.targets.get(target)
@@ -65,7 +66,7 @@ def _target_strategies(manifest: Manifest, target: str) -> tuple[frozenset[str],
     if cls is None:
         return None
     try:
-        return strategies_of(cls.variant(config), config), str(kind)
+        return strategies_of(variant_of(cls, config), config), str(kind)
     except Exception:
         return None
 

@@ -39,6 +39,7 @@ from ..base import (
     Reachable,
     Renders,
     as_events,
+    ensure_connected,
     environment_variables,
     score_at,
 )
@@ -110,7 +111,7 @@ class AciProvider(ImageTarget, Reachable, Renders, Provider):
 
     @property
     def client(self) -> Any:
-        self.ensure_connected()
+        ensure_connected(self)
         assert self._conn is not None
         return self._conn.client
 
@@ -226,7 +227,7 @@ class AciProvider(ImageTarget, Reachable, Renders, Provider):
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:
         events = as_events(progress)
-        self.ensure_connected()
+        ensure_connected(self)
         name = desired.address.name
         existing = self._get(name)
         if existing is not None and not groups.is_ours(existing, self.context.project):
@@ -246,7 +247,7 @@ class AciProvider(ImageTarget, Reachable, Renders, Provider):
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
         events = as_events(progress)
-        self.ensure_connected()
+        ensure_connected(self)
         name = desired.address.name
         changed = changed_paths(live.spec, desired.spec)
         if all(any(p == f or p.startswith(f + ".") for f in RESTART_FREE) for p in changed):

@@ -28,6 +28,7 @@ from ..base import (
     Reachable,
     Renders,
     SplitsTraffic,
+    ensure_connected,
     environment_variables,
 )
 from ..bundle import runtime_version
@@ -127,7 +128,7 @@ class IotEdgeProvider(RingRollout, ReachesDevices, ImageTarget, Reachable, Rende
 
     @property
     def hub(self) -> HubClient:
-        self.ensure_connected()
+        ensure_connected(self)
         assert self._hub is not None
         return self._hub
 

@@ -39,6 +39,7 @@ from ..base import (
     Rules,
     Unreachable,
     as_events,
+    ensure_connected,
     environment_variables,
 )
 from ..bundle import runtime_version
@@ -87,7 +88,7 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
 
     @property
     def cluster(self) -> Cluster:
-        self.ensure_connected()
+        ensure_connected(self)
         assert self._cluster is not None
         return self._cluster
 
@@ -195,7 +196,7 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
                     wanted.setdefault(res, []).append(r.address.name)
         if not wanted:
             return []
-        self.ensure_connected()
+        ensure_connected(self)
         try:
             nodes = self.cluster.list("Node")
         except Forbidden:
@@ -235,7 +236,7 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:
         events = as_events(progress)
-        self.ensure_connected()
+        ensure_connected(self)
         name = desired.address.name
         try:
             self._ensure_namespace()
@@ -259,7 +260,7 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
         events = as_events(progress)
-        self.ensure_connected()
+        ensure_connected(self)
         name = desired.address.name
         image = self._pushed_image(desired, events)
         svc = self._desired_service(desired, image, self._keys(desired))

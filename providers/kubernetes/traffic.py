@@ -31,7 +31,7 @@ from planner.core.resources import RolloutState
 from planner.errors import CancelledError, ProviderError
 from planner.resources import Live, Resource
 
-from ..base import SplitsTraffic, as_events
+from ..base import SplitsTraffic, as_events, ensure_connected
 from . import canary, manifests
 from .applying import RolloutFailed
 from .client import NotFound
@@ -64,7 +64,6 @@ class TrafficSplitting(SplitsTraffic):
         def _prune_parts(self, svc: manifests.Service) -> None: ...
         def _rollback(self, live: Live) -> None: ...
         def _read_one(self, name: str) -> Live: ...
-        def ensure_connected(self) -> None: ...
 
     # -- what this target can run ---------------------------------------------------------------
     @classmethod
@@ -88,7 +87,7 @@ class TrafficSplitting(SplitsTraffic):
     # -- the capability -------------------------------------------------------------------------
     def start_candidate(self, desired: Resource, live: Live, state: RolloutState, events: Progress) -> Live:
         ev = as_events(events)
-        self.ensure_connected()
+        ensure_connected(self)
         name = desired.address.name
         problem = self.rollout_problem(desired)
         if problem:
@@ -113,7 +112,7 @@ class TrafficSplitting(SplitsTraffic):
 
     def set_traffic(self, live: Live, state: RolloutState, events: Progress) -> Live:
         ev = as_events(events)
-        self.ensure_connected()
+        ensure_connected(self)
         name = live.address.name
         stable = self.cluster.get("Deployment", name, self.namespace)
         candidate = self._candidate(name)
@@ -145,7 +144,7 @@ class TrafficSplitting(SplitsTraffic):
 
     def promote(self, live: Live, desired: Resource, events: Progress) -> Live:
         ev = as_events(events)
-        self.ensure_connected()
+        ensure_connected(self)
         name = desired.address.name
         stable = self.cluster.get("Deployment", name, self.namespace)
         shared = _kept_total(stable) or self._total(live, stable)
@@ -171,7 +170,7 @@ class TrafficSplitting(SplitsTraffic):
 
     def abort(self, live: Live, state: RolloutState, events: Progress) -> Live:
         """Not cancellable: this is where a cancelled rollout goes. Stable first, then the candidate goes."""
-        self.ensure_connected()
+        ensure_connected(self)
         name = live.address.name
         stable = self.cluster.get("Deployment", name, self.namespace)
         total = _kept_total(stable) or self._total(live, stable)
@@ -188,7 +187,7 @@ class TrafficSplitting(SplitsTraffic):
         return self._read_one(name)
 
     def clear(self, live: Live, events: Progress) -> Live:
-        self.ensure_connected()
+        ensure_connected(self)
         name = live.address.name
         if self._candidate(name) is not None:
             raise ProviderError(f"{live.address}: a candidate still runs beside the stable version; promote or "

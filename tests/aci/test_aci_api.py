@@ -18,7 +18,7 @@ from planner.plan import Action
 from planner.resources import FAILED, HEALTHY, Live, Resource
 from providers.aci import AciProvider, groups
 from providers.aci.settings import MAX_TAGS
-from providers.base import ProjectContext
+from providers.base import ProjectContext, ensure_connected
 
 SPEC = {
     "models": ["ridge:1@5b00c99ea948"], "environment": "sklearn@2b6d32ee3de0", "source": "src@28de0fa3b7c9",
@@ -162,17 +162,17 @@ def test_throttling_is_ridden_out_then_reported_in_one_line(tmp_path, double):
 def test_no_credential_and_a_wrong_one_are_one_line_each(tmp_path, double, monkeypatch):
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "wrong-secret-value")
     with pytest.raises(Unreachable) as wrong:
-        provider(tmp_path, double).ensure_connected()
+        ensure_connected(provider(tmp_path, double))
     assert "Azure login failed" in str(wrong.value) and "az login" in str(wrong.value)
     assert "wrong-secret-value" not in str(wrong.value) and "\n" not in str(wrong.value)
     for name in ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_ID", "AZURE_TENANT_ID"):
         monkeypatch.delenv(name)
     with pytest.raises(Unreachable) as none:
-        provider(tmp_path, double).ensure_connected()      # AZURE_TOKEN_CREDENTIALS pins the env credential
+        ensure_connected(provider(tmp_path, double))      # AZURE_TOKEN_CREDENTIALS pins the env credential
     text = str(none.value)
     assert "no Azure credential" in text and "AZURE_CLIENT_SECRET" in text and "az login" in text
     with pytest.raises(Unreachable) as nowhere:
-        provider(tmp_path, double, arm_endpoint="https://127.0.0.1:9").ensure_connected()
+        ensure_connected(provider(tmp_path, double, arm_endpoint="https://127.0.0.1:9"))
     assert "metadata" in str(nowhere.value) and "arm_endpoint" in str(nowhere.value)
 
 
@@ -301,7 +301,7 @@ def test_the_double_serves_by_hand_and_writes_its_exports(tmp_path):
 def test_ca_bundle_setting_trusts_the_doubles_certificate_without_the_environment(tmp_path, double, monkeypatch):
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     with pytest.raises(Unreachable) as untrusted:
-        provider(tmp_path, double).ensure_connected()
+        ensure_connected(provider(tmp_path, double))
     assert "cannot verify the TLS certificate" in str(untrusted.value) and "ca_bundle" in str(untrusted.value)
     p = provider(tmp_path, double, ca_bundle=str(double.ca_file))
     put(p, "diabetes-api", SPEC)

@@ -30,7 +30,7 @@ from planner.plan import Action
 from planner.planning import make_plan
 from planner.project import Project
 from planner.resources import spec_fingerprint
-from providers.base import BuildsImages
+from providers.base import BuildsImages, ensure_connected
 
 SERVICE = Address("service", "echo-api")
 
@@ -166,7 +166,7 @@ def test_delete_is_idempotent_and_missing_is_not_an_error(target: Target):
     project = target.project()
     live = project.live()[SERVICE]
     provider = project.provider_for(live)
-    provider.ensure_connected()
+    ensure_connected(provider)
     provider.delete(live, lambda text: None)
     provider.delete(live, lambda text: None)   # again: gone already, still fine
     assert target.live() is None
@@ -267,7 +267,7 @@ def test_create_and_update_answer_the_live_state_asked_for(target: Target):
     project = target.project()
     wanted = project.desired()[SERVICE]
     provider = project.provider_for(live)
-    provider.ensure_connected()
+    ensure_connected(provider)
     returned = check_returned(provider, "update", wanted, provider.update(wanted, live, lambda text: None))
     assert returned.address == SERVICE and returned.target == "t"
     assert spec_fingerprint(returned.spec) == spec_fingerprint(wanted.spec) != spec_fingerprint(desired.spec)

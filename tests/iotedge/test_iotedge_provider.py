@@ -18,7 +18,7 @@ from planner.core.diff import decide
 from planner.errors import ProviderError
 from planner.plan import Action
 from planner.resources import FAILED, HEALTHY, UNHEALTHY, UNSCHEDULABLE, Resource
-from providers.base import ProjectContext, secret_values
+from providers.base import ProjectContext, ensure_connected, secret_values
 from providers.iotedge import IotEdgeProvider
 from providers.iotedge import health as healths
 from providers.iotedge import manifest as mf
@@ -174,7 +174,7 @@ def double(tmp_path, monkeypatch):
 def _connected(tmp_path: Path, double, condition: str = "tags.site='plant-3'") -> IotEdgeProvider:
     provider = _provider(tmp_path, hub=double.connection_string, registry="127.0.0.1:5999",
                          target_condition=condition, device_host="{tags.host}")
-    provider.ensure_connected()
+    ensure_connected(provider)
     return provider
 
 

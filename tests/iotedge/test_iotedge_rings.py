@@ -22,7 +22,7 @@ from planner.core.errors import ProviderError
 from planner.core.events import Events
 from planner.core.resources import HEALTHY, UNHEALTHY, Live, Resource, RolloutState, spec_fingerprint
 from planner.rollout.support import splitting_kinds
-from providers.base import ProjectContext, SplitsTraffic
+from providers.base import ProjectContext, SplitsTraffic, ensure_connected
 from providers.iotedge import IotEdgeProvider, rings
 
 NAME = "defect-detector"
@@ -60,7 +60,7 @@ def _provider(tmp: Path, double) -> IotEdgeProvider:
     settings = {"provider": "iotedge", "hub": double.connection_string, "target_condition": "tags.site='plant-3'",
                 "registry": "127.0.0.1:5999"}
     provider = IotEdgeProvider(target="plant3", config=settings, context=context)
-    provider.ensure_connected()
+    ensure_connected(provider)
     return provider
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from providers.base import ensure_connected
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "doubles"))
 sys.path.insert(0, str(HERE.parent / "docker"))
@@ -55,7 +57,7 @@ def make_provider(double: KubernetesDouble, tmp: Path, *, kind: type[KubernetesP
     if kind is FpgaProvider:
         settings.setdefault("resource", FPGA)
     provider = kind(target=target, config=settings, context=context)
-    provider.ensure_connected()
+    ensure_connected(provider)
     return provider
 
 

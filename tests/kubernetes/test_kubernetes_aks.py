@@ -12,7 +12,7 @@ import pytest
 from aks_arm_double import AksArmDouble
 
 from planner.errors import Unreachable
-from providers.base import ProjectContext
+from providers.base import ProjectContext, ensure_connected
 from providers.kubernetes import AksProvider
 
 api_double = k8s_fixtures.api_double
@@ -40,7 +40,7 @@ def _provider(arm: AksArmDouble, tmp: Path, cluster: str = "prod-aks") -> AksPro
 
 def test_aks_fetches_the_user_kubeconfig_through_arm_and_connects_with_it(arm: AksArmDouble, tmp_path: Path):
     provider = _provider(arm, tmp_path)
-    provider.ensure_connected()
+    ensure_connected(provider)
     assert provider.read() == []
     saved = tmp_path / ".mlops" / "kubernetes" / "prod.kubeconfig"
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
@@ -50,13 +50,13 @@ def test_aks_fetches_the_user_kubeconfig_through_arm_and_connects_with_it(arm: A
 
 def test_an_unknown_aks_cluster_is_one_line_with_arms_reason(arm: AksArmDouble, tmp_path: Path):
     with pytest.raises(Unreachable) as err:
-        _provider(arm, tmp_path, cluster="nope").ensure_connected()
+        ensure_connected(_provider(arm, tmp_path, cluster="nope"))
     assert "ResourceNotFound" in str(err.value) and "nope" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_no_azure_login_is_one_line_saying_how(arm: AksArmDouble, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "wrong")
     with pytest.raises(Unreachable) as err:
-        _provider(arm, tmp_path).ensure_connected()
+        ensure_connected(_provider(arm, tmp_path))
     assert "no Azure login" in str(err.value) and "az login" in str(err.value) and "\n" not in str(err.value)
     assert "wrong" not in str(err.value)

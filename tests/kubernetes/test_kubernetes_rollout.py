@@ -25,6 +25,7 @@ from planner.core.events import Events
 from planner.core.resources import RolloutState, spec_fingerprint
 from planner.errors import CancelledError, ProviderError
 from planner.project import Project
+from providers.base import ensure_connected
 from providers.kubernetes import KubernetesProvider, canary, manifests
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -85,7 +86,7 @@ def _provider_and_desired(manifest: Path) -> tuple[KubernetesProvider, object]:
     project = Project.load(manifest)
     [desired] = [r for a, r in project.desired().items() if a.kind == "service"]
     provider = project.provider_for("k8s")
-    provider.ensure_connected()
+    ensure_connected(provider)
     assert isinstance(provider, KubernetesProvider)
     return provider, desired
 

@@ -15,6 +15,7 @@ from support import ECHO_SCORE, make_project, run_cli
 from test_kubernetes_rollout import _commit, apps, double, manifest_text  # noqa: F401 (fixtures)
 
 from planner.project import Project
+from providers.base import ensure_connected
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -45,7 +46,7 @@ class Load:
     def __init__(self, manifest: Path):
         project = Project.load(manifest)
         self.provider = project.provider_for("k8s")
-        self.provider.ensure_connected()
+        ensure_connected(self.provider)
         self.answers: list[str] = []
         self.failures: list[str] = []
         self._stop = threading.Event()

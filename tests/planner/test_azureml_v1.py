@@ -22,6 +22,7 @@ from planner.errors import MlopsError
 from planner.importers.azureml_v1 import import_v1, parse_az, write
 from planner.importers.pincheck import IndexConfig
 from planner.manifest import load_manifest
+from providers.base import variant_of
 from providers.local import LocalProvider
 from tests.doubles import pypi_simple
 
@@ -91,7 +92,7 @@ def local_only(config):
     goldens must not change when someone installs an aci or aks provider."""
     if config.get("provider") != "local":
         return "is not installed"
-    return frozenset(LocalProvider.variant(config).schema().deploy["properties"])
+    return frozenset(variant_of(LocalProvider, config).schema().deploy["properties"])
 
 
 def run_import(case: dict, output: Path, **extra):

@@ -1,7 +1,5 @@
-"""The target interface: its members, and the two grouped answers ``schema()`` and ``prepare()``.
-
-A kind written against the grouped members is validated and prepared by them; a kind still written
-against the protocol-3 hooks they replace (``LEGACY_HOOKS``) keeps working unchanged.
+"""The target interface: its members, the grouped answers ``schema()`` and ``prepare()``, and the
+members it no longer has (a kind still defining one is refused when it loads, never silently ignored).
 """
 
 from __future__ import annotations
@@ -15,21 +13,19 @@ from memory_provider import MemoryProvider
 from support import make_project
 
 from planner.addresses import Address
-from planner.errors import ManifestError
+from planner.errors import ManifestError, MlopsError
 from planner.manifest import load_manifest
 from planner.project import Project
 from providers import registry
-from providers.base import LEGACY_HOOKS, KindSchema, Preparation, Provider
+from providers.base import RETIRED, DerivesSecrets, FindsOrphans, KindSchema, Preparation, Provider, secret_values
 
 INTERFACE = {
     # lifecycle
-    "connect", "ensure_connected", "describe",
-    # kinds and variants
-    "variant", "variants",
+    "connect", "describe",
     # what the core asks before anything runs
-    "schema", "secret_values", "prepare",
+    "variants", "schema", "prepare",
     # live state and planning
-    "read", "orphans", "rules", "validate", "plan_warnings",
+    "read", "rules", "validate",
     # acting
     "create", "update", "delete",
     # declarations
@@ -39,17 +35,13 @@ INTERFACE = {
 
 def test_the_target_interface_is_the_members_it_documents():
     assert {n for n in dir(Provider) if not n.startswith("_")} == INTERFACE
-    assert not set(LEGACY_HOOKS) & set(dir(Provider)), "the hooks schema()/prepare() replace are not members"
+    assert not set(RETIRED) & set(dir(Provider)), "the members the interface no longer asks for are gone"
 
 
 class Grouped(MemoryProvider):
     """A kind written against the grouped members only (on the memory provider's lifecycle)."""
 
     kind: ClassVar[str] = "grouped"
-    target_schema = None            # type: ignore[assignment]   # not a protocol-3 kind: no hooks at all
-    deploy_schema = None            # type: ignore[assignment]
-    normalize_deploy = None         # type: ignore[assignment]
-    runtime_version = None          # type: ignore[assignment]
 
     @classmethod
     def schema(cls) -> KindSchema:
@@ -100,7 +92,7 @@ def test_the_desired_spec_is_shaped_by_prepare(grouped, tmp_path: Path):
 
 
 class Hooked(Provider):
-    """A kind still written against the protocol-3 hooks."""
+    """A kind still written against the hooks ``schema()``/``prepare()`` replaced."""
 
     kind: ClassVar[str] = "hooked"
 
@@ -108,26 +100,8 @@ class Hooked(Provider):
     def target_schema(cls) -> dict[str, Any]:
         return {"type": "object", "properties": {"token": {"type": "string", "writeOnly": True}}}
 
-    @classmethod
-    def deploy_schema(cls) -> dict[str, Any]:
-        return {"type": "object", "properties": {"port": {"type": "integer"}}}
-
-    @classmethod
-    def port_scope(cls, config: Any) -> str | None:
-        return str(config.get("host"))
-
-    @classmethod
-    def service_name_problem(cls, name: str) -> str | None:
-        return "too long" if len(name) > 5 else None
-
-    def runtime_version(self) -> str:
-        return "hooked@1"
-
     def normalize_deploy(self, deploy: Any) -> dict[str, Any]:
         return {"replicas": 1, **deploy}
-
-    def service_spec(self, name: str, spec: Any) -> dict[str, Any]:
-        return {**spec, "image": f"img/{name}"}
 
     def read(self): return []                      # noqa: E704
     def create(self, desired, events): ...         # noqa: E704
@@ -135,34 +109,57 @@ class Hooked(Provider):
     def delete(self, live, events): ...            # noqa: E704
 
 
-def test_a_kind_written_against_the_old_hooks_answers_through_schema_and_prepare(tmp_path: Path):
-    schema = Hooked.schema()
-    assert schema.target == Hooked.target_schema() and schema.deploy == Hooked.deploy_schema()
-    assert schema.secret == {"token"}
-    assert schema.port_scope({"host": "10"}) == "10" and schema.service_name_problem("abcdefg") == "too long"
+def test_a_kind_written_against_retired_members_is_refused_in_one_line_naming_what_replaces_them():
+    with pytest.raises(MlopsError) as caught:
+        registry.register("hooked", Hooked)   # as an installed plugin is checked when it loads
+    text = str(caught.value)
+    assert "provider plugin 'hooked' (test_target_interface.Hooked) defines target_schema, normalize_deploy, " \
+        "which this mlops no longer asks for: answer schema().target, prepare().deploy instead" in text
+    assert "\n" not in text and "hooked" not in registry.kinds()
+
+
+class Bare(Provider):
+    kind: ClassVar[str] = "bare"
+
+    def read(self): return []                      # noqa: E704
+    def create(self, desired, events): ...         # noqa: E704
+    def update(self, desired, live, events): ...   # noqa: E704
+    def delete(self, live, events): ...            # noqa: E704
+
+
+def test_a_kind_that_says_nothing_gets_the_defaults(tmp_path: Path):
     from providers.base import ProjectContext
-
-    context = ProjectContext(project="p", root=tmp_path, state_dir=tmp_path / ".mlops", cache_dir=tmp_path)
-    hooked = Hooked(target="h", config={"provider": "hooked", "token": "s3cret-value"}, context=context)
-    prepared = hooked.prepare()
-    assert prepared.runtime == "hooked@1"
-    assert prepared.deploy({"port": 1}) == {"replicas": 1, "port": 1}
-    assert prepared.spec("api", {"a": 1}) == {"a": 1, "image": "img/api"}
-    assert hooked.secret_values() == ["s3cret-value"]
-
-
-def test_a_kind_with_no_hooks_gets_the_defaults(tmp_path: Path):
-    class Bare(Hooked):
-        target_schema = deploy_schema = port_scope = service_name_problem = None   # type: ignore[assignment]
-        runtime_version = normalize_deploy = service_spec = None                    # type: ignore[assignment]
-
     from providers.bundle import runtime_version
 
     schema = Bare.schema()
     assert schema.deploy == {"type": "object"} and schema.port_scope({}) is None
-    assert schema.service_name_problem("anything-long") is None
+    assert schema.service_name_problem("anything-long") is None and Bare.variants({"x": 1}) == [Bare]
+    context = ProjectContext(project="p", root=tmp_path, state_dir=tmp_path / ".mlops", cache_dir=tmp_path)
+    bare = Bare(target="b", config={"token": "not-secret-here"}, context=context)
+    prepared = bare.prepare()
+    assert prepared.runtime == runtime_version() and prepared.deploy({"x": 1}) == {"x": 1}
+    assert prepared.spec("api", {"a": 1}) == {"a": 1}
+    assert secret_values(bare) == [] and not isinstance(bare, FindsOrphans)
+
+
+class Secretive(Bare):
+    """Secrets the schema names (writeOnly), and one the kind derives."""
+
+    @classmethod
+    def schema(cls) -> KindSchema:
+        return KindSchema(target={"type": "object", "properties": {"token": {"type": "string", "writeOnly": True}}})
+
+
+class Deriving(DerivesSecrets, Secretive):
+    def derived_secrets(self) -> list[str]:
+        return ["derived-" + self.config["token"]]
+
+
+def test_secret_values_come_from_the_schema_and_from_what_a_kind_derives(tmp_path: Path):
     from providers.base import ProjectContext
 
     context = ProjectContext(project="p", root=tmp_path, state_dir=tmp_path / ".mlops", cache_dir=tmp_path)
-    prepared = Bare(target="b", config={}, context=context).prepare()
-    assert prepared.runtime == runtime_version() and prepared.deploy({"x": 1}) == {"x": 1}
+    config = {"token": "s3cret-value", "region": "north"}
+    assert secret_values(Secretive(target="s", config=config, context=context)) == ["s3cret-value"]
+    assert secret_values(Deriving(target="s", config=config, context=context)) == ["s3cret-value",
+                                                                                   "derived-s3cret-value"]

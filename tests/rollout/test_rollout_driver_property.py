@@ -23,6 +23,7 @@ from planner.project import Project
 from planner.resources import RolloutState, spec_fingerprint
 from planner.rollout import driver
 from planner.rollout.bake import RolledBack, RolloutPaused
+from providers.base import ensure_connected
 
 API = Address("service", "api")
 MANIFEST = """\
@@ -55,7 +56,7 @@ def world(tmp_path: Path, memory_target):
     assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
     project = Project.load(path)
     provider = project.providers["mem"]
-    provider.ensure_connected()
+    ensure_connected(provider)
     base = provider.read()[0]
     desired = project.desired()[API]
     yield project, provider, base, desired
