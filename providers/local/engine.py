@@ -298,7 +298,10 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
         candidate = self._running_candidate(live, current, state.candidate)
         routefile.write(path, self._route_doc(name, state, (current or {}).get("stable") or self._stable_entry(live),
                                               candidate))
-        as_events(events).sleep(ROUTE_PICKUP_S)   # every worker of the stable version acts on it now
+        before = routefile.state_of(current)
+        if before is None or (before.weight, before.mirror, before.phase == "aborted") != \
+                (state.weight, state.mirror, state.phase == "aborted"):
+            as_events(events).sleep(ROUTE_PICKUP_S)   # every worker of the stable version acts on it now
         return self._read_service(name)
 
     def promote(self, live: Live, desired: Resource, events: Progress) -> Live:
