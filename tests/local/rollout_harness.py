@@ -47,7 +47,8 @@ def run(raw_data):
 SERVICE = "rl-api"
 
 
-def manifest(project: str, target: str, who: str, env: dict[str, str] | None = None) -> str:
+def manifest(project: str, target: str, who: str, env: dict[str, str] | None = None, rollout: str = "") -> str:
+    """``rollout``: the service's ``rollout:`` block, as YAML indented under the service."""
     variables = {"TEST_WHO": who, **(env or {})}
     inline = ", ".join(f"{k}: {json.dumps(v)}" for k, v in sorted(variables.items()))
     return f"""\
@@ -68,12 +69,12 @@ services:
     sample_request: sample.json
     target: dev
     deploy: {{port: auto, auth: key, environment_variables: {{{inline}}}}}
-"""
+{rollout}"""
 
 
-def deploy_stable(root: Path, project: str, target: str) -> Path:
+def deploy_stable(root: Path, project: str, target: str, rollout: str = "") -> Path:
     """The stable version ``v1``, applied by the real ``mlops apply``; returns the manifest."""
-    path = make_project(root, manifest(project, target, "v1"), score=SCORE)
+    path = make_project(root, manifest(project, target, "v1", rollout=rollout), score=SCORE)
     result = run_cli("apply", "--auto-approve", "-f", str(path), cwd=root)
     assert result.code == 0, result.out + result.err
     return path
@@ -106,11 +107,17 @@ class Rollout:
         return int(found.scoring_url.split(":")[2].split("/")[0]), dict(found.headers)
 
 
-def candidate(path: Path, who: str, env: dict[str, str] | None = None, target: str = "{provider: local}") -> Rollout:
-    """The project with the manifest rewritten to version ``who``, and that version's desired service."""
+def rewrite(path: Path, who: str, env: dict[str, str] | None = None, target: str = "{provider: local}",
+            rollout: str = "") -> None:
+    """The manifest at ``path`` asks for version ``who`` now."""
     text = path.read_text()
     project_name = text.split("project: ", 1)[1].split("\n", 1)[0]
-    path.write_text(manifest(project_name, target, who, env))
+    path.write_text(manifest(project_name, target, who, env, rollout))
+
+
+def candidate(path: Path, who: str, env: dict[str, str] | None = None, target: str = "{provider: local}") -> Rollout:
+    """The project with the manifest rewritten to version ``who``, and that version's desired service."""
+    rewrite(path, who, env, target)
     project = Project.load(path)
     desired = project.desired()[Address("service", SERVICE)]
     return Rollout(project, desired)
@@ -179,3 +186,65 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(60)
+
+
+# -- through `mlops apply` and the rollout driver (short holds) ---------------------------------------
+
+CANARY = """\
+    rollout:
+      strategy: canary
+      steps: [{weight: 10, hold: 2s}, {weight: 50, hold: 2s}]
+      analysis: {interval: 500ms, min_requests: 5, max_error_rate: 5%, failure_limit: 2}
+      progress_deadline: 60s
+"""
+
+
+def route_file(path: Path) -> Path:
+    from support import project_data
+
+    return project_data(path) / "routes" / "dev" / f"{SERVICE}.json"
+
+
+def applied_under_load(path: Path, *, who: str, env: dict[str, str] | None = None,
+                       target: str = "{provider: local}") -> tuple[Any, Load, list[tuple[float, float]]]:
+    """``mlops apply`` of version ``who`` (with CANARY) under load; (its result, the load, the
+    (time, weight) changes the route file showed while it ran)."""
+    rewrite(path, who, env, target, CANARY)
+    project = Project.load(path)
+    live = next(lv for lv in project.providers["dev"].read() if lv.address.name == SERVICE)
+    endpoint = project.providers["dev"].endpoint(live)
+    port = int(endpoint.scoring_url.split(":")[2].split("/")[0])
+    weights: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                weight = float(json.loads(route_file(path).read_text())["rollout"]["weight"])
+            except (OSError, ValueError, KeyError):
+                weight = -1.0
+            if not weights or weights[-1][1] != weight:
+                weights.append((time.monotonic(), weight))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    with Load(port, dict(endpoint.headers)) as load:
+        watcher.start()
+        result = run_cli("apply", "--auto-approve", "-f", str(path), cwd=path.parent)
+        time.sleep(0.5)
+        stop.set()
+        watcher.join()
+    return result, load, weights
+
+
+def step_shares(load: Load, weights: list[tuple[float, float]], who: str) -> list[tuple[float, float, int]]:
+    """(weight, share of answers given by ``who`` while it was in force, answers) per step (after 0.3 s)."""
+    out = []
+    for i, (since, weight) in enumerate(weights):
+        until = weights[i + 1][0] if i + 1 < len(weights) else float("inf")
+        if weight > 0:
+            window = [a for a in load.answers if since + 0.3 <= a[1] <= until]
+            if window:
+                out.append((weight, 100.0 * sum(1 for a in window if a[3] == who or a[2] >= 500) / len(window),
+                            len(window)))
+    return out
