@@ -310,7 +310,8 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
         path = self._route_path(name)
         current = routefile.read(path)
         candidate = routefile.candidate_of(current)
-        if candidate is None or candidate.get("version") != version or candidate.get("stopped"):
+        if candidate is None or candidate.get("version") != version or candidate.get("stopped") \
+                or candidate.get("instance") == live.details.get("instance"):
             if spec_fingerprint(live.spec) == version:   # promoted already (a resumed apply): tidy up
                 routefile.remove(path)
                 self._remove_strays(live, events)
@@ -323,7 +324,7 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
         routefile.remove(path)
         as_events(events).sleep(ROUTE_PICKUP_S)
         events("retiring the previous version")
-        self._stop_instance(name, self._stable_entry(live))
+        self._stop_instance(name, (current or {}).get("stable") or self._stable_entry(live))
         return self._read_service(name)
 
     def abort(self, live: Live, state: RolloutState, events: Progress) -> Live:
@@ -360,11 +361,14 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
         texts = [text for url in urls if (text := scrape.fetch(url)) is not None]
         return scrape.merge(texts, version) if texts else None
 
-    def drop_rollout(self, name: str, progress: Progress) -> None:
-        """A plain update or a delete ends any rollout: its candidate stops and its route file goes."""
+    def drop_rollout(self, live: Live, progress: Progress) -> None:
+        """A plain update or a delete ends any rollout: its candidate stops (unless it is the current
+        version already) and its route file goes."""
+        name = live.address.name
         path = self._route_path(name)
         candidate = routefile.candidate_of(routefile.read(path))
-        if candidate and not candidate.get("stopped") and candidate.get("instance"):
+        if candidate and not candidate.get("stopped") and candidate.get("instance") \
+                and candidate["instance"] != live.details.get("instance"):
             progress(f"stopping the rollout's candidate (instance {candidate['instance']})")
             self._stop_instance(name, candidate)
         routefile.remove(path)
@@ -377,10 +381,12 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
             raise ProviderError(f"{live.address}: the candidate (instance {candidate.get('instance')}) is not running")
         return candidate
 
-    def rollout_candidate(self, name: str) -> str | None:
-        """The instance a rollout's route file names as running candidate (not a stray), if any."""
+    def rollout_candidate(self, name: str, current: str | None = None) -> str | None:
+        """The instance a rollout's route file names as running candidate (not a stray), if any;
+        None when it is ``current`` already (promoted by an apply killed before it tidied up)."""
         candidate = routefile.candidate_of(routefile.read(self._route_path(name)))
-        if candidate and not candidate.get("stopped") and candidate.get("instance"):
+        if candidate and not candidate.get("stopped") and candidate.get("instance") \
+                and candidate["instance"] != current:
             return str(candidate["instance"])
         return None
 
@@ -389,9 +395,9 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
         both versions with their shares of the traffic."""
         current = routefile.read(self._route_path(live.address.name))
         state = routefile.state_of(current)
-        if state is None:
-            return live
         candidate = routefile.candidate_of(current) or {}
+        if state is None or (candidate.get("instance") and candidate["instance"] == live.details.get("instance")):
+            return live   # none, or promoted already: the file is stale and the previous version a stray
         weight = state.weight / 100 if state.phase != "aborted" else 0.0
         stable = Version(str(live.details.get("instance") or ""), spec_fingerprint(live.spec), 1.0 - weight,
                          live.health if live.health is not None else Health(live.status))

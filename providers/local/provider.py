@@ -176,7 +176,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
     def _with_rollout_and_strays(cls, context: ProjectContext, live: Live, running: list[dict[str, Any]]) -> Live:
         """A rollout's candidate (named by the route file) is a version, not a stray."""
         engine = cls(target=live.target or "", config={"provider": cls.kind}, context=context)
-        candidate = engine.rollout_candidate(live.address.name)
+        candidate = engine.rollout_candidate(live.address.name, live.details.get("instance"))
         live = engine.with_rollout(live)
         return cls._with_strays(live, [r for r in running if r["instance"] != candidate])
 
@@ -259,7 +259,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
         name = live.address.name
-        self.drop_rollout(name, progress)
+        self.drop_rollout(live, progress)
         self._stop_strays(name, keep=live.details.get("instance"), progress=progress)
         record = _read_json(self._record_file(name))
         if record and record.get("fingerprint") == desired.fingerprint and live.status == HEALTHY:
@@ -274,7 +274,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
 
     def delete(self, live: Live, progress: Progress) -> None:
         name = live.address.name
-        self.drop_rollout(name, progress)
+        self.drop_rollout(live, progress)
         progress("stopping process")
         if live.details.get("pid"):
             processes.stop(int(live.details["pid"]), str(live.details["start_id"]))

@@ -15,8 +15,10 @@ import contextlib
 Headers = list[tuple[bytes, bytes]]
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
-                        b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server"})
-"""Headers that describe one connection (or that the server adds itself): never passed through."""
+                        b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"date", b"server",
+                        b"expect"})
+"""Headers that describe one connection (or that the server adds itself): never passed through.
+``expect: 100-continue`` was answered by the stable version already; the body is sent whole."""
 MAX_IDLE = 16
 """Idle keep-alive connections kept per worker."""
 MAX_HEAD_BYTES = 64 * 1024
@@ -76,7 +78,10 @@ class Upstream:
                 raise _Stale() if reused else ForwardFailed("the connection closed before an answer")
             started = True
             status, headers, length, chunked, close = await _read_head(reader, line)
-            if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            while 100 <= status < 200:   # an interim answer: the real one follows
+                line = await reader.readline()
+                status, headers, length, chunked, close = await _read_head(reader, line)
+            if method == "HEAD" or status in (204, 304):
                 data = b""
             elif chunked:
                 data = await _read_chunked(reader)

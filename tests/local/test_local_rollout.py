@@ -166,3 +166,21 @@ def test_kill_9_of_apply_while_the_candidate_starts_leaves_a_state_read_reports(
     assert live.versions[1].health.state == "Healthy"
     keepers = list((project_data(stable) / "ports").glob("*.json"))
     assert len(keepers) == 1
+
+
+def test_a_promote_interrupted_after_the_record_moved_is_finished_never_undone(stable):
+    roll = candidate(stable, "v2")
+    live = roll.live()
+    live = roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+    live = roll.provider.set_traffic(live, roll.state(live, weight=50.0, step=0), roll.events)
+    new = live.versions[1].revision
+    entry = json.loads(routefile.path_of(project_data(stable), "dev", SERVICE).read_text())["candidate"]
+    roll.provider._go_live(SERVICE, entry)   # promote's first two moves, then the apply dies
+    roll.provider._adopt(SERVICE, entry)
+    live = roll.live()
+    assert live.details["instance"] == new and live.rollout is None
+    assert len(live.strays) == 1   # the previous version, which the next apply stops
+    live = roll.provider.promote(live, roll.desired, roll.events)   # a resumed apply finishes it
+    assert live.details["instance"] == new and not live.strays
+    assert marked(stable) == [new]
+    assert not routefile.path_of(project_data(stable), "dev", SERVICE).exists()

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -171,3 +172,19 @@ def test_share_is_exact_per_block_and_not_periodic():
     assert 400 < sum(picks[0::2]) < 600
     tenth = Share(12.5)
     assert sum(tenth.take() for _ in range(800)) == 100   # fractions carried over between blocks
+
+
+def test_expect_100_continue_is_answered_once_by_stable_and_the_candidate_answers(runtime, tmp_path):
+    stable, _sprobe, _candidate, cprobe, routes = start_pair(runtime, tmp_path)
+    write_route(routes, port=cprobe, weight=100)
+    with socket.create_connection(("127.0.0.1", stable.port), timeout=10) as sock:
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"{}")
+        answer = b""
+        while b'"who"' not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"cand"' in answer and b"100 Continue" not in answer

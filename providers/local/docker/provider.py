@@ -223,7 +223,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
         self.ensure_connected()
-        self.drop_rollout(live.address.name, progress)
+        self.drop_rollout(live, progress)
         strays = live.details.get("strays") or []
         if strays:
             progress(f"stopping {len(strays)} stray container(s) left by an interrupted apply")
@@ -241,7 +241,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
     def delete(self, live: Live, progress: Progress) -> None:
         cli = self.client
         name = live.address.name
-        self.drop_rollout(name, progress)
+        self.drop_rollout(live, progress)
         progress("stopping container")
         if live.details.get("container"):   # a service that is only a port keeper has none
             self._remove(str(live.details["container"]))
