@@ -251,8 +251,8 @@ class RuntimeApp:
             await self._error(send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", allowed[0])])
             return
         if path == "/score":
-            if self._router is not None and self._router.route is not None and self._public(scope):
-                split = await self._split(self._router.route, request, receive, send, started)
+            if self._router is not None and self._router.splitting and self._public(scope):
+                split = await self._split(self._router.route, request, receive, send, started)  # type: ignore[arg-type]
                 if split is None:
                     return
                 receive = split

@@ -127,6 +127,8 @@ class Router:
         """The route this worker splits by (None: it answers everything itself)."""
         self.held = False
         """This runtime is the active candidate: it must not join the public port."""
+        self.splitting = False
+        """Some share goes to the candidate (the one check a request pays while it is False)."""
         self._seen: tuple[int, int, int] | None = None
         self._weight = Share()
         self._mirror = Share()
@@ -161,6 +163,7 @@ class Router:
             log.info("route: %s", f"candidate {routed.candidate[:12]} on {routed.host}:{routed.port} answers "
                                   f"{routed.weight:g}%, mirror {routed.mirror:g}%" if routed else "none")
         self.route = routed
+        self.splitting = routed is not None and (routed.weight > 0 or routed.mirror > 0)
         self._weight.percent = routed.weight if routed else 0.0
         self._mirror.percent = routed.mirror if routed else 0.0
         candidate = routed.candidate if routed else None
