@@ -245,6 +245,9 @@ def scenario(base: Path, name: str, hold: float, target: str) -> dict:
     mirror_windows = [(t + PICKUP_S, timeline[i + 1][0] if i + 1 < len(timeline) else started + took)
                       for i, (t, phase, _w, mirror) in enumerate(timeline) if phase == "mirror" and mirror > 0]
     in_mirror = sum(1 for a in answers for s, e in mirror_windows if s <= a[0] <= e)
+    # The phase's end is when the watcher saw the route file go: promote's GO_LIVE came just before it.
+    seen_in_mirror = sum(1 for a in answers for s, e in mirror_windows
+                         if s - PICKUP_S <= a[0] <= e - PICKUP_S and by_candidate(a))
     reason = next((ln.strip() for ln in (applied.stderr + applied.stdout).splitlines()
                    if "ROLLED BACK" in ln), "")
     return {
@@ -253,7 +256,7 @@ def scenario(base: Path, name: str, hold: float, target: str) -> dict:
         "by_candidate": sum(1 for a in answers if by_candidate(a)),
         "5xx": sum(1 for a in answers if a[1] >= 500),
         "failed": sum(c.failed for c in clients),
-        "mirrored": (max(0.0, watcher.mirrored - 1), in_mirror),   # less the smoke test
+        "mirrored": (max(0.0, watcher.mirrored - 1), in_mirror, seen_in_mirror),   # less the smoke test
         "serves_after": max({a[2] for a in after.answers} or {"-"},
                             key=lambda v: sum(1 for a in after.answers if a[2] == v)),
         "reason": reason,
@@ -284,11 +287,11 @@ def main() -> None:
         print(f"{r['scenario']:<9}{r['exit']:>5}{r['seconds']:>9.1f}  {steps:<66}{share:>12.1f}%{r['5xx']:>6}"
               f"{r['failed']:>8}  {r['serves_after']}")
     for r in rows:
-        copies, seen = r["mirrored"]
+        copies, seen, leaked = r["mirrored"]
         if r["scenario"] == "shadow":
-            print(f"shadow: clients saw {r['by_candidate']} candidate answers; the candidate got {copies:.0f} copies "
-                  f"of the {seen} requests answered during the mirror phase "
-                  f"({100.0 * copies / seen if seen else 0:.1f}%, asked 20%)")
+            print(f"shadow: during the mirror phase clients got {leaked} answers from the candidate, and it got "
+                  f"{copies:.0f} copies of the {seen} requests answered ({100.0 * copies / seen if seen else 0:.1f}%, "
+                  f"asked 20%); promoted after it")
         if r["reason"]:
             print(f"{r['scenario']}: {r['reason']}")
         if r["tail"]:
