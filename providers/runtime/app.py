@@ -316,6 +316,8 @@ class RuntimeApp:
             headers.append((b"content-length", str(len(answer)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": answer})
+            self._access.write(request.method, request.path + " (answered by the candidate)", status, len(answer),
+                               (time.perf_counter() - started) * 1000, request.request_id)
             return None
         if len(self._mirrors) >= MAX_MIRRORS_IN_FLIGHT:
             if self._recorder is not None:
