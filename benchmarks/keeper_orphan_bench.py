@@ -22,24 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from crash_harness import keeper_processes, mlops, orphan_keepers, run_trials  # noqa: E402
-from support import make_project  # noqa: E402
+from support import echo_manifest, make_project  # noqa: E402
 
-MANIFEST = """\
-version: 1
-project: orphans
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    deploy: {port: auto, auth: key}
-"""
+MANIFEST = echo_manifest("orphans")
 FAILING = ["memory_gb: .nan", "memory_gb: 0.001", "environment_variables: {BIG: " + "x" * 400_000 + "}", None]
 RAISING = "def init():\n    raise ValueError('no model here')\n\ndef run(data):\n    return data\n"
 

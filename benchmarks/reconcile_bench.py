@@ -235,24 +235,6 @@ def kubernetes_observe_cycle(sizes: list[int], runs: int, kubeconfig: str | None
                     project.providers["k8s"].cluster.delete("Namespace", namespace)
 
 
-HEAL_MANIFEST = """\
-version: 1
-project: healbench
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    deploy: {port: auto, auth: key}
-"""
-
-
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
@@ -294,9 +276,11 @@ def _wait_dead(root: Path, port: int) -> None:
 
 
 def killed_to_healed(runs: int) -> None:
+    from support import echo_manifest
+
     print(f"\n4. killed to healed, real local service (median of {runs} runs)")
     with tempfile.TemporaryDirectory() as tmp:
-        root = project_dir(Path(tmp) / "heal", HEAL_MANIFEST).parent
+        root = project_dir(Path(tmp) / "heal", echo_manifest("healbench")).parent
         _mlops("apply", "--auto-approve", cwd=root)
         manual, detected, healed, served = [], [], [], []
         try:

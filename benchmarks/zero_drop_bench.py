@@ -27,25 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 from runtime_bench import parse_wrk  # noqa: E402
-from support import Hammer, make_project  # noqa: E402
+from support import Hammer, echo_manifest, make_project  # noqa: E402
 
 MIGRATE = Path("/proc/sys/net/ipv4/tcp_migrate_req")
-MANIFEST = """\
-version: 1
-project: zerodrop
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    deploy: {{port: {port}, auth: none}}
-"""
 
 
 def mlops(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -103,7 +87,7 @@ def main() -> None:
         root = Path(tmp) / "repo"
         from providers.local.processes import free_port
 
-        make_project(root, MANIFEST.replace("{{", "{").replace("}}", "}").replace("{port}", str(free_port())))
+        make_project(root, echo_manifest("zerodrop", deploy=f"{{port: {free_port()}, auth: none}}"))
         os.environ.setdefault("MLOPS_CACHE_DIR", str(Path.home() / ".cache" / "mlops"))
         try:
             for value in values:

@@ -15,15 +15,19 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from .checks import ProviderBug, check_returned
 from .core.addresses import Address
 from .core.diff import live_fingerprint
 from .core.errors import CancelledError, MlopsError, StalePlanError
 from .core.events import Events
-from .core.plan import Action, Change, Plan, Rules, changed_paths
-from .core.resources import Live, Resource, spec_fingerprint
+from .core.plan import Action, Change, Plan, Rules
+from .core.resources import Live, Resource
 from .graph import edges
 from .project import Project
+from .rollout import driver
 from .rollout.bake import RolloutFailed, bake, rollout_result
+
+__all__ = ["Outcome", "ProviderBug", "apply_plan", "check_fresh", "check_returned", "live_after"]   # checks re-exported
 
 Notify = Callable[[Change, str], None]
 """Progress callback: (change, event) where event is "start", a step text, or "done"/"failed"."""
@@ -56,39 +60,6 @@ def live_after(before: Mapping[Address, Live], outcomes: list[Outcome]) -> dict[
 
 
 RulesFor = Callable[[Resource | None, Live | None], Rules]
-
-
-class ProviderBug(MlopsError):
-    """A provider answered something that cannot be true of what it was asked to do."""
-
-
-def check_returned(provider: object, verb: str, desired: Resource, live: object) -> Live:
-    """What ``create``/``update`` returned must describe what was asked: that service, on that target,
-    running that spec (one of its versions at least). Anything else is a provider bug, said in words."""
-    problems = []
-    want = spec_fingerprint(desired.spec)
-    if not isinstance(live, Live):
-        problems.append(f"returned {type(live).__name__} instead of the service's live state")
-    else:
-        if live.address != desired.address:
-            problems.append(f"returned the live state of {live.address}")
-        if live.target != desired.target:
-            problems.append(f"says it runs on target {live.target!r}, not {desired.target!r}")
-        if spec_fingerprint(live.spec) != want:
-            paths = changed_paths(live.spec, desired.spec) or ["(its whole spec)"]
-            shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-            problems.append(f"reports a spec that differs from the one asked for at {shown}")
-        if not live.versions:
-            problems.append("reports no running version")
-        elif all(v.spec_fingerprint != want for v in live.versions):
-            problems.append(f"reports {len(live.versions)} running version(s), none of them with the spec asked for")
-    if problems:
-        cls = type(provider)
-        where = provider.describe() if hasattr(provider, "describe") else cls.__name__
-        raise ProviderBug(f"{desired.address}: provider bug in {where} ({cls.__module__}.{cls.__qualname__}): "
-                          f"{verb} {'; '.join(problems)}. What runs may have changed anyway: `mlops plan` reads it "
-                          "again; report this to the provider's maintainers")
-    return live  # type: ignore[return-value]
 
 
 def check_fresh(plan: Plan, desired: Mapping[Address, Resource], live: Mapping[Address, Live],
@@ -126,7 +97,10 @@ def apply_plan(
     parallelism: int = 4,
     notify: Notify = lambda change, event: None,
     cancel: threading.Event | None = None,
+    wait_rollouts: bool = True,
 ) -> list[Outcome]:
+    """``wait_rollouts`` False (``--no-wait``): a rollout on a target that splits traffic is started (or moved on)
+    and left where it stands for a later apply to continue."""
     cancel = cancel or threading.Event()
     changes = {c.address: c for c in plan.actionable}
     waits = edges(changes.values())
@@ -167,7 +141,8 @@ def apply_plan(
                 if a not in pending:      # skipped meanwhile
                     continue
                 del pending[a]
-                running[pool.submit(_run, project, changes[a], desired, live, notify, cancel)] = a
+                running[pool.submit(_run, project, changes[a], desired, live, notify, cancel,
+                                     wait_rollouts)] = a
             if not running:
                 break
             done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -189,13 +164,15 @@ def apply_plan(
 
 
 def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
-         live: Mapping[Address, Live], notify: Notify, cancel: threading.Event) -> Outcome:
+         live: Mapping[Address, Live], notify: Notify, cancel: threading.Event,
+         wait_rollouts: bool = True) -> Outcome:
     started = time.monotonic()
     notify(change, "start")
     events = Events(lambda step: notify(change, step), cancel)
     try:
         events.check()
-        answered = _execute(project, change, desired.get(change.address), live.get(change.address), events)
+        answered = _execute(project, change, desired.get(change.address), live.get(change.address), events,
+                            wait_rollouts)
     except CancelledError:
         notify(change, "cancelled")
         return Outcome(change, ok=False, elapsed=time.monotonic() - started, cancelled=True,
@@ -216,7 +193,7 @@ def _run(project: Project, change: Change, desired: Mapping[Address, Resource],
 
 
 def _execute(project: Project, change: Change, desired: Resource | None, live: Live | None,
-             progress: Events) -> Live | None:
+             progress: Events, wait_rollouts: bool = True) -> Live | None:
     """Carry out one change; a service's create or update answers its new Live."""
     kind, action = change.address.kind, change.action
     if kind in ("model", "environment"):
@@ -246,9 +223,11 @@ def _execute(project: Project, change: Change, desired: Resource | None, live: L
             answered = _create(new, change, desired, progress)
         else:
             want = _need(desired, change)
+            if driver.drives(change, live, new):   # two versions side by side, step by step
+                return driver.update(change, want, live, new, progress, wait=wait_rollouts)
             answered = check_returned(new, "update", want,
                                       _need_provider(new, change).update(want, live, progress))
-            if change.rollout:   # watch the new version; put the old one back if it fails
+            if change.rollout and wait_rollouts:   # watch the new version; put the old one back if it fails
                 bake(project, change, want, live, answered, new, progress)
     elif action is Action.CREATE_THEN_DELETE:
         answered = _create(new, change, desired, progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .addresses import Address
 from .errors import ManifestError, Problem
@@ -26,6 +26,9 @@ from .manifest import (
 )
 from .resources import Resource
 from .rollout.support import rollout_json
+
+if TYPE_CHECKING:
+    from providers.base import Preparation
 
 SHORT = 12
 
@@ -52,7 +55,7 @@ def build_desired(
             model_paths[key] = str(store.model_path(model, sha256))
         return model_paths[key]
 
-    runtime_versions: dict[int, str] = {}
+    preparations: dict[int, Preparation] = {}   # one per target: its runtime version is asked once
     for name, m in manifest.section("models").items():
         source = (manifest.root / m["path"]).resolve()
         sha = _tree_hash(manifest, hasher, source, ("models", name, "path"))
@@ -80,7 +83,10 @@ def build_desired(
     for name, s in manifest.section("services").items():
         target = manifest.service_target(s)
         provider = providers[target]
-        deploy, secrets, sensitive = _split_secrets(provider.normalize_deploy(s.get("deploy") or {}), manifest.project)
+        prepared = preparations.get(id(provider))
+        if prepared is None:
+            prepared = preparations[id(provider)] = provider.prepare()
+        deploy, secrets, sensitive = _split_secrets(prepared.deploy(s.get("deploy") or {}), manifest.project)
         env = environments[s["environment"]]
         source_dir = resolved.get(s["source_dir"])
         if source_dir is None:
@@ -89,18 +95,16 @@ def build_desired(
         if source_sha is None:
             source_sha = hashed[source_dir] = _tree_hash(manifest, hasher, source_dir,
                                                          ("services", name, "source_dir"))
-        if id(provider) not in runtime_versions:
-            runtime_versions[id(provider)] = provider.runtime_version()
         model_refs = {m: models[m] for m in s["models"]}
         spec = {
             "models": [f"{m}:{r.spec['version']}@{r.spec['sha256'][:SHORT]}" for m, r in model_refs.items()],
             "environment": f"{env.address.name}@{env_digests[env.address.name]}",
             "source": f"{s['source_dir']}@{source_sha[:SHORT]}",
             "entry_script": s["entry_script"],
-            "runtime": runtime_versions[id(provider)],
+            "runtime": prepared.runtime,
             "deploy": deploy,
         }
-        spec = provider.service_spec(name, spec)
+        spec = prepared.spec(name, spec)
         sample = s.get("sample_request")
         inputs = {
             "source_dir": str(source_dir),

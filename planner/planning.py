@@ -13,6 +13,8 @@ from .graph import edges
 from .plan import Action, Change, Plan, fingerprint_all
 from .project import Project
 from .resources import Live, Resource
+from .rollout.driver import splits
+from .rollout.resume import held_warnings, plan_rollout
 from .rollout.support import weight_warnings
 
 
@@ -34,7 +36,9 @@ def make_plan(
     targets = tuple(targets)
     if targets:
         changes = _restrict(changes, targets)
-    warnings: list[str] = [*getattr(project, "removed_target_problems", []), *weight_warnings(changes)]
+    cannot_split = {name for name, provider in project.providers.items() if not splits(provider)}
+    warnings: list[str] = [*getattr(project, "removed_target_problems", []), *held_warnings(changes),
+                           *weight_warnings(changes, cannot_split)]
     for name, provider in sorted(project.providers.items()):
         mine = [r for r in wanted.values() if r.address.kind == "service" and r.target == name]
         if mine:
@@ -86,7 +90,7 @@ def _decide(project: Project, desired: Resource | None, live: Live | None) -> Ch
     change = decide(desired, live, provider.rules(desired, live))
     if desired is not None and desired.inputs.get("rollout") and change.action is Action.UPDATE:
         change = dataclasses.replace(change, rollout=desired.inputs["rollout"])   # a new version of a running one
-    return change
+    return plan_rollout(change, desired, live)   # a rollout the target reports: continue, abort or hold it
 
 
 def _restrict(changes: list[Change], targets: tuple[Address, ...]) -> list[Change]:

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from providers.base import ProjectContext, Provider, secret_settings
+from providers.base import ProjectContext, Provider
 from providers.keys import KeyStore
 from providers.registry import provider_class
 from providers.store import Store
@@ -110,8 +110,16 @@ class Project:
                 for cls in self._orphan_searchers() for variant in cls.variants()
             ]
             self.removed_target_problems = []
+            try:
+                removed = self.removed_targets()
+            except Exception as exc:  # noqa: BLE001 - the plan goes on and says what it could not know
+                removed = {}
+                self.removed_target_problems.append(
+                    f"the targets this project applied to could not be read from {self._registry_name()} "
+                    f"({type(exc).__name__}: {exc}); services on a target removed from the manifest are not "
+                    "planned for deletion")
             orphan_reads += [(lambda n=name, c=config: self._read_removed(n, c))
-                             for name, config in sorted(self.removed_targets().items())]
+                             for name, config in sorted(removed.items())]
             self._live = read_live([self.store.read_models, self.store.read_environments], self.providers,
                                    orphan_reads, parallelism=self.read_parallelism)
         return self._live
@@ -119,8 +127,14 @@ class Project:
     def removed_targets(self) -> dict[str, dict[str, Any]]:
         """Targets this project applied to that ``ml.yaml`` no longer declares (embedded kinds, whose
         services ``orphans()`` finds without settings, excepted)."""
-        return {name: config for name, config in applied_targets.load(self.manifest.state_dir).items()
+        return {name: config for name, config in applied_targets.load(self.store, self.manifest.state_dir).items()
                 if name not in self.providers and config["provider"] not in EMBEDDED_KINDS}
+
+    def _registry_name(self) -> str:
+        try:
+            return self.store.describe()
+        except Exception:  # noqa: BLE001 - only for a message about a registry that already failed
+            return "the registry"
 
     def _read_removed(self, name: str, config: dict[str, Any]) -> list[tuple[Provider, Live]]:
         """The services still on a removed target, each with a provider that can delete it; a target
@@ -138,9 +152,9 @@ class Project:
 
     def remember_targets(self, live: dict[Address, Live]) -> None:
         """After an apply: remember the declared targets, and removed ones that still run services."""
-        declared = {name: applied_targets.shareable(p.config, secret_settings(type(p).target_schema()))
+        declared = {name: applied_targets.shareable(p.config, type(p).schema().secret)
                     for name, p in self.providers.items()}
-        applied_targets.remember(self.manifest.state_dir, declared,
+        applied_targets.remember(self.store, self.manifest.state_dir, declared,
                                  {lv.target for lv in live.values() if lv.address.kind == "service" and lv.target})
 
     def _orphan_searchers(self) -> list[type[Provider]]:

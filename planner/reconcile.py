@@ -37,6 +37,10 @@ from .plan import Action, Change, Plan
 from .reconcile_state import Backoff, ReconcileMemory, ResourceMemory, remembered
 from .redact import REDACTOR
 from .resources import HEALTHY, TRANSITIONING, Live, Resource
+from .rollout.resume import rollout_line
+
+HELD_ROLLOUTS = ("rollout_aborted", "rollout_paused")
+"""Plan reasons of a rollout the target holds for a person: a reconcile never moves it."""
 
 MODES = ("observe", "heal", "sync")
 IN_SYNC, DRIFTED, PENDING, ORPHAN = "in sync", "drifted", "changes pending", "not in manifest"
@@ -306,6 +310,9 @@ class Reconciler:
             if change.live_status == TRANSITIONING:
                 held.append(ChangeResult(address, change.action.value, "rollout",
                                          "its target reports a rollout in progress (Transitioning); not touched"))
+                continue
+            if change.reason in HELD_ROLLOUTS:   # rolled back or paused: a person decides (`mlops rollout ...`)
+                held.append(ChangeResult(address, change.action.value, "rollout", rollout_line(change)))
                 continue
             if entry is not None:
                 failed = entry.failed_for(change.desired_fingerprint)

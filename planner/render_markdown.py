@@ -22,6 +22,7 @@ from urllib.parse import quote
 from .graph_render import mermaid_of_changes
 from .plan import Action, Change, Plan
 from .render_text import render_change, rollout_line, summary_line
+from .rollout.resume import risk_kind, shows_rollout
 
 COMMENT_LIMIT = 65_536
 """GitHub's maximum comment body, in characters."""
@@ -114,7 +115,7 @@ def _risk(plan: Plan) -> list[str]:
     replaced = [c for c in changes if c.action.is_replace]
     restarted = [c for c in changes if c.reason == "update_restarts_service"]
     warnings = [f"> **Warning:** {w}" for w in plan.warnings]
-    rollouts = [f"> - `{c.address}`: {rollout_line(c)}" for c in changes if c.rollout]
+    rollouts = [f"> - `{c.address}`: {rollout_line(c)}" for c in changes if shows_rollout(c)]
     if rollouts and not deleted and not replaced and not restarted:
         return ["> [!WARNING]", f"> **Risk:** {_rollout_risk(changes)}; no deletions, no replacements.", ">",
                 *rollouts, *([">", *warnings] if warnings else [])]
@@ -149,8 +150,9 @@ def _rollout_risk(changes: Sequence[Change]) -> str:
     """``canary: service.a; blue_green: service.b`` — which services go live gradually, and how."""
     by: dict[str, list[Change]] = {}
     for c in changes:
-        if c.rollout:
-            by.setdefault(str(c.rollout.get("strategy")), []).append(c)
+        kind = risk_kind(c)
+        if kind:
+            by.setdefault(kind, []).append(c)
     return "; ".join(f"{strategy}: {_names(cs)}" for strategy, cs in sorted(by.items()))
 
 

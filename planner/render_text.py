@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .plan import Action, Change, Plan, changed_paths, flatten
-from .rollout.spec import Rollout, describe
+from .rollout.resume import rollout_line as resume_line
+from .rollout.resume import shows_rollout
 
 SYMBOLS = {
     Action.CREATE: "+",
@@ -85,14 +86,15 @@ def headline(change: Change) -> list[str]:
         counts = change.live_health.counts() if change.live_health else ""
         detail = (f", {counts}" if counts else "") + (f": {change.live_message}" if change.live_message else "")
         out.append(f"# (because its live status is {change.live_status}{detail})")
-    if change.rollout:
+    if shows_rollout(change):
         out.append(f"# ({rollout_line(change)})")
     return out
 
 
 def rollout_line(change: Change) -> str:
-    """``rollout canary 10% (2m) -> 50% (5m) -> 100%, analysis every 30s`` (one line, for every renderer)."""
-    return describe(Rollout.from_json(change.rollout or {}))
+    """``rollout canary 10% (2m) -> 50% (5m) -> 100%, analysis every 30s``, or where a rollout under way
+    stands and what apply does about it (one line, for every renderer)."""
+    return resume_line(change)
 
 
 def render_change(change: Change) -> list[str]:

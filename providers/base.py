@@ -8,7 +8,8 @@ Providers answer narrow requests; the core decides and checks. Lifecycle, in thi
    is really needed (reading live state, acting). Log in and build clients there; an unreachable
    target raises ``Unreachable`` with one line naming what to do (``az login``, the kubeconfig
    context, ``DOCKER_HOST``).
-3. **prepare / read / act** — ``normalize_deploy``/``service_spec`` shape the desired spec,
+3. **schema / prepare / read / act** — ``schema()`` says what ``mlops validate`` checks a target's and a
+   service's settings against, ``prepare()`` how the target shapes the desired spec,
    ``validate`` refuses what the target could never run, ``read()`` what runs (found by our labels,
    each ``Live`` with its running ``versions``), ``rules()`` for how one instance may change (the core
    calls ``planner.core.diff.decide`` itself), ``create``/``update``/``delete`` with ``Events``
@@ -43,9 +44,9 @@ from .keys import KeyStore
 from .userdata import project_data_dir
 
 __all__ = [
-    "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health", "KeepsBuildLog",
-    "LocksItself", "ProjectContext", "Progress", "Provider", "ProviderError", "Reachable", "Renders", "RolloutState",
-    "Rules", "SplitsTraffic",
+    "LEGACY_HOOKS", "PROTOCOL", "BuildResult", "BuildsImages", "CancelledError", "Endpoint", "Events", "Health",
+    "KeepsBuildLog", "KindSchema", "LocksItself", "Preparation", "ProjectContext", "Progress", "Provider",
+    "ProviderError", "Reachable", "Renders", "RolloutState", "Rules", "SplitsTraffic",
     "Unreachable", "environment_variables", "secret_settings", "wait_until",
 ]
 
@@ -122,6 +123,84 @@ def as_events(progress: Progress) -> Events:
     return progress if isinstance(progress, Events) else Events(progress)
 
 
+@dataclass(frozen=True)
+class KindSchema:
+    """A kind's answer to ``Provider.schema()``: everything ``mlops validate`` checks its settings against."""
+
+    target: Mapping[str, Any]
+    """JSON Schema of the target's settings; secret ones carry ``writeOnly: true``."""
+    deploy: Mapping[str, Any]
+    """JSON Schema of a service's ``deploy`` settings on this kind of target."""
+    port_scope: Callable[[Mapping[str, Any]], str | None]
+    """Given a target's settings, where a fixed ``deploy.port`` must be unique (one shared host's
+    address, e.g. ``127.0.0.1``); None: no such rule. Two services asking for one port in one scope
+    are refused."""
+    service_name_problem: Callable[[str], str | None]
+    """Why this kind cannot run a service of that name (its own naming rules), or None; reported at the
+    service's name (a deploy schema cannot see the name)."""
+
+    @property
+    def secret(self) -> frozenset[str]:
+        """The target settings that are never written down or shown."""
+        return secret_settings(self.target)
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """A target's answer to ``Provider.prepare()``: how it shapes each service's desired spec."""
+
+    runtime: str
+    """Version of what serves the model on this target; part of every service's spec."""
+    deploy: Callable[[Mapping[str, Any]], dict[str, Any]]
+    """Deploy settings with defaults filled in, so that omitting a default is not a diff."""
+    spec: Callable[[str, Mapping[str, Any]], dict[str, Any]]
+    """(service name, spec) -> the spec as this target runs it; a target may add what it derives (an image)."""
+
+
+LEGACY_HOOKS = {"target_schema": "schema().target", "deploy_schema": "schema().deploy",
+                "port_scope": "schema().port_scope", "service_name_problem": "schema().service_name_problem",
+                "runtime_version": "prepare().runtime", "normalize_deploy": "prepare().deploy",
+                "service_spec": "prepare().spec"}
+"""Protocol-3 hooks that ``schema()`` and ``prepare()`` still read where a kind defines them (old name ->
+where the answer now lives). A kind moves to the new members by overriding ``schema``/``prepare`` instead."""
+
+
+def _legacy(owner: Any, name: str, default: Callable[..., Any]) -> Callable[..., Any]:
+    """A kind's own protocol-3 hook (bound to ``owner``) where it defines one, else the default."""
+    hook = getattr(owner, name, None)
+    return hook if callable(hook) else default
+
+
+def _default_target_schema() -> dict[str, Any]:
+    return {"type": "object", "properties": {"provider": {"type": "string"}}}
+
+
+def _default_deploy_schema() -> dict[str, Any]:
+    return {"type": "object"}
+
+
+def _no_port_scope(config: Mapping[str, Any]) -> str | None:
+    return None
+
+
+def _no_name_rule(name: str) -> str | None:
+    return None
+
+
+def _bundle_runtime_version() -> str:
+    from .bundle import runtime_version
+
+    return runtime_version()
+
+
+def _copy_deploy(deploy: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(deploy)
+
+
+def _copy_spec(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(spec)
+
+
 class LeaderLease(Protocol):
     """One replica leads (writes) while it holds the lease; the others observe."""
 
@@ -137,9 +216,6 @@ class Provider(ABC):
 
     protocol: ClassVar[int] = PROTOCOL
     kind: ClassVar[str]
-    traffic_split: ClassVar[bool] = False
-    """True on kinds that can share a service's requests between two versions (a canary, a mirror);
-    ``mlops validate`` refuses ``rollout.strategy: canary|shadow`` on the others."""
 
     def __init__(self, *, target: str, config: Mapping[str, Any], context: ProjectContext):
         self.target = target
@@ -185,52 +261,38 @@ class Provider(ABC):
         """Every class ``variant()`` can answer, so live state on undeclared targets is found too."""
         return [cls]
 
-    # -- schema -------------------------------------------------------------------------------
+    # -- what the core asks before anything runs ------------------------------------------------
     @classmethod
-    def target_schema(cls) -> dict[str, Any]:
-        """JSON Schema of this kind's target settings; secret ones carry ``writeOnly: true``."""
-        return {"type": "object", "properties": {"provider": {"type": "string"}}}
+    def schema(cls) -> KindSchema:
+        """This kind's settings as ``mlops validate`` checks them: the target's and deploy's JSON
+        Schemas, and the rules a schema cannot say (shared ports, service names). Asked per kind.
 
-    @classmethod
-    def deploy_schema(cls) -> dict[str, Any]:
-        """JSON Schema of a service's ``deploy`` settings on this kind of target."""
-        return {"type": "object"}
-
-    @classmethod
-    def port_scope(cls, config: Mapping[str, Any]) -> str | None:
-        """Where a fixed ``deploy.port`` must be unique (one shared host's address); None: no such rule.
-
-        ``mlops validate`` refuses two services asking for one port within one scope.
+        The default assembles the answer from protocol-3 hooks a kind may still define
+        (``target_schema``, ``deploy_schema``, ``port_scope``, ``service_name_problem``; see
+        ``LEGACY_HOOKS``), so kinds written against them keep working unchanged.
         """
-        return None
-
-    @classmethod
-    def service_name_problem(cls, name: str) -> str | None:
-        """Why this kind cannot run a service of that name (its own naming rules), or None.
-
-        ``mlops validate`` reports it at the service's name: a deploy schema cannot see the name.
-        """
-        return None
+        return KindSchema(
+            target=_legacy(cls, "target_schema", _default_target_schema)(),
+            deploy=_legacy(cls, "deploy_schema", _default_deploy_schema)(),
+            port_scope=_legacy(cls, "port_scope", _no_port_scope),
+            service_name_problem=_legacy(cls, "service_name_problem", _no_name_rule),
+        )
 
     def secret_values(self) -> list[str]:
         """Values of this target's secret settings, so every output can mask them."""
-        names = secret_settings(type(self).target_schema())
+        names = type(self).schema().secret
         return [str(v) for k, v in self.config.items() if k in names and v]
 
-    # -- preparing the desired spec ------------------------------------------------------------
-    def runtime_version(self) -> str:
-        """Version of what serves the model on this target; part of every service's spec."""
-        from .bundle import runtime_version
+    def prepare(self) -> Preparation:
+        """How this target shapes every service's desired spec (the runtime that serves it, deploy
+        defaults, what the target derives): asked once per target and plan, used for each service.
 
-        return runtime_version()
-
-    def normalize_deploy(self, deploy: Mapping[str, Any]) -> dict[str, Any]:
-        """Deploy settings with defaults filled in, so that omitting a default is not a diff."""
-        return dict(deploy)
-
-    def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """The service spec as this target runs it; a target may add what it derives (an image)."""
-        return dict(spec)
+        The default assembles the answer from protocol-3 hooks a kind may still define
+        (``runtime_version``, ``normalize_deploy``, ``service_spec``; see ``LEGACY_HOOKS``).
+        """
+        runtime = _legacy(self, "runtime_version", _bundle_runtime_version)
+        return Preparation(runtime=runtime(), deploy=_legacy(self, "normalize_deploy", _copy_deploy),
+                           spec=_legacy(self, "service_spec", _copy_spec))
 
     # -- live state -----------------------------------------------------------------------------
     @abstractmethod

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,19 @@ class Store:
 
     def delete_model(self, name: str) -> None:
         self.registry.remove_current(name)
+
+    # -- applied targets ------------------------------------------------------------------------
+    def applied_targets(self) -> dict[str, Any] | None:
+        """Which targets the project applied to, as every runner reads it; None: nothing recorded here yet."""
+        return self.registry.applied_targets()
+
+    def update_applied_targets(self, update: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> None:
+        """Read, change and write the record in one step (the embedded registry's lock held; a remote one
+        has none, and the last writer wins as for any live setting). ``update`` returning None writes nothing."""
+        with self.registry.repo.exclusive():
+            record = update(self.registry.applied_targets())
+            if record is not None:
+                self.registry.set_applied_targets(record)
 
     # -- environments ---------------------------------------------------------------------------
     def read_environments(self) -> list[Live]:

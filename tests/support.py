@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from collections.abc import Mapping
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,36 @@ def make_project(root: Path, manifest: str, *, score: str = ECHO_SCORE, model: s
     repo.git.add(A=True)
     repo.index.commit("initial")
     return root / "ml.yaml"
+
+
+def echo_manifest(project: str, *, deploy: str = "{port: auto, auth: key}", model: str = "{path: model.txt}",
+                  targets: Mapping[str, str] | None = None, target: str | None = None) -> str:
+    """ml.yaml of the project most end-to-end tests and benchmarks deploy: one service ``echo-api``
+    (model ``m``, environment ``e``, src/score.py, sample.json: the files ``make_project`` writes).
+
+    ``targets``: name -> settings in flow style (none: the default local target); ``target``: the
+    service's own ``target:`` line; ``deploy`` and ``model``: their flow-style settings.
+    """
+    lines = ["version: 1", f"project: {project}"]
+    if targets:
+        lines += ["targets:", *(f"  {name}: {config}" for name, config in targets.items())]
+    lines += ["models:", f"  m: {model}", "environments:", '  e: {python: "3.11"}', "services:", "  echo-api:",
+              "    models: [m]", "    environment: e", "    source_dir: src", "    entry_script: score.py",
+              "    sample_request: sample.json"]
+    if target:
+        lines.append(f"    target: {target}")
+    lines.append(f"    deploy: {deploy}")
+    return "\n".join(lines) + "\n"
+
+
+def memory_manifest(project: str, ports: Mapping[str, int] | None = None) -> str:
+    """ml.yaml of one-line services on the in-memory target ``mem`` (the ``memory_target`` fixture), each
+    on its own fixed port: by default ``one-api`` on 8001 and ``two-api`` on 8002."""
+    ports = {"one-api": 8001, "two-api": 8002} if ports is None else ports
+    services = "".join(f"  {name}: {{models: [m], environment: e, source_dir: src, entry_script: score.py, "
+                       f"deploy: {{port: {port}}}}}\n" for name, port in ports.items())
+    return (f"version: 1\nproject: {project}\ntargets:\n  mem: {{provider: memory}}\n"
+            f'models:\n  m: {{path: model.txt}}\nenvironments:\n  e: {{python: "3.11"}}\nservices:\n{services}')
 
 
 def copy_example(dest: Path) -> Path:

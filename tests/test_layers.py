@@ -7,6 +7,8 @@
 - the runtime (``providers/runtime/``) imports only the standard library, itself and the third-party
   server packages it declares (``REQUIREMENTS``), because it is copied verbatim into every image;
 - nothing outside ``planner/cli/`` imports ``planner.cli``;
+- the manifest loader (``planner/manifest/``) imports only the core, itself and the few helpers it
+  names (YAML positions, schema checks, rollout blocks, the provider registry): never a later stage;
 - the planner reaches providers only through the registry and the shared stores/types;
 - renderers do no I/O;
 - no import cycle between our modules (lazy imports inside functions count too).
@@ -34,6 +36,9 @@ CORE = "planner.core"
 IMPORTERS = "planner.importers"
 RUNTIME = "providers.runtime"
 CLI = "planner.cli"
+MANIFEST = "planner.manifest"
+MANIFEST_MAY_USE = {"planner.yamlpos", "planner.schemacheck", "planner.envrefs", "planner.urlmask",
+                    "planner.rollout.support", "providers.registry", "providers.base"}
 PLANNER_MAY_USE = {"providers.registry", "providers.base", "providers.store", "providers.keys"}
 RENDERERS = ("planner/render_text.py", "planner/render_json.py", "planner/render_markdown.py")
 IO_MODULES = {"os", "io", "pathlib", "subprocess", "socket", "shutil", "tempfile", "urllib.request", "http",
@@ -180,6 +185,19 @@ def cli_violations(sources: Sources) -> list[str]:
             and any(within(known_module(n, sources), CLI) for n in ours(imports(name, source)))]
 
 
+def manifest_violations(sources: Sources) -> list[str]:
+    """The manifest loader is the first stage after the core: plans, applies and the CLI build on it."""
+    out = []
+    for name, source in sources.items():
+        if not within(name, MANIFEST):
+            continue
+        used = {known_module(n, sources) for n in ours(imports(name, source))} - {"planner", "providers"}
+        bad = {m for m in used if not within(m, CORE) and not within(m, MANIFEST) and m not in MANIFEST_MAY_USE}
+        if bad:
+            out.append(f"{name} imports {sorted(bad)}")
+    return out
+
+
 def importer_violations(sources: Sources) -> list[str]:
     """Importers (another tool's files -> ml.yaml) are reached only from the CLI's `mlops import`."""
     return [f"{name} imports {IMPORTERS}" for name, source in sources.items()
@@ -247,6 +265,11 @@ def test_nothing_outside_the_cli_imports_the_cli():
     assert not cli_violations(_TREE)
 
 
+def test_the_manifest_loader_imports_only_the_core_and_its_helpers():
+    assert within(known_module("planner.manifest.loading.load_manifest", _TREE), MANIFEST)
+    assert not manifest_violations(_TREE)
+
+
 def test_only_the_cli_reaches_the_importers():
     assert not importer_violations(_TREE)
 
@@ -293,6 +316,8 @@ VIOLATIONS: dict[str, tuple[Callable[[Sources], list[str]], str, str]] = {
                         "providers.runtime.extra", "from ..base import Provider\n"),
     "outside -> importer": (importer_violations, "planner.apply_extra",
                             "from .importers.azureml_v1 import import_v1\n"),
+    "manifest -> a later stage (lazy)": (manifest_violations, "planner.manifest.extra",
+                                         "def f():\n    from ..desired import build_desired\n"),
     "outside -> cli": (cli_violations, "planner.apply_extra", "from .cli.services import service_rows\n"),
     "planner -> provider internals": (planner_violations, "planner.extra", "from providers.local import engine\n"),
     "cycle": (cycles, "planner.core.errors", "from . import plan\n"),

@@ -6,16 +6,15 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..addresses import Address
 from ..errors import CancelledError, MlopsError
 from .rollout import rollout_report
+from .signals import cancel_on_signals as _cancel_on_signals
 
 if TYPE_CHECKING:   # the handlers import what they use: `mlops --help` must not pay for it
     from ..apply import Outcome
@@ -198,7 +197,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
                 return 1
         outcomes: list[Outcome] = []
         if getattr(args, "no_wait", False):
-            plan = without_bake(plan)
+            plan = without_bake(plan, project)
         if not plan.has_changes:
             if planfile or reviewed:
                 print("No changes. Nothing to apply.")
@@ -217,7 +216,7 @@ def cmd_apply(args: argparse.Namespace, *, destroy: bool = False) -> int:
             print()
             with ProgressPrinter(sys.stdout) as printer, _cancel_on_signals(cancel):
                 outcomes = apply_plan(project, plan, desired, live, parallelism=args.parallelism, notify=printer,
-                                      cancel=cancel)
+                                      cancel=cancel, wait_rollouts=not getattr(args, "no_wait", False))
             code, result = _report(outcomes, destroy)
     _job_summary(project, plan, choice, outcomes, result, live)
     return code
@@ -269,31 +268,6 @@ def _lock_targets(project: Project, names: list[str], stack: contextlib.ExitStac
     return set(names)
 
 
-@contextlib.contextmanager
-def _cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
-    """Ctrl-C or SIGTERM during apply: stop starting changes, stop waiting, report what is left.
-
-    A second Ctrl-C interrupts at once (providers' own clean-up still runs as the stack unwinds).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if cancel.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        cancel.set()
-        print(f"\nReceived {signal.Signals(signum).name}: cancelling; running changes stop at their next wait "
-              "(Ctrl-C again to stop at once).", file=sys.stderr, flush=True)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:
     cancelled = [o for o in outcomes if o.cancelled]
     failed = [o for o in outcomes if not o.ok]
@@ -326,16 +300,27 @@ def _report(outcomes: list[Outcome], destroy: bool) -> tuple[int, str]:
     return 0, result
 
 
-def without_bake(plan: Plan) -> Plan:
-    """``--no-wait``: the same changes, going live without a bake window (said once, loudly)."""
+def without_bake(plan: Plan, project: Project) -> Plan:
+    """``--no-wait``: a rollout on a target that splits traffic starts (or moves on) and is left to later
+    applies; elsewhere the same changes go live without a bake window. Each said once, loudly."""
     import dataclasses
 
-    baked = [c for c in plan.changes if c.rollout]
+    from ..rollout.driver import splits
+
+    def stepped(change) -> bool:
+        return bool(change.after_target) and splits(project.providers.get(change.after_target))
+
+    started = [c for c in plan.changes if c.rollout and stepped(c)]
+    baked = [c for c in plan.changes if c.rollout and not stepped(c)]
+    if started:
+        print(f"--no-wait: {', '.join(str(c.address) for c in started)} start (or continue) their rollout and "
+              "leave it at its current step; the next `mlops apply` continues it.")
     if not baked:
         return plan
     print(f"--no-wait: {', '.join(str(c.address) for c in baked)} go live without a bake window "
           "(no analysis, no automatic rollback).")
-    return dataclasses.replace(plan, changes=tuple(dataclasses.replace(c, rollout=None) for c in plan.changes))
+    return dataclasses.replace(plan, changes=tuple(dataclasses.replace(c, rollout=None) if c in baked else c
+                                                   for c in plan.changes))
 
 
 def _job_summary(project: Project, plan: Plan, choice: Choice | None, outcomes: list[Outcome], result: str,

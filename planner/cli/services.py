@@ -112,10 +112,17 @@ def service_rows(project: Project, live: Mapping[Address, Live] | None = None) -
                                    state="NotDeployed", message="not deployed; run `mlops apply`"))
             continue
         git = lv.details.get("git") or {}
+        message = str(lv.details.get("message") or "")
+        if lv.rollout is not None:   # where a rollout the target keeps stands (`mlops rollout status` has more)
+            from ..rollout.resume import position
+
+            held = f": {lv.rollout.reason}" if lv.rollout.reason else ""
+            message = "; ".join(filter(None, [message, f"rollout {lv.rollout.phase} at {position(lv.rollout)}, "
+                                                       f"candidate {lv.rollout.candidate[:12]}{held}"]))
         rows.append(ServiceRow(
             service=name, target=lv.target, state=lv.status, endpoint=lv.details.get("endpoint"),
             models=tuple(lv.spec.get("models", [])), fingerprint=digest(dict(lv.spec))[:12],
-            git_commit=git.get("commit"), dirty=git.get("dirty"), message=lv.details.get("message") or "",
+            git_commit=git.get("commit"), dirty=git.get("dirty"), message=message,
             in_manifest=name in declared,
             health=lv.health.to_json() if lv.health is not None and lv.health.has_counts else None,
         ))

@@ -15,9 +15,15 @@ DEFAULT_RULES = Rules()
 def live_fingerprint(live: Live, rules: Rules = DEFAULT_RULES) -> str:
     """What a saved plan checks again: what runs, where, and whether its state forces a change.
 
-    A Transitioning rollout that becomes Healthy keeps it; a Healthy service that fails does not.
+    A Transitioning rollout that becomes Healthy keeps it; a Healthy service that fails does not. A
+    progressive rollout counts by its candidate and whether it runs or is held (paused, aborted): one
+    that moves on a step keeps the plan fresh, one that was rolled back or finished since does not.
     """
-    return digest({"live": live.fingerprint, "forces_replacement": live.status in rules.replace_on})
+    facts: dict[str, object] = {"live": live.fingerprint, "forces_replacement": live.status in rules.replace_on}
+    if live.rollout is not None:
+        held = live.rollout.phase in ("paused", "aborted")
+        facts["rollout"] = [live.rollout.candidate, live.rollout.phase if held else "running"]
+    return digest(facts)
 
 
 def decide(desired: Resource | None, live: Live | None, rules: Rules = DEFAULT_RULES) -> Change:

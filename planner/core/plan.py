@@ -130,6 +130,9 @@ class Change:
     """Counts (replicas, devices) when the target reports them; state and message are above."""
     rollout: Mapping[str, Any] | None = None
     """How an update reaches callers (``planner.rollout.spec.Rollout.to_json``); None: replace after the smoke test."""
+    rollout_state: Mapping[str, Any] | None = None
+    """Where a rollout already under way on the target stands (``RolloutState.to_json``): continued, aborted
+    or held by this change; None when the target reports none."""
 
     def changed_paths(self) -> list[str]:
         """Attribute paths whose values differ between before and after, sorted."""
@@ -144,6 +147,8 @@ class Change:
             out["live_health"] = self.live_health.to_json()
         if self.rollout is not None:
             out["rollout"] = dict(self.rollout)
+        if self.rollout_state is not None:
+            out["rollout_state"] = dict(self.rollout_state)
         return out
 
     def _json(self) -> dict[str, Any]:
@@ -188,6 +193,7 @@ class Change:
             sensitive=frozenset(ch.get("sensitive_paths", ())),
             live_health=Health.from_json(data["live_health"]) if data.get("live_health") else None,
             rollout=data.get("rollout"),
+            rollout_state=data.get("rollout_state"),
         )
 
 

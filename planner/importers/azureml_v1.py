@@ -551,14 +551,15 @@ def _installed_deploy_fields(config: Mapping[str, Any]) -> frozenset[str] | str:
         variant = registry.load(str(kind)).variant(config)
     except MlopsError:  # a broken plugin: as if it were not installed (the fallback validates)
         return "failed to load"
-    schema = variant.target_schema()
+    kind_schema = variant.schema()
+    schema = kind_schema.target
     missing = [key for key in schema.get("required", []) if key not in config]
     if missing:
         return f"needs {', '.join(missing)} (not in the v1 file)"
     error = next(iter(jsonschema.Draft202012Validator(schema).iter_errors(dict(config))), None)
     if error is not None:
         return f"does not accept this target ({one_line(error.message, 100)})"
-    return frozenset(variant.deploy_schema().get("properties", {}))
+    return frozenset(kind_schema.deploy.get("properties", {}))
 
 
 def _number(value: Any) -> bool:

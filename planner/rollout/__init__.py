@@ -1,6 +1,7 @@
-"""Progressive delivery: the ``rollout:`` policy of a service, the analysis of its metrics, the bake window.
+"""Progressive delivery: the ``rollout:`` policy of a service, the analysis of its metrics, the rollout itself.
 
 Target-independent: what a policy means (spec), how two scrapes of the runtime's metrics are judged
-(analysis), and how apply watches a new version and rolls it back (bake). Splitting traffic between
-two versions is a target's job, declared by ``Provider.traffic_split``.
+(analysis), how a plan reads a rollout the target reports (resume), how apply walks the steps on a
+target that splits traffic (driver, through the ``providers.base.SplitsTraffic`` capability), and the
+bake window everywhere else (bake).
 """

@@ -43,6 +43,9 @@ Scrape = Mapping[str, VersionStats]
 def parse_metrics(text: str) -> dict[str, VersionStats]:
     """The two metric families per version; other lines (comments, other metrics) are ignored.
 
+    Repeated series (the same version and code from several instances, concatenated by
+    ``SplitsTraffic.metrics``) are summed, as Prometheus' ``sum by (version)`` would.
+
     Malformed lines are skipped rather than fatal: a scrape is evidence, and a half-written line
     must not be read as a verdict.
     """
@@ -61,11 +64,13 @@ def parse_metrics(text: str) -> dict[str, VersionStats]:
         if version is None or value is None or value < 0 or math.isnan(value):
             continue
         if match.group(1) == REQUESTS and "code" in labels:
-            codes.setdefault(version, {})[labels["code"]] = value
+            mine = codes.setdefault(version, {})
+            mine[labels["code"]] = mine.get(labels["code"], 0.0) + value
         elif match.group(1) == BUCKETS and "le" in labels:
             bound = _float(labels["le"])
             if bound is not None and not math.isnan(bound):
-                buckets.setdefault(version, {})[bound] = value
+                series = buckets.setdefault(version, {})
+                series[bound] = series.get(bound, 0.0) + value
     return {v: VersionStats(codes.get(v, {}), buckets.get(v, {})) for v in sorted(set(codes) | set(buckets))}
 
 

@@ -110,6 +110,10 @@ def service_detail(seen: Observation, name: str) -> dict[str, Any]:
         detail["live"] = {"target": live.target, "provider": live.provider, "status": live.status,
                           "health": live.condition.to_json(), "spec": masked["change"]["before"],
                           "details": _plain(live.details)}
+        if live.rollout is not None:   # where a rollout the target keeps stands
+            from ..rollout.resume import position
+
+            detail["live"]["rollout"] = {"position": position(live.rollout), **live.rollout.to_json()}
         try:
             provider = seen.project.provider_for(live)
             if not isinstance(provider, Reachable):

@@ -6,8 +6,9 @@ and dirty, creation time), pushed by digest; blobs are uploaded only when the re
 Its number comes from the tag log (see ``versions``) and, once final, is also written as an alias
 tag ``m.<key>.v<N>`` for people and tools. What the project currently uses is a small pointer
 artifact per model (``m.<key>.current``); an environment's recorded spec is one per environment
-(``e.<key>.current``). Everything a plan compares is read from here, so any machine that can read
-the registry plans the same as the machine that applied.
+(``e.<key>.current``), and the targets the project applied to are one more (``p.applied-targets``).
+Everything a plan compares is read from here, so any machine that can read the registry plans the
+same as the machine that applied.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from .repository import EMPTY_BYTES, EMPTY_CONFIG, MANIFEST_TYPE, Repository, sh
 MODEL_TYPE = "application/vnd.mlops.model.v1"
 CURRENT_TYPE = "application/vnd.mlops.model.current.v1"
 ENVIRONMENT_TYPE = "application/vnd.mlops.environment.v1"
+TARGETS_TYPE = "application/vnd.mlops.applied-targets.v1"
+TARGETS_TAG = "p.applied-targets"
 FILE_TYPE = "application/vnd.mlops.model.file.v1"
 TITLE = "org.opencontainers.image.title"
 CREATED = "org.opencontainers.image.created"
@@ -167,6 +170,20 @@ class ModelRegistry:
                             "git": {"commit": ann.get(REVISION) or None, "dirty": ann.get(A + "git.dirty") == "true"}})
         return sorted(out, key=lambda e: e["name"])
 
+    def applied_targets(self) -> dict[str, Any] | None:
+        """The project's record of the targets it applied to (see planner.applied_targets); None: no record."""
+        manifest = self._manifest_json(TARGETS_TAG)
+        if manifest is None:
+            return None
+        try:
+            record = json.loads((manifest.get("annotations") or {}).get(A + "targets", ""))
+            if not isinstance(record, dict):
+                raise ValueError
+        except ValueError:
+            raise ProviderError(f"{self.repo.display}: {TARGETS_TAG} is not a record of applied targets "
+                                "(garbage answer)") from None
+        return record
+
     # -- registering ----------------------------------------------------------------------------
     def _layers(self, source: Path) -> tuple[list[dict[str, Any]], list[tuple[str, Path, int]], str]:
         """One layer per file (title = its path under the source's parent) and the content hash."""
@@ -272,6 +289,10 @@ class ModelRegistry:
     def remove_environment(self, name: str) -> None:
         self._put_pointer(v.environment_tag(v.model_key(name)), ENVIRONMENT_TYPE,
                           {A + "environment.name": name, A + "removed": "true"})
+
+    def set_applied_targets(self, record: Mapping[str, Any]) -> None:
+        """Replace the record of applied targets (the caller holds ``repo.exclusive()`` around its read)."""
+        self._put_pointer(TARGETS_TAG, TARGETS_TYPE, {A + "targets": canonical_json(dict(record))})
 
     def _put_pointer(self, tag: str, artifact_type: str, annotations: Mapping[str, str]) -> None:
         manifest = _manifest(artifact_type, [], annotations)

@@ -12,12 +12,23 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from planner.addresses import Address
 from planner.resources import FAILED, HEALTHY, Live, Resource, Version
-from providers.base import Endpoint, Progress, Provider, ProviderError, Reachable, as_events, environment_variables
+from providers.base import (
+    Endpoint,
+    KindSchema,
+    Preparation,
+    Progress,
+    Provider,
+    ProviderError,
+    Reachable,
+    as_events,
+    environment_variables,
+)
 from providers.http import is_ready, smoke_test
 
 HOST = "127.0.0.1"
@@ -28,17 +39,15 @@ class MinimalProvider(Reachable, Provider):
     kind: ClassVar[str] = "minimal"
 
     @classmethod
-    def target_schema(cls) -> dict[str, Any]:
-        return {"type": "object", "additionalProperties": False, "properties": {"provider": {"const": "minimal"}}}
+    def schema(cls) -> KindSchema:
+        return replace(super().schema(), target={
+            "type": "object", "additionalProperties": False, "properties": {"provider": {"const": "minimal"}}},
+            deploy={"type": "object", "additionalProperties": False, "properties": {
+                "port": {"type": "integer", "minimum": 1024, "maximum": 65535}, "auth": {"enum": ["key", "none"]},
+                "startup_timeout_s": {"type": "integer", "minimum": 1}}})
 
-    @classmethod
-    def deploy_schema(cls) -> dict[str, Any]:
-        return {"type": "object", "additionalProperties": False, "properties": {
-            "port": {"type": "integer", "minimum": 1024, "maximum": 65535}, "auth": {"enum": ["key", "none"]},
-            "startup_timeout_s": {"type": "integer", "minimum": 1}}}
-
-    def normalize_deploy(self, deploy: dict[str, Any]) -> dict[str, Any]:
-        return {"auth": "none", "startup_timeout_s": 60, **deploy}
+    def prepare(self) -> Preparation:
+        return replace(super().prepare(), deploy=lambda deploy: {"auth": "none", "startup_timeout_s": 60, **deploy})
 
     def _file(self, name: str) -> Path:
         return self.context.state_dir / "minimal" / self.target / f"{name}.json"

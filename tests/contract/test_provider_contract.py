@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import make_project
+from support import echo_manifest, make_project
 
 from planner.addresses import Address
 from planner.apply import apply_plan, check_returned
@@ -34,24 +34,6 @@ from providers.base import BuildsImages
 
 SERVICE = Address("service", "echo-api")
 
-MANIFEST = """\
-version: 1
-project: {project}
-targets:
-  t: {target}
-models:
-  m: {{path: model.txt}}
-environments:
-  e: {{python: "3.11"}}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    deploy: {deploy}
-"""
 
 @dataclass(frozen=True)
 class ContractKind:
@@ -112,8 +94,7 @@ class Target:
         self.path = make_project(root, self.manifest())
 
     def manifest(self, **deploy) -> str:
-        return MANIFEST.format(project=self.project_name, target=self.target,
-                               deploy=_flow({**self.deploy, **deploy}))
+        return echo_manifest(self.project_name, targets={"t": self.target}, deploy=_flow({**self.deploy, **deploy}))
 
     def rewrite(self, **deploy) -> None:
         self.path.write_text(self.manifest(**deploy))

@@ -13,28 +13,13 @@ from pathlib import Path
 
 import pytest
 from crash_harness import listeners, our_processes, run_trials
-from support import Hammer, make_project, project_data
+from support import Hammer, echo_manifest, make_project, project_data
 
 from providers.local.processes import free_port
 
 pytestmark = pytest.mark.slow
 
-MANIFEST = """\
-version: 1
-project: crash
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    deploy: {port: auto, auth: key}
-"""
+MANIFEST = echo_manifest("crash")
 
 
 def test_killed_applies_always_converge(tmp_path: Path):

@@ -15,28 +15,13 @@ from pathlib import Path
 
 import git
 import pytest
-from support import Hammer, copy_example, make_project
+from support import Hammer, copy_example, echo_manifest, make_project
 
 from providers.local.processes import free_port
 
 pytestmark = pytest.mark.slow
 
-MANIFEST = """\
-version: 1
-project: e2e
-models:
-  m: {path: model.txt, tags: {stage: dev}}
-environments:
-  e: {python: "3.11"}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    deploy: {port: auto, auth: key}
-"""
+MANIFEST = echo_manifest("e2e", model="{path: model.txt, tags: {stage: dev}}")
 
 
 def mlops(*args: str, cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:

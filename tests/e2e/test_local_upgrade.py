@@ -20,28 +20,13 @@ from pathlib import Path
 
 import pytest
 from crash_harness import listeners, mlops, our_processes
-from support import make_project, project_data
+from support import echo_manifest, make_project, project_data
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
-MANIFEST = """\
-version: 1
-project: upgrade
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    deploy: {port: auto, auth: key}
-"""
+MANIFEST = echo_manifest("upgrade")
 
 
 def _old_version(dest: Path) -> Path:

@@ -5,21 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import make_project, run_cli
+from support import make_project, memory_manifest, run_cli
 
-MANIFEST = """\
-version: 1
-project: shop
-targets:
-  mem: {provider: memory}
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  one-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, deploy: {port: 8001}}
-  two-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, deploy: {port: 8002}}
-"""
+MANIFEST = memory_manifest("shop")
 
 
 @pytest.fixture(autouse=True)

@@ -23,20 +23,9 @@ import pytest
 from action_runner import ACTION, ActionRun, run_action
 from github_double import GitHubDouble
 from mlops_shim import install_shim
-from support import make_project
+from support import make_project, memory_manifest
 
-MANIFEST = """\
-version: 1
-project: shop
-targets:
-  mem: {provider: memory}
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  shop-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, deploy: {port: 8001}}
-"""
+MANIFEST = memory_manifest("shop", {"shop-api": 8001})
 TOKEN = "ghs_test_token_0123456789"
 
 

@@ -91,7 +91,7 @@ def local_only(config):
     goldens must not change when someone installs an aci or aks provider."""
     if config.get("provider") != "local":
         return "is not installed"
-    return frozenset(LocalProvider.variant(config).deploy_schema()["properties"])
+    return frozenset(LocalProvider.variant(config).schema().deploy["properties"])
 
 
 def run_import(case: dict, output: Path, **extra):

@@ -1,7 +1,7 @@
 """The fast paths of validation never accept what the slow, message-giving paths refuse.
 
 planner/schemacheck.py lets jsonschema-rs say "valid" and leaves every error to jsonschema;
-planner/manifest.py lets a regular expression accept plain pip requirements before packaging is
+planner/manifest/packages.py lets a regular expression accept plain pip requirements before packaging is
 imported. Both are only safe if the fast side is never more permissive: these tests try to make
 it so, with mutations of real manifests against every shipped schema, and generated strings.
 """
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from packaging.requirements import Requirement
 
 from planner import manifest as manifest_mod
+from planner.manifest.packages import _SIMPLE_REQUIREMENT
 from planner.schemacheck import SchemaCheck, engine_neutral
 from providers import registry
 
@@ -101,8 +102,8 @@ def _provider_schemas() -> list[tuple[str, dict]]:
     for kind in registry.kinds():
         cls = registry.load(kind)
         for variant in cls.variants():
-            out.append((f"{kind}:{variant.__name__}:target", variant.target_schema()))
-            out.append((f"{kind}:{variant.__name__}:deploy", variant.deploy_schema()))
+            out.append((f"{kind}:{variant.__name__}:target", variant.schema().target))
+            out.append((f"{kind}:{variant.__name__}:deploy", variant.schema().deploy))
     return out
 
 
@@ -150,7 +151,7 @@ def test_a_value_the_fast_engine_cannot_take_goes_to_jsonschema() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.from_regex(manifest_mod._SIMPLE_REQUIREMENT, fullmatch=True))
+@given(st.from_regex(_SIMPLE_REQUIREMENT, fullmatch=True))
 def test_simple_requirements_are_valid_pep508(text: str) -> None:
     Requirement(text)                       # packaging accepts it …
     assert manifest_mod.pip_problem(text) is None
@@ -159,5 +160,5 @@ def test_simple_requirements_are_valid_pep508(text: str) -> None:
 @settings(max_examples=400, deadline=None)
 @given(st.text(alphabet="az09._-=<>!~,*[]; @:/", max_size=16))
 def test_pip_fast_path_accepts_only_what_packaging_accepts(text: str) -> None:
-    if manifest_mod._SIMPLE_REQUIREMENT.fullmatch(text):
+    if _SIMPLE_REQUIREMENT.fullmatch(text):
         Requirement(text)

@@ -112,8 +112,8 @@ def _shipped_schemas() -> list[tuple[str, dict]]:
     out = [("ml.schema.json", schema())]
     for kind in sorted(available()):
         for variant in provider_class(kind).variants():
-            out += [(f"{kind}/{variant.__name__}.target_schema", variant.target_schema()),
-                    (f"{kind}/{variant.__name__}.deploy_schema", variant.deploy_schema())]
+            out += [(f"{kind}/{variant.__name__}.target_schema", variant.schema().target),
+                    (f"{kind}/{variant.__name__}.deploy_schema", variant.schema().deploy)]
     return out
 
 

@@ -24,6 +24,8 @@ from planner.planning import make_plan
 from planner.project import Project
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNSCHEDULABLE, Health, Live
 from providers import registry
+from providers.oci.models import ModelRegistry
+from providers.store import open_repository
 
 API = Address("service", "one-api")
 
@@ -306,23 +308,26 @@ def test_removing_a_target_plans_the_deletion_of_its_services_and_an_unreadable_
         "target: old}\n")
     path = make_project(tmp_path, two)
     assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
-    remembered = json.loads((path.parent / ".mlops" / "applied-targets.json").read_text())
-    assert remembered["old"] == {"provider": "memory"}      # the secret token is never written down
+    assert applied_record()["old"] == {"provider": "memory"}      # the secret token is never written down
     path.write_text(manifest())                               # target `old` and its service are gone
     plan = run_cli("plan", "-f", str(path))
     assert plan.code == 0 and "service.two-api will be destroyed" in plan.out, plan.out
     assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
-    assert "old" not in json.loads((path.parent / ".mlops" / "applied-targets.json").read_text())
+    assert "old" not in applied_record()
     assert not any(name == "two-api" for services in memory_provider.STATE.values() for name in services)
 
     # A removed target that cannot be read any more is named in the plan, never silently forgotten.
     path.write_text(two)
     assert run_cli("apply", "--auto-approve", "-f", str(path)).code == 0
-    record = path.parent / ".mlops" / "applied-targets.json"
-    record.write_text(record.read_text().replace('"provider": "memory"\n  }\n}', '"provider": "memory", '
-                                                 '"unreachable": true\n  }\n}'))
+    registry_ = ModelRegistry(open_repository("proto", None))
+    registry_.set_applied_targets({**applied_record(), "old": {"provider": "memory", "unreachable": True}})
     path.write_text(manifest())
     plan = run_cli("plan", "-f", str(path))
     assert "target 'old' (memory) was removed from the manifest but its services could not be read" in plan.out, \
         plan.out
     assert "service.two-api" not in plan.out.split("Warning")[0]
+
+
+def applied_record() -> dict:
+    """The record of applied targets in the project's (embedded) registry, where every runner reads it."""
+    return ModelRegistry(open_repository("proto", None)).applied_targets() or {}

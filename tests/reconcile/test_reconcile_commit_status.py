@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 from memory_provider import STATE, MemoryProvider
-from support import ROOT, make_project, run_cli
+from support import ROOT, make_project, memory_manifest, run_cli
 
 from planner.project import Project
 from providers import registry
@@ -23,19 +23,7 @@ from github_double import Failure, GitHubDouble  # noqa: E402
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 SECRET = "hunter2-do-not-show"
-MANIFEST = """\
-version: 1
-project: demo
-targets:
-  mem: {provider: memory}
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  one-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, deploy: {port: 8001}}
-  two-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, deploy: {port: 8002}}
-"""
+MANIFEST = memory_manifest("demo")
 
 
 class BreakableProvider(MemoryProvider):

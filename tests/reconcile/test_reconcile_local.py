@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import make_project, project_data
+from support import echo_manifest, make_project, project_data
 
 pytestmark = pytest.mark.slow
 
@@ -33,22 +33,7 @@ def init():
 def run(raw_data):
     return {"model": prefix, "echo": json.loads(raw_data)}
 '''
-MANIFEST = """\
-version: 1
-project: recon
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    deploy: {port: auto, auth: key, startup_timeout_s: 60}
-"""
+MANIFEST = echo_manifest("recon", deploy="{port: auto, auth: key, startup_timeout_s: 60}")
 
 
 def mlops(*args: str, cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 from memory_provider import STATE, MemoryProvider
-from support import make_project, run_cli
+from support import make_project, memory_manifest, run_cli
 
 from planner.lock import apply_lock
 from planner.project import Project
@@ -21,19 +21,7 @@ from planner.reconcile_state import Backoff, read_memory
 from providers import registry
 from providers.base import ProviderError
 
-MANIFEST = """\
-version: 1
-project: demo
-targets:
-  mem: {provider: memory}
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  one-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, deploy: {port: 8001}}
-  two-api: {models: [m], environment: e, source_dir: src, entry_script: score.py, deploy: {port: 8002}}
-"""
+MANIFEST = memory_manifest("demo")
 
 
 class FlakyProvider(MemoryProvider):

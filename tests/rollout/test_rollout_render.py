@@ -60,10 +60,12 @@ def test_the_plan_file_carries_the_policy():
     assert render_plan(again) == render_plan(p)
 
 
-def test_a_canary_says_in_the_plan_that_no_target_sets_weights_yet():
+def test_a_canary_on_a_target_that_cannot_split_says_it_runs_as_a_bake_window():
     from planner.rollout.support import weight_warnings
 
-    warned = weight_warnings([update("api", CANARY), update("batch", BLUE), update("plain", None)])
+    changes = [update("api", CANARY), update("batch", BLUE), update("plain", None)]
+    assert weight_warnings(changes, cannot_split={"other"}) == []      # target dev splits: nothing to say
+    warned = weight_warnings(changes, cannot_split={"dev"})
     assert len(warned) == 1
     assert warned[0].startswith("service.api: target 'dev' does not set rollout weights")
     assert "runs as a blue-green bake" in warned[0]
