@@ -52,9 +52,13 @@ class LayoutRepository:
         return self.root / "blobs" / "sha256" / hexpart
 
     def _init(self) -> None:
-        if not (self.root / "oci-layout").exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._write(self.root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        """Make the folder a layout. Under the writers' lock: a writer racing this one may have recorded
+        entries between a check for a missing index and the write of an empty one, which would drop them."""
+        if (self.root / "oci-layout").exists() and (self.root / "index.json").exists():
+            return
+        with self.exclusive():
+            if not (self.root / "oci-layout").exists():
+                self._write(self.root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
             if not (self.root / "index.json").exists():
                 self._write_index([])
 
