@@ -1,7 +1,11 @@
-"""Writers racing on a fresh embedded registry keep every record: apply records models and environments
-in parallel threads, and the first of them to write creates the layout (``index.json``). Creating it
-used to happen outside the writers' lock, so a writer could replace an index that another had just
-recorded an environment in with an empty one, and the next plan added that environment again."""
+"""The writes of one apply, made in parallel threads on a fresh registry, all arrive and are all read back.
+
+Embedded: the first writer creates the layout (``index.json``). Creating it used to happen outside the
+writers' lock, so a writer could replace an index another had just recorded an environment in with an
+empty one, and the next plan added that environment again (the flaky apply-then-plan test).
+Remote (docker's registry): every artifact names the same empty config blob, and uploading it from
+several threads at once made the registry answer HTTP 500 or "blob unknown" to one of them.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from registry_fixtures import remote_url
 
+from planner.hashing import ContentHasher
 from providers.base import ProjectContext
+from providers.oci.distribution import RemoteRepository
 from providers.oci.layout import LayoutRepository
 from providers.oci.models import ModelRegistry
+from providers.oci.repository import Repository
 from providers.store import Store
 
 ROUNDS = 60
+REMOTE_ROUNDS = 12
 WRITERS = 4
 
 
@@ -109,16 +118,31 @@ def _at_once(actions: list[Callable[[], Any]]) -> list[Any]:
     return results
 
 
-def test_parallel_writers_on_a_fresh_layout_lose_nothing(tmp_path: Path, frequent_thread_switches):
-    # Each round: a fresh registry, WRITERS threads released at once, each recording one environment
-    # through the one registry of the project's store, as apply's threads do.
-    names = [f"env{n}" for n in range(WRITERS)]
-    for round_ in range(ROUNDS):
-        root = tmp_path / f"r{round_}" / "registry"
-        registry = ModelRegistry(LayoutRepository(root))
-        _at_once([functools.partial(registry.set_environment, name, {"python": "3.11", "name": name}, {})
-                  for name in names])
-        assert _recorded(root) == set(names), f"round {round_} lost a record"
+def _fresh(kind: str, where: Path) -> Repository:
+    return LayoutRepository(where / "registry") if kind == "embedded" else RemoteRepository(remote_url(), settle_s=0.2)
+
+
+@pytest.mark.parametrize(("kind", "rounds"), [("embedded", ROUNDS), ("remote", REMOTE_ROUNDS)])
+def test_parallel_writers_on_a_fresh_registry_lose_nothing(kind: str, rounds: int, tmp_path: Path,
+                                                           frequent_thread_switches):
+    # Each round: a fresh registry and the writes of one apply, released at once through one registry (as
+    # apply's threads share the project's store): a model version and environments; then the record of
+    # applied targets. A fresh reader (the next plan) must find all of them.
+    names = [f"env{n}" for n in range(WRITERS - 1)]
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights" * 100)
+    sha = ContentHasher().tree_hash(model)
+    for round_ in range(rounds):
+        repo = _fresh(kind, tmp_path / f"r{round_}")
+        registry = ModelRegistry(repo)
+        _at_once([functools.partial(registry.register, "m", model, sha, "model.bin", {}),
+                  *[functools.partial(registry.set_environment, name, {"python": "3.11", "name": name}, {})
+                    for name in names]])
+        registry.set_applied_targets({"mem": {"provider": "memory"}})
+        reader = ModelRegistry(repo if kind == "remote" else LayoutRepository(repo.root))
+        assert {e["name"] for e in reader.environments()} == set(names), f"round {round_} lost an environment"
+        assert reader.numbering("m").numbers == {sha: 1}, f"round {round_} lost the model version"
+        assert reader.applied_targets() == {"mem": {"provider": "memory"}}
 
 
 def test_the_store_opens_one_registry_when_threads_ask_at_once(tmp_path: Path, monkeypatch,
