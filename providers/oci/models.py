@@ -75,7 +75,6 @@ class ModelRegistry:
         self._tags: list[str] | None = None
         self._entries: dict[str, list[v.Entry]] = {}
         self._lock = threading.Lock()
-        self._uploading: dict[str, threading.Lock] = {}
 
     # -- reading --------------------------------------------------------------------------------
     def tags(self, *, refresh: bool = False) -> list[str]:
@@ -203,29 +202,19 @@ class ModelRegistry:
             files.append((digest, f, size))
         return layers, files, tree.hexdigest()
 
-    def _ensure_blob(self, digest: str, *, path: Path | None = None, data: bytes | None = None) -> bool:
-        """Upload a blob the registry lacks (True if uploaded), one upload of a digest at a time in this process.
-
-        Apply's threads all need the empty config on a fresh repository: uploaded in parallel, docker's
-        registry (filesystem storage) answers a HEAD for it with HTTP 500 ("invalid checksum digest format")
-        or a manifest PUT naming it with "blob unknown" while another upload rewrites the blob's link file.
-        """
-        with self._lock:
-            one_at_a_time = self._uploading.setdefault(digest, threading.Lock())
-        with one_at_a_time:
-            if self.repo.has_blob(digest):
-                return False
-            self.repo.put_blob(digest, path=path, data=data)
-            return True
-
     def register(self, name: str, source: Path, sha256: str, source_rel: str, git: Mapping[str, Any],
                  *, progress: Any = None) -> int:
         """Upload what is missing, log the registration, wait out the settle window; the final number."""
         layers, files, tree = self._layers(source)
         if tree != sha256:
             raise ProviderError(f"model.{name}: {source} changed after it was planned; run `mlops plan` again")
-        uploaded = sum(self._ensure_blob(digest, path=path) for digest, path, _size in files)
-        self._ensure_blob(EMPTY_CONFIG["digest"], data=EMPTY_BYTES)
+        uploaded = 0
+        for digest, path, _size in files:
+            if not self.repo.has_blob(digest):
+                self.repo.put_blob(digest, path=path)
+                uploaded += 1
+        if not self.repo.has_blob(EMPTY_CONFIG["digest"]):
+            self.repo.put_blob(EMPTY_CONFIG["digest"], data=EMPTY_BYTES)
         if progress:
             progress(f"{uploaded} of {len(files)} file(s) uploaded, the rest already in the registry")
         key = v.model_key(name)
@@ -309,7 +298,8 @@ class ModelRegistry:
         manifest = _manifest(artifact_type, [], annotations)
         if self.repo.get_manifest(tag) == manifest:
             return
-        self._ensure_blob(EMPTY_CONFIG["digest"], data=EMPTY_BYTES)
+        if not self.repo.has_blob(EMPTY_CONFIG["digest"]):
+            self.repo.put_blob(EMPTY_CONFIG["digest"], data=EMPTY_BYTES)
         self.repo.put_manifest(tag, manifest)
         with self._lock:
             if self._tags is not None and tag not in self._tags:
