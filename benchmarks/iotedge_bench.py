@@ -5,11 +5,14 @@
   fleets of 3, 30 and 300 devices (no engine: the agents acknowledge without running anything);
 - with ``--rollout`` (needs ``eval "$(bash .ci/docker-up.sh)"``): apply-to-healthy of the echo
   service on two devices whose modules really run, image already built, then a change (a new
-  deployment) to healthy.
+  deployment) to healthy;
+- with ``--rings``: a ring rollout (``SplitsTraffic``) on fleets of 30 and 300 devices, no engine:
+  requests and seconds of each step (10%, 50%, 100%) and of promote, and read() during the rollout
+  against read() of the same fleet without one (the baseline, measured in the same run).
 
 It prints figures and asserts nothing; everything it starts is stopped at the end.
 
-    python benchmarks/iotedge_bench.py [--runs 5] [--rollout]
+    python benchmarks/iotedge_bench.py [--runs 5] [--rollout] [--rings]
 """
 
 from __future__ import annotations
@@ -60,6 +63,58 @@ def bench_read(devices: int, runs: int, tmp: Path) -> tuple[float, int]:
     return statistics.median(times), per_read
 
 
+def bench_rings(devices: int, runs: int, tmp: Path) -> None:
+    """Each ring step's cost on the hub; read() with two versions against read() with one."""
+    import dataclasses
+
+    from planner.core.events import Events
+    from planner.core.resources import RolloutState, spec_fingerprint
+
+    fleet = {f"dev-{n:04d}": {"site": "plant-3"} for n in range(devices)}
+    image = "127.0.0.1:5999/bench/echo@sha256:"
+    with iotedge_double.running(tmp / f"r{devices}", run_modules=False, devices=fleet) as double:
+        os.environ.update(double.env("127.0.0.1:5999"))
+        context = ProjectContext(project="bench", root=tmp, state_dir=tmp / ".mlops", cache_dir=tmp)
+        provider = IotEdgeProvider(target="plant3", context=context, config={
+            "provider": "iotedge", "hub": double.connection_string, "target_condition": "tags.site='plant-3'",
+            "registry": "127.0.0.1:5999"})
+        provider.ensure_connected()
+        stable = Resource(Address("service", "echo"), SPEC, target="plant3")
+        candidate = Resource(Address("service", "echo"), {**SPEC, "models": ["m:2@00"]}, target="plant3")
+        provider.hub.create_configuration(provider._configuration(stable, image + "0" * 64, {}, priority=10))
+
+        def timed(call, what: str) -> object:
+            before, started = len(double.hub.requests), time.perf_counter()
+            answer = call()
+            print(f"  {what:<28} {time.perf_counter() - started:6.2f} s {len(double.hub.requests) - before:5d} "
+                  "requests")
+            return answer
+
+        def median_read() -> tuple[float, int]:
+            times, before = [], len(double.hub.requests)
+            for _ in range(runs):
+                started = time.perf_counter()
+                provider.read()
+                times.append(time.perf_counter() - started)
+            return statistics.median(times), (len(double.hub.requests) - before) // runs
+
+        alone = median_read()
+        print(f"ring rollout on {devices} devices:")
+        state = RolloutState(candidate=spec_fingerprint(candidate.spec), stable=spec_fingerprint(stable.spec),
+                             phase="canary")
+        body = provider._configuration(candidate, image + "1" * 64, {}, priority=11)
+        live = timed(lambda: provider._start_ring(candidate, body, state, Events()), "start (ring empty)")
+        for step, weight in enumerate((10, 50, 100)):
+            state = dataclasses.replace(state, step=step, weight=weight)
+            live = timed(lambda s=state, lv=live: provider.set_traffic(lv, s, Events()), f"step {weight}%")
+            if weight == 50:
+                during = median_read()
+        timed(lambda: provider.promote(live, candidate, Events()), "promote")
+        print(f"  read(): {alone[0] * 1000:.1f} ms, {alone[1]} requests with one version; "
+              f"{during[0] * 1000:.1f} ms, {during[1]} requests during the rollout (ratio "
+              f"{during[0] / alone[0]:.2f})")
+
+
 def bench_rollout(tmp: Path) -> None:
     from support import make_project, run_cli
 
@@ -92,6 +147,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--rollout", action="store_true")
+    parser.add_argument("--rings", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -101,6 +157,9 @@ def main() -> int:
                   f"({requests} requests per read)")
         if args.rollout:
             bench_rollout(tmp)
+        if args.rings:
+            for devices in (30, 300):
+                bench_rings(devices, args.runs, tmp)
     return 0
 
 

@@ -97,7 +97,9 @@ def rollout_problems(manifest: Manifest) -> Iterator[tuple[Where, str]]:
         else:
             continue
         able = ", ".join(splitting_kinds(needed)) or "none installed"
-        yield (*base, *where), (f"services.{name}.rollout.{where[0]}: {what} needs a target that splits traffic; "
+        splits_here = bool(able_here - {"blue_green"})
+        does = "mirrors requests" if needed == "shadow" and splits_here else "splits traffic"
+        yield (*base, *where), (f"services.{name}.rollout.{where[0]}: {what} needs a target that {does}; "
                                 f"target {target!r} ({kind}) cannot (targets that can: {able}); "
                                 "use strategy blue_green with analysis there")
 

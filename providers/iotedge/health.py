@@ -4,9 +4,11 @@ The hub's system metrics count devices: targeted (the condition matches), applie
 the deployment into the device's ``$edgeAgent`` twin), reported successful / failed (the agent
 acknowledged that desired version with 200 / an error). An acknowledged deployment can still crash
 at run time, so each targeted device's ``$edgeAgent`` reported properties are read as well: our
-module must report ``runtimeStatus: running``. A device that has not applied the deployment yet is
-waited for; one whose agent refused the version, or whose module is failed / in backoff /
-unhealthy / stopped, is named with its ``runtimeStatus`` and ``statusDescription``.
+module must report ``runtimeStatus: running``. A device that has not applied the deployment yet, or
+whose agent has not taken the latest desired version (its reports are still of the previous one: a
+ring device switching back after an abort), is waited for; one whose agent refused the version, or
+whose module is failed / in backoff / unhealthy / stopped, is named with its ``runtimeStatus`` and
+``statusDescription``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ def device_state(config_id: str, name: str, twin: Mapping[str, Any], agent: Mapp
         return Device(device_id, False, False, None, runtime, port, tags)
     code = int((reported.get("lastDesiredStatus") or {}).get("code") or 0)
     current = reported.get("lastDesiredVersion") == desired.get("$version")
-    if current and code and code != 200:
+    if not current:   # the agent has not taken the latest desired version yet: its reports are of the last one
+        return Device(device_id, True, False, None, runtime, port, tags)
+    if code and code != 200:
         why = (reported.get("lastDesiredStatus") or {}).get("description") or f"code {code}"
         return Device(device_id, True, False, f"the agent refused the deployment ({code}: {why})", runtime, port, tags)
     if runtime in BAD_RUNTIME:
@@ -70,7 +74,7 @@ def device_state(config_id: str, name: str, twin: Mapping[str, Any], agent: Mapp
         desc = str(module.get("statusDescription") or "").strip()
         why = f"module {name} crash-looping (restarted {restarts} times)" + (f": {desc}" if desc else "")
         return Device(device_id, True, False, why, runtime, port, tags)
-    ok = current and code == 200 and runtime == "running"
+    ok = code == 200 and runtime == "running"
     return Device(device_id, True, ok, None, runtime, port, tags)
 
 
@@ -106,9 +110,16 @@ def counts(config: Mapping[str, Any]) -> dict[str, int]:
             "failed": int(results.get("reportedFailedCount") or 0)}
 
 
-def health(config: Mapping[str, Any], devices: list[Device], condition: str) -> Health:
-    """The seed's state with device counts: ready (running our module) / targeted, failed."""
+def health(config: Mapping[str, Any], devices: list[Device], condition: str, *, scoped: bool = False) -> Health:
+    """The seed's state with device counts: ready (running our module) / targeted, failed.
+
+    ``scoped``: ``devices`` are a part of what ``config`` targets (one version's share of a ring
+    rollout), so the counts are theirs alone, not the deployment's system metrics."""
     metrics = counts(config)
+    if scoped:
+        bad = sum(1 for d in devices if d.failing)
+        metrics = {"targeted": len(devices), "applied": sum(1 for d in devices if d.applied),
+                   "succeeded": sum(1 for d in devices if d.ok), "failed": bad}
     targeted = max(metrics["targeted"], len(devices))
     failing = [d for d in devices if d.failing]
     ready = sum(1 for d in devices if d.ok)

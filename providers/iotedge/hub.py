@@ -2,7 +2,7 @@
 
 Why not ``azure-iot-hub``: it hard-depends on the unmaintained ``uamqp`` C extension (no wheels
 for newer Pythons) and fails to import without the undeclared ``six``; the few REST calls we need
-(configurations, twin queries, module twins, direct methods) are small and documented, and
+(configurations, twin queries and tags, module twins, direct methods) are small and documented, and
 azure-core (already here for the ACI SDK) gives us a maintained HTTP pipeline.
 
 Every call goes through ``planner.retrying``: 429, 408, 5xx and dropped connections are retried
@@ -184,6 +184,12 @@ class HubClient:
         return self.request("PUT", f"/configurations/{_q(body['id'])}", body=dict(body),
                             headers={"If-Match": _quoted(etag)}).body
 
+    def try_update_configuration(self, body: Mapping[str, Any], etag: str) -> dict[str, Any] | None:
+        """``update_configuration``, but None when the etag is stale (412: someone changed it meanwhile)."""
+        reply = self.request("PUT", f"/configurations/{_q(body['id'])}", body=dict(body),
+                             headers={"If-Match": _quoted(etag)}, ok=(200, 412))
+        return reply.body if reply.status == 200 else None
+
     def delete_configuration(self, config_id: str, etag: str | None = None) -> bool:
         """Delete (If-Match: the etag, or ``*``); False when it was gone already."""
         reply = self.request("DELETE", f"/configurations/{_q(config_id)}", ok=(200, 204, 404),
@@ -222,6 +228,11 @@ class HubClient:
             if not token:
                 break
         return out[:limit]
+
+    def update_twin_tags(self, device: str, tags: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``tags`` into a device twin's tags (PATCH: nested objects merge, a null removes a key)."""
+        return self.request("PATCH", f"/twins/{_q(device)}", body={"tags": dict(tags)},
+                            headers={"If-Match": "*"}).body
 
     def module_twin(self, device: str, module: str) -> dict[str, Any] | None:
         reply = self.request("GET", f"/twins/{_q(device)}/modules/{_q(module)}", ok=(200, 404))

@@ -37,6 +37,8 @@ class Kind:
     api: str            # attribute of Cluster holding the typed API
     snake: str          # the typed client's method suffix
     namespaced: bool = True
+    custom: tuple[str, str, str] | None = None
+    """(group, version, plural) of a kind a CRD adds: reached through CustomObjectsApi."""
 
 
 KINDS: dict[str, Kind] = {
@@ -50,6 +52,7 @@ KINDS: dict[str, Kind] = {
     "Lease": Kind("coordination", "lease"),
     "Namespace": Kind("core", "namespace", namespaced=False),
     "Node": Kind("core", "node", namespaced=False),
+    "HTTPRoute": Kind("custom", "custom_object", custom=("gateway.networking.k8s.io", "v1", "httproutes")),
 }
 
 
@@ -99,6 +102,7 @@ class Cluster:
         self.apps = client.AppsV1Api(self.api_client)
         self.autoscaling = client.AutoscalingV2Api(self.api_client)
         self.coordination = client.CoordinationV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
         self.version = client.VersionApi(self.api_client)
         self.cancel = cancel
         self.requests = 0
@@ -147,8 +151,15 @@ class Cluster:
     def _method(self, verb: str, kind: str) -> tuple[Callable[..., Any], bool]:
         k = KINDS[kind]
         api = getattr(self, k.api)
+        if k.custom is not None:   # CustomObjectsApi says get where the typed APIs say read
+            verb = {"read": "get"}.get(verb, verb)
         name = f"{verb}_namespaced_{k.snake}" if k.namespaced else f"{verb}_{k.snake}"
-        return getattr(api, name), k.namespaced
+        fn = getattr(api, name)
+        if k.custom is not None:   # the same verbs, with the CRD's group, version and plural first
+            group, version, plural = k.custom
+            return (lambda *args, **kw: fn(group, version, args[-1], plural, *args[:-1], **kw)
+                    if verb != "list" else fn(group, version, args[0], plural, **kw)), True
+        return fn, k.namespaced
 
     def _json(self, response: Any) -> Any:
         data = response.data if hasattr(response, "data") else response.read()

@@ -4,6 +4,12 @@ Everything apply sends (and ``mlops render`` prints) comes from here, so what is
 applied. Bodies are complete (server-side apply owns exactly the fields we send) and carry
 ``apiVersion``/``kind`` and no ``managedFields``. With ``autoscale`` the Deployment has no
 ``replicas``: the HorizontalPodAutoscaler owns the count.
+
+Pods carry a ``track`` label (``stable``; a rollout's candidate runs as ``canary``, see ``canary``) and
+the runtime listens on a private probe port too (liveness, and ``GET /metrics`` for a rollout's
+analysis, read through the API server's pod proxy). With a Gateway API router (the target's
+``gateway``) the Service selects the stable track only and an HTTPRoute sends the gateway's
+requests to it: during a rollout the route gains the canary's Service with a weight and a mirror.
 """
 
 from __future__ import annotations
@@ -19,9 +25,13 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 PREFIX = "mlops.dev"
 CONTAINER = "scoring"
 PORT = 5001
+PROBE_PORT = 5002
+"""The runtime's private port: liveness while init() runs, and GET /metrics (never on the public one)."""
 SERVICE_PORT = 80
 GPU_RESOURCE = "nvidia.com/gpu"
 SENSITIVE = "(sensitive)"
+STABLE, CANARY = "stable", "canary"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 
 def label(name: str) -> str:
@@ -36,6 +46,14 @@ class Placement:
     count: int = 1
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, str]] = ()
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """The Gateway API Gateway whose HTTPRoute serves the service (the target's ``gateway``)."""
+
+    name: str
+    namespace: str
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,9 @@ class Service:
     keys_digest: str | None = None       # given where the keys themselves are not (render)
     env_values: Mapping[str, str] | None = field(default=None, repr=False)
     """The real environment variable values (the spec holds salted digests); None: the spec's."""
+    gateway: Gateway | None = None
+    track: str = STABLE
+    """``canary``: the objects of a rollout's candidate (``canary.objects``), beside the stable ones."""
 
     @property
     def deploy(self) -> Mapping[str, Any]:
@@ -89,9 +110,10 @@ def labels(svc: Service) -> dict[str, str]:
 
 
 def pod_labels(svc: Service) -> dict[str, str]:
-    """No fingerprint on pods: a change that does not touch the pod (service_type) restarts nothing."""
+    """No fingerprint on pods: a change that does not touch the pod (service_type) restarts nothing.
+    The track tells a rollout's two versions apart (a Service per track behind a router)."""
     return {MANAGED_BY: "mlops", "app.kubernetes.io/name": svc.name, **selector(svc.project, svc.name),
-            label("target"): svc.target}
+            label("target"): svc.target, label("track"): svc.track}
 
 
 def cpu_quantity(cores: float) -> str:
@@ -114,8 +136,10 @@ def _meta(svc: Service, name: str) -> dict[str, Any]:
     return {"name": name, "namespace": svc.namespace, "labels": labels(svc)}
 
 
-def _probe(path: str, settings: Mapping[str, int]) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": settings["period_seconds"],
+def _probe(path: str, settings: Mapping[str, int], port: str) -> dict[str, Any]:
+    """Readiness on the public port (it serves once init() is done); liveness on the probe port,
+    which answers from the start, so a slow init() is not mistaken for a dead process."""
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": settings["period_seconds"],
             "initialDelaySeconds": settings["initial_delay_seconds"], "timeoutSeconds": settings["timeout_seconds"],
             "failureThreshold": settings["failure_threshold"], "successThreshold": settings["success_threshold"]}
 
@@ -153,11 +177,13 @@ def deployment(svc: Service) -> dict[str, Any]:
         "name": CONTAINER,
         "image": svc.image,
         "args": ["--entry-script", f"/var/azureml-app/{svc.entry_script}", "--model-dir", svc.model_dir,
-                 "--host", "0.0.0.0", "--port", str(PORT), "--workers", str(deploy["workers"])],
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                 "--host", "0.0.0.0", "--port", str(PORT), "--probe-port", str(PROBE_PORT),
+                 "--workers", str(deploy["workers"])],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"},
+                  {"name": "probe", "containerPort": PROBE_PORT, "protocol": "TCP"}],
         "env": _env(svc),
-        "readinessProbe": _probe("/ready", deploy["readiness_probe"]),
-        "livenessProbe": _probe("/", deploy["liveness_probe"]),
+        "readinessProbe": _probe("/ready", deploy["readiness_probe"], "http"),
+        "livenessProbe": _probe("/", deploy["liveness_probe"], "probe"),
         "resources": resources(deploy, svc.placement),
     }
     pod_spec: dict[str, Any] = {"containers": [container], "terminationGracePeriodSeconds": 30}
@@ -194,9 +220,40 @@ def _template_annotations(svc: Service) -> dict[str, Any]:
 
 
 def service(svc: Service) -> dict[str, Any]:
+    """Without a router the Service selects both tracks (a rollout's share is its replica ratio);
+    behind a router it selects the stable track only and the HTTPRoute weighs the two."""
+    chosen = selector(svc.project, svc.name)
+    if svc.gateway is not None:
+        chosen[label("track")] = STABLE
     return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(svc, svc.name),
-            "spec": {"type": svc.service_type, "selector": selector(svc.project, svc.name),
+            "spec": {"type": svc.service_type, "selector": chosen,
                      "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def http_route(svc: Service, *, canary_weight: int = 0, mirror_percent: int = 0) -> dict[str, Any]:
+    """The gateway's route to the service: requests under ``/<service>`` (the prefix removed) go to
+    the stable Service, and during a rollout ``canary_weight`` of 100 to the canary's, and
+    ``mirror_percent`` are copied to it (answers thrown away by the gateway)."""
+    assert svc.gateway is not None
+    backends: list[dict[str, Any]] = [{"name": svc.name, "port": SERVICE_PORT, "weight": 100 - canary_weight}]
+    if canary_weight:
+        backends.append({"name": canary_name(svc.name), "port": SERVICE_PORT, "weight": canary_weight})
+    filters: list[dict[str, Any]] = [
+        {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}]
+    if mirror_percent:
+        filters.append({"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"name": canary_name(svc.name), "port": SERVICE_PORT}, "percent": mirror_percent}})
+    rule = {"matches": [{"path": {"type": "PathPrefix", "value": f"/{svc.name}"}}], "filters": filters,
+            "backendRefs": backends}
+    parent = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": svc.gateway.name,
+              "namespace": svc.gateway.namespace}
+    return {"apiVersion": f"{GATEWAY_GROUP}/v1", "kind": "HTTPRoute", "metadata": _meta(svc, svc.name),
+            "spec": {"parentRefs": [parent], "rules": [rule]}}
+
+
+def canary_name(name: str) -> str:
+    """The candidate's Deployment (and, behind a router, its Service) during a rollout."""
+    return f"{name}-{CANARY}"
 
 
 def key_secret(svc: Service) -> dict[str, Any]:
@@ -242,6 +299,8 @@ def objects(svc: Service) -> list[dict[str, Any]]:
     out += [deployment(svc), service(svc)]
     if "autoscale" in svc.deploy:
         out.append(autoscaler(svc))
+    if svc.gateway is not None:
+        out.append(http_route(svc))
     return out
 
 

@@ -18,13 +18,15 @@ NAMESPACED: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("apps", "replicasets", ("list",), "rollout state: the new ReplicaSet and its pods"),
     ("", "pods", ("list",), "health: pod states"),
     ("", "pods/log", ("get",), "mlops logs, the last lines of a crashing pod"),
-    ("", "pods/proxy", ("get", "create"), "mlops call --instance POD"),
+    ("", "pods/proxy", ("get", "create"), "mlops call --instance POD, a rollout's metrics of each version"),
     ("", "services", ("get", "list", "create", "patch", "delete"), "the Service of each model service"),
     ("", "services/proxy", ("get", "create"), "mlops call and the smoke test through the API server"),
     ("", "secrets", ("get", "list", "create", "patch", "delete"), "scoring keys, registry credentials"),
     ("", "events", ("list",), "the scheduler's FailedScheduling message"),
     ("autoscaling", "horizontalpodautoscalers", ("get", "list", "create", "patch", "delete"), "autoscale"),
     ("coordination.k8s.io", "leases", ("get", "create", "patch", "delete"), "the apply lock"),
+    ("gateway.networking.k8s.io", "httproutes", ("get", "list", "create", "patch", "delete"),
+     "with a gateway: each service's route, a rollout's weights and mirror"),
 )
 CLUSTER: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     ("", "nodes", ("list",), "plans warn when no node offers a requested device (fpga, gpu)"),

@@ -53,6 +53,13 @@ def target_schema(kind: str) -> dict[str, Any]:
                                         "LoadBalancer"},
         "lock_timeout_s": {"type": "integer", "minimum": 0, "maximum": 3600,
                            "description": "how long an apply waits for another one's Lease (default 120)"},
+        "gateway": {"type": "object", "additionalProperties": False, "required": ["name"],
+                    "description": "a Gateway API Gateway that routes to the services: each gets an HTTPRoute "
+                                   "(path /<service>), and a rollout then sets exact weights and can mirror "
+                                   "requests (strategy shadow); without it a canary splits by replica ratio",
+                    "properties": {"name": {"type": "string", "pattern": DNS_LABEL, "maxLength": 63},
+                                   "namespace": {"type": "string", "pattern": DNS_LABEL, "maxLength": 63,
+                                                 "description": "the Gateway's namespace (default the target's)"}}},
     }
     if kind == "aks":
         props |= {

@@ -52,15 +52,16 @@ class LayoutRepository:
         return self.root / "blobs" / "sha256" / hexpart
 
     def _init(self) -> None:
-        """Make the folder a layout. Under the writers' lock: a writer racing this one may have recorded
-        entries between a check for a missing index and the write of an empty one, which would drop them."""
-        if (self.root / "oci-layout").exists() and (self.root / "index.json").exists():
+        """Create the layout once, under the lock: parallel first writers must not write an empty index
+        over the one another has just written (an entry would be lost). ``oci-layout`` comes last, so
+        once it exists the index does too."""
+        if (self.root / "oci-layout").exists():
             return
         with self.exclusive():
-            if not (self.root / "oci-layout").exists():
-                self._write(self.root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
             if not (self.root / "index.json").exists():
                 self._write_index([])
+            if not (self.root / "oci-layout").exists():
+                self._write(self.root / "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
 
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

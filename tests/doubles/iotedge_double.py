@@ -13,10 +13,12 @@ What it emulates, from the documented REST contract (api-version 2021-04-12) and
   the hub if the hub also merges layers below the base). The device twin's
   ``configurations.<id>.status`` is Applied or Targeted. A device no deployment targets keeps its
   last desired properties (its modules keep running), as the docs say.
-- Target conditions over device twins: ``*``, ``=``, ``!=``/``<>``, ``IN [..]``, ``AND``, ``OR``,
-  ``NOT``, parentheses; paths ``deviceId``, ``tags.…``, ``capabilities.iotEdge``, ``properties.…``.
+- Target conditions over device twins: ``*``, ``=``, ``!=``/``<>``, ``IN [..]``, ``IS_DEFINED(path)``,
+  ``AND``, ``OR``, ``NOT``, parentheses; paths ``deviceId``, ``tags.…``, ``capabilities.iotEdge``, ``properties.…``.
 - ``POST /devices/query`` (``SELECT * FROM devices[.modules] [WHERE …]``, continuation), device twins
-  (GET, PATCH of tags — how a test retags a device), module twins, direct methods on
+  (GET, PATCH of tags as a JSON merge patch, If-Match — how a test retags a device and how the
+  provider tags rollout rings; every deployment's condition is re-evaluated at once), module twins,
+  direct methods on
   ``$edgeAgent``: ``GetModuleLogs`` (encoding none, contentType text, filter tail/since).
 - SAS tokens: every request must carry ``SharedAccessSignature sr&sig&se&skn`` signed with the
   policy key for this host; an expired or wrong one is 401.
@@ -35,8 +37,12 @@ each device+module gets its own port on 127.0.0.1 (the image's ``--port``/``--ho
 the module's *reported* createOptions carry that HostPort, which is where the provider reads a
 device's port from. Not emulated: system modules are not run ($edgeHub routes are stored, not
 executed), no MQTT/AMQP, no device connection state, metrics are exact at once (the real hub
-takes up to minutes), error bodies' codes are ours. ``Hub.fail_next(429, 503)`` makes the next
-requests answer those statuses (Retry-After: 0), for the retry tests. ``run_modules=False`` (API tests without an
+takes up to minutes), error bodies' codes are ours. ``Agent.crash(module, why[, image=])`` makes a
+module die on one device (in its own words; with ``image``, whenever that version runs there), for
+tests of failing devices without an engine.
+``Hub.fail_next(429, 503)`` makes the next requests answer those statuses (Retry-After: 0), for
+the retry tests (``method=``/``after=``: only that method's requests, after letting some
+through: a caller interrupted halfway). ``run_modules=False`` (API tests without an
 engine) acknowledges deployments and reports modules running without starting anything.
 
 Run by hand: ``python3 tests/doubles/iotedge_double.py --serve --state-dir DIR`` (three devices:
@@ -157,6 +163,13 @@ class Condition:
         return node
 
     def _not(self) -> Any:
+        tok = self._peek()
+        if tok and tok[0] == "word" and tok[1].upper() == "IS_DEFINED":
+            self._i += 1
+            self._take("op", "(")
+            path = self._take("word")
+            self._take("op", ")")
+            return ("defined", path)
         if self._peek() == ("kw", "NOT"):
             self._i += 1
             return ("not", self._not())
@@ -203,6 +216,8 @@ def _eval(node: Any, twin: dict[str, Any]) -> bool:
     if op == "not":
         return not _eval(node[1], twin)
     value = _lookup(twin, node[1])
+    if op == "defined":
+        return value is not None
     if op == "eq":
         return value is not None and value == node[2]
     if op == "ne":
@@ -269,12 +284,25 @@ class Hub:
         self.agents: dict[str, Agent] = {}
         self.host = ""
         self.requests: list[tuple[str, str]] = []
-        self.faults: list[int] = []   # statuses the next requests answer (throttling, outages), for retry tests
+        self.faults: list[tuple[int, str | None]] = []   # (status, method) the next requests answer, for retry tests
+        self.fault_skip = 0
 
-    def fail_next(self, *statuses: int) -> None:
-        """The next requests answer these statuses (with Retry-After: 0) before the hub answers again."""
+    def fail_next(self, *statuses: int, method: str | None = None, after: int = 0) -> None:
+        """The next requests (of ``method`` only, when given, and after letting ``after`` of them through)
+        answer these statuses (with Retry-After: 0) before the hub answers again: throttling, an outage,
+        or a caller interrupted in the middle of its work."""
         with self.lock:
-            self.faults.extend(statuses)
+            self.faults.extend((status, method) for status in statuses)
+            self.fault_skip = after
+
+    def take_fault(self, method: str) -> int | None:
+        with self.lock:
+            if not self.faults or self.faults[0][1] not in (None, method):
+                return None
+            if self.fault_skip:
+                self.fault_skip -= 1
+                return None
+            return self.faults.pop(0)[0]
 
     # -- devices ----------------------------------------------------------------------------------
     def add_device(self, device_id: str, tags: dict[str, Any]) -> None:
@@ -292,14 +320,12 @@ class Hub:
         agent.start()
 
     def set_tags(self, device_id: str, tags: dict[str, Any]) -> None:
-        """Merge tags into a device twin (a PATCH of the twin), then re-resolve deployments."""
+        """Merge tags into a device twin as the hub's PATCH does (nested objects merge, a null removes a
+        key), then re-resolve deployments: a retag moves devices in and out
+        of deployments' target conditions at once."""
         with self.lock:
             twin = self.devices[device_id]["twin"]
-            for key, value in tags.items():
-                if value is None:
-                    twin["tags"].pop(key, None)
-                else:
-                    twin["tags"][key] = value
+            _merge_patch(twin["tags"], tags)
             twin["etag"], twin["version"] = _etag(), twin["version"] + 1
             self._resolve()
 
@@ -457,6 +483,19 @@ class Hub:
                     self.docker.api.remove_container(c["Id"], force=True)
 
 
+def _merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict):
+            child = target.get(key)
+            if not isinstance(child, dict):
+                child = target[key] = {}
+            _merge_patch(child, value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 def _etag() -> str:
     return base64.b64encode(secrets.token_bytes(6)).decode()
 
@@ -497,9 +536,27 @@ class Agent(threading.Thread):
         self.modules: dict[str, dict[str, Any]] = {}   # module -> {hash, container, restarts, ...}
         self.version = -1
         self.status: dict[str, Any] = {"code": 200}
+        self.doomed: dict[str, tuple[str, str]] = {}   # module -> (image, why): that image dies here at once
 
     def stop(self) -> None:
         self._halt.set()
+
+    def crash(self, module: str, why: str, *, image: str | None = None) -> None:
+        """The module as it runs now dies on this device and stays down (say, a camera it needs is gone):
+        reported failed with exit code 1 until a new desired version of it replaces it. With ``image``:
+        the module dies whenever it runs that image here (now, or once it is deployed: a version this
+        device cannot run), and no other."""
+        with self.hub.lock:
+            if image is not None:
+                self.doomed[module] = (image, why)
+            entry = self.modules.get(module)
+            if entry is None or (image is not None and entry["module"].get("settings", {}).get("image") != image):
+                return
+            container = entry.get("container")
+            entry.update(runtime="failed", exit=1, exited_at=now_utc(), description=f"exited with code 1: {why}")
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.stop(timeout=1)
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -551,6 +608,10 @@ class Agent(threading.Thread):
         entry = {"hash": digest, "container": None, "restarts": 0, "module": module, "runtime": "running",
                  "description": "", "exit": None, "started": now_utc(), "exited_at": None, "next_start": 0.0}
         self.modules[name] = entry
+        doom = self.doomed.get(name)
+        if doom is not None and doom[0] == module["settings"]["image"]:
+            entry.update(runtime="failed", exit=1, exited_at=now_utc(), description=f"exited with code 1: {doom[1]}")
+            return
         if not self.hub.run_modules:
             return
         port = self.ports.setdefault(name, _free_port())
@@ -720,8 +781,7 @@ class Handler(MethodDispatch, BaseHTTPRequestHandler):
             return self._send(400, {"Message": "api-version 2021-04-12 is required"})
         parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
         hub.requests.append((method, url.path))
-        with hub.lock:
-            fault = hub.faults.pop(0) if hub.faults else None
+        fault = hub.take_fault(method)
         if fault is not None:
             return self._send(fault, {"Message": "injected fault", "ErrorCode": "ThrottlingException"},
                               {"Retry-After": "0"})

@@ -21,9 +21,10 @@ controllers, and a kubelet that runs every scheduled pod's container for real in
   the container with the pod's command/args, probes readiness and liveness over HTTP, restarts
   exited containers with back-off (CrashLoopBackOff, lastState.terminated, restartCount), serves
   logs. **The one deviation, host networking**: the engine here has no bridge network, so every
-  container runs with ``network_mode=host`` and the kubelet gives each pod its own port on
-  127.0.0.1 by rewriting the container's ``--port``/``--host`` arguments; probes, the service
-  proxy and pod proxy map the container port to that host port. Pod IPs are reported as 127.0.0.1.
+  container runs with ``network_mode=host`` and the kubelet gives each pod its own ports on
+  127.0.0.1 by rewriting the container's ``--port``/``--probe-port``/``--host`` arguments; probes,
+  the service proxy and pod proxy map a container port (by number or name) to that host port. Pod
+  IPs are reported as 127.0.0.1.
 
 Not emulated: the HPA controller (HPAs are stored, not acted on), preemption, resource limits in
 the engine, init containers, volumes, graceful termination periods (containers get 5 s), and the
@@ -113,6 +114,7 @@ class PodRuntime:
     name: str
     namespace: str
     port: int                                   # the host port standing in for the pod's IP:containerPort
+    probe_port: int = 0                         # the same for the runtime's --probe-port
     container_id: str | None = None
     restarts: int = 0
     state: dict[str, Any] = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
@@ -154,7 +156,9 @@ class ControlPlane:
         if self._thread:
             self._thread.join(timeout=10)
         if self.docker is not None:
-            for c in self.docker.containers.list(all=True, filters={"label": f"k8s-double={self.instance}"}):
+            # sparse: no inspect per container, which fails for one a kubelet thread removes meanwhile
+            for c in self.docker.containers.list(all=True, sparse=True,
+                                                 filters={"label": f"k8s-double={self.instance}"}):
                 with contextlib.suppress(Exception):
                     c.remove(force=True)
 
@@ -405,7 +409,8 @@ class ControlPlane:
             uid = pod["metadata"]["uid"]
             rt = self.runtimes.get(uid)
             if rt is None:
-                rt = PodRuntime(uid, pod["metadata"]["name"], pod["metadata"]["namespace"], free_port())
+                rt = PodRuntime(uid, pod["metadata"]["name"], pod["metadata"]["namespace"], free_port(),
+                                free_port())
                 self.runtimes[uid] = rt
             if not rt.busy:
                 if rt.container_id is None and stamp >= rt.next_start:
@@ -457,14 +462,32 @@ class ControlPlane:
         return env
 
     @staticmethod
-    def _args(container: dict[str, Any], port: int) -> list[str]:
+    def _args(container: dict[str, Any], port: int, probe_port: int) -> list[str]:
         args = list(container.get("args") or [])
         for flag, value in (("--port", str(port)), ("--host", "127.0.0.1")):
             if flag in args[:-1]:
                 args[args.index(flag) + 1] = value
             else:
                 args += [flag, value]
+        if "--probe-port" in args[:-1]:
+            args[args.index("--probe-port") + 1] = str(probe_port)
         return args
+
+    @staticmethod
+    def _container_port(container: dict[str, Any], port: Any) -> int | None:
+        """A container port given by number or by name (None: not declared)."""
+        for p in container.get("ports") or []:
+            if str(port) in (p.get("name"), str(p.get("containerPort"))):
+                return int(p["containerPort"])
+        return int(port) if str(port).isdigit() else None
+
+    def _host_port(self, rt: PodRuntime, container: dict[str, Any], port: Any) -> int:
+        """Where the pod's container ``port`` listens on 127.0.0.1 (its --probe-port, else its --port)."""
+        number = self._container_port(container, port)
+        args = list(container.get("args") or [])
+        if "--probe-port" in args[:-1] and number is not None and str(number) == args[args.index("--probe-port") + 1]:
+            return rt.probe_port
+        return rt.port
 
     def _start(self, rt: PodRuntime, pod: dict[str, Any]) -> None:
         import docker.errors
@@ -493,7 +516,7 @@ class ControlPlane:
             if rt.gone or self._stop.is_set():
                 return
             run = self.docker.containers.run(
-                image, command=self._args(container, rt.port), entrypoint=container.get("command"),
+                image, command=self._args(container, rt.port, rt.probe_port), entrypoint=container.get("command"),
                 environment=env, network_mode="host", detach=True,
                 name=f"k8sd-{rt.name}-{rt.restarts}-{uuid.uuid4().hex[:4]}",
                 labels={"k8s-double": self.instance, "k8s-double.pod": rt.uid})
@@ -545,7 +568,7 @@ class ControlPlane:
             stamp = time.monotonic()
             ready_probe = container.get("readinessProbe")
             if ready_probe and stamp >= rt.next_readiness:
-                ok = self._probe_once(rt, ready_probe)
+                ok = self._probe_once(rt, ready_probe, container)
                 rt.readiness_successes = rt.readiness_successes + 1 if ok else 0
                 rt.ready = rt.readiness_successes >= int(ready_probe.get("successThreshold", 1)) if ok else False
                 rt.next_readiness = stamp + float(ready_probe.get("periodSeconds", 10))
@@ -553,7 +576,7 @@ class ControlPlane:
                 rt.ready = True
             live_probe = container.get("livenessProbe")
             if live_probe and stamp >= rt.next_liveness:
-                ok = self._probe_once(rt, live_probe)
+                ok = self._probe_once(rt, live_probe, container)
                 rt.liveness_failures = 0 if ok else rt.liveness_failures + 1
                 rt.next_liveness = stamp + float(live_probe.get("periodSeconds", 10))
                 if rt.liveness_failures >= int(live_probe.get("failureThreshold", 3)):
@@ -563,9 +586,10 @@ class ControlPlane:
         finally:
             rt.busy = False
 
-    def _probe_once(self, rt: PodRuntime, probe: dict[str, Any]) -> bool:
+    def _probe_once(self, rt: PodRuntime, probe: dict[str, Any], container: dict[str, Any]) -> bool:
         get = probe.get("httpGet") or {}
-        return self._get(rt.port, get.get("path", "/"), float(probe.get("timeoutSeconds", 1)))
+        port = self._host_port(rt, container, get.get("port", "http"))
+        return self._get(port, get.get("path", "/"), float(probe.get("timeoutSeconds", 1)))
 
     def _exited(self, rt: PodRuntime, code: int, reason: str) -> None:
         old = rt.container_id
@@ -584,9 +608,12 @@ class ControlPlane:
             rt.dead_id = old
 
     # -- what the API server asks the kubelet ---------------------------------------------------
-    def pod_port(self, uid: str) -> int | None:
+    def pod_port(self, uid: str, port: Any = None, container: dict[str, Any] | None = None) -> int | None:
+        """The host port of a running pod's container ``port`` (number or name; default its main one)."""
         rt = self.runtimes.get(uid)
-        return rt.port if rt and rt.container_id else None
+        if not (rt and rt.container_id):
+            return None
+        return self._host_port(rt, container or {}, port) if port else rt.port
 
     def logs(self, uid: str, *, tail: int | None, follow: bool) -> Any:
         """The container's output (a byte iterator when following), or None when it has not started."""

@@ -7,8 +7,10 @@ on 127.0.0.1 by rewriting the container's ``--port``/``--host`` arguments. The s
 (``…/pods/NAME[:PORT]/proxy/…``) map the Service's port -> targetPort -> the ready pod's host port.
 
 What the API server part emulates (see ``kubernetes_store`` for the object semantics): the core/v1,
-apps/v1, autoscaling/v2 and coordination.k8s.io/v1 paths of Namespaces, Nodes, Pods, Services,
-Secrets, Events, Deployments, ReplicaSets, HorizontalPodAutoscalers and Leases; GET/list, POST,
+apps/v1, autoscaling/v2, coordination.k8s.io/v1 and gateway.networking.k8s.io/v1 paths of
+Namespaces, Nodes, Pods, Services, Secrets, Events, Deployments, ReplicaSets,
+HorizontalPodAutoscalers, Leases and HTTPRoutes (stored as sent: no CRD schema is checked here; the
+real-cluster tests install the vendored CRD so the real API server validates them); GET/list, POST,
 PUT, PATCH (``application/apply-patch+yaml`` = server-side apply with ``fieldManager``/``force``;
 merge and strategic-merge patches as JSON merge patch), DELETE with ``propagationPolicy`` (query or
 DeleteOptions body), ``dryRun=All``, the ``/status`` subresource, pod logs (``tailLines``,
@@ -301,7 +303,7 @@ class KubernetesDouble:
                 pod = store.peek(BY_KIND["Pod"], ns, name)
                 if pod is None:
                     raise not_found(BY_KIND["Pod"], name)
-                host = self.control.pod_port(pod["metadata"]["uid"])
+                host = self.control.pod_port(pod["metadata"]["uid"], port or None, pod["spec"]["containers"][0])
                 if host is None:
                     raise ApiError(503, "ServiceUnavailable", f'pod "{name}" has no running container')
                 return host
@@ -319,7 +321,8 @@ class KubernetesDouble:
                 labels = pod["metadata"].get("labels") or {}
                 ok = any(c["type"] == "Ready" and c["status"] == "True"
                          for c in (pod.get("status") or {}).get("conditions") or [])
-                host = self.control.pod_port(pod["metadata"]["uid"])
+                host = self.control.pod_port(pod["metadata"]["uid"], chosen.get("targetPort"),
+                                             pod["spec"]["containers"][0])
                 if selector and all(labels.get(k) == v for k, v in selector.items()) and ok and host:
                     ready.append(host)
             if not ready:

@@ -62,6 +62,7 @@ KINDS = [
     Kind("apps", "v1", "replicasets", "ReplicaSet"),
     Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
     Kind("coordination.k8s.io", "v1", "leases", "Lease", status=False),
+    Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"),
 ]
 BY_PATH = {(k.group, k.version, k.plural): k for k in KINDS}
 BY_KIND = {k.kind: k for k in KINDS}

@@ -149,6 +149,21 @@ def test_crash_looping_modules_are_not_healthy():
     assert "refused the deployment (400: invalid configuration)" in healths.device_state("c1", "m", twin, agent).failing
 
 
+def test_reports_of_a_previous_desired_version_are_waited_for_not_judged():
+    """A ring device switching back to the stable version after an abort still reports the candidate's
+    module in backoff until its agent takes the new desired version: pending, neither failing nor ok."""
+    twin = {"deviceId": "d", "configurations": {"c1": {"status": "Applied"}}}
+    agent = {"properties": {"desired": {"$version": 5}, "reported": {
+        "lastDesiredVersion": 4, "lastDesiredStatus": {"code": 200},
+        "modules": {"m": {"runtimeStatus": "backoff", "exitCode": 1, "statusDescription": "camera not found"}}}}}
+    state = healths.device_state("c1", "m", twin, agent)
+    assert (state.ok, state.failing) == (False, None)
+    agent["properties"]["reported"]["lastDesiredVersion"] = 5
+    assert "module m backoff (exit code 1): camera not found" in healths.device_state("c1", "m", twin, agent).failing
+    agent["properties"]["reported"]["modules"]["m"] = {"runtimeStatus": "running"}
+    assert healths.device_state("c1", "m", twin, agent).ok
+
+
 @pytest.fixture
 def double(tmp_path, monkeypatch):
     with iotedge_double.running(tmp_path / "double", run_modules=False) as d:
@@ -298,7 +313,7 @@ def test_the_hub_limit_is_respected_before_creating(tmp_path, monkeypatch):
         provider = _connected(tmp_path, full)
         _put(provider, _desired(_spec()), 10)                  # with factory-base: the hub is full
         body = provider._configuration(_desired({**_spec(), "models": ["other:1@00"]}), DIGEST, KEYS, priority=11)
-        monkeypatch.setattr("providers.iotedge.provider.HUB_LIMIT", 2)   # a free hub's 10, a paid one's 100
+        monkeypatch.setattr("providers.iotedge.deploying.HUB_LIMIT", 2)   # a free hub's 10, a paid one's 100
         with pytest.raises(ProviderError, match="holds 2 deployments, IoT Hub's limit"):
             provider._put(body, _Steps())
         assert provider.hub.get_configuration(body["id"]) is None

@@ -63,6 +63,29 @@ CASES = {
 }
 
 
+def _canary_objects(gateway: bool) -> list[dict]:
+    """A canary's objects at its first step: 10 % by replica ratio, or behind a router 30 % and 20 % mirrored."""
+    from providers.kubernetes import canary
+
+    svc = _service()
+    if gateway:
+        svc = manifests.Service(**{**svc.__dict__, "gateway": manifests.Gateway("edge", "infra")})
+        return canary.objects(svc, 1, weight=30, mirror=20)
+    return canary.objects(svc, canary.split(3, 10).canary, weight=10)
+
+
+CANARY_CASES = {"canary": lambda: _canary_objects(False), "canary-gateway": lambda: _canary_objects(True)}
+
+
+@pytest.mark.parametrize("case", sorted(CANARY_CASES))
+def test_canary_objects_match_their_golden_file(case: str):
+    objects = [manifests.redacted(o) for o in CANARY_CASES[case]()]
+    check_golden(f"kubernetes/{case}.yaml", yaml.safe_dump_all(objects, sort_keys=False))
+    for obj in objects:
+        if obj["kind"] != "HTTPRoute":   # the HTTPRoute's schema is a CRD's: the real-cluster test checks it
+            kubernetes_validate.validate(CANARY_CASES[case]()[objects.index(obj)], NEWEST, strict=True)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_generated_objects_match_their_golden_file(case: str):
     objects = [manifests.redacted(o) for o in manifests.objects(CASES[case]())]

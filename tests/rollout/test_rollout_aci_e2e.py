@@ -1,6 +1,7 @@
-"""ACI has no traffic split: a canary is refused at validate, and a blue_green bake window still
-watches the new version (through the sample request: ACI reports no metrics address to this
-machine) and re-applies the previous one on failure. The real SDK over HTTPS to the ARM double,
+"""ACI has no traffic split: a canary or a shadow is refused at validate (naming the kinds that can, by
+their SplitsTraffic capability), and a blue_green bake window still watches the new version (through
+the sample request: ACI reports no metrics address to this machine) and re-applies the previous one
+on failure. The real SDK over HTTPS to the ARM double,
 whose container groups run the pushed image in the Docker engine."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ sys.path[:0] = [str(HERE.parent / "aci"), str(HERE.parent / "docker")]
 from aci_fixtures import ROOT, apply_env, double_running, env_for, free_port, registry_or_skip  # noqa: E402
 from docker_fixtures import _engine_or_skip  # noqa: E402
 from support import run_cli  # noqa: E402
+
+from planner.rollout.support import splitting_kinds  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 EXAMPLE = ROOT.parent / "examples" / "aci"
@@ -74,8 +77,17 @@ def test_canary_refused_and_a_failing_candidate_rolled_back_on_aci(aci):
     manifest.write_text(base + ROLLOUT.format(strategy="canary"))
     refused = run_cli("validate", *f)
     assert refused.code == 1
-    assert "rollout.strategy: strategy canary needs a target that splits traffic; target 'aci' (aci) cannot" \
-        in refused.err
+    assert "rollout.strategy: strategy canary needs a target that splits traffic; target 'aci' (aci) cannot " \
+           f"(targets that can: {', '.join(splitting_kinds('canary'))})" in refused.err, refused.err
+    manifest.write_text(base + ROLLOUT.format(strategy="shadow").replace(
+        "      steps: [{weight: 100, hold: 4s}]\n", "      mirror: {percent: 20, hold: 4s}\n"))
+    refused = run_cli("validate", *f)
+    assert refused.code == 1
+    assert "rollout.strategy: strategy shadow needs a target that splits traffic; target 'aci' (aci) cannot " \
+           f"(targets that can: {', '.join(splitting_kinds('shadow'))})" in refused.err, refused.err
+    # by capability: ACI splits nothing; IoT Edge splits by rings of devices, which cannot mirror requests
+    assert "aci" not in splitting_kinds("canary") + splitting_kinds("shadow")
+    assert "iotedge" in splitting_kinds("canary") and "iotedge" not in splitting_kinds("shadow")
 
     manifest.write_text(base + ROLLOUT.format(strategy="blue_green"))
     commit(manifest.parent, "a bake window")

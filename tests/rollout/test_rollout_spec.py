@@ -32,9 +32,9 @@ def test_the_refusal_names_the_kinds_that_split_traffic(project: Path):
     shutil.copy(GOLDEN / "rollout" / "errors.yaml", project / "ml.yaml")
     err = run_cli("validate", cwd=project).err
     line = next(ln for ln in err.splitlines() if "services.on-aci.rollout.strategy" in ln)
-    for kind in splitting_kinds():
+    for kind in splitting_kinds("shadow"):   # (kubernetes mirrors only behind a gateway: not by default)
         assert kind in line
-    assert "aci" not in splitting_kinds() and "local" in splitting_kinds()
+    assert "aci" not in splitting_kinds() and "local" in splitting_kinds() and "kubernetes" in splitting_kinds()
 
 
 def test_parsed_policy_and_description(project: Path):

@@ -1,0 +1,177 @@
+"""SplitsTraffic on the real control plane of .ci/kube-up.sh (its node agent runs the pods in Docker).
+
+- Without a router: the canary Deployment becomes Ready, the replica ratio is what the real
+  controllers run, the service proxy answers from both versions, each version's metrics come
+  through the real pod proxy from the probe port, and abort brings the stable version back.
+- With a router: the vendored Gateway API HTTPRoute CRD (.ci/kube/crds) is installed, so the real
+  API server validates every route a rollout writes (weights, RequestMirror percent) against the
+  real schema and its CEL rules; then promote. No Gateway controller runs: routes are stored, not served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from k8s_fixtures import _engine_or_skip
+from kubernetes import client, config
+from real_cluster import shared_cluster
+from support import ROOT, make_project, run_cli
+from test_kubernetes_rollout import _commit, _live, _provider_and_desired, manifest_text
+
+from planner.core.events import Events
+from planner.core.resources import RolloutState, spec_fingerprint
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+CRD = ROOT / ".ci" / "kube" / "crds" / "gateway.networking.k8s.io_httproutes.yaml"
+GROUP = "gateway.networking.k8s.io"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    _engine_or_skip()
+    if not os.environ.get("MLOPS_TEST_REGISTRY"):
+        pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
+    return shared_cluster()
+
+
+@pytest.fixture
+def kube(cluster, monkeypatch):
+    """The cluster's APIs; this test's own namespace (the machine's cluster: others may use it too)."""
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    namespace = f"ror-{uuid.uuid4().hex[:6]}"
+    api = config.new_client_from_config(str(cluster.kubeconfig))
+    yield namespace, client.AppsV1Api(api), client.CoreV1Api(api), client.CustomObjectsApi(api), api
+    with contextlib.suppress(Exception):
+        client.CoreV1Api(api).delete_namespace(namespace)
+
+
+@pytest.fixture(scope="module")
+def httproute_crd(cluster):
+    """The Gateway API's HTTPRoute CRD in the real API server, Established (removed after if installed here)."""
+    ext = client.ApiextensionsV1Api(config.new_client_from_config(str(cluster.kubeconfig)))
+    body = yaml.safe_load(CRD.read_text())
+    name = body["metadata"]["name"]
+    created = False
+    try:
+        ext.read_custom_resource_definition(name)
+    except client.ApiException as exc:
+        assert exc.status == 404, exc
+        ext.create_custom_resource_definition(body)
+        created = True
+    deadline = time.monotonic() + 60
+    while not any(c.type == "Established" and c.status == "True"
+                  for c in (ext.read_custom_resource_definition(name).status.conditions or [])):
+        assert time.monotonic() < deadline, "the HTTPRoute CRD is not Established after 60 s"
+        time.sleep(0.5)
+    yield name
+    if created:
+        with contextlib.suppress(Exception):
+            ext.delete_custom_resource_definition(name)
+
+
+def _manifest(tmp: Path, namespace: str, **kw) -> Path:
+    text = manifest_text(f"ror-{uuid.uuid4().hex[:6]}", **kw).replace("namespace: ro,", f"namespace: {namespace},")
+    return make_project(tmp / "repo", text)
+
+
+def _replicas(apps, namespace: str, name: str) -> int:
+    return apps.read_namespaced_deployment(name, namespace).spec.replicas
+
+
+def test_replica_ratio_canary_metrics_and_abort_on_the_real_control_plane(kube, tmp_path: Path):
+    namespace, apps, _core, _custom, _api = kube
+    manifest = _manifest(tmp_path, namespace)
+    f = ["-f", str(manifest)]
+    try:
+        applied = run_cli("apply", "--auto-approve", *f)
+        assert applied.code == 0, applied.out + applied.err
+        provider, _ = _provider_and_desired(manifest)
+        stable_live = _live(provider)
+        (manifest.parent / "model.txt").write_text("v2\n")
+        _commit(manifest.parent, "a second model")
+        provider, desired = _provider_and_desired(manifest)
+        v1, v2 = spec_fingerprint(stable_live.spec), spec_fingerprint(desired.spec)
+        state = RolloutState(candidate=v2, stable=v1, phase="canary", step=-1)
+        live = provider.start_candidate(desired, stable_live, state, Events())
+        assert live.rollout == state and _replicas(apps, namespace, "echo-api-canary") == 0
+
+        step = dataclasses.replace(state, step=0, weight=50.0)
+        live = provider.set_traffic(live, step, Events())
+        assert (_replicas(apps, namespace, "echo-api"), _replicas(apps, namespace, "echo-api-canary")) == (1, 2)
+        candidate = live.versions[1]
+        assert candidate.spec_fingerprint == v2 and candidate.health.state == "Healthy" and candidate.health.ready == 2
+        answers = set()
+        for _ in range(30):
+            status, body, _where = provider.call(live, b'{"x": 1}')
+            assert status == 200, body
+            answers.add(json.loads(body)["model"])
+        assert answers == {"v1", "v2"}, "the one Service's endpoints are both versions' pods"
+        live = _live(provider)
+        for version in (v1, v2):
+            text = provider.metrics(live, version)
+            assert text and f'version="{version}"' in text and "mlops_request_duration_seconds_bucket" in text
+
+        aborted = provider.abort(live, dataclasses.replace(step, phase="aborted", reason="error rate 20% > 1%"),
+                                 Events())
+        assert aborted.rollout.phase == "aborted" and aborted.rollout.reason == "error rate 20% > 1%"
+        assert _replicas(apps, namespace, "echo-api") == 3 and aborted.status == "Healthy"
+        assert [v.spec_fingerprint for v in aborted.versions] == [v1]
+        assert "echo-api-canary" not in {d.metadata.name for d in apps.list_namespaced_deployment(namespace).items}
+    finally:
+        run_cli("destroy", "--auto-approve", *f)
+
+
+def test_httproute_weights_and_mirror_pass_the_real_crd_then_promote(kube, httproute_crd, tmp_path: Path):
+    namespace, apps, core, custom, _api = kube
+    manifest = _manifest(tmp_path, namespace, replicas=2, extra_target=", gateway: {name: edge}")
+    f = ["-f", str(manifest)]
+
+    def route() -> dict:
+        return custom.get_namespaced_custom_object(GROUP, "v1", namespace, "httproutes", "echo-api")
+
+    try:
+        applied = run_cli("apply", "--auto-approve", *f)
+        assert applied.code == 0, applied.out + applied.err
+        assert route()["spec"]["parentRefs"][0] == {"group": GROUP, "kind": "Gateway", "name": "edge",
+                                                    "namespace": namespace}
+        provider, _ = _provider_and_desired(manifest)
+        stable_live = _live(provider)
+        (manifest.parent / "model.txt").write_text("v2\n")
+        _commit(manifest.parent, "a second model")
+        provider, desired = _provider_and_desired(manifest)
+        state = RolloutState(candidate=spec_fingerprint(desired.spec), stable=spec_fingerprint(stable_live.spec),
+                             phase="mirror", mirror=20.0)
+        live = provider.start_candidate(desired, stable_live, state, Events())
+        assert live.versions[1].health.ready == 1, "behind a router the candidate is Ready before any share"
+        mirror = [x for x in route()["spec"]["rules"][0]["filters"] if x["type"] == "RequestMirror"]
+        assert mirror[0]["requestMirror"]["percent"] == 20
+
+        live = provider.set_traffic(live, dataclasses.replace(state, phase="canary", step=0, weight=30.0, mirror=0.0),
+                                    Events())
+        assert [(b["name"], b["weight"]) for b in route()["spec"]["rules"][0]["backendRefs"]] == \
+            [("echo-api", 70), ("echo-api-canary", 30)]
+        # The schema is really enforced: the same route with a mirror of 150 % is refused.
+        bad = route()
+        bad["spec"]["rules"][0]["filters"].append({"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"name": "echo-api-canary", "port": 80}, "percent": 150}})
+        with pytest.raises(client.ApiException) as refused:
+            custom.replace_namespaced_custom_object(GROUP, "v1", namespace, "httproutes", "echo-api", bad)
+        assert refused.value.status == 422
+
+        promoted = provider.promote(live, desired, Events())
+        assert promoted.rollout is None and promoted.health.ready == 2
+        assert [b["name"] for b in route()["spec"]["rules"][0]["backendRefs"]] == ["echo-api"]
+        assert "echo-api-canary" not in {s.metadata.name for s in core.list_namespaced_service(namespace).items}
+        status, body, _where = provider.call(promoted, b'{"x": 1}')
+        assert status == 200 and json.loads(body)["model"] == "v2"
+    finally:
+        run_cli("destroy", "--auto-approve", *f)
