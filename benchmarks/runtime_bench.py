@@ -10,10 +10,12 @@ This runtime is installed the way the local target installs it: the ``providers/
 directory copied into the virtualenv's site-packages as ``mlops_runtime``, run with
 ``python -m mlops_runtime``; its venv holds only ``REQUIREMENTS`` (plus scikit-learn).
 
-With ``--metrics-cost`` it instead measures what the per-version metrics cost: two instances
-of this runtime side by side, both with a probe port (metrics are kept only with one), one with
-``--no-metrics``, loaded in alternation (ABBA rounds, so drift from other work on the machine
-hits both alike); it prints the median req/s of each and their ratio.
+With ``--metrics-cost`` it instead measures what the per-version metrics and the rollout route
+watch cost: two instances of this runtime side by side, both with a probe port (metrics are kept
+only with one); "on" counts requests and watches a route file that names a candidate at weight 0
+and mirror 0 (so every request takes the split decision, and none is sent anywhere), "off" has
+``--no-metrics`` and no route file; loaded in alternation (ABBA rounds, so drift from other work
+on the machine hits both alike); it prints the median req/s of each and their ratio.
 
 Usage: python benchmarks/runtime_bench.py [--duration 10] [--repeat 3] [--workers 1 2] [--scenarios echo sklearn]
        python benchmarks/runtime_bench.py --metrics-cost [--duration 5] [--repeat 8] [--workers 1 2]
@@ -268,6 +270,20 @@ def record_cost_us(rounds: int = 200_000) -> float:
     return (time.perf_counter() - started) / rounds * 1e6
 
 
+def decide_cost_us(rounds: int = 200_000) -> float:
+    """What the split decision costs per request (in this process), taken at weight 1 %: an upper
+    bound of a route at weight 0 and mirror 0, where a request pays one attribute check."""
+    from providers.runtime.routes import Route, Router
+
+    router = Router("/nonexistent", "bench")
+    router._apply(Route("candidate", "127.0.0.1", 1, 1.0, 0.0, True))
+    started = time.perf_counter()
+    for _ in range(rounds):
+        if router.splitting:
+            router.decide()
+    return (time.perf_counter() - started) / rounds * 1e6
+
+
 def metrics_cost(python: Path, scenario: str, workers: int, model_dir: Path, work: Path,
                  args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """req/s and server CPU microseconds per request of each measured run, with metrics on and off
@@ -280,7 +296,12 @@ def metrics_cost(python: Path, scenario: str, workers: int, model_dir: Path, wor
     )
     ports, processes = {}, {}
     try:
-        for name, flags in (("on", ()), ("off", ("--no-metrics",))):
+        routes = work / f"routes-{scenario}-{workers}.json"
+        routes.write_text(json.dumps({"rollout": {"candidate": "candidate", "stable": "bench", "phase": "canary",
+                                                  "weight": 0.0, "mirror": 0.0},
+                                      "candidate": {"version": "candidate", "host": "127.0.0.1",
+                                                    "port": free_port()}}))
+        for name, flags in (("on", ("--routes", str(routes))), ("off", ("--no-metrics",))):
             ports[name] = free_port()
             extra = ("--probe-port", str(free_port()), "--revision", "bench", *flags)
             processes[name] = start_server(MLOPS, python, script, model_dir, workers, ports[name],
@@ -316,6 +337,9 @@ def report_metrics_cost(rows: list[tuple[str, int, dict[str, list[float]], dict[
         print(f"{'':<17} req/s runs off: {' '.join(f'{x:.0f}' for x in rps['off'])}")
     cost = record_cost_us()
     print(f"\nrecording one request: {cost:.2f} us in-process (the only work metrics add per request)")
+    split = decide_cost_us()
+    print(f"the split decision (taken at weight 1%; skipped at 0): {split:.2f} us in-process per request")
+    cost += split
     for scenario, workers, _rps, cpu in rows:
         print(f"  {scenario}, {workers} worker(s): {cost / statistics.median(cpu['off']) * 100:.2f}% of the "
               f"server CPU per request without metrics")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ class Store:
         self.context = context
         self.config = dict(registry or {})
         self._registry: ModelRegistry | None = None
+        self._opening = threading.Lock()
 
     @property
     def shared(self) -> bool:
@@ -94,10 +96,14 @@ class Store:
 
     @property
     def registry(self) -> ModelRegistry:
-        """Opened on first use: constructing a Store does no I/O."""
-        if self._registry is None:
-            self._registry = ModelRegistry(open_repository(self.context.project, self.config))
-        return self._registry
+        """Opened on first use: constructing a Store does no I/O. Once, though apply's threads ask at the
+        same moment: one registry, so one cache of its tags and one holder of its lock in this process."""
+        if self._registry is not None:
+            return self._registry
+        with self._opening:
+            if self._registry is None:
+                self._registry = ModelRegistry(open_repository(self.context.project, self.config))
+            return self._registry
 
     def describe(self) -> str:
         return self.registry.repo.display

@@ -26,7 +26,7 @@ from typing import Any
 from planner.errors import CancelledError, MlopsError
 from planner.events import Events
 from planner.plan import Change
-from planner.resources import Live, Resource
+from planner.resources import Live, Resource, spec_fingerprint
 from providers.base import ensure_connected
 
 from .analysis import Tally, Verdict, VersionStats, delta, judge, parse_metrics
@@ -198,7 +198,7 @@ def _sampler(provider: Any, desired: Resource, live: Live, policy: Rollout) -> S
     per_interval = analysis.min_requests if analysis else 1
     url = live.details.get("metrics_url")
     if isinstance(url, str) and url:
-        return Sampler(desired.fingerprint, url, None, per_interval)
+        return Sampler(spec_fingerprint(desired.spec), url, None, per_interval)   # the runtime's version label
     sample = desired.inputs.get("sample_request")
     if sample is None:
         raise RolloutFailed(f"{desired.address}: {provider.describe()} reports no metrics address, and the "

@@ -20,13 +20,6 @@ Manifest = Any
 Where = tuple[str | int, ...]
 
 
-def _legacy(variant: type) -> bool:
-    """Transitional: a kind that declared ``traffic_split = True`` before ``SplitsTraffic`` existed
-    validates as splitting (apply still runs its canary as a bake window, and the plan says so).
-    Remove once every kind in the tree implements the capability."""
-    return bool(getattr(variant, "traffic_split", False))
-
-
 def strategies_of(variant: type, config: Mapping[str, Any]) -> frozenset[str]:
     """What a provider class can run with these target settings; blue_green only (the bake window)
     without ``SplitsTraffic``."""
@@ -34,8 +27,6 @@ def strategies_of(variant: type, config: Mapping[str, Any]) -> frozenset[str]:
 
     if issubclass(variant, SplitsTraffic):
         return frozenset(variant.rollout_strategies(config))
-    if _legacy(variant):
-        return frozenset({"canary", "blue_green", "shadow"})
     return frozenset({"blue_green"})
 
 

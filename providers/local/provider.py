@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from planner.addresses import Address
+from planner.core.resources import spec_fingerprint
 from planner.hashing import digest
 from planner.resources import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, Live, Resource, Version
 
 from ..base import (
+    FindsOrphans,
     KeepsBuildLog,
     Progress,
     ProjectContext,
@@ -54,6 +56,8 @@ from .venvs import ensure_venv, venv_python
 PROBE_PARALLELISM = 16
 GO_LIVE = signal.SIGUSR1
 """The runtime's --hold-public signal (providers/runtime/supervisor.py)."""
+CANDIDATE_RECORD = "candidate.json"
+"""A rollout's candidate's service record, in its instance folder until it is promoted."""
 MARKER = "MLOPS_INSTANCE"
 """Environment variable every instance process carries: ``<owner>/<target>/<service>/<instance>``."""
 
@@ -69,26 +73,20 @@ def legacy_owner_of(context: ProjectContext) -> str:
     return digest({"state": str(context.state_dir.resolve())})[:16]
 
 
-class LocalProvider(KeepsBuildLog, LocalEngine):
-    """``provider: local`` with ``engine: process`` (the default), and the kind's entry: ``variant()``
+class LocalProvider(KeepsBuildLog, FindsOrphans, LocalEngine):
+    """``provider: local`` with ``engine: process`` (the default), and the kind's entry: ``variants()``
     answers the docker engine, a sibling built on the same shared ``LocalEngine``."""
 
     engine_name: ClassVar[str] = "process"
 
     @classmethod
-    def variant(cls, config: Mapping[str, Any]) -> type[Provider]:
+    def variants(cls, config: Mapping[str, Any] | None = None) -> list[type[Provider]]:
         """``engine: docker`` runs each service as a container in a Docker engine instead."""
-        if config.get("engine") == "docker":
-            from .docker import DockerLocalProvider
-
-            return DockerLocalProvider
-        return cls
-
-    @classmethod
-    def variants(cls) -> list[type[Provider]]:
         from .docker import DockerLocalProvider
 
-        return [LocalProvider, DockerLocalProvider]
+        if config is None:
+            return [LocalProvider, DockerLocalProvider]
+        return [DockerLocalProvider if config.get("engine") == "docker" else cls]
 
     # -- records ----------------------------------------------------------------------------------
     @staticmethod
@@ -148,7 +146,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
         else:
             with ThreadPoolExecutor(max_workers=min(PROBE_PARALLELISM, len(records))) as pool:
                 found = list(pool.map(lambda item: cls._live_from(*item, ports), records))
-        out = [cls._with_strays(live, running.get(live.address.name, [])) for live in found]
+        out = [cls._with_rollout_and_strays(context, live, running.get(live.address.name, [])) for live in found]
         recorded = {live.address.name for live in found}
         for name, instances in sorted(running.items()):
             if name not in recorded and wanted(instances[0]["target"]):
@@ -168,6 +166,14 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
                 out.setdefault(parts[2], []).append({"pid": pid, "start_id": start, "target": parts[1],
                                                      "instance": parts[3]})
         return out
+
+    @classmethod
+    def _with_rollout_and_strays(cls, context: ProjectContext, live: Live, running: list[dict[str, Any]]) -> Live:
+        """A rollout's candidate (named by the route file) is a version, not a stray."""
+        engine = cls(target=live.target or "", config={"provider": cls.kind}, context=context)
+        candidate = engine.rollout_candidate(live.address.name, live.details.get("instance"))
+        live = engine.with_rollout(live)
+        return cls._with_strays(live, [r for r in running if r["instance"] != candidate])
 
     @staticmethod
     def _with_strays(live: Live, running: list[dict[str, Any]]) -> Live:
@@ -248,6 +254,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
         name = live.address.name
+        self.drop_rollout(live, progress)
         self._stop_strays(name, keep=live.details.get("instance"), progress=progress)
         record = _read_json(self._record_file(name))
         if record and record.get("fingerprint") == desired.fingerprint and live.status == HEALTHY:
@@ -262,6 +269,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
 
     def delete(self, live: Live, progress: Progress) -> None:
         name = live.address.name
+        self.drop_rollout(live, progress)
         progress("stopping process")
         if live.details.get("pid"):
             processes.stop(int(live.details["pid"]), str(live.details["start_id"]))
@@ -303,30 +311,35 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
             processes.stop(r["pid"], r["start_id"])
             self._remove_instance(name, r["instance"])
 
-    def _start(self, desired: Resource, port: int, keys: dict[str, str], progress: Progress) -> dict[str, Any]:
+    def _start(self, desired: Resource, port: int, keys: dict[str, str], progress: Progress, *,
+               instance: str | None = None, probe_port: int | None = None, public: bool = True) -> dict[str, Any]:
         """Start one instance on the service's shared listener; return its record once it is ready
         and passed the smoke test on its private probe port.
 
         The instance is written down (``instance.json``) before it is started and carries a marker,
-        so an apply killed at any moment leaves nothing the next read cannot see.
+        so an apply killed at any moment leaves nothing the next read cannot see. With ``public``
+        False (a rollout's candidate) it never gets GO_LIVE and the service's record is not
+        written: its record waits in its instance folder until it is promoted.
         """
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
         venv = ensure_venv(self.context.cache_dir, inputs["environment"], progress,
                            log_copy=self._log_file(name).with_suffix(".build.log"),
                            log_hint=f"`mlops logs --build {name}`")
         as_events(progress).check()   # cancelled while the environment was built: start nothing
-        instance = os.urandom(4).hex()
+        instance = instance or os.urandom(4).hex()
         instance_dir = self._instance_dir(name, instance)
         model_dir = self._model_dir(inputs["models"], instance_dir)
         source = snapshot(Path(inputs["source_dir"]), str(spec["source"]).rsplit("@", 1)[-1], self.context.state_dir)
         keeper = self._hold_port(name, port, self._log_file(name))
-        probe_port = processes.free_port(HOST)
+        probe_port = probe_port or processes.free_port(HOST)
         deploy = spec["deploy"]
+        routes = self._route_path(name)
+        routes.parent.mkdir(parents=True, exist_ok=True)
         cmd = [*_memory_limit(deploy.get("memory_gb")), str(venv_python(venv)), "-m", "mlops_runtime",
                "--entry-script", str(source / inputs["entry_script"]),
                "--model-dir", str(model_dir), "--host", HOST, "--port", str(port),
                "--workers", str(deploy.get("workers", 1)), "--listen-socket", str(keeper.socket),
-               "--probe-port", str(probe_port), "--hold-public", str(HOLD_PUBLIC_S)]
+               "--probe-port", str(probe_port), "--hold-public", str(HOLD_PUBLIC_S), "--routes", str(routes)]
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/"),
@@ -338,7 +351,7 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
             "PYTHONDONTWRITEBYTECODE": "1",
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
-            "MLOPS_REVISION": desired.fingerprint,   # the version label of its metrics
+            "MLOPS_REVISION": spec_fingerprint(spec),   # the version label of its metrics, as Live.versions
             "PYTHONUNBUFFERED": "1",
         }
         if keys:
@@ -359,7 +372,8 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
         try:
             self._wait_ready(desired, pid, start_id, probe_port, log_file, progress, ran_from=source)
             self._smoke_test(desired, probe_port, keys, progress)
-            os.kill(pid, GO_LIVE)   # only now does it take public requests
+            if public:
+                os.kill(pid, GO_LIVE)   # only now does it take public requests
         except BaseException:
             processes.stop(pid, start_id, timeout=5)
             shutil.rmtree(instance_dir, ignore_errors=True)
@@ -369,7 +383,11 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
             "port": port, "spec": dict(spec), "fingerprint": desired.fingerprint, "git": dict(self.context.git),
             "started": time.time(), "sensitive": sorted(desired.sensitive), "venv": str(venv),
             "probe_port": probe_port,   # where its per-version metrics are (rollout analysis)
+            "routes": True,   # its runtime reads the route file: it can be a rollout's stable version
         }
+        if not public:
+            _write_json(instance_dir / CANDIDATE_RECORD, record)
+            return record
         ensure_state_dir(self.context.state_dir)
         _write_json(self._record_file(name), record)
         (self._legacy_records_dir(self.context) / f"{name}.json").unlink(missing_ok=True)   # moved here
@@ -389,6 +407,60 @@ class LocalProvider(KeepsBuildLog, LocalEngine):
         if not processes.is_running(pid, start_id):
             raise ProviderError(f"{desired.address}: the service process exited during start-up: {cause}")
         raise ProviderError(f"{desired.address}: not ready after {timeout}s (deploy.startup_timeout_s): {cause}")
+
+    # -- rollouts: what this engine supplies (the steps are LocalEngine's) -------------------------
+    def _stable_entry(self, live: Live) -> dict[str, Any]:
+        return {"version": spec_fingerprint(live.spec), "instance": live.details.get("instance"),
+                "pid": live.details.get("pid"), "start_id": live.details.get("start_id")}
+
+    def _reads_routes(self, live: Live) -> bool:
+        record = _read_json(self._record_file(live.address.name))
+        return bool(record and record.get("routes") and record.get("instance") == live.details.get("instance"))
+
+    def _launch_candidate(self, desired: Resource, port: int, keys: dict[str, str], instance: str, probe_port: int,
+                          progress: Progress) -> dict[str, Any]:
+        record = self._start(desired, port, keys, progress, instance=instance, probe_port=probe_port, public=False)
+        return {"pid": record["pid"], "start_id": record["start_id"]}
+
+    def _pid_of(self, name: str, entry: Mapping[str, Any]) -> tuple[int, str] | None:
+        """The process of an instance: as the route file recorded it, else found by its marker."""
+        if entry.get("pid"):
+            return int(entry["pid"]), str(entry["start_id"])
+        for r in self._running(self.context).get(name, []):
+            if r["instance"] == entry.get("instance"):
+                return int(r["pid"]), str(r["start_id"])
+        return None
+
+    def _identify(self, name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+        found = self._pid_of(name, entry)
+        return {"pid": found[0], "start_id": found[1]} if found else {}
+
+    def _instance_running(self, name: str, entry: Mapping[str, Any]) -> bool:
+        found = self._pid_of(name, entry)
+        return found is not None and processes.is_running(*found)
+
+    def _stop_instance(self, name: str, entry: Mapping[str, Any]) -> None:
+        found = self._pid_of(name, entry)
+        if found is not None:
+            processes.stop(*found)
+        if entry.get("instance"):
+            self._remove_instance(name, str(entry["instance"]))
+
+    def _go_live(self, name: str, entry: Mapping[str, Any]) -> None:
+        found = self._pid_of(name, entry)
+        if found is None or not processes.is_running(*found):
+            raise ProviderError(f"service.{name}: the candidate (instance {entry.get('instance')}) is not running")
+        os.kill(found[0], GO_LIVE)
+
+    def _adopt(self, name: str, entry: Mapping[str, Any]) -> None:
+        record = _read_json(self._instance_dir(name, str(entry["instance"])) / CANDIDATE_RECORD)
+        if record is None:
+            raise ProviderError(f"service.{name}: the candidate's record is gone; abort the rollout and retry it")
+        ensure_state_dir(self.context.state_dir)
+        _write_json(self._record_file(name), record)
+
+    def _remove_strays(self, live: Live, progress: Progress) -> None:
+        self._stop_strays(live.address.name, keep=live.details.get("instance"), progress=progress)
 
     def build_log(self, name: str) -> Iterator[str]:
         """The whole output of the last build of the service's virtualenv (pip's full story)."""

@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,6 +62,9 @@ class RemoteRepository:
         if credentials:
             REDACTOR.add(credentials[1])
         self._auth: str | None = None
+        self._guard = threading.Lock()
+        self._blob_locks: dict[str, threading.RLock] = {}
+        self._uploaded: set[str] = set()
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _url(self, path: str) -> str:
@@ -154,12 +158,29 @@ class RemoteRepository:
         return True
 
     # -- blobs ----------------------------------------------------------------------------------
+    def _one_at_a_time(self, digest: str) -> threading.RLock:
+        """This process's threads ask about and upload one blob in turn. Apply's threads all need the same
+        empty config on a fresh repository, and docker's registry (filesystem storage) rewrites a blob's
+        link on every upload of it: a HEAD or a manifest PUT naming the blob meanwhile gets HTTP 500
+        ("invalid checksum digest format") or "blob unknown"."""
+        with self._guard:
+            return self._blob_locks.setdefault(digest, threading.RLock())
+
     def has_blob(self, digest: str) -> bool:
-        status, _, _ = self.request("HEAD", self._url(f"blobs/{digest}"), missing_ok=True)
-        return status == 200
+        with self._one_at_a_time(digest):
+            status, _, _ = self.request("HEAD", self._url(f"blobs/{digest}"), missing_ok=True)
+            return status == 200
 
     def put_blob(self, digest: str, path: Path | None = None, data: bytes | None = None) -> None:
-        """Monolithic upload: POST opens a session, PUT sends the bytes with their digest."""
+        """Monolithic upload: POST opens a session, PUT sends the bytes with their digest. Skipped when
+        another thread of this process uploaded the blob while this one waited (and it is still there)."""
+        with self._one_at_a_time(digest):
+            if digest in self._uploaded and self.has_blob(digest):
+                return
+            self._upload(digest, path, data)
+            self._uploaded.add(digest)
+
+    def _upload(self, digest: str, path: Path | None, data: bytes | None) -> None:
         _, _, headers = self.request("POST", self._url("blobs/uploads/"), ok=(202,), body=b"",
                                      headers={"Content-Length": "0"})
         location = headers.get("location")

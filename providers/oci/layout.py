@@ -71,7 +71,11 @@ class LayoutRepository:
         os.replace(tmp, path)
 
     def _index(self) -> list[dict[str, Any]]:
-        """The index's entries, parsed again only when the file changed (it is replaced, never edited)."""
+        return self._snapshot()[0]
+
+    def _snapshot(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        """The index's entries and the same by reference, from one read of the file: parsed again only when
+        it changed (it is replaced, never edited). One tuple, so a thread never pairs another's halves."""
         path = self.root / "index.json"
         try:
             st = path.stat()
@@ -79,23 +83,24 @@ class LayoutRepository:
             # A replaced file may get the old inode back, and timestamps are coarser than writes: trust
             # the stamp only for an index that has been still for a while.
             settled = time.time_ns() - st.st_mtime_ns > RECENT_NS
-            if self._cached is not None and self._cached[0] == stamp and settled:
-                return self._cached[1]
+            cached = self._cached
+            if cached is not None and cached[0] == stamp and settled:
+                return cached[1], cached[2]
             index = json.loads(path.read_bytes())
             manifests = index["manifests"]
             if not isinstance(manifests, list):
                 raise ValueError
         except FileNotFoundError:
-            return []
+            return [], {}
         except (ValueError, KeyError, TypeError):
             raise ProviderError(f"{self.display}: index.json is corrupt; restore it or remove the folder") from None
         entries = [m for m in manifests if isinstance(m, dict)]
-        self._cached = (stamp, entries, {str((m.get("annotations") or {}).get(REF_NAME)): m for m in entries})
-        return entries
+        by_ref = {str((m.get("annotations") or {}).get(REF_NAME)): m for m in entries}
+        self._cached = (stamp, entries, by_ref)
+        return entries, by_ref
 
     def _by_ref(self, reference: str) -> dict[str, Any] | None:
-        self._index()
-        return self._cached[2].get(reference) if self._cached is not None else None
+        return self._snapshot()[1].get(reference)
 
     def _write_index(self, manifests: list[dict[str, Any]]) -> None:
         self._cached = None

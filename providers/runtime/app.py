@@ -9,6 +9,9 @@ Routes, status codes, error bodies and headers follow Azure's ``azureml-inferenc
 * ``GET /swagger.json?version=2|3|3.1`` -> the OpenAPI document
 * ``GET /metrics`` on the probe port only -> Prometheus text (see ``metrics``)
 
+During a rollout (``routes``), the stable version has a share of the ``/score`` requests on its
+public port answered by the candidate, and mirrors copies to it (see ``routes`` and ``_split``).
+
 Every error body is JSON ``{"message": …}``; every answer but ``GET /`` carries
 ``x-ms-run-function-failed`` (``True`` only when ``run()`` failed or answered 5xx). Requests to
 ``/score`` that arrive before ``init()`` finished wait for it (as they would queue in front of
@@ -28,9 +31,11 @@ from urllib.parse import parse_qs
 from . import __version__, logs
 from .auth import KeyCheck
 from .cors import ALLOW_ORIGIN, Cors
+from .forward import ForwardFailed, Upstream
 from .inputs import InputError, arguments_for
 from .metrics import CONTENT_TYPE, Recorder, SharedMetrics
 from .request import Headers, Request
+from .routes import FORWARD, Route, Router
 from .scorer import Busy, Outcome, Scorer, ScoringTimeout
 from .script import EntryScript
 from .swagger import Swagger, SwaggerNotFound
@@ -55,12 +60,24 @@ _NOT_FAILED = (_RUN_FAILED_HEADER, b"False")
 _FAILED = (_RUN_FAILED_HEADER, b"True")
 _SERVER_VERSION = (b"x-ms-server-version", f"mlops-runtime/{__version__}".encode())
 _CLOSE = (b"connection", b"close")
+MAX_MIRRORS_IN_FLIGHT = 32
+"""Mirror copies one worker has on their way to the candidate at once; more are dropped (and
+counted), so a slow candidate never costs the stable version memory or time."""
 _ALLOWED = {
     "/": (b"GET, HEAD", ("GET", "HEAD")),
     "/ready": (b"GET, HEAD", ("GET", "HEAD")),
     "/score": (b"GET, OPTIONS, POST", ("GET", "POST", "OPTIONS", "HEAD")),
     "/swagger.json": (b"GET, HEAD", ("GET", "HEAD")),
 }
+
+
+def _replay(body: bytes) -> Receive:
+    """A ``receive`` that gives the already-read body again (the request is answered here after all)."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 class ClientGone(Exception):
@@ -88,6 +105,7 @@ class RuntimeApp:
         metrics: SharedMetrics | None = None,
         recorder: Recorder | None = None,
         probe_port: int | None = None,
+        router: Router | None = None,
     ) -> None:
         self._script = script
         self._scorer = scorer
@@ -100,6 +118,9 @@ class RuntimeApp:
         self._metrics = metrics
         self._recorder = recorder
         self._probe_port = probe_port
+        self._router = router
+        self._upstream: Upstream | None = None
+        self._mirrors: set[asyncio.Task[None]] = set()
         self._swagger: Swagger | None = None
         self._access = logs.AccessLog()
         self._ready = asyncio.Event()
@@ -131,10 +152,14 @@ class RuntimeApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self._router is not None:
+                    self._router.watch(asyncio.get_running_loop())
                 # Not awaited: the server must answer liveness while a long init() runs.
                 self._init_task = asyncio.get_running_loop().create_task(self._initialise())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._router is not None:
+                    self._router.stop()
                 self._scorer.close()
                 self._access.flush()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -226,6 +251,11 @@ class RuntimeApp:
             await self._error(send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", allowed[0])])
             return
         if path == "/score":
+            if self._router is not None and self._router.splitting and self._public(scope):
+                split = await self._split(self._router.route, request, receive, send, started)  # type: ignore[arg-type]
+                if split is None:
+                    return
+                receive = split
             try:
                 await self._score(request, receive, send, started)
             except ClientGone:
@@ -240,6 +270,79 @@ class RuntimeApp:
         else:
             await self._swagger_route(request, send, started)
 
+    def _public(self, scope: Scope) -> bool:
+        """Whether the request came to the public port (not the private probe port, where a
+        stable version's forwarded and mirrored requests arrive at a candidate)."""
+        server = scope.get("server")
+        return self._probe_port is None or server is None or server[1] != self._probe_port
+
+    # -- rollouts: the candidate answers a share, or gets a copy -----------------------------------
+
+    async def _split(self, route: Route, request: Request, receive: Receive, send: Send,
+                     started: float) -> Receive | None:
+        """Forward this request to the candidate or mirror it there, as the route's shares say.
+
+        Returns None when the request was answered (by the candidate, or a client that went away),
+        else the ``receive`` the stable version answers it from (its body already read). A
+        candidate that gives no answer is retried here, on the stable version, and counted as the
+        candidate's 5xx: the client never sees the failure, the analysis does.
+        """
+        assert self._router is not None
+        decision = self._router.decide()
+        if decision is None:
+            return receive
+        if request.content_length is not None and request.content_length > self._max_body:
+            return receive   # answered 413 here, as the candidate would
+        try:
+            body = await self._body(receive)
+        except ClientGone:
+            return None
+        if body is None:
+            await self._too_large(send, request, started)
+            return None
+        upstream = self._upstream_for(route)
+        target = request.scope.get("raw_path") or request.path.encode()
+        if request.query:
+            target += b"?" + request.query
+        if decision == FORWARD:
+            try:
+                status, headers, answer = await upstream.request(request.method, target, request.headers, body)
+            except ForwardFailed as exc:
+                if self._recorder is not None:
+                    self._recorder.forward_failed()
+                log.warning("the candidate did not answer (%s); answering here (request_id=%s)", exc,
+                            request.request_id)
+                return _replay(body)
+            headers.append((b"content-length", str(len(answer)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": answer})
+            self._access.write(request.method, request.path + " (answered by the candidate)", status, len(answer),
+                               (time.perf_counter() - started) * 1000, request.request_id)
+            return None
+        if len(self._mirrors) >= MAX_MIRRORS_IN_FLIGHT:
+            if self._recorder is not None:
+                self._recorder.mirror_dropped()
+        else:
+            task = asyncio.get_running_loop().create_task(self._mirror(upstream, request, target, body))
+            self._mirrors.add(task)
+            task.add_done_callback(self._mirrors.discard)
+        return _replay(body)
+
+    async def _mirror(self, upstream: Upstream, request: Request, target: bytes, body: bytes) -> None:
+        try:
+            await upstream.request(request.method, target, request.headers, body)
+        except ForwardFailed:
+            if self._recorder is not None:
+                self._recorder.forward_failed()
+
+    def _upstream_for(self, route: Route) -> Upstream:
+        upstream = self._upstream
+        if upstream is None or (upstream.host, upstream.port) != (route.host, route.port):
+            if upstream is not None:
+                upstream.close()
+            upstream = self._upstream = Upstream(route.host, route.port, self._scorer.timeout_ms / 1000 + 5)
+        return upstream
+
     def _serves_metrics(self, scope: Scope) -> bool:
         """Only on the probe port, which is private: the public port answers 404 as for any path."""
         server = scope.get("server")
@@ -251,7 +354,9 @@ class RuntimeApp:
             await self._error(send, request, 405, METHOD_NOT_ALLOWED, started, [(b"allow", b"GET, HEAD")])
             return
         assert self._metrics is not None
-        await self._respond(send, request, 200, self._metrics.render(), [(b"content-type", CONTENT_TYPE)], started)
+        route = self._router.route if self._router is not None else None
+        text = self._metrics.render(route.candidate if route is not None else None)
+        await self._respond(send, request, 200, text, [(b"content-type", CONTENT_TYPE)], started)
 
     async def _swagger_route(self, request: Request, send: Send, started: float) -> None:
         if not await self._wait_ready():

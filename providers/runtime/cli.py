@@ -51,6 +51,7 @@ environment variables (flags win over them):
                           gets 503 when there is none
   MLOPS_BODY_TIMEOUT_MS   time for a request's body after its headers (default 60000)
   MLOPS_REVISION          the version label of the metrics (as --revision)
+  MLOPS_ROUTES_FILE       a rollout's route file (as --routes)
   MLOPS_METRICS           on (default) or off: with --probe-port, GET /metrics
                           there answers Prometheus text (requests by status
                           class and a latency histogram, all workers summed)
@@ -124,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         "fingerprint; default: MLOPS_REVISION, else 'unknown')",
     )
     parser.add_argument(
+        "--routes",
+        metavar="FILE",
+        help="a rollout's route file kept by the deployer: the stable version has the candidate it names "
+        "answer a share of /score requests (and mirrors copies to it); the candidate stays off the public "
+        "port while named (default: MLOPS_ROUTES_FILE)",
+    )
+    parser.add_argument(
         "--no-metrics",
         dest="metrics",
         action="store_false",
@@ -175,6 +183,7 @@ def _serve(args: argparse.Namespace, model_dir: str | None) -> int:
             hold_public_s=args.hold_public,
             revision=args.revision,
             metrics=args.metrics,
+            routes_file=args.routes,
             cors_origins=args.access_control_allow_origins,
         )
     except settings.SettingsError as exc:

@@ -27,8 +27,12 @@ CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _CLASS_AT = 0
 _BUCKET_AT = len(CLASSES)
 _SUM_AT = _BUCKET_AT + len(BUCKETS) + 1
-SLOT_VALUES = _SUM_AT + 1
-"""Doubles per worker slot: a count per status class, a count per bucket, the latency sum."""
+_FORWARD_FAILED_AT = _SUM_AT + 1
+_MIRROR_DROPPED_AT = _FORWARD_FAILED_AT + 1
+SLOT_VALUES = _MIRROR_DROPPED_AT + 1
+"""Doubles per worker slot: a count per status class, a count per bucket, the latency sum, and
+the requests this (stable) version sent to a rollout's candidate that got no answer, and the
+mirror copies dropped because too many were in flight."""
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -57,8 +61,13 @@ class SharedMetrics:
                 sums[i] += values[base + i]
         return sums
 
-    def render(self) -> bytes:
-        """Prometheus text exposition (format 0.0.4) of the totals."""
+    def render(self, candidate: str | None = None) -> bytes:
+        """Prometheus text exposition (format 0.0.4) of the totals.
+
+        With ``candidate`` (a rollout's candidate version this stable version splits requests
+        with), the requests it sent there that got no answer are that version's 5xx: the client
+        was answered by this version instead, and the analysis must still see the failure.
+        """
         totals = self.totals()
         version = f'version="{_label(self.revision)}"'
         lines = [
@@ -68,6 +77,9 @@ class SharedMetrics:
         for i, name in enumerate(CLASSES):
             if name != "1xx" or totals[_CLASS_AT + i]:
                 lines.append(f'mlops_requests_total{{{version},code="{name}"}} {_number(totals[_CLASS_AT + i])}')
+        if candidate is not None:   # one family's samples stay together, as the format asks
+            lines.append(f'mlops_requests_total{{version="{_label(candidate)}",code="5xx"}} '
+                         f'{_number(totals[_FORWARD_FAILED_AT])}')
         lines += [
             "# HELP mlops_request_duration_seconds Scoring requests: time from arrival to the answer.",
             "# TYPE mlops_request_duration_seconds histogram",
@@ -79,6 +91,11 @@ class SharedMetrics:
             lines.append(f'mlops_request_duration_seconds_bucket{{{version},le="{le}"}} {_number(cumulative)}')
         lines.append(f"mlops_request_duration_seconds_sum{{{version}}} {totals[_SUM_AT]!r}")
         lines.append(f"mlops_request_duration_seconds_count{{{version}}} {_number(cumulative)}")
+        if candidate is not None:
+            dropped = totals[_MIRROR_DROPPED_AT]
+            lines += ["# HELP mlops_mirror_dropped_total Mirror copies not sent: too many in flight.",
+                      "# TYPE mlops_mirror_dropped_total counter",
+                      f'mlops_mirror_dropped_total{{version="{_label(candidate)}"}} {_number(dropped)}']
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -97,6 +114,18 @@ class Recorder:
         values[base + (cls if 0 <= cls < 5 else 4)] += 1
         values[base + _BUCKET_AT + bisect_left(BUCKETS, seconds)] += 1
         values[base + _SUM_AT] += seconds
+
+    def forward_failed(self) -> None:
+        """A request (or mirror copy) sent to the candidate got no answer."""
+        self._values[self._base + _FORWARD_FAILED_AT] += 1
+
+    def mirror_dropped(self) -> None:
+        self._values[self._base + _MIRROR_DROPPED_AT] += 1
+
+    def new_candidate(self) -> None:
+        """Another candidate (or none): its failures count from zero (a counter reset to analysis)."""
+        self._values[self._base + _FORWARD_FAILED_AT] = 0
+        self._values[self._base + _MIRROR_DROPPED_AT] = 0
 
 
 def _number(value: float) -> str:

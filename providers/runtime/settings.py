@@ -73,6 +73,10 @@ class Settings:
     hold_public_s: float | None = None
     """With a probe port: join the main port only on SIGUSR1 (the deployer's smoke test passed), or
     this many seconds after init() at the latest (a restarted container has no deployer)."""
+    routes_file: str | None = None
+    """A rollout's route file the deployer keeps (``--routes`` / ``MLOPS_ROUTES_FILE``): as the stable
+    version, answer a share of the requests from the candidate it names; as the candidate, stay off
+    the public port while it names this version (see ``routes``)."""
     revision: str = "unknown"
     """The version label of this instance's metrics: the service's spec fingerprint, given by the
     deployer (``--revision`` / ``MLOPS_REVISION``), so a rollout can compare two versions."""
@@ -179,6 +183,7 @@ def load(
     hold_public_s: float | None = None,
     revision: str | None = None,
     metrics: bool | None = None,
+    routes_file: str | None = None,
 ) -> Settings:
     """Build the settings from flags (None = not given) and ``env``; raises SettingsError."""
     app_root = Path(env.get("AML_APP_ROOT") or os.getcwd()).expanduser().resolve()
@@ -236,6 +241,7 @@ def load(
         hold_public_s=hold_public_s,
         revision=chosen_revision,
         metrics=chosen_metrics,
+        routes_file=str(_pick(routes_file, env.get("MLOPS_ROUTES_FILE") or None, "")) or None,
         limits=_limits.Limits(
             header_timeout_s=_int(env, "MLOPS_HEADER_TIMEOUT_MS", _limits.DEFAULT_HEADER_TIMEOUT_MS, 1) / 1000,
             max_header_bytes=_int(env, "MLOPS_MAX_HEADER_BYTES", _limits.DEFAULT_MAX_HEADER_BYTES, 1024),

@@ -28,6 +28,7 @@ from .app import RuntimeApp
 from .auth import KeyCheck
 from .cors import Cors
 from .metrics import Recorder, SharedMetrics
+from .routes import Router
 from .scorer import Scorer
 from .script import ScriptError, load
 from .settings import Settings
@@ -62,12 +63,18 @@ class _StopFlag:
             self.server.should_exit = True
 
 
+HELD_RECHECK_S = 1.0
+"""A rollout's candidate past its ``hold_public_s``: how often it looks whether it may join now."""
+
+
 class _PublicGate:
     """When this worker joins the public port: once init() finished and the instance is live
-    (at once, on SIGUSR1 from the supervisor, or ``hold_public_s`` after init() at the latest)."""
+    (at once, on SIGUSR1 from the supervisor, or ``hold_public_s`` after init() at the latest,
+    unless the route file names this instance a rollout's candidate: then only on SIGUSR1)."""
 
-    def __init__(self, live: bool, hold_s: float | None) -> None:
+    def __init__(self, live: bool, hold_s: float | None, held: Any = None) -> None:
         self.live, self.hold_s = live, hold_s
+        self.held = held or (lambda: False)
         self.join: Any = None          # set once init() finished: joins the listener in the loop
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -86,10 +93,18 @@ class _PublicGate:
                 asyncio.ensure_future(join_now())
 
         self.loop, self.join = asyncio.get_running_loop(), join
+        loop = self.loop
+
+        def timer() -> None:
+            if self.held():
+                loop.call_later(HELD_RECHECK_S, timer)
+            else:
+                join()
+
         if self.live:
             join()
         elif self.hold_s is not None:
-            self.loop.call_later(self.hold_s, join)
+            loop.call_later(self.hold_s, timer)
 
 
 def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socket.socket | None = None,
@@ -99,7 +114,11 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    gate = _PublicGate(live, settings.hold_public_s)
+    router = None
+    if settings.routes_file:
+        router = Router(settings.routes_file, settings.revision,
+                        on_candidate_change=(lambda _c: recorder.new_candidate()) if recorder is not None else None)
+    gate = _PublicGate(live, settings.hold_public_s, held=(lambda: router.held) if router is not None else None)
     signal.signal(signal.SIGUSR1, gate.on_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR1])
     logs.configure(settings.log_level)
@@ -169,6 +188,7 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
         metrics=metrics,
         recorder=recorder,
         probe_port=settings.probe_port,
+        router=router,
     )
     server = make_server(app, settings.graceful_timeout_s, settings.limits, private_port=settings.probe_port)
     stop.server = server

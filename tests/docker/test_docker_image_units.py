@@ -40,17 +40,17 @@ def _provider(config: dict, tmp_path: Path) -> DockerLocalProvider:
 
 
 def test_the_spec_names_the_image_and_a_registry_shows_in_it(tmp_path):
-    local = _provider({"provider": "local", "engine": "docker"}, tmp_path).service_spec("api", SPEC)
+    local = _provider({"provider": "local", "engine": "docker"}, tmp_path).prepare().spec("api", SPEC)
     pushed = _provider({"provider": "local", "engine": "docker", "registry": "127.0.0.1:5000/ml"},
-                       tmp_path).service_spec("api", SPEC)
+                       tmp_path).prepare().spec("api", SPEC)
     assert local["image"] == f"shop/api:{image_tag(SPEC)}"
     assert pushed["image"] == f"127.0.0.1:5000/ml/shop/api:{image_tag(SPEC)}"
     assert {k: v for k, v in local.items() if k != "image"} == SPEC
 
 
 def test_schemas_add_registry_and_limits():
-    target = DockerLocalProvider.target_schema()["properties"]
-    deploy = DockerLocalProvider.deploy_schema()["properties"]
+    target = DockerLocalProvider.schema().target["properties"]
+    deploy = DockerLocalProvider.schema().deploy["properties"]
     assert "registry" in target and target["engine"]["const"] == "docker"
     assert {"cpu", "memory_gb", "port", "auth"} <= set(deploy)
 

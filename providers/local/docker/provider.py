@@ -17,6 +17,7 @@ apply.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -24,23 +25,26 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from planner.addresses import Address
+from planner.core.resources import spec_fingerprint
 from planner.hashing import canonical_json
 from planner.resources import Live, Resource, Version
 
 from ...base import (
     Endpoint,
+    FindsOrphans,
     Progress,
     ProjectContext,
     Provider,
     ProviderError,
     as_events,
+    ensure_connected,
     environment_variables,
 )
 from ...http import is_ready
 from ...images import REGISTRY_PASSWORD_ENV, REGISTRY_USER_ENV, BuiltImage, ImageTarget, engine
 from ...images.engine import label
 from ...images.recipe import APP_ROOT
-from .. import processes, startlog
+from .. import processes, routefile, startlog
 from ..engine import HOLD_PUBLIC_S, LocalEngine
 from ..leftovers import keeper_gone, keeper_only
 from ..ports import SOCKET_ROOT
@@ -54,7 +58,7 @@ KEYS_MOUNT = "/run/mlops-keys.json"
 REGISTRY_PATTERN = r"^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$"
 
 
-class DockerLocalProvider(ImageTarget, LocalEngine):
+class DockerLocalProvider(ImageTarget, FindsOrphans, LocalEngine):
     """``provider: local`` with ``engine: docker``."""
 
     kind: ClassVar[str] = "local"
@@ -75,13 +79,13 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
 
     @property
     def client(self) -> Any:
-        self.ensure_connected()
+        ensure_connected(self)
         return self._docker
 
     # -- schema -------------------------------------------------------------------------------
     @classmethod
-    def target_schema(cls) -> dict[str, Any]:
-        schema = LocalEngine.target_schema()
+    def _target_schema(cls) -> dict[str, Any]:
+        schema = LocalEngine._target_schema()
         schema["properties"] = {
             **schema["properties"],
             "engine": {"const": "docker", "description": "docker: each service is a container in a Docker engine"},
@@ -92,8 +96,8 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         return schema
 
     @classmethod
-    def deploy_schema(cls) -> dict[str, Any]:
-        schema = LocalEngine.deploy_schema()
+    def _deploy_schema(cls) -> dict[str, Any]:
+        schema = LocalEngine._deploy_schema()
         schema["properties"] = {
             **schema["properties"],
             "cpu": {"type": "number", "exclusiveMinimum": 0, "maximum": 256,
@@ -103,7 +107,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         }
         return schema
 
-    def service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    def _service_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         """The spec plus the image it runs, so a plan shows ``image: "…:old" -> "…:new"``.
 
         The image name is derived from the spec alone (content address), so planning never asks
@@ -133,7 +137,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         cli = self.client
         found = list_containers(cli, filters={"label": [f"{label('project')}={self.context.project}",
                                                                  f"{label('target')}={self.target}"]})
-        lives = [self._live(c, found) for c in _newest_per_service(found)]
+        lives = self._lives(found)
         return lives + keeper_only(self.ports, engine=self.engine_name, kind=self.kind, host=HOST,
                                    known={live.address.name for live in lives}, wanted=lambda t: t == self.target)
 
@@ -145,16 +149,28 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         found = list_containers(engine.client(), filters={"label": f"{label('project')}={context.project}"})
         orphans = [c for c in found if c.labels.get(label("target")) not in declared_targets]
         out = []
-        for c in _newest_per_service(orphans):
-            target = c.labels.get(label("target"), "")
+        for target in sorted({c.labels.get(label("target"), "") for c in orphans}):
             provider = cls(target=target, config={"provider": "local", "engine": "docker"}, context=context)
-            out.append((provider, provider._live(c, orphans)))
+            mine = [c for c in orphans if c.labels.get(label("target"), "") == target]
+            out += [(provider, live) for live in provider._lives(mine)]
         known = {c.labels.get(label("service")) for c in found}
         for live in keeper_only(cls.port_keepers(context), engine=cls.engine_name, kind=cls.kind, host=HOST,
                                 known={n for n in known if n}, wanted=lambda t: t not in declared_targets):
             provider = cls(target=live.target or "", config={"provider": "local", "engine": "docker"}, context=context)
             out.append((provider, live))
         return out
+
+    def _lives(self, found: list[Any]) -> list[Live]:
+        """One Live per service: its current container (never a rollout's candidate, which the
+        route file names), with the rollout and its strays (the candidate is not one)."""
+        services = {c.labels.get(label("service")) for c in found}
+        candidates = {name: self.rollout_candidate(name) for name in services if name}
+
+        def candidate(c: Any) -> bool:
+            return c.labels.get(label("instance")) == candidates.get(c.labels.get(label("service")))
+
+        others = [c for c in found if not candidate(c)]
+        return [self.with_rollout(self._live(c, others)) for c in _newest_per_service(others)]
 
     def _live(self, container: Any, siblings: list[Any] = ()) -> Live:  # type: ignore[assignment]
         labels = container.labels
@@ -197,7 +213,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
 
     # -- acting ---------------------------------------------------------------------------------
     def create(self, desired: Resource, progress: Progress) -> Live:
-        self.ensure_connected()   # fail before anything else when there is no engine
+        ensure_connected(self)   # fail before anything else when there is no engine
         image = self.ensure_image(desired, progress)
         port = self._claim_port(desired)
         for c in self._service_containers(self.client, desired.address.name):   # unrecorded leftovers
@@ -208,7 +224,8 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         return self._live(container)
 
     def update(self, desired: Resource, live: Live, progress: Progress) -> Live:
-        self.ensure_connected()
+        ensure_connected(self)
+        self.drop_rollout(live, progress)
         strays = live.details.get("strays") or []
         if strays:
             progress(f"stopping {len(strays)} stray container(s) left by an interrupted apply")
@@ -226,6 +243,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
     def delete(self, live: Live, progress: Progress) -> None:
         cli = self.client
         name = live.address.name
+        self.drop_rollout(live, progress)
         progress("stopping container")
         if live.details.get("container"):   # a service that is only a port keeper has none
             self._remove(str(live.details["container"]))
@@ -296,20 +314,25 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
                     raise ProviderError(f"cannot remove image {image.id[:19]}: {exc.explanation or exc}") from None
 
     def _start(self, desired: Resource, image: BuiltImage, port: int, keys: dict[str, str],
-               progress: Progress) -> Any:
-        """Start one container; return it once it is ready and passed the smoke test."""
+               progress: Progress, *, instance: str | None = None, probe_port: int | None = None,
+               public: bool = True) -> Any:
+        """Start one container; return it once it is ready and passed the smoke test. With ``public``
+        False (a rollout's candidate) it never gets GO_LIVE: it answers on its probe port only."""
         import docker.errors
 
         name, spec, inputs = desired.address.name, desired.spec, desired.inputs
         recipe = self.images.recipe(desired)
         deploy = spec["deploy"]
-        instance = uuid.uuid4().hex[:8]
+        instance = instance or uuid.uuid4().hex[:8]
         keeper = self._hold_port(name, port, self._records_dir(self.context) / "logs" / f"{name}.ports.log")
-        probe_port = processes.free_port(HOST)
+        probe_port = probe_port or processes.free_port(HOST)
+        routes = routefile.folder(self.context.data_dir, self.target)
+        routes.mkdir(parents=True, exist_ok=True)
+        os.chmod(routes, 0o755)   # read by whichever user the image runs as
         command = ["--entry-script", f"{APP_ROOT}/{inputs['entry_script']}", "--model-dir", recipe.model_dir,
                    "--host", HOST, "--port", str(port), "--workers", str(deploy.get("workers", 1)),
                    "--listen-socket", f"{PORTS_MOUNT}/{keeper.socket.name}", "--probe-port", str(probe_port),
-                   "--hold-public", str(HOLD_PUBLIC_S)]
+                   "--hold-public", str(HOLD_PUBLIC_S), "--routes", f"{routefile.MOUNT}/{name}.json"]
         env = {
             **environment_variables(desired),
             "AZUREML_MODEL_DIR": recipe.model_dir,
@@ -317,9 +340,10 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             "AML_APP_ROOT": APP_ROOT,
             "SCORING_TIMEOUT_MS": str(deploy.get("scoring_timeout_ms", 60000)),
             "SERVICE_NAME": name,
-            "MLOPS_REVISION": desired.fingerprint,   # the version label of its metrics
+            "MLOPS_REVISION": spec_fingerprint(spec),   # the version label of its metrics, as Live.versions
         }
-        volumes = {str(SOCKET_ROOT): {"bind": PORTS_MOUNT, "mode": "rw"}}
+        volumes = {str(SOCKET_ROOT): {"bind": PORTS_MOUNT, "mode": "rw"},
+                   str(routes): {"bind": routefile.MOUNT, "mode": "ro"}}
         if keys:   # a read-only file, as the process engine does: the environment shows in `docker inspect`
             volumes[str(self.keys.mountable(name, keys))] = {"bind": KEYS_MOUNT, "mode": "ro"}
             env["MLOPS_KEYS_FILE"] = KEYS_MOUNT
@@ -328,6 +352,7 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
             label("project"): self.context.project, label("target"): self.target, label("service"): name,
             label("instance"): instance, label("port"): str(port), label("fingerprint"): desired.fingerprint,
             label("probe-port"): str(probe_port),   # where its per-version metrics are (rollout analysis)
+            label("routes"): "1",   # its runtime reads the route file: it can be a rollout's stable version
             label("image"): image.digest_ref or image.ref, label("spec"): canonical_json(dict(spec)),
             label("sensitive"): json.dumps(sorted(desired.sensitive)), label("auth"): deploy.get("auth", "none"),
             label("git-commit"): str(git.get("commit") or ""), label("git-dirty"): str(bool(git.get("dirty"))).lower(),
@@ -344,7 +369,8 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
         try:
             self._wait_ready(desired, container, probe_port, progress)
             self._smoke_test(desired, probe_port, keys, progress)
-            container.kill(signal="SIGUSR1")   # GO_LIVE: only now does it take public requests
+            if public:
+                container.kill(signal="SIGUSR1")   # GO_LIVE: only now does it take public requests
         except BaseException:
             self._keep_attempt_log(name, instance, port, spec, container)
             self._remove(container.id)
@@ -384,6 +410,54 @@ class DockerLocalProvider(ImageTarget, LocalEngine):
                 raise ProviderError(f"{desired.address}: not ready after {timeout}s "
                                     f"(deploy.startup_timeout_s): {cause}")
             events.sleep(0.1)
+
+    # -- rollouts: what this engine supplies (the steps are LocalEngine's) -------------------------
+    def _container_of(self, name: str, entry: Mapping[str, Any]) -> Any | None:
+        """The instance's container: by the id the route file kept, else by its instance label."""
+        found = [c for c in self._service_containers(self.client, name)
+                 if c.labels.get(label("instance")) == entry.get("instance")]
+        return found[0] if found else None
+
+    def _stable_entry(self, live: Live) -> dict[str, Any]:
+        return {"version": spec_fingerprint(live.spec), "instance": live.details.get("instance"),
+                "container": live.details.get("container")}
+
+    def _reads_routes(self, live: Live) -> bool:
+        container = self._container_of(live.address.name, {"instance": live.details.get("instance")})
+        return container is not None and container.labels.get(label("routes")) == "1"
+
+    def _launch_candidate(self, desired: Resource, port: int, keys: dict[str, str], instance: str, probe_port: int,
+                          progress: Progress) -> dict[str, Any]:
+        image = self.ensure_image(desired, progress)
+        container = self._start(desired, image, port, keys, progress, instance=instance, probe_port=probe_port,
+                                public=False)
+        return {"container": container.id}
+
+    def _identify(self, name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+        container = self._container_of(name, entry)
+        return {"container": container.id} if container is not None else {}
+
+    def _instance_running(self, name: str, entry: Mapping[str, Any]) -> bool:
+        container = self._container_of(name, entry)
+        return container is not None and container.status == "running"
+
+    def _stop_instance(self, name: str, entry: Mapping[str, Any]) -> None:
+        container = self._container_of(name, entry)
+        if container is not None:
+            self._remove(container.id)
+
+    def _go_live(self, name: str, entry: Mapping[str, Any]) -> None:
+        container = self._container_of(name, entry)
+        if container is None or container.status != "running":
+            raise ProviderError(f"service.{name}: the candidate (instance {entry.get('instance')}) is not running")
+        container.kill(signal="SIGUSR1")
+
+    def _adopt(self, name: str, entry: Mapping[str, Any]) -> None:
+        """Nothing to write: once the route file is gone, the newest running container is current."""
+
+    def _remove_strays(self, live: Live, progress: Progress) -> None:
+        for stray in live.details.get("strays") or []:
+            self._remove(str(stray["container"]))
 
     # -- using ----------------------------------------------------------------------------------
     def endpoint(self, live: Live, instance: str | None = None) -> Endpoint:
