@@ -1,12 +1,14 @@
-"""The bake window end to end on the local process target: real processes, real HTTP on 127.0.0.1.
+"""A blue_green rollout end to end on the local process target: real processes, real HTTP on 127.0.0.1.
 
-A candidate that answers 500 to one request in five is rolled back (exit code 5, the failed metric
-on one line, the previous version serving); a good candidate is watched and kept.
+The local target splits traffic (``SplitsTraffic``), so `mlops apply` runs the rollout driver, not the
+bake window (``bake.py`` keeps targets without a split: tests/rollout/test_rollout_aci_e2e.py). A
+candidate that answers 500 to one request in five is rolled back (exit code 5, the failed metric on
+one line, the previous version serving); a good candidate is promoted; ``--no-wait`` starts the
+rollout and leaves it to the next apply; Ctrl-C during a hold rolls back (exit 5, not 130).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -120,7 +122,7 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
     root = project
     first = mlops("apply", "--auto-approve", cwd=root)
     assert first.returncode == 0, first.stderr
-    assert "bake window" not in first.stdout          # a new service has nothing to go back to
+    assert "rollout blue_green" not in first.stdout   # a new service has nothing to roll out from
     before = status(root)
     endpoint = before["endpoint"]
 
@@ -134,8 +136,11 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
     assert bad.returncode == 5, bad.stdout + bad.stderr
     job = summary.read_text()
     assert "**Apply ROLLED BACK: 1 rolled back (service.echo-api)" in job and "max_error_rate 5%" in job
+    assert "rollout blue_green: starting version" in bad.stdout   # the driver, not the bake window
+    assert "bake window" not in bad.stdout
     failed_line = next(ln for ln in bad.stderr.splitlines() if ln.startswith("Error: service.echo-api:"))
-    assert "ROLLED BACK to the previous version" in failed_line and "max_error_rate 5%" in failed_line
+    assert f"ROLLED BACK to version {before['fingerprint'][:12]}" in failed_line, failed_line
+    assert "max_error_rate 5%" in failed_line and "failure_limit 2" in failed_line
     assert "Apply ROLLED BACK: 1 rolled back (service.echo-api)" in bad.stderr
     assert 500 in load.statuses                        # the candidate did serve, and failed
     after = status(root)
@@ -146,7 +151,8 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
     for _ in range(10):                                  # the previous version, which never fails
         reply = request(endpoint, data=b'{"x": 2}', headers={"Content-Type": "application/json"})
         assert reply.status == 200 and reply.json()["model"] == "v1"
-    assert "rollout blue_green" in mlops("plan", cwd=root).stdout   # the update is still to do
+    again = mlops("plan", cwd=root).stdout   # the update is still to do, and is not retried by itself
+    assert "rolled back earlier" in again and "not retried: `mlops rollout retry echo-api`" in again, again
 
     (root / "src" / "score.py").write_text((root / "src" / "score.py").read_text().replace(
         "if count % 5 == 0", "if count < 0"))
@@ -155,7 +161,8 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
     with Load(endpoint) as load:
         good = mlops("apply", "--auto-approve", cwd=root)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "promoted: analysis" in good.stdout
+    assert "step 1/1: the candidate answers 100% of requests" in good.stdout
+    assert "intervals passed" in next(ln for ln in good.stdout.splitlines() if "promoting version" in ln)
     assert set(load.statuses) == {200} and load.models[-1] == "v2"
     assert status(root)["models"][0].startswith("m:2@")
     shown = mlops("rollout", "status", "echo-api", cwd=root)
@@ -166,48 +173,59 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
     assert "error rate 0%" in figures or "error rate 0.00%" in figures
 
 
-def test_no_wait_skips_the_bake_window(project: Path):
+def test_no_wait_starts_the_rollout_and_the_next_apply_continues_it(project: Path):
     root = project
     assert mlops("apply", "--auto-approve", cwd=root).returncode == 0
-    (root / "src" / "score.py").write_text(FLAKY_SCORE)
-    commit(root, "a candidate")
+    endpoint = status(root)["endpoint"]
+    (root / "model.txt").write_text("v2\n")
+    commit(root, "model v2")
     applied = mlops("apply", "--auto-approve", "--no-wait", cwd=root)
-    assert applied.returncode == 0, applied.stderr
-    assert "--no-wait: service.echo-api go live without a bake window" in applied.stdout
-    assert "bake window 3s" not in applied.stdout
-    with contextlib.suppress(KeyError):
-        assert status(root)["state"] == "Healthy"
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "--no-wait: the rollout stays at step 1/1 (100%)" in applied.stdout, applied.stdout
+    assert "the next apply continues it" in applied.stdout
+    assert "analysis 1:" not in applied.stdout and "promoting version" not in applied.stdout   # nothing judged
+    shown = mlops("rollout", "status", "echo-api", cwd=root)
+    assert shown.returncode == 0, shown.stderr
+    assert "step 1/1" in shown.stdout, shown.stdout
+    with Load(endpoint) as load:
+        continued = mlops("apply", "--auto-approve", cwd=root)
+    assert continued.returncode == 0, continued.stdout + continued.stderr
+    assert "continuing the rollout of" in continued.stdout and "promoting version" in continued.stdout
+    assert set(load.statuses) == {200} and load.models[-1] == "v2"
+    assert status(root)["models"][0].startswith("m:2@")
 
 
-def test_ctrl_c_during_the_bake_window_rolls_back(project: Path):
+def test_ctrl_c_during_a_hold_rolls_back_with_exit_5(project: Path):
     import signal
     import time
 
     root = project
     (root / "ml.yaml").write_text(MANIFEST.replace("hold: 3s", "hold: 60s").replace("60s\n", "120s\n"))
-    commit(root, "a long bake")
+    commit(root, "a long hold")
     assert mlops("apply", "--auto-approve", cwd=root).returncode == 0
     before = status(root)
     (root / "model.txt").write_text("v2\n")
     commit(root, "model v2")
-    proc = subprocess.Popen([sys.executable, "-m", "planner.cli", "apply", "--auto-approve"], cwd=root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    try:
-        seen = []
-        deadline = time.monotonic() + 300
-        for line in proc.stdout:   # type: ignore[union-attr]
-            seen.append(line)
-            if "bake window 60s" in line or time.monotonic() > deadline:
-                break
-        assert any("bake window 60s" in ln for ln in seen), "".join(seen)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with Load(before["endpoint"]):   # requests, so the hold judges intervals instead of waiting for data
+        proc = subprocess.Popen([sys.executable, "-m", "planner.cli", "apply", "--auto-approve"], cwd=root,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        try:
+            seen = []
+            deadline = time.monotonic() + 300
+            for line in proc.stdout:   # type: ignore[union-attr]
+                seen.append(line)
+                if "analysis 1:" in line or time.monotonic() > deadline:
+                    break
+            assert any("analysis 1:" in ln for ln in seen), "".join(seen)   # holding step 1/1, judged once
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 5, "".join(seen) + out + err
-    assert "ROLLED BACK to the previous version: the apply was cancelled during the bake window" in err
+    assert f"ROLLED BACK to version {before['fingerprint'][:12]}: the apply was cancelled (Ctrl-C or SIGTERM) " \
+           "at step 1/1 (100%)" in err, err
     after = status(root)
     assert after["state"] == "Healthy" and after["fingerprint"] == before["fingerprint"]
     assert after["models"][0].startswith("m:1@")

@@ -1,5 +1,6 @@
-"""The bake window on `engine: docker`: the candidate's metrics are read from its probe port (the
-container shares the host's network), and the rollback re-applies the previous image."""
+"""A blue_green rollout on `engine: docker`: the docker engine splits traffic, so apply runs the rollout
+driver; the candidate's metrics are read from its probe port (the container shares the host's
+network), and the rollback leaves the previous container alone serving."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def test_a_failing_candidate_on_docker_is_rolled_back(tmp_path: Path, project_na
         with Load(before["endpoint"]) as load:
             bad = mlops("apply", "--auto-approve", cwd=root)
         assert bad.returncode == 5, bad.stdout + bad.stderr
-        assert "watching the new version through its metrics" in bad.stdout
+        assert "rollout blue_green: starting version" in bad.stdout and "bake window" not in bad.stdout
+        assert f"ROLLED BACK to version {before['fingerprint'][:12]}" in bad.stderr, bad.stderr
         assert "max_error_rate 5%" in bad.stderr and 500 in load.statuses
         after = status(root)
         assert after["state"] == "Healthy" and after["fingerprint"] == before["fingerprint"]
