@@ -18,6 +18,7 @@ import git
 import pytest
 from support import ECHO_SCORE, project_data
 
+from planner.core.resources import spec_fingerprint
 from providers.local.processes import free_port
 
 FOLDER_SCORE = '''\
@@ -183,8 +184,9 @@ def test_a_script_written_for_a_deployed_folder_model_works_under_mlops_serve(tm
     try:
         mlops("apply", "--auto-approve")
         deployed = json.loads(mlops("call", "tok-api", "--data", "{}"))
-        # And the instance labels its metrics (probe port only) with the fingerprint it is recorded with.
-        fingerprint = json.loads((project_data(root) / "local" / "tok-api.json").read_text())["fingerprint"]
+        # And the instance labels its metrics (probe port only) with its version: the fingerprint of the
+        # spec it is recorded with, as Live.versions and a rollout's state name it.
+        fingerprint = spec_fingerprint(json.loads((project_data(root) / "local" / "tok-api.json").read_text())["spec"])
         with urllib.request.urlopen(f"http://127.0.0.1:{probe_port_under(root)}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         found = re.search(r'^mlops_requests_total\{version="([0-9a-f]+)",code="2xx"\} (\d+)$', text, re.MULTILINE)
