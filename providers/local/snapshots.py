@@ -31,7 +31,11 @@ def snapshot(source_dir: Path, expected_prefix: str, state_dir: Path) -> Path:
         return final / "app"
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".staging-*"):      # a killed apply's half copy
-        if stale.stat().st_mtime < _oldest_live_staging():
+        try:
+            old = stale.stat().st_mtime < _oldest_live_staging()
+        except FileNotFoundError:   # another service's copy of the same folder just became its snapshot
+            continue
+        if old:
             shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
     try:
