@@ -101,14 +101,23 @@ class Applying:
                                     "kind: install the Gateway API's standard CRDs (gateway.networking.k8s.io) or "
                                     "remove the target's gateway setting") from None
 
-    def _prune_parts(self, svc: manifests.Service) -> None:
+    def _write_service(self, svc: manifests.Service, events: Any) -> None:
+        """Apply a service's objects and remove the parts it no longer has. An HPA the service dropped goes
+        first: removed after, its controller could scale the Deployment back between our write of
+        ``replicas`` and the HPA's deletion (seen on the real control plane); before, the Deployment keeps
+        the count it has until ours lands."""
+        self._prune_parts(svc, kinds=("HorizontalPodAutoscaler",))
+        self._apply_objects(manifests.objects(svc), events)
+        self._prune_parts(svc)
+
+    def _prune_parts(self, svc: manifests.Service, kinds: Sequence[str] | None = None) -> None:
         """Objects a service had and no longer needs (an HPA after autoscale went, a key Secret after auth,
-        an HTTPRoute after the target's gateway went)."""
+        an HTTPRoute after the target's gateway went); only those of ``kinds`` when given."""
         keep = {(o["kind"], o["metadata"]["name"]) for o in manifests.objects(svc)}
         candidates = [("HorizontalPodAutoscaler", svc.name), ("Secret", manifests.key_secret_name(svc.name)),
                       ("Secret", manifests.pull_secret_name(svc.name)), ("HTTPRoute", svc.name)]
         for kind, name in candidates:
-            if (kind, name) in keep:
+            if (kind, name) in keep or (kinds is not None and kind not in kinds):
                 continue
             try:
                 found = self.cluster.get(kind, name, self.namespace)
@@ -136,9 +145,7 @@ class Applying:
     def _rollback(self, live: Live) -> None:
         """Re-apply the previous objects and wait for them (bounded)."""
         old = self._live_service(live)
-        for obj in manifests.objects(old):
-            self.cluster.apply(obj)
-        self._prune_parts(old)
+        self._write_service(old, None)
         self._settle(live.address.name)
 
     def _settle(self, name: str, deployment: str | None = None) -> None:

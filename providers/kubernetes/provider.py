@@ -244,8 +244,7 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
             image = self._pushed_image(desired, events)
             svc = self._desired_service(desired, image, self._keys(desired))
             events.step(f"applying {len(manifests.objects(svc))} objects to {self.namespace} (server-side apply)")
-            self._apply_objects(manifests.objects(svc), events)
-            self._prune_parts(svc)
+            self._write_service(svc, events)
             self._wait_rollout(desired, events)
         except RolloutFailed as exc:
             hint = ("; it is left in place and starts by itself when a node offers what it asks "
@@ -266,8 +265,7 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
         svc = self._desired_service(desired, image, self._keys(desired))
         try:
             events.step(f"applying {len(manifests.objects(svc))} objects to {self.namespace} (server-side apply)")
-            self._apply_objects(manifests.objects(svc), events)
-            self._prune_parts(svc)
+            self._write_service(svc, events)
             self._wait_rollout(desired, events)
         except (ProviderError, CancelledError) as exc:   # RolloutFailed, or the API refused an object
             cause = f"{exc.state}: {exc}" if isinstance(exc, RolloutFailed) else \

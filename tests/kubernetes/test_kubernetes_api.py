@@ -433,9 +433,7 @@ def test_autoscale_hands_replicas_to_the_hpa_and_dropping_it_removes_the_hpa(api
         spec = {"deploy": schema.normalize(deploy), "image": "r/p/auto:1"}
         svc = provider._service("auto", spec, image="r/p/auto@sha256:" + "c" * 64, model_dir="/m",
                                 entry_script="score.py", fingerprint="f" * 64, sensitive=(), keys=keys)
-        for obj in manifests.objects(svc):
-            provider.cluster.apply(obj)
-        provider._prune_parts(svc)
+        provider._write_service(svc, None)   # as create and update write a service
 
     applied({"autoscale": {"min_replicas": 2, "max_replicas": 4}})
     hpa = provider.cluster.get("HorizontalPodAutoscaler", "auto", "ml")
