@@ -125,20 +125,22 @@ def deployed(tmp_path_factory):
 def _deploy(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui") / "repo"
     make_project(root, MANIFEST)
-    mlops("apply", "--auto-approve", cwd=root)
-    record = json.loads((project_data(root) / "local" / "broken-api.json").read_text())
-    os.killpg(record["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rows = {r["service"]: r for r in json.loads(mlops("status", "--json", cwd=root).stdout)["services"]}
-        if rows["broken-api"]["state"] == "Failed":
-            break
-        time.sleep(0.2)
-    # later-api: a desired change not applied yet (changes pending).
-    (root / "ml.yaml").write_text(MANIFEST.replace("deploy: {port: auto, auth: none}",
-                                                   "deploy: {port: auto, auth: none, workers: 2}"))
-    yield root
-    mlops("destroy", "--auto-approve", cwd=root, check=False)
+    try:
+        mlops("apply", "--auto-approve", cwd=root)
+        record = json.loads((project_data(root) / "local" / "broken-api.json").read_text())
+        os.killpg(record["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rows = {r["service"]: r for r in json.loads(mlops("status", "--json", cwd=root).stdout)["services"]}
+            if rows["broken-api"]["state"] == "Failed":
+                break
+            time.sleep(0.2)
+        # later-api: a desired change not applied yet (changes pending).
+        (root / "ml.yaml").write_text(MANIFEST.replace("deploy: {port: auto, auth: none}",
+                                                       "deploy: {port: auto, auth: none, workers: 2}"))
+        yield root
+    finally:   # also when the apply itself failed: what it started goes
+        mlops("destroy", "--auto-approve", cwd=root, check=False)
 
 
 def secrets(root: Path) -> list[str]:
