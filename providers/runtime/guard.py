@@ -125,6 +125,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._after_headers = 0
         self._body_bytes = 0
         self._chunks = 0
+        self._trailer_size = 0
         self._silent = False
         self._address = self.client[0] if self.client else None
         if self._admit():
@@ -255,15 +256,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _too_large(self) -> str:
         return f"Request headers are larger than the limit of {self.limits.max_header_bytes} bytes"
 
+    def _framing_too_large(self) -> str:
+        return f"Chunk extensions or trailers are larger than the limit of {self.limits.max_header_bytes} bytes"
+
     def _check_chunk_framing(self) -> None:
         framing = self._after_headers - self._body_bytes
         if framing > 2 * self.limits.max_header_bytes + CHUNK_FRAMING_BYTES * self._chunks and not self._rejected:
-            log.warning("400: chunk extensions or trailers larger than %d bytes", self.limits.max_header_bytes)
-            self._rejected = b"400"
-            if self.cycle is not None and not self.cycle.response_started:
-                self._abandon_request()
-            self._close_with(b"400 Bad Request", "Chunk extensions or trailers are larger than the limit of "
-                             f"{self.limits.max_header_bytes} bytes")
+            self._reject_framing()
+
+    def _reject_framing(self) -> None:
+        """One answer for oversized chunk framing, whichever check sees it first: a trailer that
+        arrives in one read is caught by the parser's header callback, one split over reads by the
+        byte count (a 200 KB trailer answered 431 or 400 depending on how the kernel cut it)."""
+        log.warning("400: chunk extensions or trailers larger than %d bytes", self.limits.max_header_bytes)
+        self._rejected = b"400"
+        if self.cycle is not None and not self.cycle.response_started:
+            self._abandon_request()
+        self._close_with(b"400 Bad Request", self._framing_too_large())
 
     def _reject_headers(self, message: str) -> None:
         log.warning("431: %s", message)
@@ -271,6 +280,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._close_with(b"431 Request Header Fields Too Large", message)
 
     def send_400_response(self, msg: str) -> None:
+        if self._rejected == b"trailer":  # the parser stopped on an oversized trailer
+            self._reject_framing()
+            return
         if self._rejected:  # the parser stopped on our limit: answer it, not a generic 400
             self._reject_headers(self._reject_reason)
             return
@@ -298,7 +310,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF
+        if not self._awaiting_headers:  # a trailer: chunk framing, with the framing limit's answer
+            self._trailer_size += len(name) + len(value) + 4
+            if self._trailer_size > self.limits.max_header_bytes:
+                self._rejected = b"trailer"
+                raise _TooManyHeaders()
+        else:
+            self._count_header_bytes(len(name) + len(value) + 4)  # ": " and CRLF
         super().on_header(name, value)
 
     def on_body(self, body: bytes) -> None:
@@ -318,7 +336,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         for name, _value in self.headers:
             if name == b"transfer-encoding":
                 self._chunked = True
-                self._after_headers = self._body_bytes = self._chunks = 0
+                self._after_headers = self._body_bytes = self._chunks = self._trailer_size = 0
         self._body_deadline = self.loop.time() + self.limits.body_timeout_s
         super().on_headers_complete()
         if getattr(self, "draining", False) and self.cycle is not None:
