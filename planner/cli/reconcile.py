@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -21,6 +20,9 @@ from typing import Any
 from providers.base import ensure_connected
 
 from ..errors import MlopsError
+from .signals import cancel_on_signals
+
+FINISHING = "Received {signal}: finishing the current change, then exiting."
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -91,7 +93,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                             may_write=election.check if election else lambda: None)
     follower = Reconciler(args.file, Options(mode="observe"), log=_log, stop=stop)   # no notifications
     metrics = Metrics()
-    with _stop_on_signals(stop), _serving(metrics, args.metrics_port), _releasing(election):
+    with cancel_on_signals(stop, FINISHING), _serving(metrics, args.metrics_port), _releasing(election):
         while True:
             was_leading = bool(election and election.leading)
             other_leader = _lead(election) if election else None
@@ -190,25 +192,3 @@ def _serving(metrics: Any, port: int | None) -> Iterator[None]:
     with server:
         _log({"event": "metrics", "url": f"http://127.0.0.1:{server.port}/metrics"})
         yield
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM or Ctrl-C: finish the change in progress, start no other, exit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.set()
-        print(f"Received {signal.Signals(signum).name}: finishing the current change, then exiting.",
-              file=sys.stderr, flush=True)
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

@@ -31,11 +31,8 @@ from providers.base import ensure_connected
 
 from .analysis import Tally, Verdict, VersionStats, delta, judge, parse_metrics
 from .previous import NoPrevious, previous_resource
+from .sampling import sample_calls
 from .spec import Rollout
-
-LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                  float("inf"))
-"""The runtime's histogram bounds, used for the figures apply measures itself (sampling)."""
 
 
 class RolloutFailed(MlopsError):
@@ -85,20 +82,8 @@ class Sampler:
             figures = delta(self._last, now)
             self._last = now
             return figures
-        codes: dict[str, float] = {}
-        buckets = dict.fromkeys(LATENCY_BOUNDS, 0.0)
-        started = time.monotonic()
-        gap = seconds / max(1, self.per_interval)
-        for i in range(self.per_interval):
-            events.check()
-            status, took = self.send() if self.send else (0, 0.0)
-            cls = f"{status // 100}xx" if 100 <= status < 600 else "5xx"
-            codes[cls] = codes.get(cls, 0.0) + 1
-            for bound in LATENCY_BOUNDS:
-                if took <= bound:
-                    buckets[bound] += 1
-            events.sleep(max(0.0, started + gap * (i + 1) - time.monotonic()))
-        return VersionStats(codes, buckets)
+        assert self.send is not None, "a sampler has a metrics address or a way to send"
+        return sample_calls(self.send, self.per_interval, seconds, events)
 
     def _scrape(self) -> VersionStats:
         assert self.metrics_url

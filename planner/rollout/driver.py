@@ -36,8 +36,9 @@ from planner.core.plan import Change
 from planner.core.resources import FAILED, UNHEALTHY, Live, Resource, RolloutState, spec_fingerprint
 
 from .analysis import Tally, Verdict, VersionStats, delta, judge, parse_metrics
-from .bake import LATENCY_BOUNDS, RollbackFailed, RolledBack, RolloutFailed, RolloutPaused
+from .bake import RollbackFailed, RolledBack, RolloutFailed, RolloutPaused
 from .resume import RUNNING, position
+from .sampling import sample_calls
 from .spec import Rollout
 
 Clock = Callable[[], float]
@@ -383,26 +384,17 @@ class Figures:
 
     def _sampled(self, events: Events, seconds: float) -> VersionStats:
         """The sample request ``samples`` times over the interval, as callers see the service (both versions)."""
-        sample = self.desired.inputs.get("sample_request")
-        codes: dict[str, float] = {}
-        buckets = dict.fromkeys(LATENCY_BOUNDS, 0.0)
-        started = time.monotonic()
-        gap = seconds / self.samples
-        for i in range(self.samples):
-            events.check()
+        body = str(self.desired.inputs.get("sample_request")).encode()
+
+        def send() -> tuple[int, float]:
             sent = time.monotonic()
             try:
-                status, _, _ = self.provider.call(self.live(), str(sample).encode(), timeout=30)
+                status, _, _ = self.provider.call(self.live(), body, timeout=30)
             except MlopsError:
                 status = 599   # unreachable counts as a server error
-            took = time.monotonic() - sent
-            cls = f"{status // 100}xx" if 100 <= status < 600 else "5xx"
-            codes[cls] = codes.get(cls, 0.0) + 1
-            for bound in LATENCY_BOUNDS:
-                if took <= bound:
-                    buckets[bound] += 1
-            events.sleep(max(0.0, started + gap * (i + 1) - time.monotonic()))
-        return VersionStats(codes, buckets)
+            return status, time.monotonic() - sent
+
+        return sample_calls(send, self.samples, seconds, events)
 
 
 class Unreadable(MlopsError):
