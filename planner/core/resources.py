@@ -104,6 +104,7 @@ class RolloutState:
     mirror: float = 0.0           # percent of requests copied to the candidate (its answers thrown away)
     passed: int = 0               # analysis intervals passed / judged since the rollout started
     judged: int = 0
+    failed: int = 0               # failed intervals counting toward failure_limit (a resumed rollout keeps them)
     policy: Mapping[str, Any] = field(default_factory=dict)   # Rollout.to_json(): a resumed rollout runs the same steps
     reason: str = ""              # why it paused or was rolled back
     updated: float = 0.0          # time.time() of the last change (the step's hold counts from here)
@@ -115,7 +116,7 @@ class RolloutState:
     def to_json(self) -> dict[str, Any]:
         return {"candidate": self.candidate, "stable": self.stable, "phase": self.phase, "step": self.step,
                 "weight": self.weight, "mirror": self.mirror, "passed": self.passed, "judged": self.judged,
-                "policy": dict(self.policy), "reason": self.reason, "updated": self.updated}
+                "failed": self.failed, "policy": dict(self.policy), "reason": self.reason, "updated": self.updated}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RolloutState:
@@ -124,7 +125,8 @@ class RolloutState:
             return cls(candidate=str(data["candidate"]), stable=str(data["stable"]), phase=str(data["phase"]),
                        step=int(data.get("step", -1)), weight=float(data.get("weight", 0.0)),
                        mirror=float(data.get("mirror", 0.0)), passed=int(data.get("passed", 0)),
-                       judged=int(data.get("judged", 0)), policy=dict(data.get("policy") or {}),
+                       judged=int(data.get("judged", 0)), failed=int(data.get("failed", 0)),
+                       policy=dict(data.get("policy") or {}),
                        reason=str(data.get("reason", "")), updated=float(data.get("updated", 0.0)))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a rollout state: {exc}") from None

@@ -165,6 +165,7 @@ class Driver:
             self.live = self._check("start_candidate", self._start())
         else:
             self.state = resume
+            self.tally.failures = resume.failed   # an interrupted apply's failed intervals still count
             start = next((k for k, p in enumerate(plan) if p.index == resume.step), 0)
             events.step(f"continuing the rollout of {self.candidate[:12]} from {position(resume)}")
             # An apply killed inside start_candidate left a state whose candidate may not be ready:
@@ -271,12 +272,14 @@ class Driver:
                 verdict = self._health() or judge(analysis, stats[0], stats[1] if phase.weight < 100 else None)
             except Unreadable as exc:
                 verdict = Verdict("inconclusive", f"{exc}: holding")
+            limit_reached = self.tally.add(verdict)
             self.state = dataclasses.replace(self.state, judged=self.state.judged + 1,
-                                             passed=self.state.passed + (1 if verdict.passed else 0))
+                                             passed=self.state.passed + (1 if verdict.passed else 0),
+                                             failed=self.tally.failures)
             passed_here += 1 if verdict.passed else 0
             events.step(f"analysis {self.state.judged}: {verdict.result}: {verdict.reason}")
             self._keep()
-            if self.tally.add(verdict):
+            if limit_reached:
                 raise RolloutFailed(f"analysis failed {self.tally.failures} of {self.state.judged} intervals "
                                     f"(failure_limit {analysis.failure_limit}): {self.tally.last_failure}")
             elapsed = self.clock() - began

@@ -39,6 +39,8 @@ def position(state: RolloutState) -> str:
         where = f"step {state.step + 1}/{steps} ({state.weight:g}%)" if steps else f"{state.weight:g}%"
     if policy is not None and policy.analysis is not None:
         where += f", analysis {state.passed}/{state.judged} passed"
+        if state.failed:
+            where += f", {state.failed}/{policy.analysis.failure_limit} failed"
     return where
 
 

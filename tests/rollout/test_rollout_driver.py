@@ -245,6 +245,27 @@ def test_an_interrupted_apply_is_continued_from_the_recorded_step(tmp_path: Path
     assert "analysis 4: pass" in applied.out                           # the count goes on from the target's
 
 
+def test_failed_intervals_of_an_interrupted_apply_still_count_toward_failure_limit(tmp_path: Path, mem):
+    """The target keeps the failures with the position: a bad candidate cannot escape its failure_limit by
+    being interrupted between failed intervals (they were counted from zero again)."""
+    path = deployed(tmp_path)
+    change(path, deploy="error_rate: 0.2")
+    started = run_cli("apply", "--auto-approve", "--no-wait", "-f", str(path))
+    assert started.code == 0, started.err
+    (services,) = STATE.values()
+    state = services["api"].rollout
+    failed_once = dataclasses.replace(state, judged=1, failed=1, updated=time.time())   # as a killed apply left it
+    services["api"] = dataclasses.replace(services["api"], rollout=failed_once)
+    plan = run_cli("plan", "-f", str(path))
+    assert "analysis 0/1 passed, 1/2 failed" in plan.out, plan.out
+    applied = run_cli("apply", "--auto-approve", "-f", str(path))
+    assert applied.code == 5, applied.err + applied.out
+    failures = re.findall(r"analysis \d+: fail", applied.out)
+    assert len(failures) == 1, applied.out                          # one more failed interval reached the limit
+    assert "analysis failed 2 of" in applied.err, applied.err
+    assert record().rollout is not None and record().rollout.phase == "aborted" and record().rollout.failed == 2
+
+
 def test_the_manifest_back_at_the_stable_version_aborts_the_candidate(tmp_path: Path, mem):
     path = deployed(tmp_path)
     stable = spec_fingerprint(record().spec)
