@@ -67,6 +67,21 @@ def split(total: int, weight: float, mirror: float = 0.0, *, routed: bool = Fals
     return Split(max(1, total - canary), canary)
 
 
+def coarse_steps(policy: Mapping[str, Any] | None, total: int, *, tolerance: float = 5.0
+                 ) -> list[tuple[float, float, Split]]:
+    """The canary steps a replica ratio cannot honour within ``tolerance`` points: (asked weight, the
+    share it runs as, the split). Empty behind a router (exact weights) or for a policy without steps."""
+    found = []
+    for step in (policy or {}).get("steps") or []:
+        weight = float(step.get("weight", 0))
+        if 0 < weight < 100:
+            parts = split(total, weight)
+            share = 100 * parts.canary / (parts.canary + parts.stable)
+            if abs(share - weight) > tolerance:
+                found.append((weight, share, parts))
+    return found
+
+
 def first_step(policy: Mapping[str, Any] | None, deploy: Mapping[str, Any], *, routed: bool
                ) -> tuple[str, int, float, float] | None:
     """For ``mlops render``: (what it is, candidate replicas, weight, mirror) at a splitting rollout's first

@@ -117,13 +117,15 @@ class KubernetesProvider(Access, LiveReading, Applying, TrafficSplitting, ImageT
         return Rules(replace_on=frozenset({FAILED, UNHEALTHY}))
 
     def validate(self, desired: Sequence[Resource]) -> list[str]:
-        """A shadow rollout (or a mirror phase) needs the target's Gateway API router; warns of extended
-        resources no node offers."""
+        """A shadow rollout (or a mirror phase) needs the target's Gateway API router; warns of canary steps
+        a replica ratio runs coarser than asked and of extended resources no node offers."""
+        warnings = []
         for service in desired:
             problem = self.rollout_problem(service)
             if problem:
                 raise ProviderError(problem)
-        return self.missing_resources(desired)
+            warnings += self.rollout_warnings(service)
+        return warnings + self.missing_resources(desired)
 
     def gateway(self) -> manifests.Gateway | None:
         """The Gateway whose HTTPRoutes serve this target's services (its namespace defaults to the target's)."""

@@ -84,6 +84,26 @@ class TrafficSplitting(SplitsTraffic):
                     "(a canary there splits by replica ratio)")
         return None
 
+    def rollout_warnings(self, desired: Resource) -> list[str]:
+        """Canary steps the replica ratio runs coarser than asked (no router here): said in the plan, so
+        "10%" on one replica is never silently 50%."""
+        if self._routed():
+            return []
+        policy = desired.inputs.get("rollout") or {}
+        if policy.get("strategy") != "canary":
+            return []
+        deploy = desired.spec.get("deploy") or {}
+        autoscale = deploy.get("autoscale")
+        total = int(autoscale.get("min_replicas", 1)) if autoscale else int(deploy.get("replicas", 1))
+        found = canary.coarse_steps(policy, total)
+        if not found:
+            return []
+        runs = ", ".join(f"{weight:g}% runs as {share:.0f}% ({parts.canary} of {parts.canary + parts.stable} pods)"
+                         for weight, share, parts in found)
+        size = f"at min_replicas {total}" if autoscale else f"with replicas: {total}"
+        return [f"{desired.address}: target {self.target!r} has no gateway, so a canary's share is its replica "
+                f"ratio {size}: {runs}; add replicas or a gateway for exact weights"]
+
     # -- the capability -------------------------------------------------------------------------
     def start_candidate(self, desired: Resource, live: Live, state: RolloutState, events: Progress) -> Live:
         ev = as_events(events)

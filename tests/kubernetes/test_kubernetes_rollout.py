@@ -327,10 +327,24 @@ def test_validate_refuses_shadow_without_a_gateway_in_one_line(tmp_path: Path):
         provider.validate([shadow])
     assert "\n" not in str(refused.value)
     assert "service.echo-api: rollout strategy shadow needs a Gateway API router" in str(refused.value)
-    provider.validate([canary_first])
+    [coarse] = provider.validate([canary_first])          # 3 replicas: 10% can only run as 1 of 3 pods
+    assert coarse == ("service.echo-api: target 'k8s' has no gateway, so a canary's share is its replica ratio "
+                      "with replicas: 3: 10% runs as 33% (1 of 3 pods); add replicas or a gateway for exact weights")
     routed = KubernetesProvider(target="k8s", config={**provider.config, "gateway": {"name": "edge"}},
                                 context=provider.context)
     routed.validate([shadow])
+    assert routed.validate([canary_first]) == []            # the HTTPRoute's weights are exact
+
+
+@pytest.mark.parametrize(("total", "steps", "expected"), [
+    (1, [10, 50], [(10, 50.0, (1, 1))]),                   # the coarsest canary: one pod of each
+    (3, [10, 50, 100], [(10, 100 / 3, (2, 1)), (50, 200 / 3, (1, 2))]),
+    (10, [10, 50], []), (20, [10, 25, 50], []),             # within 5 points: nothing to say
+])
+def test_coarse_steps_name_what_a_replica_ratio_cannot_honour(total, steps, expected):
+    policy = {"strategy": "canary", "steps": [{"weight": w, "hold": 1} for w in steps]}
+    found = [(w, share, (parts.stable, parts.canary)) for w, share, parts in canary.coarse_steps(policy, total)]
+    assert found == [(w, pytest.approx(share), parts) for w, share, parts in expected]
 
 
 @pytest.mark.parametrize(("total", "weight", "mirror", "routed", "expected"), [
