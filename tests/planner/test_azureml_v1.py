@@ -546,7 +546,7 @@ def test_derived_service_name_falls_back_to_the_entry_script_then_a_default(tmp_
     st.text(min_size=1, max_size=40).filter(lambda t: "/" not in t and "\0" not in t and t not in (".", "..")),
 )
 def test_any_derived_name_follows_azure_mls_rule(text, folder):
-    from planner.importers.azureml_v1 import _DNS, derive_service_name, service_name_from
+    from planner.importers.v1_names import _DNS, derive_service_name, service_name_from
 
     name = service_name_from(text)
     assert name is None or _DNS.match(name) and "\n" not in name
