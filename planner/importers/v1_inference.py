@@ -4,7 +4,7 @@ base image, variables), and what the entry script imports.
 v1 environments were conda environments served by Azure's own stack; mlops environments are pip
 on the mlops runtime. This module turns one into the other and says in a warning what it left
 out (conda-only packages, Azure's server packages, the v1 SDK the entry script imports, a Python
-older than the runtime's), reading only files inside the project folder.
+older than the runtime's); a conda file is read only from inside the project folder.
 """
 
 from __future__ import annotations
