@@ -199,7 +199,9 @@ def import_v1(
         if own_names and own_name:
             svc = own_name
         else:
-            svc = name if len(stages) == 1 else _dns(f"{name}-{suffix}"[:32].rstrip("-"), "service name")
+            # The stage's suffix is what tells services apart: cut the name, never the suffix.
+            svc = name if len(stages) == 1 else \
+                _dns(f"{name[:max(0, 31 - len(suffix))].rstrip('-')}-{suffix}", "service name")
         comments = [f"from {stage.file} (computeType {stage.compute})", *stage.target_notes]
         entries.append(("targets", target, stage.target_config, comments))
         service_entry: dict[str, Any] = {

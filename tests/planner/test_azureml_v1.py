@@ -781,3 +781,17 @@ def test_deploy_lines_with_two_names_and_a_nameless_stage_say_why_the_name_is_de
     assert set(result.data["services"]) == {"project-local", "project-aci", "project-aks"}
     assert any(w.startswith("the deploy lines name 'first-svc', 'second-svc', not one for every stage: named the "
                             "service 'project'") for w in result.warnings), result.warnings
+
+
+
+@pytest.mark.parametrize(("service", "configs", "expected"), [
+    ("a" * 31, ["deploymentconfig.json", "aks-deploymentconfig.json"], {"a" * 26 + "-local", "a" * 28 + "-aks"}),
+    ("b" * 30, ["deploymentconfig.json", "copy-deploymentconfig.json"], {"b" * 25 + "-local1", "b" * 25 + "-local2"}),
+])
+def test_a_long_service_name_keeps_each_stage_suffix_so_stages_never_share_a_name(work, service, configs, expected):
+    """A 31-character ``--service`` with two stages named both services the same cut name and the import
+    crashed with a traceback on the duplicate key; the name is cut now, never the stage's suffix."""
+    shutil.copy(work / "deploymentconfig.json", work / "copy-deploymentconfig.json")   # a second local stage
+    case = {"inference_config": "inferenceconfig.json", "service": service, "deploy_configs": configs}
+    result = run_import(case, work / "ml.yaml")
+    assert set(result.data["services"]) == expected
