@@ -273,8 +273,10 @@ class MemoryProvider(Reachable, SplitsTraffic, Provider):
         with _lock:
             self._simulate(live.address.name)
             lines = []
-            for instance in ("a", "b"):         # two instances: the driver sums their series
-                counters = COUNTERS.get((self._key, live.address.name, version))
+            counters = COUNTERS.get((self._key, live.address.name, version))
+            if counters is None and any(v.spec_fingerprint == version for v in live.versions):
+                counters = {"codes": {}, "buckets": [0.0] * len(BOUNDS)}   # running, no request yet: zero series
+            for instance in ("a", "b"):         # two instances: the driver differences each, then sums
                 if counters is None:
                     continue
                 for code, count in sorted(counters["codes"].items()):

@@ -222,9 +222,11 @@ def cmd_abort(args: argparse.Namespace) -> int:
         state = live.rollout
         if state.phase == "aborted":
             return f"{live.address}: the rollout of {state.candidate[:12]} was aborted already ({state.reason})."
+        from ..rollout.driver import finishing
+
         provider.abort(live, dataclasses.replace(state, phase="aborted", weight=0.0, mirror=0.0,
                                                  reason="aborted with `mlops rollout abort`", updated=time.time()),
-                       events)
+                       finishing(events))
         return (f"{live.address}: aborted the rollout of {state.candidate[:12]}; version {state.stable[:12]} answers "
                 f"every request. `mlops apply` leaves it so until `mlops rollout retry {args.service}`.")
 

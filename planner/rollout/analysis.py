@@ -40,17 +40,24 @@ Scrape = Mapping[str, VersionStats]
 """Version label -> its figures."""
 
 
-def parse_metrics(text: str) -> dict[str, VersionStats]:
-    """The two metric families per version; other lines (comments, other metrics) are ignored.
+Instances = Mapping[str, VersionStats]
+"""One version's figures per instance (the ``instance`` label a target adds to each pod's series; "" without one)."""
 
-    Repeated series (the same version and code from several instances, concatenated by
-    ``SplitsTraffic.metrics``) are summed, as Prometheus' ``sum by (version)`` would.
+
+def parse_instances(text: str) -> dict[str, dict[str, VersionStats]]:
+    """The two metric families per version and instance; other lines (comments, other metrics) are ignored.
+
+    A target that concatenates several instances of a version (``SplitsTraffic.metrics``: one text
+    per pod) labels each instance's series ``instance="..."``, so two scrapes are differenced per
+    instance: a summed counter would drop when one pod is missing from a scrape, and the drop would
+    read as a reset (the whole history counted as one interval). Series repeated within one
+    instance are summed.
 
     Malformed lines are skipped rather than fatal: a scrape is evidence, and a half-written line
     must not be read as a verdict.
     """
-    codes: dict[str, dict[str, float]] = {}
-    buckets: dict[str, dict[float, float]] = {}
+    codes: dict[tuple[str, str], dict[str, float]] = {}
+    buckets: dict[tuple[str, str], dict[float, float]] = {}
     for line in text.split("\n"):      # the format's only line end (splitlines() would cut labels)
         line = line.strip(" \t\r")
         if not line or line.startswith("#"):
@@ -63,15 +70,46 @@ def parse_metrics(text: str) -> dict[str, VersionStats]:
         version = labels.get("version")
         if version is None or value is None or value < 0 or math.isnan(value):
             continue
+        key = (version, labels.get("instance", ""))
         if match.group(1) == REQUESTS and "code" in labels:
-            mine = codes.setdefault(version, {})
+            mine = codes.setdefault(key, {})
             mine[labels["code"]] = mine.get(labels["code"], 0.0) + value
         elif match.group(1) == BUCKETS and "le" in labels:
             bound = _float(labels["le"])
             if bound is not None and not math.isnan(bound):
-                series = buckets.setdefault(version, {})
+                series = buckets.setdefault(key, {})
                 series[bound] = series.get(bound, 0.0) + value
-    return {v: VersionStats(codes.get(v, {}), buckets.get(v, {})) for v in sorted(set(codes) | set(buckets))}
+    out: dict[str, dict[str, VersionStats]] = {}
+    for version, instance in sorted(set(codes) | set(buckets)):
+        out.setdefault(version, {})[instance] = VersionStats(codes.get((version, instance), {}),
+                                                             buckets.get((version, instance), {}))
+    return out
+
+
+def total(instances: Instances) -> VersionStats:
+    """The instances' figures summed, as Prometheus' ``sum by (version)`` would."""
+    codes: dict[str, float] = {}
+    buckets: dict[float, float] = {}
+    for stats in instances.values():
+        for k, v in stats.codes.items():
+            codes[k] = codes.get(k, 0.0) + v
+        for b, v in stats.buckets.items():
+            buckets[b] = buckets.get(b, 0.0) + v
+    return VersionStats(codes, buckets)
+
+
+def parse_metrics(text: str) -> dict[str, VersionStats]:
+    """Each version's figures, its instances summed (see ``parse_instances``)."""
+    return {version: total(instances) for version, instances in parse_instances(text).items()}
+
+
+def delta_instances(before: Instances, after: Instances) -> VersionStats:
+    """What happened between two scrapes of one version's instances: each instance's own difference
+    (its own reset detected on its own), summed. A named instance missing from either scrape counts
+    nothing this interval (it did not answer, or its history is older than the interval); the
+    unnamed one (a target with one instance per version) is counted whole when it first appears,
+    since its series start with its first request."""
+    return total({i: delta(before.get(i), stats) for i, stats in after.items() if i in before or i == ""})
 
 
 def _labels(text: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ raises ``RolledBack`` (its own exit code); ``pause`` leaves the candidate servin
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import threading
 import time
 import urllib.request
@@ -29,7 +30,7 @@ from planner.plan import Change
 from planner.resources import Live, Resource, spec_fingerprint
 from providers.base import ensure_connected
 
-from .analysis import Tally, Verdict, VersionStats, delta, judge, parse_metrics
+from .analysis import Instances, Tally, Verdict, VersionStats, delta_instances, judge, parse_instances
 from .previous import NoPrevious, previous_resource
 from .sampling import sample_calls
 from .spec import Rollout
@@ -60,6 +61,11 @@ def rollout_result(exc: RolloutFailed) -> str:
     return "rollback_failed"
 
 
+class Unreadable(MlopsError):
+    """An interval the target could not measure (a failed scrape or health read): inconclusive, never a
+    verdict; the next scrape's difference covers the gap and ``progress_deadline`` ends one that stays so."""
+
+
 @dataclass
 class Sampler:
     """Figures for one interval: a scrape of the candidate's metrics, or the sample request sent N times."""
@@ -68,31 +74,35 @@ class Sampler:
     metrics_url: str | None
     send: Callable[[], tuple[int, float]] | None
     per_interval: int
-    _last: VersionStats | None = None
+    _last: Instances | None = None
 
     def start(self) -> None:
         if self.metrics_url:
-            self._last = self._scrape()
+            try:
+                self._last = self._scrape()
+            except Unreadable:
+                self._last = None   # the first interval takes the baseline (inconclusive)
 
     def interval(self, events: Events, seconds: float) -> VersionStats:
         """Wait one interval (sampling meanwhile when there is no metrics address); the interval's figures."""
         if self.metrics_url:
             events.sleep(seconds)
             now = self._scrape()
-            figures = delta(self._last, now)
-            self._last = now
-            return figures
+            last, self._last = self._last, now
+            if last is None:
+                raise Unreadable("no earlier scrape to compare with; measuring from now")
+            return delta_instances(last, now)
         assert self.send is not None, "a sampler has a metrics address or a way to send"
         return sample_calls(self.send, self.per_interval, seconds, events)
 
-    def _scrape(self) -> VersionStats:
+    def _scrape(self) -> Instances:
         assert self.metrics_url
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:   # noqa: S310 (target's own URL)
                 text = reply.read(4 * 1024 * 1024).decode("utf-8", "replace")
-        except OSError as exc:
-            raise RolloutFailed(f"cannot read the new version's metrics at {self.metrics_url}: {exc}") from None
-        return parse_metrics(text).get(self.version) or VersionStats()
+        except (OSError, http.client.HTTPException) as exc:
+            raise Unreadable(f"cannot read the new version's metrics at {self.metrics_url}: {exc}") from None
+        return parse_instances(text).get(self.version, {})
 
 
 def watch(policy: Rollout, sampler: Sampler, events: Events, *, clock: Callable[[], float] = time.monotonic) -> str:
@@ -108,8 +118,10 @@ def watch(policy: Rollout, sampler: Sampler, events: Events, *, clock: Callable[
     sampler.start()
     judged = 0
     while True:
-        figures = sampler.interval(events, analysis.interval)
-        verdict: Verdict = judge(analysis, figures, None)
+        try:
+            verdict: Verdict = judge(analysis, sampler.interval(events, analysis.interval), None)
+        except Unreadable as exc:
+            verdict = Verdict("inconclusive", f"{exc}: holding")
         judged += 1
         elapsed = clock() - started
         events.step(f"analysis {judged}: {verdict.result}: {verdict.reason}")

@@ -33,13 +33,14 @@ from typing import Any
 from planner.core.errors import CancelledError, MlopsError
 from planner.core.events import Events
 from planner.core.plan import Change
+from planner.core.redact import REDACTOR
 from planner.core.resources import FAILED, UNHEALTHY, Live, Resource, RolloutState, spec_fingerprint
 
-from .analysis import Tally, Verdict, VersionStats, delta, judge, parse_metrics
-from .bake import RollbackFailed, RolledBack, RolloutFailed, RolloutPaused
+from .analysis import Instances, Tally, Verdict, VersionStats, delta_instances, judge, parse_instances
+from .bake import RollbackFailed, RolledBack, RolloutFailed, RolloutPaused, Unreadable
 from .resume import RUNNING, position
 from .sampling import sample_calls
-from .spec import Rollout
+from .spec import Rollout, kept
 
 Clock = Callable[[], float]
 
@@ -81,6 +82,12 @@ def phases(policy: Rollout) -> list[Phase]:
     return out
 
 
+def finishing(events: Events) -> Events:
+    """Events whose waits a Ctrl-C does not cut short: an abort, once started, stops the candidate (a cut
+    abort left a rejected version running while the target said it was aborted)."""
+    return Events(events.step, threading.Event())
+
+
 def update(change: Change, desired: Resource, live: Live, provider: Any, events: Events, *,
            wait: bool = True, clock: Clock = time.time) -> Live:
     """Carry out an update the driver owns (see ``drives``): continue, abort or start a rollout, or
@@ -102,7 +109,7 @@ def update(change: Change, desired: Resource, live: Live, provider: Any, events:
         why = "the manifest asks for the stable version again" if back else f"superseded by version {want[:12]}"
         events.step(f"aborting the rollout of {state.candidate[:12]} at {position(state)}: {why}")
         live = provider.abort(live, dataclasses.replace(state, phase="aborted", weight=0.0, mirror=0.0, reason=why,
-                                                        updated=clock()), events)
+                                                        updated=clock()), finishing(events))
         if back:
             return live
         state = None
@@ -111,7 +118,7 @@ def update(change: Change, desired: Resource, live: Live, provider: Any, events:
         if resuming is not None:   # ...and for the candidate running: it is promoted as it stands
             return Driver(provider, desired, live, Rollout("canary"), events, clock=clock).promote_now(resuming)
         return check_returned(provider, "update", desired, provider.update(desired, live, events))
-    policy = Rollout.from_json(resuming.policy if resuming and resuming.policy else change.rollout)
+    policy = (kept(resuming.policy) if resuming else None) or Rollout.from_json(change.rollout)
     return Driver(provider, desired, live, policy, events, clock=clock).run(resuming, wait=wait)
 
 
@@ -121,12 +128,13 @@ def retry(desired: Resource, live: Live, provider: Any, events: Events, *, clock
     if state is not None and state.phase != "aborted":
         events.step(f"aborting the rollout at {position(state)} to run it again")
         live = provider.abort(live, dataclasses.replace(state, phase="aborted", weight=0.0, mirror=0.0,
-                                                        reason="retried", updated=clock()), events)
+                                                        reason="retried", updated=clock()), finishing(events))
     live = provider.clear(live, events)
-    block = desired.inputs.get("rollout") or (state.policy if state else None)
-    if not block:
+    block = desired.inputs.get("rollout")
+    policy = Rollout.from_json(block) if block else kept(state.policy if state else None)
+    if policy is None:
         raise MlopsError(f"{desired.address}: the manifest gives no rollout policy to retry")
-    return Driver(provider, desired, live, Rollout.from_json(block), events, clock=clock).run(None)
+    return Driver(provider, desired, live, policy, events, clock=clock).run(None)
 
 
 class Driver:
@@ -176,6 +184,9 @@ class Driver:
             if resume is not None and k == 0 and here.step == phase.index and here.weight == phase.weight \
                     and here.mirror == phase.mirror:
                 began = here.updated   # the hold counts from when the step began, before the interruption
+                # ...and the step is set again (idempotent): an apply killed inside set_traffic may have
+                # left the target between two steps (IoT Edge tags devices before it writes the state).
+                self._keep()
             else:
                 began = self.clock()
                 self.state = dataclasses.replace(here, phase="mirror" if phase.index < 0 else "canary",
@@ -226,7 +237,7 @@ class Driver:
         summary = f"analysis {self.state.passed}/{self.state.judged} intervals passed" if self.policy.analysis \
             else "every hold passed"
         self.events.step(f"promoting version {self.candidate[:12]}: {summary}")
-        quiet = Events(self.events.step, threading.Event())   # a cancel after the last hold still promotes
+        quiet = finishing(self.events)   # a cancel after the last hold still promotes
         return check_returned(self.provider, "promote", self.desired,
                               self.provider.promote(self.live, self.desired, quiet))
 
@@ -265,7 +276,9 @@ class Driver:
                           analysis.min_requests)
         figures.start()
         passed_here = 0
-        deadline = max(phase.hold, self.policy.progress_deadline)
+        # The hold counts from when the step began (an interrupted apply's time served counts); the deadline
+        # from now: a rollout resumed an hour after `--no-wait` still gets its progress_deadline to measure.
+        deadline_at = self.clock() + max(phase.hold, self.policy.progress_deadline)
         while True:
             try:
                 stats = figures.interval(events, analysis.interval)
@@ -285,7 +298,7 @@ class Driver:
             elapsed = self.clock() - began
             if elapsed >= phase.hold and passed_here > 0:
                 return
-            if elapsed >= deadline:
+            if self.clock() >= deadline_at:
                 raise RolloutFailed(f"no interval of {phase.label.split(':')[0]} passed within progress_deadline "
                                     f"{self.policy.progress_deadline:g}s (min_requests {analysis.min_requests}; "
                                     f"{self.state.judged - self.state.passed} intervals failed or inconclusive)")
@@ -312,7 +325,10 @@ class Driver:
 
     def _fail(self, reason: str) -> Live:
         name, state = self.desired.address, self.state
-        quiet = Events(self.events.step, threading.Event())   # a cancelled apply still finishes this
+        quiet = finishing(self.events)   # a cancelled apply still finishes this
+        # The reason is kept on the target (an annotation, a label, a file) and may quote a crashing
+        # version's last log lines: what looks like a secret is masked before it is written anywhere.
+        reason = REDACTOR.scrub(reason)
         if self.policy.on_failure == "pause":
             try:
                 self.provider.set_traffic(self.live, dataclasses.replace(state, phase="paused", reason=reason,
@@ -344,17 +360,19 @@ class Figures:
                  samples: int):
         self.provider, self.live, self.candidate, self.stable = provider, live, candidate, stable
         self.desired, self.samples = desired, max(1, samples)
-        self._last: tuple[VersionStats, VersionStats] | None = None
+        self._last: tuple[Instances, Instances] | None = None
         self.sampled = False
 
-    def _scrape(self) -> tuple[VersionStats, VersionStats] | None:
-        out = []
-        for version in (self.candidate, self.stable):
-            text = self.provider.metrics(self.live(), version)
-            if text is None:
-                return None
-            out.append(parse_metrics(text).get(version) or VersionStats())
-        return out[0], out[1]
+    def _scrape(self) -> tuple[Instances, Instances] | None:
+        """Both versions' figures per instance; None when the target reports no metrics for the candidate.
+        The stable version reporting none (no pod left at a 100 % step) is an empty scrape, not "no
+        metrics": at 100 % it is not compared."""
+        text = self.provider.metrics(self.live(), self.candidate)
+        if text is None:
+            return None
+        candidate = parse_instances(text).get(self.candidate, {})
+        text = self.provider.metrics(self.live(), self.stable)
+        return candidate, (parse_instances(text).get(self.stable, {}) if text is not None else {})
 
     def start(self) -> None:
         try:
@@ -381,7 +399,7 @@ class Figures:
         if self._last is None:
             self._last = now
             raise Unreadable("no earlier scrape to compare with; measuring from now")
-        figures = (delta(self._last[0], now[0]), delta(self._last[1], now[1]))
+        figures = (delta_instances(self._last[0], now[0]), delta_instances(self._last[1], now[1]))
         self._last = now
         return figures
 
@@ -400,5 +418,3 @@ class Figures:
         return sample_calls(send, self.samples, seconds, events)
 
 
-class Unreadable(MlopsError):
-    """An interval the target could not measure (a failed scrape or health read): inconclusive."""

@@ -22,7 +22,7 @@ from typing import Any
 from planner.core.plan import Action, Change
 from planner.core.resources import Live, Resource, RolloutState, spec_fingerprint
 
-from .spec import Rollout
+from .spec import Rollout, kept
 
 RUNNING = ("mirror", "canary")
 HELD = ("paused", "aborted")
@@ -31,7 +31,7 @@ REASONS = ("rollout_continue", "rollout_abort", "rollout_superseded", "rollout_a
 
 def position(state: RolloutState) -> str:
     """``step 2/3 (50%), analysis 7/7 passed``; ``mirror phase (20% copied)`` before the first step."""
-    policy = Rollout.from_json(state.policy) if state.policy else None
+    policy = kept(state.policy)
     steps = len(policy.steps) if policy else 0
     if state.step < 0:
         where = f"mirror phase ({state.mirror:g}% copied)" if state.mirror else "start (0%)"

@@ -98,6 +98,26 @@ class Rollout:
         )
 
 
+def kept(policy: Mapping[str, Any] | None) -> Rollout | None:
+    """A policy as a target keeps it (``RolloutState.policy``), or None when there is none or it is damaged:
+    a hand-edited annotation, label or route file must not crash a plan; the manifest's policy serves."""
+    if not policy:
+        return None
+    try:
+        found = Rollout.from_json(policy)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    numbers = [*(n for s in found.steps for n in (s.weight, s.hold)), found.progress_deadline,
+               *((found.mirror.percent, found.mirror.hold) if found.mirror else ())]
+    if not all(math.isfinite(n) and n >= 0 for n in numbers) or any(s.weight > 100 for s in found.steps):
+        return None
+    a = found.analysis
+    if a is not None and not (isinstance(a.failure_limit, int) and isinstance(a.min_requests, int)
+                              and isinstance(a.interval, int | float) and math.isfinite(a.interval) and a.interval > 0):
+        return None
+    return found
+
+
 class RolloutProblem(ValueError):
     """One problem of a rollout block: where (a path below ``rollout``) and a one-line message."""
 
