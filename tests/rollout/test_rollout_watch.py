@@ -110,3 +110,31 @@ def test_a_scrape_across_a_restart_counts_from_zero():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_failed_scrape_is_an_inconclusive_interval_not_a_rollback():
+    """One metrics scrape that fails (a closed port, a cut answer) made the bake window roll back at once;
+    like the rollout driver's, it is inconclusive now and the deadline ends one that stays unreadable."""
+    import socket
+
+    from planner.rollout.bake import Sampler, Unreadable
+
+    with socket.socket() as probe:          # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sampler = Sampler("v", f"http://127.0.0.1:{port}/metrics", None, per_interval=1)
+    sampler.start()                         # no baseline: the first interval takes it
+    with pytest.raises(Unreadable, match="cannot read the new version's metrics"):
+        sampler.interval(Events(), 0.0)
+    clock = [0.0]
+    steps: list[str] = []
+
+    class Ticking(Sampler):
+        def interval(self, events, seconds):
+            clock[0] += 1.0
+            return super().interval(events, 0.0)
+
+    with pytest.raises(RolloutFailed, match="no interval had min_requests 10 requests before progress_deadline 3s"):
+        watch(policy(deadline=3), Ticking("v", sampler.metrics_url, None, per_interval=1), Events(steps.append),
+              clock=lambda: clock[0])
+    assert len(steps) >= 3 and all(": inconclusive: cannot read the new version's metrics" in s for s in steps)
