@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from planner.errors import ProviderError, Unreachable
 
+from .. import sdk
 from .settings import CLOUDS
 
 T = TypeVar("T")
@@ -50,6 +51,7 @@ def endpoints(config: Mapping[str, Any], verify: Any) -> tuple[str, str, str, bo
         arm, login = CLOUDS[config.get("cloud") or "AzureCloud"]
         return arm, login, f"{arm}/.default", False
     arm = str(arm).rstrip("/")
+    sdk.load("requests")
     import requests
 
     url = f"{arm}/metadata/endpoints?api-version=2015-01-01"
@@ -71,6 +73,7 @@ def endpoints(config: Mapping[str, Any], verify: Any) -> tuple[str, str, str, bo
 def connect(config: Mapping[str, Any], describe: str) -> Connection:
     """Log in with DefaultAzureCredential and build the client; Unreachable (one line) when that fails."""
     try:
+        sdk.load("requests", "azure.core.exceptions", "azure.identity", "azure.mgmt.containerinstance")
         from azure.core.exceptions import ClientAuthenticationError
         from azure.identity import CredentialUnavailableError, DefaultAzureCredential
         from azure.mgmt.containerinstance import ContainerInstanceManagementClient

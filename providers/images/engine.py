@@ -12,6 +12,8 @@ from typing import Any
 
 from planner.core.errors import ProviderError, Unreachable
 
+from .. import sdk
+
 LABEL = "mlops"
 """Prefix of every label we set (``mlops.project``, ``mlops.service``, ...)."""
 
@@ -38,6 +40,7 @@ def client(*, timeout: int = 120) -> Any:
     if cached is not None:
         return cached
     try:
+        sdk.load("docker", "docker.errors")
         import docker
         import docker.errors
     except ImportError:

@@ -26,6 +26,8 @@ from typing import Any
 from planner.errors import ProviderError
 from planner.retrying import PermanentError, TransientError, call_with_retries, is_transient_status, retry_after
 
+from .. import sdk
+
 API_VERSION = "2021-04-12"
 CA_BUNDLE_ENV = "IOTHUB_CA_BUNDLE"
 """A CA bundle to trust for the hub (a TLS-inspecting proxy, the test double); unset: the system's."""
@@ -107,6 +109,7 @@ class HubClient:
     """The IoT Hub calls this provider makes; ``what`` names the hub in errors, never the secret."""
 
     def __init__(self, conn: ConnectionString, *, what: str, cancel: threading.Event | None = None):
+        sdk.load("requests", "azure.core", "azure.core.pipeline.transport")
         from azure.core import PipelineClient
         from azure.core.pipeline.policies import SansIOHTTPPolicy, UserAgentPolicy
         from azure.core.pipeline.transport import RequestsTransport

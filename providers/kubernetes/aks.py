@@ -17,6 +17,8 @@ from typing import Any
 
 from planner.errors import Unreachable
 
+from .. import sdk
+
 API_VERSION = "2024-05-01"
 PUBLIC_ARM = "https://management.azure.com"
 CREDENTIAL_HELP = ("log in with az login, or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET "
@@ -25,6 +27,7 @@ CREDENTIAL_HELP = ("log in with az login, or set AZURE_TENANT_ID, AZURE_CLIENT_I
 
 def _endpoints(arm: str | None) -> tuple[str, str | None, str, bool]:
     """(ARM, login authority, token scope, custom?) for the public cloud or an explicit endpoint."""
+    sdk.load("requests")
     import requests
 
     if not arm:
@@ -41,6 +44,7 @@ def _endpoints(arm: str | None) -> tuple[str, str | None, str, bool]:
 
 def fetch_user_kubeconfig(config: Mapping[str, Any], dest: Path) -> Path:
     """Write the cluster's user kubeconfig to ``dest`` (0600) and return it; Unreachable (one line) on failure."""
+    sdk.load("requests", "azure.core.exceptions", "azure.identity")
     import requests
     from azure.core.exceptions import ClientAuthenticationError
     from azure.identity import CredentialUnavailableError, DefaultAzureCredential
