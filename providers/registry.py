@@ -16,6 +16,7 @@ from typing import Any
 
 from planner.core.errors import MlopsError, missing_extra
 
+from . import sdk
 from .base import PROTOCOL, RETIRED, Provider, retired_members, variant_of
 
 GROUP = "mlops.providers"
@@ -96,7 +97,8 @@ def load(kind: str) -> type[Provider]:
                              + "; uninstall one")
         ep = points[0]
         try:
-            cls = ep.load()
+            with sdk.importing():   # the plugin's module imports its SDK: never beside another thread's
+                cls = ep.load()
         except Exception as exc:
             hint = missing_extra(exc)
             raise MlopsError(f"provider plugin {kind!r} ({ep.value}, from {_package(ep)}) failed to load: "

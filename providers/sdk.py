@@ -6,7 +6,8 @@ Two threads importing two SDKs that share a dependency at the same moment (the A
 can deadlock in Python's per-module import locks; Python breaks the deadlock by handing one thread
 a partially initialised module, and the import fails ("cannot import name 'parse_dict_header' from
 partially initialized module 'requests.utils'"): `mlops apply` on the ACI example said the Azure SDK
-was not installed. Every first import of an SDK goes through ``load``, under one lock.
+was not installed. Every first import of an SDK goes through ``load``, and every provider plugin is
+loaded (its module imports its SDK) under ``importing()``: one lock for both.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import sys
 import threading
 
 _IMPORTS = threading.RLock()
+
+
+def importing() -> threading.RLock:
+    """The lock to hold around an import that may pull in an SDK (a provider plugin's module)."""
+    return _IMPORTS
 
 
 def load(*modules: str) -> None:
