@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from planner.core.errors import CancelledError
 from planner.core.plan import Action, Rules
 from planner.core.resources import (
     FAILED,
@@ -261,11 +262,14 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
         path = self._route_path(name)
         current = routefile.read(path)
         candidate = routefile.candidate_of(current)
+        if candidate and candidate.get("instance") and candidate["instance"] == live.details.get("instance"):
+            candidate = None   # promoted by an apply killed before it removed the file: it serves now
         stable = self._stable_entry(live)
+        timeout_ms = int(desired.spec["deploy"].get("scoring_timeout_ms", DEFAULTS["scoring_timeout_ms"]))
         if candidate and candidate.get("version") == version and not candidate.get("stopped") \
                 and self._instance_running(name, candidate) and self._candidate_ready(desired, candidate, events):
             events(f"the candidate {version[:12]} already runs (instance {candidate['instance']}): reused")
-            found = {**candidate, **self._identify(name, candidate)}
+            found = {**candidate, "scoring_timeout_ms": timeout_ms, **self._identify(name, candidate)}
             routefile.write(path, self._route_doc(name, state, stable, found))
             return self._read_service(name)
         if candidate and not candidate.get("stopped"):
@@ -274,8 +278,7 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
         if not self._reads_routes(live):
             raise ProviderError(f"{live.address}: the running version was started before rollouts existed and "
                                 "cannot split traffic; update it once without `rollout:`, then roll out")
-        candidate = {"version": version, "instance": os.urandom(4).hex(), "host": HOST,
-                     "port": processes.free_port(HOST)}
+        candidate = routefile.candidate_entry(version, os.urandom(4).hex(), HOST, processes.free_port(HOST), timeout_ms)
         # Named before it starts: it holds back from the public port, and a killed apply leaves
         # nothing the next read() does not account for.
         routefile.write(path, self._route_doc(name, state, stable, candidate))
@@ -349,13 +352,19 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
         current = routefile.read(path)
         stable = (current or {}).get("stable") or self._stable_entry(live)
         candidate = routefile.candidate_of(current) or {"version": state.candidate}
-        # First the stable version stops sending it requests, then the candidate goes.
+        # First the stable version stops sending it requests, then the candidate goes. The stop is
+        # the point of an abort: a cancel (or Ctrl-C) cuts the wait short, never skips the stop.
         routefile.write(path, self._route_doc(name, state, stable, candidate))
-        if not candidate.get("stopped") and candidate.get("instance"):
-            as_events(events).sleep(ROUTE_PICKUP_S)
-            events(f"stopping the candidate (instance {candidate['instance']})")
-            self._stop_instance(name, candidate)
-        routefile.write(path, self._route_doc(name, state, stable, {**candidate, "stopped": True}))
+        running = not candidate.get("stopped") and candidate.get("instance")
+        try:
+            if running:
+                with contextlib.suppress(CancelledError):   # what it no longer answers, stable retries
+                    as_events(events).sleep(ROUTE_PICKUP_S)
+        finally:
+            if running:
+                events(f"stopping the candidate (instance {candidate['instance']})")
+                self._stop_instance(name, candidate)
+            routefile.write(path, self._route_doc(name, state, stable, {**candidate, "stopped": True}))
         return self._read_service(name)
 
     def clear(self, live: Live, events: Progress) -> Live:

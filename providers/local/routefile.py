@@ -6,15 +6,17 @@
      "rollout": RolloutState.to_json(),
      "stable": {"version": "<fingerprint>", "instance": "ab12cd34"},
      "candidate": {"version": "<fingerprint>", "instance": "ef56ab78", "host": "127.0.0.1",
-                   "port": <its private port>, "pid": ..., "start_id": ... | "container": ...,
-                   "stopped": false}}
+                   "port": <its private port>, "scoring_timeout_ms": <its deploy.scoring_timeout_ms>,
+                   "pid": ..., "start_id": ... | "container": ..., "stopped": false}}
 
 It is the target's own record of the rollout (no state file): ``read()`` reports it in
 ``Live.rollout``, and the stable version's runtime reads it to split requests (the reader is
 ``providers/runtime/routes.py``, which cannot import this module: the runtime is copied into
 images alone). The candidate is named here before it starts, so an apply killed at any moment
-leaves no instance the file does not account for. Written world-readable in a folder mounted
-read-only into the service's containers (it holds addresses and versions, never keys).
+leaves no instance the file does not account for. The candidate's scoring timeout is there because
+the stable version forwards requests to it and must wait as long as the candidate may take.
+Written world-readable in a folder mounted read-only into the service's containers (it holds
+addresses and versions, never keys).
 """
 
 from __future__ import annotations
@@ -84,6 +86,12 @@ def state_of(data: dict[str, Any] | None) -> RolloutState | None:
 def candidate_of(data: dict[str, Any] | None) -> dict[str, Any] | None:
     found = (data or {}).get("candidate")
     return found if isinstance(found, dict) else None
+
+
+def candidate_entry(version: str, instance: str, host: str, port: int, scoring_timeout_ms: int) -> dict[str, Any]:
+    """A candidate as the file names it before it starts (how to find and stop it is added once it runs)."""
+    return {"version": version, "instance": instance, "host": host, "port": port,
+            "scoring_timeout_ms": scoring_timeout_ms}
 
 
 def document(service: str, target: str, state: RolloutState, stable: dict[str, Any],

@@ -8,6 +8,7 @@ Prometheus does) sees the total, and only the asked version's series are kept.
 
 from __future__ import annotations
 
+import http.client
 import re
 import urllib.request
 
@@ -16,11 +17,13 @@ TIMEOUT_S = 5.0
 
 
 def fetch(url: str) -> str | None:
-    """The text at ``url`` (a runtime's probe port); None when it does not answer."""
+    """The text at ``url`` (a runtime's probe port); None when it does not answer, or answers
+    no whole HTTP reply (cut short, garbled: ``http.client.HTTPException``) as a runtime that
+    stops mid-answer does: a scrape that failed, never a crash of the rollout reading it."""
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as reply:   # noqa: S310 - our own runtime on 127.0.0.1
             return reply.read().decode("utf-8", errors="replace")
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         return None
 
 

@@ -337,10 +337,12 @@ class RuntimeApp:
 
     def _upstream_for(self, route: Route) -> Upstream:
         upstream = self._upstream
+        timeout_s = route.forward_timeout_s(self._scorer.timeout_ms)
         if upstream is None or (upstream.host, upstream.port) != (route.host, route.port):
             if upstream is not None:
                 upstream.close()
-            upstream = self._upstream = Upstream(route.host, route.port, self._scorer.timeout_ms / 1000 + 5)
+            upstream = self._upstream = Upstream(route.host, route.port, timeout_s)
+        upstream.timeout_s = timeout_s   # the candidate's own, as its route file entry says
         return upstream
 
     def _serves_metrics(self, scope: Scope) -> bool:

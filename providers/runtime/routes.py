@@ -11,11 +11,15 @@ replaced atomically, holding where the rollout stands::
 
 Every worker checks the file's identity (inode, size, mtime) every ``CHECK_S`` seconds from its
 event loop (one ``stat`` call, nothing on the request path) and rereads it when it changed. A
-runtime whose own version is the file's candidate is the candidate: it serves its private port
-only and never joins the public one by the ``--hold-public`` timer while the file names it. Any
+runtime whose own version the file names as candidate when it starts (``names_candidate``) is the
+candidate: it serves its private port only and joins the public one on GO_LIVE (promote) alone,
+never by the ``--hold-public`` timer, whatever the file says later (aborted, removed by a clear
+after an interrupted abort): a rejected version never serves public requests. Any
 other runtime answering the public port is the stable one and splits: of its ``/score``
 requests, exactly ``weight`` percent (per block of 20 per worker, in shuffled order: see
 ``Share``) are answered by the candidate, and ``mirror`` percent are copied to it with the answer thrown away.
+A forwarded request waits as long as the candidate's own scoring timeout allows (its entry's
+``scoring_timeout_ms``; the stable version's when the entry has none), plus ``FORWARD_SLACK_S``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 from collections.abc import Callable
@@ -33,6 +38,9 @@ log = logging.getLogger("mlops.runtime")
 
 CHECK_S = 0.2
 """How often a worker looks at the route file (a ``stat``); a new weight applies within this."""
+FORWARD_SLACK_S = 5.0
+"""How much longer than the candidate's scoring timeout a forwarded request may take (its queue,
+the network): a slower answer is the candidate's failure, and the request is answered here."""
 IDLE_PHASES = ("aborted",)
 """Phases in which the stable version answers everything itself and the candidate holds no route."""
 
@@ -51,27 +59,71 @@ class Route:
     mirror: float
     """Percent of the requests the stable version answers that are copied to the candidate."""
     active: bool
-    """False once the rollout was aborted: nothing is forwarded, the candidate may join nothing."""
+    """False once the rollout was aborted: nothing is forwarded."""
+    stopped: bool = False
+    """The deployer stopped the candidate (or its start failed): it runs no more."""
+    timeout_ms: int | None = None
+    """The candidate's scoring timeout; None: the file does not say (the stable version's applies)."""
+
+    def forward_timeout_s(self, own_timeout_ms: int) -> float:
+        """How long a request forwarded to the candidate may take; ``own_timeout_ms`` (the stable
+        version's) stands in when the file does not give the candidate's."""
+        return (self.timeout_ms or own_timeout_ms) / 1000 + FORWARD_SLACK_S
 
 
 def parse(data: object) -> Route | None:
-    """The route a file's JSON describes; None when it routes nothing (or is not a route file)."""
+    """The route a file's JSON describes; None when it routes nothing (or is not a route file,
+    or a value in it is out of range: NaN and infinite shares, a port that is no port)."""
     if not isinstance(data, dict):
         return None
     state, candidate = data.get("rollout"), data.get("candidate")
     if not isinstance(state, dict) or not isinstance(candidate, dict):
         return None
     try:
+        weight, mirror = _percent(state.get("weight")), _percent(state.get("mirror"))
+        port = int(candidate.get("port") or 0)
+        timeout = candidate.get("scoring_timeout_ms")
+        timeout_ms = None if timeout is None else int(timeout)
+        if not 0 <= port <= 65535 or (timeout_ms is not None and timeout_ms <= 0):
+            return None
+        stopped = bool(candidate.get("stopped"))
         return Route(
             candidate=str(state["candidate"]),
             host=str(candidate.get("host") or "127.0.0.1"),
-            port=int(candidate.get("port") or 0),
-            weight=min(max(float(state.get("weight") or 0.0), 0.0), 100.0),
-            mirror=min(max(float(state.get("mirror") or 0.0), 0.0), 100.0),
-            active=str(state.get("phase")) not in IDLE_PHASES and not candidate.get("stopped"),
+            port=port,
+            weight=weight,
+            mirror=mirror,
+            active=str(state.get("phase")) not in IDLE_PHASES and not stopped,
+            stopped=stopped,
+            timeout_ms=timeout_ms,
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
+
+
+def _percent(value: object) -> float:
+    """A share in percent, clamped to 0..100; raises ValueError for NaN and infinities (a share
+    no ``Share`` can take, on every request)."""
+    number = float(value or 0.0)   # type: ignore[arg-type]
+    if not math.isfinite(number):
+        raise ValueError(f"not a finite share: {value!r}")
+    return min(max(number, 0.0), 100.0)
+
+
+def read(path: str) -> Route | None:
+    """The route the file at ``path`` describes now; None when there is none or it is unusable."""
+    try:
+        with open(path, "rb") as fh:
+            return parse(json.loads(fh.read()))
+    except (OSError, ValueError):
+        return None
+
+
+def names_candidate(path: str, version: str) -> bool:
+    """Whether the file names ``version`` a rollout's candidate that runs (or is about to start):
+    read once when a runtime starts, it makes that runtime a candidate for the whole of its life."""
+    route = read(path)
+    return route is not None and route.candidate == version and not route.stopped
 
 
 class Share:

@@ -20,7 +20,7 @@ import time
 import traceback
 from types import FrameType
 
-from . import exitcodes
+from . import exitcodes, routes
 from .metrics import SharedMetrics
 from .settings import Settings
 
@@ -118,6 +118,12 @@ class Supervisor:
         self._pid = os.getpid()
         self._live = settings.hold_public_s is None
         """Whether workers join the public port as soon as their init() finished (else on GO_LIVE)."""
+        self._hold_s = settings.hold_public_s
+        """When workers join the public port without GO_LIVE: None for a rollout's candidate."""
+        if self._hold_s is not None and settings.routes_file \
+                and routes.names_candidate(settings.routes_file, settings.revision):
+            log.info("started as the rollout's candidate: joining the public port only when promoted")
+            self._hold_s = None
 
     def _on_go_live(self, signum: int, frame: FrameType | None) -> None:
         if not self._live:
@@ -169,7 +175,7 @@ class Supervisor:
             # GO_LIVE stays blocked (a pending one is kept) until run_worker has its own handler.
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             recorder = self._metrics.recorder(slot) if self._metrics is not None else None
-            code = run_worker(self._settings, self._sockets, self._deferred, live=self._live,
+            code = run_worker(self._settings, self._sockets, self._deferred, live=self._live, hold_s=self._hold_s,
                               metrics=self._metrics, recorder=recorder)
         except BaseException:  # noqa: BLE001 - a worker must always leave through os._exit
             traceback.print_exc()

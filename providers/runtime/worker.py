@@ -69,8 +69,10 @@ HELD_RECHECK_S = 1.0
 
 class _PublicGate:
     """When this worker joins the public port: once init() finished and the instance is live
-    (at once, on SIGUSR1 from the supervisor, or ``hold_public_s`` after init() at the latest,
-    unless the route file names this instance a rollout's candidate: then only on SIGUSR1)."""
+    (at once, on SIGUSR1 from the supervisor, or ``hold_s`` after init() at the latest, and
+    then only while the route file does not name this version the active candidate). A
+    runtime started as a rollout's candidate has no ``hold_s``: SIGUSR1 (promote) alone, so
+    an aborted candidate whose abort was interrupted never serves public requests."""
 
     def __init__(self, live: bool, hold_s: float | None, held: Any = None) -> None:
         self.live, self.hold_s = live, hold_s
@@ -108,9 +110,11 @@ class _PublicGate:
 
 
 def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socket.socket | None = None,
-               *, live: bool = True, metrics: SharedMetrics | None = None, recorder: Recorder | None = None) -> int:
+               *, live: bool = True, hold_s: float | None = None, metrics: SharedMetrics | None = None,
+               recorder: Recorder | None = None) -> int:
     """Serve ``sockets`` until told to stop, and ``deferred`` as well once ``init()`` finished
-    (and, with --hold-public, once the deployer said so); returns the process exit code."""
+    (and, with --hold-public, once the deployer said so or ``hold_s`` passed); returns the
+    process exit code."""
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -118,7 +122,7 @@ def run_worker(settings: Settings, sockets: list[socket.socket], deferred: socke
     if settings.routes_file:
         router = Router(settings.routes_file, settings.revision,
                         on_candidate_change=(lambda _c: recorder.new_candidate()) if recorder is not None else None)
-    gate = _PublicGate(live, settings.hold_public_s, held=(lambda: router.held) if router is not None else None)
+    gate = _PublicGate(live, hold_s, held=(lambda: router.held) if router is not None else None)
     signal.signal(signal.SIGUSR1, gate.on_signal)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR1])
     logs.configure(settings.log_level)

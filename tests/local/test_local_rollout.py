@@ -184,3 +184,53 @@ def test_a_promote_interrupted_after_the_record_moved_is_finished_never_undone(s
     assert live.details["instance"] == new and not live.strays
     assert marked(stable) == [new]
     assert not routefile.path_of(project_data(stable), "dev", SERVICE).exists()
+
+
+def test_a_new_rollout_after_a_promote_killed_before_it_tidied_up_never_stops_the_serving_instance(stable):
+    roll = candidate(stable, "v2")
+    live = roll.live()
+    live = roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+    v2 = live.versions[1].revision
+    entry = json.loads(routefile.path_of(project_data(stable), "dev", SERVICE).read_text())["candidate"]
+    roll.provider._go_live(SERVICE, entry)   # promote's first two moves, then the apply dies:
+    roll.provider._adopt(SERVICE, entry)     # the route file's candidate is the serving instance now
+    roll = candidate(stable, "v3")           # and the next apply rolls out another version
+    live = roll.live()
+    assert live.details["instance"] == v2
+    port, headers = roll.endpoint()
+    with Load(port, headers) as load:
+        live = roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+        since = load.mark()
+        load.wait_for(20, since)
+    assert load.failures == []
+    assert live.details["instance"] == v2 and live.versions[0].revision == v2
+    v3 = live.versions[1].revision
+    assert v3 != v2 and live.versions[1].health.state == "Healthy"
+    assert v2 in marked(stable) and v3 in marked(stable)
+    assert {a[3] for a in load.answers if a[1] > since} <= {"v1", "v2"}   # v2 serves; v3 is held back
+
+
+def test_a_cancelled_abort_still_stops_the_candidate(stable):
+    from planner.core.events import Events
+
+    roll = candidate(stable, "v2")
+    live = roll.live()
+    live = roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+    live = roll.provider.set_traffic(live, roll.state(live, weight=50.0, step=0), roll.events)
+    cancelled = Events()
+    cancelled.cancel.set()   # Ctrl-C came while the abort waited for the stable version to pick it up
+    live = roll.provider.abort(live, roll.state(live, phase="aborted", reason="p99 too high"), cancelled)
+    assert marked(stable) == [live.details["instance"]]
+    entry = json.loads(routefile.path_of(project_data(stable), "dev", SERVICE).read_text())["candidate"]
+    assert entry["stopped"] is True
+    assert live.rollout is not None and live.rollout.phase == "aborted"
+    assert len(live.versions) == 1
+
+
+def test_the_route_file_carries_the_candidates_scoring_timeout(stable):
+    # The stable version forwards requests to the candidate: it waits as long as the candidate may take.
+    roll = candidate(stable, "v2")
+    live = roll.live()
+    roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+    entry = json.loads(routefile.path_of(project_data(stable), "dev", SERVICE).read_text())["candidate"]
+    assert entry["scoring_timeout_ms"] == roll.desired.spec["deploy"]["scoring_timeout_ms"] == 60000

@@ -17,19 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from providers.runtime.routes import Share
+from providers.runtime.routes import Share, parse
 from tests.runtime.conftest import Server, free_port
 
 SAMPLE = re.compile(r'^(\w+)\{version="([^"]*)"(?:,(code|le)="([^"]+)")?\} (\S+)$')
 
 
 def write_route(path: Path, *, port: int, weight: float = 0.0, mirror: float = 0.0, phase: str = "canary",
-                candidate: str = "cand") -> None:
+                candidate: str = "cand", timeout_ms: int | None = None) -> None:
     data = {"rollout": {"candidate": candidate, "stable": "stable", "phase": phase, "weight": weight,
                         "mirror": mirror},
             "candidate": {"version": candidate, "host": "127.0.0.1", "port": port}}
+    if timeout_ms is not None:
+        data["candidate"]["scoring_timeout_ms"] = timeout_ms
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
+    tmp.write_text(json.dumps(data))   # NaN and Infinity as Python's json writes them (and reads them)
     os.replace(tmp, path)
     time.sleep(0.6)   # every worker looks at the file every 0.2 s
 
@@ -47,6 +49,7 @@ def samples(server: Server, probe: int) -> dict[tuple[str, str, str | None], flo
 
 
 def start_pair(runtime, tmp_path: Path, *, candidate_env: dict[str, str] | None = None,
+               stable_env: dict[str, str] | None = None,
                stable_args: tuple[str, ...] = ()) -> tuple[Server, int, Server, int, Path]:
     """(stable, its probe port, candidate, its probe port, the route file); the file names the
     candidate (weight 0) before the candidate starts, as the deployer does."""
@@ -57,7 +60,7 @@ def start_pair(runtime, tmp_path: Path, *, candidate_env: dict[str, str] | None 
                         "--routes", str(routes), env={"TEST_WHO": "cand", **(candidate_env or {})}, wait_ready=False)
     candidate.wait_ready(port=cprobe)
     stable = runtime("whoami.py", "--probe-port", str(sprobe), "--revision", "stable", "--routes", str(routes),
-                     *stable_args, env={"TEST_WHO": "stable"}, wait_ready=False)
+                     *stable_args, env={"TEST_WHO": "stable", **(stable_env or {})}, wait_ready=False)
     stable.wait_ready()
     return stable, sprobe, candidate, cprobe, routes
 
@@ -151,16 +154,92 @@ def test_the_candidate_stays_off_the_public_port_while_named(runtime, tmp_path):
     time.sleep(2.0)   # four times its --hold-public
     with pytest.raises(ConnectionRefusedError):
         candidate.request("GET", "/ready", timeout=2)
-    routes.unlink()   # promoted by GO_LIVE, or no longer a candidate: the timer applies again
-    candidate.wait_ready(timeout=10)
+    routes.unlink()   # a clear after an interrupted abort: still a candidate, never promoted
+    time.sleep(2.0)   # twice the held candidate's recheck
+    with pytest.raises(ConnectionRefusedError):
+        candidate.request("GET", "/ready", timeout=2)
 
 
-def test_go_live_joins_the_public_port_even_while_named(runtime, tmp_path):
+def test_an_aborted_candidate_that_still_runs_never_joins_the_public_port(runtime, tmp_path):
+    # The abort was interrupted before it stopped the candidate: the file says aborted, no more.
+    stable, _sprobe, candidate, cprobe, routes = start_pair(runtime, tmp_path)
+    write_route(routes, port=cprobe, weight=50, phase="aborted")
+    time.sleep(2.5)   # past its --hold-public and two of the held candidate's rechecks
+    with pytest.raises(ConnectionRefusedError):
+        candidate.request("GET", "/ready", timeout=2)
+    assert keep_alive_answers(stable.port, 20) == [(200, "stable")] * 20
+    assert samples(candidate, cprobe)[("mlops_requests_total", "cand", "2xx")] == 0
+
+
+def test_a_runtime_the_file_names_a_stopped_candidate_at_start_joins_by_the_timer(runtime, tmp_path):
+    # Only a runtime started as a running candidate waits for GO_LIVE; a version the file marks
+    # stopped (a failed start, an abort) that starts again as a plain instance joins as usual.
+    routes = tmp_path / "api.json"
+    cprobe = free_port()
+    data = {"rollout": {"candidate": "cand", "stable": "stable", "phase": "aborted", "weight": 0, "mirror": 0},
+            "candidate": {"version": "cand", "host": "127.0.0.1", "port": cprobe, "stopped": True}}
+    routes.write_text(json.dumps(data))
+    plain = runtime("whoami.py", "--probe-port", str(cprobe), "--revision", "cand", "--hold-public", "0.5",
+                    "--routes", str(routes), env={"TEST_WHO": "cand"}, wait_ready=False)
+    plain.wait_ready(timeout=10)
+
+
+@pytest.mark.parametrize("phase", ["canary", "aborted", "removed"])
+def test_go_live_joins_the_public_port_even_while_named(runtime, tmp_path, phase):
     import signal
 
-    _stable, _sprobe, candidate, _cprobe, _routes = start_pair(runtime, tmp_path)
+    _stable, _sprobe, candidate, cprobe, routes = start_pair(runtime, tmp_path)
+    if phase == "removed":
+        routes.unlink()
+    elif phase != "canary":
+        write_route(routes, port=cprobe, phase=phase)
     candidate.process.send_signal(signal.SIGUSR1)
     candidate.wait_ready(timeout=10)
+    assert candidate.request("POST", "/score", "{}").json()["who"] == "cand"
+
+
+def test_a_slow_candidate_answers_within_its_own_scoring_timeout(runtime, tmp_path):
+    # The stable version's timeout is 100 ms (+5 s to forward); the candidate's is 30 s and it
+    # takes 5.5 s: a valid answer, the candidate's, never a 5xx of the candidate retried on stable.
+    stable, sprobe, candidate, cprobe, routes = start_pair(
+        runtime, tmp_path, candidate_env={"TEST_SLEEP_S": "5.5", "SCORING_TIMEOUT_MS": "30000"},
+        stable_env={"SCORING_TIMEOUT_MS": "100"})
+    write_route(routes, port=cprobe, weight=100, timeout_ms=30000)
+    reply = stable.request("POST", "/score", "{}", timeout=60)
+    assert (reply.status, reply.json()["who"]) == (200, "cand")
+    assert samples(stable, sprobe).get(("mlops_requests_total", "cand", "5xx"), 0) == 0
+
+
+def test_without_the_candidates_timeout_the_stable_ones_applies(runtime, tmp_path):
+    stable, sprobe, _candidate, cprobe, routes = start_pair(
+        runtime, tmp_path, candidate_env={"TEST_SLEEP_S": "5.5", "SCORING_TIMEOUT_MS": "30000"},
+        stable_env={"SCORING_TIMEOUT_MS": "100"})
+    write_route(routes, port=cprobe, weight=100)   # a file written before entries carried it
+    reply = stable.request("POST", "/score", "{}", timeout=60)
+    assert (reply.status, reply.json()["who"]) == (200, "stable")   # retried here after 5.1 s
+    assert samples(stable, sprobe)[("mlops_requests_total", "cand", "5xx")] == 1
+
+
+@pytest.mark.parametrize("shares", [{"weight": float("nan"), "mirror": 10.0}, {"weight": 10.0, "mirror": float("nan")},
+                                    {"weight": float("inf")}, {"weight": 10.0, "mirror": float("-inf")}])
+def test_a_route_file_with_a_non_finite_share_routes_nothing(runtime, tmp_path, shares):
+    # Unusable as a whole, as a file with a share that is no number: the stable version answers all.
+    stable, _sprobe, candidate, cprobe, routes = start_pair(runtime, tmp_path)
+    write_route(routes, port=cprobe, **shares)
+    assert keep_alive_answers(stable.port, 20) == [(200, "stable")] * 20
+    write_route(routes, port=cprobe, weight=100)   # a usable file again: it applies
+    assert keep_alive_answers(stable.port, 5) == [(200, "cand")] * 5
+
+
+@pytest.mark.parametrize("candidate", [
+    {"port": 70000}, {"port": -1}, {"scoring_timeout_ms": 0}, {"scoring_timeout_ms": float("nan")},
+    {"scoring_timeout_ms": "soon"}])
+def test_parse_rejects_out_of_range_candidate_entries(candidate):
+    data = {"rollout": {"candidate": "cand", "phase": "canary", "weight": 10},
+            "candidate": {"version": "cand", "port": 1234, **candidate}}
+    assert parse(data) is None
+    assert parse(json.loads(json.dumps(data))) is None
+    assert parse({**data, "candidate": {"version": "cand", "port": 1234}}) is not None
 
 
 def test_share_is_exact_per_block_and_not_periodic():
