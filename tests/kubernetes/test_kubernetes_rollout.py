@@ -286,7 +286,8 @@ def test_with_autoscale_the_hpa_is_set_aside_for_the_rollout_and_comes_back(doub
         assert promoted.rollout is None
 
 
-def test_validate_refuses_shadow_without_a_gateway_in_one_line(tmp_path: Path):
+def test_validate_refuses_shadow_without_a_gateway_in_one_line(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("MLOPS_TEST_REGISTRY", "registry.example:5000")   # loaded, never pushed to
     manifest = make_project(tmp_path / "repo", manifest_text("ro-shadow"))
     assert KubernetesProvider.rollout_strategies({}) == frozenset({"canary", "blue_green"})
     assert "shadow" in KubernetesProvider.rollout_strategies({"gateway": {"name": "edge"}})
