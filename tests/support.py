@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import git
 import pytest
@@ -85,12 +86,13 @@ def make_project(root: Path, manifest: str, *, score: str = ECHO_SCORE, model: s
 def echo_manifest(project: str, *, deploy: str = "{port: auto, auth: key}", model: str = "{path: model.txt}",
                   targets: Mapping[str, str] | None = None, target: str | None = None, service: str = "echo-api",
                   environment: str = '{python: "3.11"}', public_vars: Sequence[str] = (), rollout: str = "") -> str:
-    """ml.yaml of the project most end-to-end tests and benchmarks deploy: one service ``echo-api``
-    (model ``m``, environment ``e``, src/score.py, sample.json: the files ``make_project`` writes).
+    """ml.yaml of the project most end-to-end tests and benchmarks deploy: one service (``echo-api``
+    unless ``service`` names it; model ``m``, environment ``e``, src/score.py, sample.json: the files
+    ``make_project`` writes).
 
     ``targets``: name -> settings in flow style (none: the default local target); ``target``: the
     service's own ``target:`` line; ``deploy``, ``model`` and ``environment``: their flow-style settings;
-    ``service``: its name; ``public_vars``: the manifest's list; ``rollout``: the service's ``rollout:``
+    ``public_vars``: the manifest's list; ``rollout``: the service's ``rollout:``
     block, as YAML already indented under the service.
     """
     lines = ["version: 1", f"project: {project}"]
@@ -145,7 +147,7 @@ class Background:
         while not self._stop.is_set():
             self.once()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
