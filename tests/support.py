@@ -8,10 +8,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import git
 import pytest
@@ -83,23 +84,29 @@ def make_project(root: Path, manifest: str, *, score: str = ECHO_SCORE, model: s
 
 
 def echo_manifest(project: str, *, deploy: str = "{port: auto, auth: key}", model: str = "{path: model.txt}",
-                  targets: Mapping[str, str] | None = None, target: str | None = None) -> str:
-    """ml.yaml of the project most end-to-end tests and benchmarks deploy: one service ``echo-api``
-    (model ``m``, environment ``e``, src/score.py, sample.json: the files ``make_project`` writes).
+                  targets: Mapping[str, str] | None = None, target: str | None = None, service: str = "echo-api",
+                  environment: str = '{python: "3.11"}', public_vars: Sequence[str] = (), rollout: str = "") -> str:
+    """ml.yaml of the project most end-to-end tests and benchmarks deploy: one service (``echo-api``
+    unless ``service`` names it; model ``m``, environment ``e``, src/score.py, sample.json: the files
+    ``make_project`` writes).
 
     ``targets``: name -> settings in flow style (none: the default local target); ``target``: the
-    service's own ``target:`` line; ``deploy`` and ``model``: their flow-style settings.
+    service's own ``target:`` line; ``deploy``, ``model`` and ``environment``: their flow-style settings;
+    ``public_vars``: the manifest's list; ``rollout``: the service's ``rollout:``
+    block, as YAML already indented under the service.
     """
     lines = ["version: 1", f"project: {project}"]
+    if public_vars:
+        lines.append(f"public_vars: [{', '.join(public_vars)}]")
     if targets:
         lines += ["targets:", *(f"  {name}: {config}" for name, config in targets.items())]
-    lines += ["models:", f"  m: {model}", "environments:", '  e: {python: "3.11"}', "services:", "  echo-api:",
+    lines += ["models:", f"  m: {model}", "environments:", f"  e: {environment}", "services:", f"  {service}:",
               "    models: [m]", "    environment: e", "    source_dir: src", "    entry_script: score.py",
               "    sample_request: sample.json"]
     if target:
         lines.append(f"    target: {target}")
     lines.append(f"    deploy: {deploy}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + rollout
 
 
 def memory_manifest(project: str, ports: Mapping[str, int] | None = None) -> str:
@@ -119,42 +126,109 @@ def copy_example(dest: Path) -> Path:
     return dest / "ml.yaml.example"
 
 
-class Hammer:
-    """Scores an endpoint in a loop on a thread while something else happens (an update).
+class Background:
+    """Runs ``once()`` in a loop on a thread from ``with`` to its end: the traffic every load client sends
+    while something else happens (an update, a rollout), written once."""
 
-    ``answers`` holds each reply's ``model`` field; ``failures`` each error or non-200 status.
-    """
-
-    def __init__(self, endpoint: str, body: bytes = b'{"x": 1}'):
+    def __init__(self) -> None:
         import threading
 
-        self.endpoint, self.body = endpoint, body
-        self.failures: list[str] = []
-        self.answers: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def once(self) -> None:
+        raise NotImplementedError
+
+    def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when the ``with`` block ends meanwhile."""
+        self._stop.wait(seconds)
+
     def _run(self) -> None:
-        from providers.http import request
-
         while not self._stop.is_set():
-            try:
-                reply = request(self.endpoint, data=self.body, headers={"Content-Type": "application/json"})
-            except OSError as exc:
-                self.failures.append(str(exc))
-                continue
-            if reply.status != 200:
-                self.failures.append(f"HTTP {reply.status}")
-            else:
-                self.answers.append(reply.json()["model"])
+            self.once()
 
-    def __enter__(self) -> Hammer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class Hammer(Background):
+    """Scores an endpoint in a loop on a thread while something else happens (an update).
+
+    ``answers`` holds each reply's ``model`` field; ``failures`` each error or non-200 status;
+    ``statuses`` each reply's status (0: no reply). ``interval``: the pause after each reply.
+    """
+
+    def __init__(self, endpoint: str, body: bytes = b'{"x": 1}', interval: float = 0.0):
+        super().__init__()
+        self.endpoint, self.body, self.interval = endpoint, body, interval
+        self.failures: list[str] = []
+        self.answers: list[str] = []
+        self.statuses: list[int] = []
+
+    def once(self) -> None:
+        from providers.http import request
+
+        try:
+            reply = request(self.endpoint, data=self.body, headers={"Content-Type": "application/json"})
+        except OSError as exc:
+            self.failures.append(str(exc))
+            self.statuses.append(0)
+            return
+        self.statuses.append(reply.status)
+        if reply.status != 200:
+            self.failures.append(f"HTTP {reply.status}")
+        else:
+            self.answers.append(reply.json()["model"])
+        if self.interval:
+            self.pause(self.interval)
+
+
+FAILS_ONE_IN_FIVE = '''
+
+count = 0
+_run = run
+
+
+def run(raw_data):
+    global count
+    count += 1
+    if count % 5 == 0:
+        raise RuntimeError("one in five fails")
+    return _run(raw_data)
+'''
+"""Appended to a score.py: its ``run`` raises (a 500) on every fifth call: the candidate a rollout rolls back."""
+
+
+def apply_interrupted(*args: str, cwd: Path, once: str, timeout: float = 300) -> tuple[int, str, str]:
+    """``mlops apply --auto-approve ARGS`` in its own process, sent SIGINT (Ctrl-C) once a line of its output
+    says ``once``: (its exit code, all its output, its errors). For the tests of a rollback on Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "planner.cli", "apply", "--auto-approve", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        seen = []
+        deadline = time.monotonic() + timeout
+        for line in proc.stdout:   # type: ignore[union-attr]
+            seen.append(line)
+            if once in line or time.monotonic() > deadline:
+                break
+        assert any(once in ln for ln in seen), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, "".join(seen) + out, err
 
 
 def project_data(where: Path) -> Path:

@@ -7,21 +7,18 @@ import these helpers by name.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "doubles"))
 sys.path.insert(0, str(ROOT / "docker"))
 
 from aci_double import AciDouble  # noqa: E402
-from docker_fixtures import _engine_or_skip  # noqa: E402
+from docker_fixtures import _engine_or_skip, registry_or_skip  # noqa: E402
 
 TARGET_FLOW = ('{provider: aci, subscription_id: "${AZURE_SUBSCRIPTION_ID}", resource_group: ml-dev, '
                'location: westeurope, registry: "${ACR_LOGIN_SERVER}", arm_endpoint: "${AZURE_ARM_ENDPOINT}"}')
@@ -33,13 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def registry_or_skip() -> str:
-    value = os.environ.get("MLOPS_TEST_REGISTRY")
-    if not value:
-        pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
-    return value
 
 
 @contextlib.contextmanager

@@ -15,8 +15,10 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from support import echo_manifest
 
 from providers.images.recipe import DEFAULT_BASE_IMAGE
 
@@ -49,12 +51,23 @@ def engine():
     return _engine_or_skip()
 
 
-@pytest.fixture
-def registry() -> str:
+def registry_or_skip() -> str:
+    """The local registry (MLOPS_TEST_REGISTRY); skips, saying how to start one, when there is none."""
     value = os.environ.get("MLOPS_TEST_REGISTRY")
     if not value:
         pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
     return value
+
+
+def engine_and_registry_or_skip() -> tuple[Any, str]:
+    """The Docker engine and the local registry, or a skip naming the one missing: what every test whose
+    images are pushed and run elsewhere (Kubernetes, IoT Edge, ACI doubles) needs first."""
+    return _engine_or_skip(), registry_or_skip()
+
+
+@pytest.fixture
+def registry() -> str:
+    return registry_or_skip()
 
 
 @pytest.fixture
@@ -73,25 +86,8 @@ def project_name(engine) -> str:
 def docker_manifest(project: str, *, pip: str = "[]", deploy: str = "{port: auto, auth: key}",
                     registry: str | None = None, python: str = "3.11") -> str:
     target = "{provider: local, engine: docker" + (f", registry: {registry}" if registry else "") + "}"
-    return f"""\
-version: 1
-project: {project}
-targets:
-  box: {target}
-models:
-  m: {{path: model.txt}}
-environments:
-  e: {{python: "{python}", pip: {pip}}}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    target: box
-    deploy: {deploy}
-"""
+    return echo_manifest(project, targets={"box": target}, target="box", deploy=deploy,
+                         environment=f'{{python: "{python}", pip: {pip}}}')
 
 
 def containers_of(engine, project: str, *, all: bool = True) -> list:

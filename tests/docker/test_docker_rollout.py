@@ -10,7 +10,7 @@ from support import project_data, run_cli
 
 from planner.core.resources import spec_fingerprint
 from providers.local import routefile
-from tests.local.rollout_harness import SERVICE, Load, candidate, deploy_stable
+from tests.local.rollout_harness import SERVICE, candidate, deploy_stable
 
 pytestmark = pytest.mark.docker
 TARGET = "{provider: local, engine: docker}"
@@ -31,10 +31,8 @@ def running(engine, project: str) -> list[str]:  # noqa: F811
 
 def test_canary_shares_then_promote_under_load(stable, engine, project_name):  # noqa: F811
     roll = candidate(stable, "v2", target=TARGET)
-    live = roll.live()
-    port, headers = roll.endpoint()
-    with Load(port, headers) as load:
-        live = roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+    with roll.load() as load:
+        live = roll.start()
         assert live.rollout is not None and not live.strays
         assert [v.traffic for v in live.versions] == [1.0, 0.0] and live.versions[1].health.state == "Healthy"
         for weight in (10, 50):
@@ -58,10 +56,8 @@ def test_canary_shares_then_promote_under_load(stable, engine, project_name):  #
 
 def test_shadow_then_abort_under_load(stable, engine, project_name):  # noqa: F811
     roll = candidate(stable, "v2", env={"TEST_FAIL_EVERY": "2"}, target=TARGET)
-    live = roll.live()
-    port, headers = roll.endpoint()
-    with Load(port, headers) as load:
-        live = roll.provider.start_candidate(roll.desired, live, roll.state(live, phase="mirror"), roll.events)
+    with roll.load() as load:
+        live = roll.start(phase="mirror")
         live = roll.provider.set_traffic(live, roll.state(live, phase="mirror", mirror=50.0), roll.events)
         load.wait_for(100, load.mark())
         version = spec_fingerprint(roll.desired.spec)

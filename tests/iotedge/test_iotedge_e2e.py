@@ -9,13 +9,11 @@ moves the counts -> a condition matching nothing (Unschedulable, not replaced by
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
 
 import pytest
-from iotedge_fixtures import iotedge_double, manifest, set_env
+from iotedge_fixtures import fleet_fixture, manifest
 from support import make_project, run_cli
 
 from providers.iotedge.hub import ConnectionString, HubClient
@@ -36,20 +34,7 @@ def run(raw_data):
 '''
 
 
-@pytest.fixture
-def fleet(tmp_path, monkeypatch):
-    from docker_fixtures import _engine_or_skip
-
-    engine = _engine_or_skip()
-    registry = os.environ.get("MLOPS_TEST_REGISTRY")
-    if not registry:
-        pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
-    with iotedge_double.running(tmp_path / "double") as double:
-        set_env(monkeypatch, double, registry)
-        yield double
-    for image in engine.images.list(filters={"label": "mlops.project=edge-e2e"}):
-        with contextlib.suppress(Exception):   # shared by a child image: the next run reuses it
-            engine.images.remove(image.id, force=True)
+fleet = fleet_fixture("edge-e2e")
 
 
 def _ours(hub: HubClient) -> list[dict]:

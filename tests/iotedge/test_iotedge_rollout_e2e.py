@@ -13,14 +13,12 @@ driver): the candidate itself is widened to every device. Short holds throughout
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from iotedge_fixtures import TARGET, iotedge_double, set_env
+from iotedge_fixtures import fleet_fixture, manifest
 from support import make_project, run_cli
 
 from planner.core.addresses import Address
@@ -55,42 +53,7 @@ def run(raw_data):
 '''
 
 
-def _manifest() -> str:
-    return f"""\
-version: 1
-project: {PROJECT}
-targets:
-  plant3: {TARGET % "tags.site='plant-3'"}
-models:
-  m: {{path: model.txt}}
-environments:
-  e: {{python: "3.11"}}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    target: plant3
-    deploy: {{auth: key, rollout_timeout_s: 120}}
-{ROLLOUT}"""
-
-
-@pytest.fixture
-def fleet(tmp_path, monkeypatch):
-    from docker_fixtures import _engine_or_skip
-
-    engine = _engine_or_skip()
-    registry = os.environ.get("MLOPS_TEST_REGISTRY")
-    if not registry:
-        pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
-    with iotedge_double.running(tmp_path / "double") as double:
-        set_env(monkeypatch, double, registry)
-        yield double
-    for image in engine.images.list(filters={"label": f"mlops.project={PROJECT}"}):
-        with contextlib.suppress(Exception):   # shared by a child image: the next run reuses it
-            engine.images.remove(image.id, force=True)
+fleet = fleet_fixture(PROJECT)
 
 
 def _ours(hub: HubClient) -> list[dict]:
@@ -130,7 +93,8 @@ def _killed_at(root, text: str) -> str:
 
 def test_a_ring_rollout_through_apply(tmp_path, fleet):
     root = tmp_path / "repo"
-    make_project(root, _manifest(), score=SCORE % ([],))
+    make_project(root, manifest(PROJECT, deploy="{auth: key, rollout_timeout_s: 120}", rollout=ROLLOUT),
+                 score=SCORE % ([],))
     hub = HubClient(ConnectionString.parse(fleet.connection_string, "hub"), what="hub")
     result = run_cli("validate", cwd=root)
     assert result.code == 0, result.err

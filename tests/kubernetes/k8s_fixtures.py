@@ -19,14 +19,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "doubles"))
 sys.path.insert(0, str(HERE.parent / "docker"))
 
-from docker_fixtures import _engine_or_skip  # noqa: E402
+from docker_fixtures import _engine_or_skip, engine_and_registry_or_skip  # noqa: E402
 from kubernetes_double import KubernetesDouble  # noqa: E402
 
 from providers.base import ProjectContext  # noqa: E402
 from providers.kubernetes import FpgaProvider, KubernetesProvider  # noqa: E402
 
-__all__ = ["FPGA", "KubernetesDouble", "_engine_or_skip", "api_cluster", "api_double", "make_provider",
-           "running_double"]
+__all__ = ["FPGA", "KubernetesDouble", "_engine_or_skip", "api_cluster", "api_double", "engine_and_registry_or_skip",
+           "make_provider", "running_double"]
 
 FPGA = "amd.com/xilinx_u250_gen3x16_xdma_shell_4_1-0"
 

@@ -9,17 +9,18 @@ clear, and a second rollout promoted. The real control plane's version is test_k
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from k8s_fixtures import _engine_or_skip, running_double
+from k8s_fixtures import engine_and_registry_or_skip, running_double
 from kubernetes import client, config
-from support import make_project, run_cli
+from support import echo_manifest, make_project, run_cli
 
 from planner.core.events import Events
 from planner.core.resources import RolloutState, spec_fingerprint
@@ -34,33 +35,29 @@ NS = "ro"
 
 
 def manifest_text(project: str, *, replicas: int = 3, extra_target: str = "", rollout: str = "") -> str:
-    return f"""\
-version: 1
-project: {project}
-public_vars: [MLOPS_TEST_REGISTRY]
-targets:
-  k8s: {{provider: kubernetes, namespace: {NS}, registry: "${{MLOPS_TEST_REGISTRY}}"{extra_target}}}
-models:
-  m: {{path: model.txt}}
-environments:
-  e: {{python: "3.11", pip: []}}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    target: k8s
-    deploy: {{replicas: {replicas}, auth: key, cpu: 0.1, memory_gb: 0.25}}
-{rollout}"""
+    target = f'{{provider: kubernetes, namespace: {NS}, registry: "${{MLOPS_TEST_REGISTRY}}"{extra_target}}}'
+    return echo_manifest(project, public_vars=["MLOPS_TEST_REGISTRY"], targets={"k8s": target}, target="k8s",
+                         environment='{python: "3.11", pip: []}', rollout=rollout,
+                         deploy=f"{{replicas: {replicas}, auth: key, cpu: 0.1, memory_gb: 0.25}}")
+
+
+@contextlib.contextmanager
+def applied(root: Path, text: str) -> Iterator[tuple[Path, list[str]]]:
+    """The project of manifest ``text`` made at ``root`` and applied (v1) through the CLI, destroyed afterwards
+    whatever happened: (its manifest, the ``-f`` arguments). Every test here starts from one."""
+    manifest = make_project(root, text)
+    f = ["-f", str(manifest)]
+    try:
+        first = run_cli("apply", "--auto-approve", *f)
+        assert first.code == 0, first.out + first.err
+        yield manifest, f
+    finally:
+        run_cli("destroy", "--auto-approve", *f)
 
 
 @pytest.fixture(scope="module")
 def double(tmp_path_factory):
-    _engine_or_skip()
-    if not os.environ.get("MLOPS_TEST_REGISTRY"):
-        pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
+    engine_and_registry_or_skip()
     with running_double(tmp_path_factory.mktemp("k8s-rollout"), kubelet=True) as running:
         yield running
 
@@ -89,6 +86,17 @@ def _provider_and_desired(manifest: Path) -> tuple[KubernetesProvider, object]:
     ensure_connected(provider)
     assert isinstance(provider, KubernetesProvider)
     return provider, desired
+
+
+def _stable_then_second_model(manifest: Path) -> tuple[object, KubernetesProvider, object]:
+    """The applied service as a fresh runner reads it, then a second model committed (``v2``): (the stable
+    live service, a fresh runner's provider, and the candidate it desires): where every rollout starts."""
+    provider, _ = _provider_and_desired(manifest)
+    stable_live = _live(provider)
+    (manifest.parent / "model.txt").write_text("v2\n")
+    _commit(manifest.parent, "a second model")
+    provider, desired = _provider_and_desired(manifest)
+    return stable_live, provider, desired
 
 
 def _live(provider: KubernetesProvider):
@@ -121,21 +129,10 @@ def _replicas(apps, name: str) -> int:
 
 
 def test_canary_lifecycle_start_steps_resume_abort_clear_and_promote(double, apps, tmp_path: Path):
-    root = tmp_path / "repo"
-    manifest = make_project(root, manifest_text(f"ro-{uuid.uuid4().hex[:6]}"))
-    f = ["-f", str(manifest)]
-    try:
-        applied = run_cli("apply", "--auto-approve", *f)
-        assert applied.code == 0, applied.out + applied.err
-        provider, _ = _provider_and_desired(manifest)
-        stable_live = _live(provider)
+    with applied(tmp_path / "repo", manifest_text(f"ro-{uuid.uuid4().hex[:6]}")) as (manifest, f):
+        stable_live, provider, desired = _stable_then_second_model(manifest)
         assert stable_live.rollout is None and len(stable_live.versions) == 1
-        v1 = spec_fingerprint(stable_live.spec)
-
-        (root / "model.txt").write_text("v2\n")
-        _commit(root, "a second model")
-        provider, desired = _provider_and_desired(manifest)
-        v2 = spec_fingerprint(desired.spec)
+        v1, v2 = spec_fingerprint(stable_live.spec), spec_fingerprint(desired.spec)
         state = RolloutState(candidate=v2, stable=v1, phase="canary", step=-1, weight=0.0,
                              policy={"strategy": "canary"})
 
@@ -221,19 +218,13 @@ def test_canary_lifecycle_start_steps_resume_abort_clear_and_promote(double, app
         updated = provider.update(desired, _live(provider), Events())
         assert len(updated.versions) == 1 and updated.rollout is None
         assert "echo-api-canary" not in {d.metadata.name for d in apps.list_namespaced_deployment(NS).items}
-    finally:
-        run_cli("destroy", "--auto-approve", *f)
 
 
 def test_behind_a_gateway_the_route_weighs_and_mirrors_and_the_service_selects_the_stable_track(
         double, apps, tmp_path: Path):
-    root = tmp_path / "repo"
-    manifest = make_project(root, manifest_text(f"rg-{uuid.uuid4().hex[:6]}", replicas=2,
-                                                extra_target=", gateway: {name: edge, namespace: infra}"))
-    f = ["-f", str(manifest)]
-    try:
-        applied = run_cli("apply", "--auto-approve", *f)
-        assert applied.code == 0, applied.out + applied.err
+    text = manifest_text(f"rg-{uuid.uuid4().hex[:6]}", replicas=2,
+                         extra_target=", gateway: {name: edge, namespace: infra}")
+    with applied(tmp_path / "repo", text) as (manifest, f):
         custom = client.CustomObjectsApi(apps.api_client)
         core = client.CoreV1Api(apps.api_client)
 
@@ -243,11 +234,7 @@ def test_behind_a_gateway_the_route_weighs_and_mirrors_and_the_service_selects_t
 
         assert [b["name"] for b in route()["spec"]["rules"][0]["backendRefs"]] == ["echo-api"]
         assert core.read_namespaced_service("echo-api", NS).spec.selector[manifests.label("track")] == "stable"
-        provider, _ = _provider_and_desired(manifest)
-        stable_live = _live(provider)
-        (root / "model.txt").write_text("v2\n")
-        _commit(root, "a second model")
-        provider, desired = _provider_and_desired(manifest)
+        stable_live, provider, desired = _stable_then_second_model(manifest)
         state = RolloutState(candidate=spec_fingerprint(desired.spec), stable=spec_fingerprint(stable_live.spec),
                              phase="mirror", weight=0.0, mirror=20.0)
         live = provider.start_candidate(desired, stable_live, state, Events())
@@ -269,32 +256,21 @@ def test_behind_a_gateway_the_route_weighs_and_mirrors_and_the_service_selects_t
         promoted = provider.promote(live, desired, Events())
         assert [b["name"] for b in route()["spec"]["rules"][0]["backendRefs"]] == ["echo-api"]
         assert promoted.rollout is None and set(_answers(provider, promoted, 4)) == {"v2"}
-    finally:
-        run_cli("destroy", "--auto-approve", *f)
 
 
 def test_with_autoscale_the_hpa_is_set_aside_for_the_rollout_and_comes_back(double, apps, tmp_path: Path):
     text = manifest_text(f"ra-{uuid.uuid4().hex[:6]}").replace(
         "deploy: {replicas: 3,", "deploy: {autoscale: {min_replicas: 2, max_replicas: 4},")
-    root = tmp_path / "repo"
-    manifest = make_project(root, text)
-    f = ["-f", str(manifest)]
     autoscaling = client.AutoscalingV2Api(apps.api_client)
 
     def hpas() -> list[str]:
         return [h.metadata.name for h in autoscaling.list_namespaced_horizontal_pod_autoscaler(NS).items]
 
-    try:
-        applied = run_cli("apply", "--auto-approve", *f)
-        assert applied.code == 0, applied.out + applied.err
+    with applied(tmp_path / "repo", text) as (manifest, f):
         # What the HPA decided (the double runs no HPA controller: scaled here as it would).
         apps.patch_namespaced_deployment("echo-api", NS, {"spec": {"replicas": 3}},
                                          field_manager="horizontal-pod-autoscaler")
-        provider, _ = _provider_and_desired(manifest)
-        stable_live = _live(provider)
-        (root / "model.txt").write_text("v2\n")
-        _commit(root, "a second model")
-        provider, desired = _provider_and_desired(manifest)
+        stable_live, provider, desired = _stable_then_second_model(manifest)
         state = RolloutState(candidate=spec_fingerprint(desired.spec), stable=spec_fingerprint(stable_live.spec),
                              phase="canary")
         live = provider.start_candidate(desired, stable_live, state, Events())
@@ -308,11 +284,10 @@ def test_with_autoscale_the_hpa_is_set_aside_for_the_rollout_and_comes_back(doub
         promoted = provider.promote(live, desired, Events())
         assert hpas() == ["echo-api"] and _replicas(apps, "echo-api") == 3 and promoted.health.ready == 3
         assert promoted.rollout is None
-    finally:
-        run_cli("destroy", "--auto-approve", *f)
 
 
-def test_validate_refuses_shadow_without_a_gateway_in_one_line(tmp_path: Path):
+def test_validate_refuses_shadow_without_a_gateway_in_one_line(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("MLOPS_TEST_REGISTRY", "registry.example:5000")   # loaded, never pushed to
     manifest = make_project(tmp_path / "repo", manifest_text("ro-shadow"))
     assert KubernetesProvider.rollout_strategies({}) == frozenset({"canary", "blue_green"})
     assert "shadow" in KubernetesProvider.rollout_strategies({"gateway": {"name": "edge"}})

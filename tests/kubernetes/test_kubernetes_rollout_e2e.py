@@ -6,13 +6,12 @@ promoted and the next plan has nothing to do."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
-from support import ECHO_SCORE, make_project, run_cli
-from test_kubernetes_rollout import _commit, apps, double, manifest_text  # noqa: F401 (fixtures)
+from support import ECHO_SCORE, FAILS_ONE_IN_FIVE, Background, run_cli
+from test_kubernetes_rollout import _commit, applied, apps, double, manifest_text  # noqa: F401 (fixtures)
 
 from planner.project import Project
 from providers.base import ensure_connected
@@ -27,61 +26,37 @@ ROLLOUT = """\
       progress_deadline: 120s
 """
 
-FLAKY = ECHO_SCORE + """
-count = 0
-_echo = run
-
-def run(raw_data):
-    global count
-    count += 1
-    if count % 5 == 0:
-        raise RuntimeError("one in five fails")
-    return _echo(raw_data)
-"""
+FLAKY = ECHO_SCORE + FAILS_ONE_IN_FIVE
 
 
-class Load:
+class Load(Background):
     """Calls the service through the API server's service proxy on a thread: every answer's model."""
 
     def __init__(self, manifest: Path):
+        super().__init__()
         project = Project.load(manifest)
         self.provider = project.provider_for("k8s")
         ensure_connected(self.provider)
         self.answers: list[str] = []
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                live = next(iter(self.provider.read()))
-                status, body, _where = self.provider.call(live, b'{"x": 1}', timeout=10)
-            except Exception as exc:   # the test reports it
-                self.failures.append(f"{type(exc).__name__}: {exc}")
-                continue
-            if status == 200:
-                self.answers.append(json.loads(body)["model"])
-            else:
-                self.failures.append(f"HTTP {status}: {body[:100]!r}")
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def once(self) -> None:
+        try:
+            live = next(iter(self.provider.read()))
+            status, body, _where = self.provider.call(live, b'{"x": 1}', timeout=10)
+        except Exception as exc:   # the test reports it
+            self.failures.append(f"{type(exc).__name__}: {exc}")
+            return
+        if status == 200:
+            self.answers.append(json.loads(body)["model"])
+        else:
+            self.failures.append(f"HTTP {status}: {body[:100]!r}")
+        self.pause(0.05)
 
 
 def test_a_canary_through_mlops_apply_is_promoted_step_by_step(double, apps, tmp_path: Path):  # noqa: F811
     root = tmp_path / "repo"
-    manifest = make_project(root, manifest_text(f"re-{uuid.uuid4().hex[:6]}", rollout=ROLLOUT))
-    f = ["-f", str(manifest)]
-    try:
-        first = run_cli("apply", "--auto-approve", *f)
-        assert first.code == 0, first.out + first.err
+    with applied(root, manifest_text(f"re-{uuid.uuid4().hex[:6]}", rollout=ROLLOUT)) as (manifest, f):
         (root / "model.txt").write_text("v2\n")
         _commit(root, "a second model")
         planned = run_cli("plan", *f)
@@ -99,18 +74,12 @@ def test_a_canary_through_mlops_apply_is_promoted_step_by_step(double, apps, tmp
         names = {d.metadata.name for d in apps.list_namespaced_deployment("ro").items}
         assert "echo-api-canary" not in {n for n in names if n.startswith("echo-api")}
         assert run_cli("plan", "--detailed-exitcode", *f).code == 0
-    finally:
-        run_cli("destroy", "--auto-approve", *f)
 
 
 def test_a_failing_canary_through_mlops_apply_is_rolled_back_and_the_stable_keeps_serving(
         double, apps, tmp_path: Path):  # noqa: F811
     root = tmp_path / "repo"
-    manifest = make_project(root, manifest_text(f"rb-{uuid.uuid4().hex[:6]}", rollout=ROLLOUT))
-    f = ["-f", str(manifest)]
-    try:
-        first = run_cli("apply", "--auto-approve", *f)
-        assert first.code == 0, first.out + first.err
+    with applied(root, manifest_text(f"rb-{uuid.uuid4().hex[:6]}", rollout=ROLLOUT)) as (manifest, f):
         (root / "src" / "score.py").write_text(FLAKY)
         _commit(root, "a candidate failing one request in five")
         with Load(manifest) as load:
@@ -127,8 +96,6 @@ def test_a_failing_canary_through_mlops_apply_is_rolled_back_and_the_stable_keep
         assert live.health.ready == 3
         planned = run_cli("plan", *f)
         assert "rolled back earlier" in planned.out and "mlops rollout retry echo-api" in planned.out, planned.out
-    finally:
-        run_cli("destroy", "--auto-approve", *f)
 
 
 def test_apply_killed_in_the_middle_of_a_canary_continues_from_the_target(double, apps, tmp_path: Path):  # noqa: F811
@@ -142,11 +109,7 @@ def test_apply_killed_in_the_middle_of_a_canary_continues_from_the_target(double
 
     root = tmp_path / "repo"
     slow = ROLLOUT.replace("hold: 2s", "hold: 6s")
-    manifest = make_project(root, manifest_text(f"rk-{uuid.uuid4().hex[:6]}", rollout=slow))
-    f = ["-f", str(manifest)]
-    try:
-        first = run_cli("apply", "--auto-approve", *f)
-        assert first.code == 0, first.out + first.err
+    with applied(root, manifest_text(f"rk-{uuid.uuid4().hex[:6]}", rollout=slow)) as (manifest, f):
         (root / "model.txt").write_text("v2\n")
         _commit(root, "a second model")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -176,5 +139,3 @@ def test_apply_killed_in_the_middle_of_a_canary_continues_from_the_target(double
         assert live.rollout is None and len(live.versions) == 1 and live.health.ready == 3
         assert "echo-api-canary" not in {d.metadata.name for d in apps.list_namespaced_deployment("ro").items}
         assert run_cli("plan", "--detailed-exitcode", *f).code == 0
-    finally:
-        run_cli("destroy", "--auto-approve", *f)

@@ -13,18 +13,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from k8s_fixtures import _engine_or_skip
+from k8s_fixtures import engine_and_registry_or_skip
 from kubernetes import client, config
 from real_cluster import shared_cluster
-from support import ROOT, make_project, run_cli
-from test_kubernetes_rollout import _commit, _live, _provider_and_desired, manifest_text
+from support import ROOT
+from test_kubernetes_rollout import _live, _stable_then_second_model, applied, manifest_text
 
 from planner.core.events import Events
 from planner.core.resources import RolloutState, spec_fingerprint
@@ -37,9 +36,7 @@ GROUP = "gateway.networking.k8s.io"
 
 @pytest.fixture(scope="module")
 def cluster():
-    _engine_or_skip()
-    if not os.environ.get("MLOPS_TEST_REGISTRY"):
-        pytest.skip("no local registry: MLOPS_TEST_REGISTRY is not set (run .ci/docker-up.sh)")
+    engine_and_registry_or_skip()
     return shared_cluster()
 
 
@@ -78,9 +75,8 @@ def httproute_crd(cluster):
             ext.delete_custom_resource_definition(name)
 
 
-def _manifest(tmp: Path, namespace: str, **kw) -> Path:
-    text = manifest_text(f"ror-{uuid.uuid4().hex[:6]}", **kw).replace("namespace: ro,", f"namespace: {namespace},")
-    return make_project(tmp / "repo", text)
+def _manifest(namespace: str, **kw) -> str:
+    return manifest_text(f"ror-{uuid.uuid4().hex[:6]}", **kw).replace("namespace: ro,", f"namespace: {namespace},")
 
 
 def _replicas(apps, namespace: str, name: str) -> int:
@@ -89,16 +85,8 @@ def _replicas(apps, namespace: str, name: str) -> int:
 
 def test_replica_ratio_canary_metrics_and_abort_on_the_real_control_plane(kube, tmp_path: Path):
     namespace, apps, _core, _custom, _api = kube
-    manifest = _manifest(tmp_path, namespace)
-    f = ["-f", str(manifest)]
-    try:
-        applied = run_cli("apply", "--auto-approve", *f)
-        assert applied.code == 0, applied.out + applied.err
-        provider, _ = _provider_and_desired(manifest)
-        stable_live = _live(provider)
-        (manifest.parent / "model.txt").write_text("v2\n")
-        _commit(manifest.parent, "a second model")
-        provider, desired = _provider_and_desired(manifest)
+    with applied(tmp_path / "repo", _manifest(namespace)) as (manifest, f):
+        stable_live, provider, desired = _stable_then_second_model(manifest)
         v1, v2 = spec_fingerprint(stable_live.spec), spec_fingerprint(desired.spec)
         state = RolloutState(candidate=v2, stable=v1, phase="canary", step=-1)
         live = provider.start_candidate(desired, stable_live, state, Events())
@@ -126,28 +114,19 @@ def test_replica_ratio_canary_metrics_and_abort_on_the_real_control_plane(kube, 
         assert _replicas(apps, namespace, "echo-api") == 3 and aborted.status == "Healthy"
         assert [v.spec_fingerprint for v in aborted.versions] == [v1]
         assert "echo-api-canary" not in {d.metadata.name for d in apps.list_namespaced_deployment(namespace).items}
-    finally:
-        run_cli("destroy", "--auto-approve", *f)
 
 
 def test_httproute_weights_and_mirror_pass_the_real_crd_then_promote(kube, httproute_crd, tmp_path: Path):
     namespace, apps, core, custom, _api = kube
-    manifest = _manifest(tmp_path, namespace, replicas=2, extra_target=", gateway: {name: edge}")
-    f = ["-f", str(manifest)]
+    text = _manifest(namespace, replicas=2, extra_target=", gateway: {name: edge}")
 
     def route() -> dict:
         return custom.get_namespaced_custom_object(GROUP, "v1", namespace, "httproutes", "echo-api")
 
-    try:
-        applied = run_cli("apply", "--auto-approve", *f)
-        assert applied.code == 0, applied.out + applied.err
+    with applied(tmp_path / "repo", text) as (manifest, f):
         assert route()["spec"]["parentRefs"][0] == {"group": GROUP, "kind": "Gateway", "name": "edge",
                                                     "namespace": namespace}
-        provider, _ = _provider_and_desired(manifest)
-        stable_live = _live(provider)
-        (manifest.parent / "model.txt").write_text("v2\n")
-        _commit(manifest.parent, "a second model")
-        provider, desired = _provider_and_desired(manifest)
+        stable_live, provider, desired = _stable_then_second_model(manifest)
         state = RolloutState(candidate=spec_fingerprint(desired.spec), stable=spec_fingerprint(stable_live.spec),
                              phase="mirror", mirror=20.0)
         live = provider.start_candidate(desired, stable_live, state, Events())
@@ -173,5 +152,3 @@ def test_httproute_weights_and_mirror_pass_the_real_crd_then_promote(kube, httpr
         assert "echo-api-canary" not in {s.metadata.name for s in core.list_namespaced_service(namespace).items}
         status, body, _where = provider.call(promoted, b'{"x": 1}')
         assert status == 200 and json.loads(body)["model"] == "v2"
-    finally:
-        run_cli("destroy", "--auto-approve", *f)

@@ -16,33 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support import make_project, run_cli
+from support import echo_manifest, make_project, run_cli
 
 from planner.addresses import Address
 from planner.core.events import Events
 from planner.core.resources import Live, Resource, RolloutState, spec_fingerprint
 from planner.project import Project
 
-SCORE = '''\
-import os, time
-
-calls = 0
-
-def init():
-    global who, fail_every, sleep_s
-    who = os.environ.get("TEST_WHO", "unnamed")
-    fail_every = int(os.environ.get("TEST_FAIL_EVERY", "0"))
-    sleep_s = float(os.environ.get("TEST_SLEEP_S", "0"))
-
-def run(raw_data):
-    global calls
-    calls += 1
-    if sleep_s:
-        time.sleep(sleep_s)
-    if fail_every and calls % fail_every == 0:
-        raise RuntimeError("planned failure")
-    return {"who": who}
-'''
+SCORE = (Path(__file__).resolve().parents[1] / "runtime" / "scripts" / "whoami.py").read_text()
+"""The service's score.py: the runtime tests' script that says which version answered (``TEST_WHO``),
+failing every ``TEST_FAIL_EVERY``-th call and sleeping ``TEST_SLEEP_S`` a call when asked."""
 
 SERVICE = "rl-api"
 
@@ -51,25 +34,8 @@ def manifest(project: str, target: str, who: str, env: dict[str, str] | None = N
     """``rollout``: the service's ``rollout:`` block, as YAML indented under the service."""
     variables = {"TEST_WHO": who, **(env or {})}
     inline = ", ".join(f"{k}: {json.dumps(v)}" for k, v in sorted(variables.items()))
-    return f"""\
-version: 1
-project: {project}
-targets:
-  dev: {target}
-models:
-  m: {{path: model.txt}}
-environments:
-  e: {{python: "3.11"}}
-services:
-  {SERVICE}:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    target: dev
-    deploy: {{port: auto, auth: key, environment_variables: {{{inline}}}}}
-{rollout}"""
+    return echo_manifest(project, service=SERVICE, targets={"dev": target}, target="dev", rollout=rollout,
+                         deploy=f"{{port: auto, auth: key, environment_variables: {{{inline}}}}}")
 
 
 def deploy_stable(root: Path, project: str, target: str, rollout: str = "") -> Path:
@@ -105,6 +71,15 @@ class Rollout:
     def endpoint(self) -> tuple[int, dict[str, str]]:
         found = self.provider.endpoint(self.live())
         return int(found.scoring_url.split(":")[2].split("/")[0]), dict(found.headers)
+
+    def load(self) -> Load:
+        """Both clients scoring the service's endpoint, from ``with`` to its end."""
+        return Load(*self.endpoint())
+
+    def start(self, **changes: Any) -> Live:
+        """The candidate started beside the live stable version: the driver's first call of every rollout."""
+        live = self.live()
+        return self.provider.start_candidate(self.desired, live, self.state(live, **changes), self.events)
 
 
 def rewrite(path: Path, who: str, env: dict[str, str] | None = None, target: str = "{provider: local}",
@@ -248,3 +223,31 @@ def step_shares(load: Load, weights: list[tuple[float, float]], who: str) -> lis
                 out.append((weight, 100.0 * sum(1 for a in window if a[3] == who or a[2] >= 500) / len(window),
                             len(window)))
     return out
+
+
+def promoted_under_load(path: Path, target: str = "{provider: local}") -> None:
+    """``mlops apply`` of a good ``v2`` under load, checked as every engine must pass it: promoted with no
+    failed request, each step's share of answers within 5 points of its weight, v2 answering at the end."""
+    result, load, weights = applied_under_load(path, who="v2", target=target)
+    assert result.code == 0, result.out + result.err
+    assert load.failures == []
+    shares = step_shares(load, weights, "v2")
+    assert [w for w, _s, _n in shares] == [10.0, 50.0], weights
+    for weight, share, count in shares:
+        assert abs(share - weight) <= 5, (weight, share, count)
+    assert load.answers[-1][3] == "v2" and not route_file(path).exists()
+
+
+def rolled_back_under_load(path: Path, target: str = "{provider: local}") -> tuple[Any, list[tuple[float, float]]]:
+    """``mlops apply`` of a ``v2`` failing one call in five under load, checked as every engine must pass it:
+    rolled back (exit 5) with no failed connection, having answered about the first step's share, v1
+    answering at the end; (the apply's result, the route file's weights)."""
+    result, load, weights = applied_under_load(path, who="v2", env={"TEST_FAIL_EVERY": "5"}, target=target)
+    assert result.code == 5, result.out + result.err
+    assert "ROLLED BACK" in result.err
+    assert not [f for f in load.failures if "HTTP 500" not in f]   # no failed connection; 5xx are its answers
+    by_candidate = sum(1 for a in load.answers if a[3] == "v2" or a[2] >= 500)
+    assert by_candidate <= (10 + 5) / 100 * len(load.answers), (by_candidate, len(load.answers))
+    assert load.answers[-1][3] == "v1"
+    assert json.loads(route_file(path).read_text())["rollout"]["phase"] == "aborted"
+    return result, weights

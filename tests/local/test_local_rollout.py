@@ -18,7 +18,7 @@ from support import project_data, run_cli
 
 from planner.core.resources import spec_fingerprint
 from providers.local import processes, routefile
-from tests.local.rollout_harness import SERVICE, Load, candidate, deploy_stable
+from tests.local.rollout_harness import SERVICE, candidate, deploy_stable
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -46,10 +46,8 @@ def marked(path: Path) -> list[str]:
 
 def test_canary_shares_then_promote_under_load(stable):
     roll = candidate(stable, "v2")
-    live = roll.live()
-    port, headers = roll.endpoint()
-    with Load(port, headers) as load:
-        live = roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+    with roll.load() as load:
+        live = roll.start()
         assert live.rollout is not None and live.rollout.phase == "canary"
         assert [(v.spec_fingerprint, v.traffic) for v in live.versions] == [
             (spec_fingerprint(live.spec), 1.0), (spec_fingerprint(roll.desired.spec), 0.0)]
@@ -86,10 +84,8 @@ def test_canary_shares_then_promote_under_load(stable):
 
 def test_shadow_clients_see_only_stable_while_the_candidate_counts_the_copies(stable):
     roll = candidate(stable, "v2", env={"TEST_FAIL_EVERY": "2"})   # passes its smoke test, then fails half
-    live = roll.live()
-    port, headers = roll.endpoint()
-    with Load(port, headers) as load:
-        live = roll.provider.start_candidate(roll.desired, live, roll.state(live, phase="mirror"), roll.events)
+    with roll.load() as load:
+        live = roll.start(phase="mirror")
         before = load.mark()
         live = roll.provider.set_traffic(live, roll.state(live, phase="mirror", mirror=20.0), roll.events)
         since = load.mark()
@@ -112,10 +108,8 @@ def test_shadow_clients_see_only_stable_while_the_candidate_counts_the_copies(st
 
 def test_abort_under_load_keeps_the_state_and_stable_serves(stable):
     roll = candidate(stable, "v2")
-    live = roll.live()
-    port, headers = roll.endpoint()
-    with Load(port, headers) as load:
-        live = roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+    with roll.load() as load:
+        live = roll.start()
         live = roll.provider.set_traffic(live, roll.state(live, weight=50.0, step=0), roll.events)
         load.wait_for(50, load.mark())
         live = roll.provider.abort(live, roll.state(live, phase="aborted", reason="p99 too high"), roll.events)
@@ -136,8 +130,7 @@ sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
 from tests.local.rollout_harness import candidate
 from pathlib import Path
 roll = candidate(Path({path!r}), "v2")
-live = roll.live()
-roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+roll.start()
 print("started", flush=True)
 """
 
@@ -170,8 +163,7 @@ def test_kill_9_of_apply_while_the_candidate_starts_leaves_a_state_read_reports(
 
 def test_a_promote_interrupted_after_the_record_moved_is_finished_never_undone(stable):
     roll = candidate(stable, "v2")
-    live = roll.live()
-    live = roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
+    live = roll.start()
     live = roll.provider.set_traffic(live, roll.state(live, weight=50.0, step=0), roll.events)
     new = live.versions[1].revision
     entry = json.loads(routefile.path_of(project_data(stable), "dev", SERVICE).read_text())["candidate"]

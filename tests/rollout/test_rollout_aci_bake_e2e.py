@@ -7,15 +7,10 @@ the rollout driver instead (tests/rollout/test_rollout_bake_e2e.py)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from support import run_cli
+from support import apply_interrupted, run_cli
 from test_rollout_aci_e2e import ROLLOUT, aci, commit  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -62,24 +57,8 @@ def test_the_bake_window_keeps_a_good_version_skips_on_no_wait_and_rolls_back_on
 
         manifest.write_text(manifest.read_text().replace("hold: 4s", "hold: 60s").replace("60s\n", "120s\n"))
         change_score(manifest, "a long window")
-        proc = subprocess.Popen([sys.executable, "-m", "planner.cli", "apply", "--auto-approve", *f],
-                                cwd=manifest.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                stdin=subprocess.DEVNULL, env=dict(os.environ))
-        try:
-            seen = []
-            deadline = time.monotonic() + 300
-            for line in proc.stdout:   # type: ignore[union-attr]
-                seen.append(line)
-                if "bake window 60s" in line or time.monotonic() > deadline:
-                    break
-            assert any("bake window 60s" in ln for ln in seen), "".join(seen)
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 5, "".join(seen) + out + err
+        code, out, err = apply_interrupted(*f, cwd=manifest.parent, once="bake window 60s")
+        assert code == 5, out + err
         assert "ROLLED BACK to the previous version: the apply was cancelled during the bake window" in err, err
         after = status(f)
         assert after["state"] == "Healthy" and after["fingerprint"] == before["fingerprint"]

@@ -20,7 +20,7 @@ sys.path[:0] = [str(HERE.parent / "aci"), str(HERE.parent / "docker")]
 
 from aci_fixtures import ROOT, apply_env, double_running, env_for, free_port, registry_or_skip  # noqa: E402
 from docker_fixtures import _engine_or_skip  # noqa: E402
-from support import run_cli  # noqa: E402
+from support import FAILS_ONE_IN_FIVE, run_cli  # noqa: E402
 
 from planner.rollout.support import splitting_kinds  # noqa: E402
 
@@ -33,18 +33,6 @@ ROLLOUT = """\
       analysis: {{interval: 1s, min_requests: 10, max_error_rate: 5%, failure_limit: 2}}
       progress_deadline: 60s
 """
-FLAKY = '''
-count = 0
-_run = run
-
-
-def run(raw_data):
-    global count
-    count += 1
-    if count % 5 == 0:
-        raise RuntimeError("one in five fails")
-    return _run(raw_data)
-'''
 
 
 @pytest.fixture
@@ -96,7 +84,7 @@ def test_canary_refused_and_a_failing_candidate_rolled_back_on_aci(aci):
     before = {r["service"]: r for r in json.loads(run_cli("status", "--json", *f).out)["services"]}["diabetes-api"]
 
     score = manifest.parent / "src" / "score.py"
-    score.write_text(score.read_text() + FLAKY)
+    score.write_text(score.read_text() + FAILS_ONE_IN_FIVE)
     commit(manifest.parent, "a candidate failing one request in five")
     bad = run_cli("apply", "--auto-approve", *f)
     assert bad.code == 5, bad.out + bad.err

@@ -13,52 +13,22 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import git
 import pytest
-from support import make_project
+from support import ECHO_SCORE, FAILS_ONE_IN_FIVE, Hammer, apply_interrupted, echo_manifest, make_project
 
 pytestmark = pytest.mark.slow
 
-MANIFEST = """\
-version: 1
-project: bake
-models:
-  m: {path: model.txt}
-environments:
-  e: {python: "3.11"}
-services:
-  echo-api:
-    models: [m]
-    environment: e
-    source_dir: src
-    entry_script: score.py
-    sample_request: sample.json
-    deploy: {port: auto, auth: none}
+MANIFEST = echo_manifest("bake", deploy="{port: auto, auth: none}", rollout="""\
     rollout:
       strategy: blue_green
       steps: [{weight: 100, hold: 3s}]
       analysis: {interval: 1s, min_requests: 10, max_error_rate: 5%, failure_limit: 2}
       progress_deadline: 60s
-"""
-
-FLAKY_SCORE = '''\
-import json, os
-
-def init():
-    global prefix, count
-    prefix = open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.txt")).read().strip()
-    count = 0
-
-def run(raw_data):
-    global count
-    count += 1
-    if count % 5 == 0:
-        raise RuntimeError("one in five fails")
-    return {"model": prefix, "echo": json.loads(raw_data)}
-'''
+""")
+FLAKY_SCORE = ECHO_SCORE + FAILS_ONE_IN_FIVE
 
 
 def mlops(*args: str, cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
@@ -75,39 +45,6 @@ def commit(root: Path, message: str) -> None:
     repo = git.Repo(root)
     repo.git.add(A=True)
     repo.index.commit(message)
-
-
-class Load:
-    """Scoring requests in a loop (the traffic the analysis judges); counts answers by status."""
-
-    def __init__(self, endpoint: str):
-        self.endpoint = endpoint
-        self.statuses: list[int] = []
-        self.models: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        from providers.http import request
-
-        while not self._stop.is_set():
-            try:
-                reply = request(self.endpoint, data=b'{"x": 1}', headers={"Content-Type": "application/json"})
-            except OSError:
-                self.statuses.append(0)
-                continue
-            self.statuses.append(reply.status)
-            if reply.status == 200:
-                self.models.append(reply.json()["model"])
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture
@@ -131,7 +68,7 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
     plan = mlops("plan", cwd=root)
     assert "# (rollout blue_green 100% (bake 3s), analysis every 1s)" in plan.stdout
     summary = root.parent / "summary.md"
-    with Load(endpoint) as load:
+    with Hammer(endpoint, interval=0.01) as load:
         bad = mlops("apply", "--auto-approve", cwd=root, GITHUB_STEP_SUMMARY=str(summary))
     assert bad.returncode == 5, bad.stdout + bad.stderr
     job = summary.read_text()
@@ -158,12 +95,12 @@ def test_a_failing_candidate_is_rolled_back_loudly_and_a_good_one_is_kept(projec
         "if count % 5 == 0", "if count < 0"))
     (root / "model.txt").write_text("v2\n")
     commit(root, "a good candidate, with a new model")
-    with Load(endpoint) as load:
+    with Hammer(endpoint, interval=0.01) as load:
         good = mlops("apply", "--auto-approve", cwd=root)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "step 1/1: the candidate answers 100% of requests" in good.stdout
     assert "intervals passed" in next(ln for ln in good.stdout.splitlines() if "promoting version" in ln)
-    assert set(load.statuses) == {200} and load.models[-1] == "v2"
+    assert set(load.statuses) == {200} and load.answers[-1] == "v2"
     assert status(root)["models"][0].startswith("m:2@")
     shown = mlops("rollout", "status", "echo-api", cwd=root)
     assert shown.returncode == 0, shown.stderr
@@ -187,18 +124,15 @@ def test_no_wait_starts_the_rollout_and_the_next_apply_continues_it(project: Pat
     shown = mlops("rollout", "status", "echo-api", cwd=root)
     assert shown.returncode == 0, shown.stderr
     assert "step 1/1" in shown.stdout, shown.stdout
-    with Load(endpoint) as load:
+    with Hammer(endpoint, interval=0.01) as load:
         continued = mlops("apply", "--auto-approve", cwd=root)
     assert continued.returncode == 0, continued.stdout + continued.stderr
     assert "continuing the rollout of" in continued.stdout and "promoting version" in continued.stdout
-    assert set(load.statuses) == {200} and load.models[-1] == "v2"
+    assert set(load.statuses) == {200} and load.answers[-1] == "v2"
     assert status(root)["models"][0].startswith("m:2@")
 
 
 def test_ctrl_c_during_a_hold_rolls_back_with_exit_5(project: Path):
-    import signal
-    import time
-
     root = project
     (root / "ml.yaml").write_text(MANIFEST.replace("hold: 3s", "hold: 60s").replace("60s\n", "120s\n"))
     commit(root, "a long hold")
@@ -206,24 +140,9 @@ def test_ctrl_c_during_a_hold_rolls_back_with_exit_5(project: Path):
     before = status(root)
     (root / "model.txt").write_text("v2\n")
     commit(root, "model v2")
-    with Load(before["endpoint"]):   # requests, so the hold judges intervals instead of waiting for data
-        proc = subprocess.Popen([sys.executable, "-m", "planner.cli", "apply", "--auto-approve"], cwd=root,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-        try:
-            seen = []
-            deadline = time.monotonic() + 300
-            for line in proc.stdout:   # type: ignore[union-attr]
-                seen.append(line)
-                if "analysis 1:" in line or time.monotonic() > deadline:
-                    break
-            assert any("analysis 1:" in ln for ln in seen), "".join(seen)   # holding step 1/1, judged once
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 5, "".join(seen) + out + err
+    with Hammer(before["endpoint"], interval=0.01):   # requests, so the hold judges intervals instead of waiting
+        code, out, err = apply_interrupted(cwd=root, once="analysis 1:")   # holding step 1/1, judged once
+    assert code == 5, out + err
     assert f"ROLLED BACK to version {before['fingerprint'][:12]}: the apply was cancelled (Ctrl-C or SIGTERM) " \
            "at step 1/1 (100%)" in err, err
     after = status(root)

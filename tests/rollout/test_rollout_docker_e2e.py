@@ -12,8 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docker"))
 
 from docker_fixtures import commit_all, engine, project_name  # noqa: E402, F401
-from support import make_project  # noqa: E402
-from test_rollout_bake_e2e import FLAKY_SCORE, Load, mlops  # noqa: E402
+from support import Hammer, make_project  # noqa: E402
+from test_rollout_bake_e2e import FLAKY_SCORE, mlops  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_a_failing_candidate_on_docker_is_rolled_back(tmp_path: Path, project_na
         before = status(root)
         (root / "src" / "score.py").write_text(FLAKY_SCORE)
         commit_all(root, "a candidate failing one request in five")
-        with Load(before["endpoint"]) as load:
+        with Hammer(before["endpoint"], interval=0.01) as load:
             bad = mlops("apply", "--auto-approve", cwd=root)
         assert bad.returncode == 5, bad.stdout + bad.stderr
         assert "rollout blue_green: starting version" in bad.stdout and "bake window" not in bad.stdout
