@@ -189,8 +189,7 @@ def test_a_new_rollout_after_a_promote_killed_before_it_tidied_up_never_stops_th
     roll = candidate(stable, "v3")           # and the next apply rolls out another version
     live = roll.live()
     assert live.details["instance"] == v2
-    port, headers = roll.endpoint()
-    with Load(port, headers) as load:
+    with roll.load() as load:
         live = roll.provider.start_candidate(roll.desired, live, roll.state(live), roll.events)
         since = load.mark()
         load.wait_for(20, since)
