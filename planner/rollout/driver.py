@@ -275,13 +275,14 @@ class Driver:
         figures = Figures(self.provider, lambda: self.live, self.candidate, self.state.stable, self.desired,
                           analysis.min_requests)
         figures.start()
-        passed_here = 0
+        passed_here = silent = judged_here = 0   # this step's intervals: passed, with no request at all, judged
         # The hold counts from when the step began (an interrupted apply's time served counts); the deadline
         # from now: a rollout resumed an hour after `--no-wait` still gets its progress_deadline to measure.
         deadline_at = self.clock() + max(phase.hold, self.policy.progress_deadline)
         while True:
             try:
                 stats = figures.interval(events, analysis.interval)
+                silent += 1 if stats[0].requests == 0 else 0
                 verdict = self._health() or judge(analysis, stats[0], stats[1] if phase.weight < 100 else None)
             except Unreadable as exc:
                 verdict = Verdict("inconclusive", f"{exc}: holding")
@@ -290,6 +291,7 @@ class Driver:
                                              passed=self.state.passed + (1 if verdict.passed else 0),
                                              failed=self.tally.failures)
             passed_here += 1 if verdict.passed else 0
+            judged_here += 1
             events.step(f"analysis {self.state.judged}: {verdict.result}: {verdict.reason}")
             self._keep()
             if limit_reached:
@@ -299,9 +301,11 @@ class Driver:
             if elapsed >= phase.hold and passed_here > 0:
                 return
             if self.clock() >= deadline_at:
+                quiet = "; no request reached the candidate in any interval: the service had no traffic to " \
+                    "judge it by" if silent and silent == judged_here else ""
                 raise RolloutFailed(f"no interval of {phase.label.split(':')[0]} passed within progress_deadline "
                                     f"{self.policy.progress_deadline:g}s (min_requests {analysis.min_requests}; "
-                                    f"{self.state.judged - self.state.passed} intervals failed or inconclusive)")
+                                    f"{self.state.judged - self.state.passed} intervals failed or inconclusive{quiet})")
 
     def _health(self) -> Verdict | None:
         """A failed verdict if the target reports the candidate version Failed or Unhealthy; else None."""

@@ -190,3 +190,14 @@ def test_a_failure_reason_quoting_a_secret_is_masked_before_the_target_keeps_it(
         assert "hunter2" not in target.aborted.reason and "hunter2" not in failure
     finally:
         REDACTOR.clear()
+
+
+def test_a_rollout_with_no_traffic_at_all_says_so_when_it_gives_up():
+    """A quiet service never gives the analysis min_requests: rolled back at the deadline (never promoted on
+    no data), and the line says why in words, not only as 'inconclusive' counts."""
+    target = Scripted(lambda version, weight: f'mlops_requests_total{{version="{version}",code="2xx"}} 0\n')
+    _, _, failure = _run(target, {"strategy": "canary", "steps": [{"weight": 10, "hold": "0.05s"}],
+                                  "analysis": ANALYSIS, "progress_deadline": "0.3s"})
+    assert "no interval of step 1/1 passed within progress_deadline 0.3s" in failure, failure
+    assert "no request reached the candidate in any interval: the service had no traffic" in failure, failure
+    assert target.calls[-1] == "abort"
