@@ -43,15 +43,21 @@ SPEC = {"deploy": {"auth": "none", "port": 5001, "restart_policy": "always", "ro
         "target_condition": "tags.site='plant-3'"}
 
 
+def connected_provider(double: iotedge_double.Double, tmp: Path) -> IotEdgeProvider:
+    """The provider of target plant3 (every device tagged site=plant-3) on ``double``'s hub, connected."""
+    os.environ.update(double.env("127.0.0.1:5999"))
+    context = ProjectContext(project="bench", root=tmp, state_dir=tmp / ".mlops", cache_dir=tmp)
+    provider = IotEdgeProvider(target="plant3", context=context, config={
+        "provider": "iotedge", "hub": double.connection_string, "target_condition": "tags.site='plant-3'",
+        "registry": "127.0.0.1:5999"})
+    ensure_connected(provider)
+    return provider
+
+
 def bench_read(devices: int, runs: int, tmp: Path) -> tuple[float, int]:
     fleet = {f"dev-{n:04d}": {"site": "plant-3", "host": "127.0.0.1"} for n in range(devices)}
     with iotedge_double.running(tmp / f"d{devices}", run_modules=False, devices=fleet) as double:
-        os.environ.update(double.env("127.0.0.1:5999"))
-        context = ProjectContext(project="bench", root=tmp, state_dir=tmp / ".mlops", cache_dir=tmp)
-        provider = IotEdgeProvider(target="plant3", context=context, config={
-            "provider": "iotedge", "hub": double.connection_string, "target_condition": "tags.site='plant-3'",
-            "registry": "127.0.0.1:5999"})
-        ensure_connected(provider)
+        provider = connected_provider(double, tmp)
         desired = Resource(Address("service", "echo"), SPEC, target="plant3")
         provider.hub.create_configuration(provider._configuration(desired, "127.0.0.1:5999/bench/echo@sha256:"
                                                                    + "0" * 64, {}, priority=10))
@@ -75,12 +81,7 @@ def bench_rings(devices: int, runs: int, tmp: Path) -> None:
     fleet = {f"dev-{n:04d}": {"site": "plant-3"} for n in range(devices)}
     image = "127.0.0.1:5999/bench/echo@sha256:"
     with iotedge_double.running(tmp / f"r{devices}", run_modules=False, devices=fleet) as double:
-        os.environ.update(double.env("127.0.0.1:5999"))
-        context = ProjectContext(project="bench", root=tmp, state_dir=tmp / ".mlops", cache_dir=tmp)
-        provider = IotEdgeProvider(target="plant3", context=context, config={
-            "provider": "iotedge", "hub": double.connection_string, "target_condition": "tags.site='plant-3'",
-            "registry": "127.0.0.1:5999"})
-        ensure_connected(provider)
+        provider = connected_provider(double, tmp)
         stable = Resource(Address("service", "echo"), SPEC, target="plant3")
         candidate = Resource(Address("service", "echo"), {**SPEC, "models": ["m:2@00"]}, target="plant3")
         provider.hub.create_configuration(provider._configuration(stable, image + "0" * 64, {}, priority=10))
