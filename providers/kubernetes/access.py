@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import queue
-import re
 import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -20,13 +19,13 @@ from planner.resources import Live, Resource
 
 from ..base import Endpoint, Reachable
 from . import manifests
+from .exposition import relabel
 
 if TYPE_CHECKING:
     from ..keys import KeyStore
     from .client import Cluster
 
 METRICS_TIMEOUT_S = 10
-_VERSION_LABEL = re.compile(r'(?<=[{,])version="(?:[^"\\]|\\.)*"')
 
 
 class Access:
@@ -99,11 +98,10 @@ class Access:
     def metrics(self, live: Live, version: str) -> str | None:
         """Every running pod of ``version`` scraped on its probe port through the API server's pod proxy.
 
-        Each pod's series are relabelled with ``version``: which version a pod runs is its
-        Deployment's to say (a change of the replica count alone changes the spec's fingerprint
-        without restarting pods, so a pod's own start-time label could be stale). A pod that does
-        not answer is left out (its counters start again when it does; the analysis allows that).
-        None when no pod of that version runs here.
+        Each pod's series are relabelled with ``version`` and ``instance`` (the pod's name,
+        ``exposition.relabel``): the analysis differences each pod's counters on their own, so a
+        pod that does not answer one scrape (left out here), restarts or is new never hides what
+        the others counted. None when no pod of that version runs here.
         """
         pods = (live.details.get("serving") or {}).get(version)
         if not pods:
@@ -117,7 +115,7 @@ class Access:
             except ProviderError:
                 continue
             if status == 200:
-                texts.append(relabel(body.decode(errors="replace"), version))
+                texts.append(relabel(body.decode(errors="replace"), version, pod))
         return "".join(texts)
 
     # -- logs -----------------------------------------------------------------------------------
@@ -161,11 +159,3 @@ class Access:
         except ProviderError as exc:
             yield f"(no logs: {exc})"
 
-
-def relabel(text: str, version: str) -> str:
-    """The runtime's series with their ``version`` label set to ``version`` (other lines untouched)."""
-    value = version.replace("\\", "\\\\").replace('"', '\\"')
-    out = [_VERSION_LABEL.sub(f'version="{value}"', line) if line.startswith("mlops_") else line
-           for line in text.split("\n")]
-    joined = "\n".join(out)
-    return joined if joined.endswith("\n") or not joined else joined + "\n"
