@@ -48,6 +48,7 @@ class Applying:
         def _scheduling_events(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, str]: ...
         def _last_lines(self, pod: str) -> list[str]: ...
         def _keys(self, desired: Resource) -> dict[str, str]: ...
+        def _cluster_keys(self, name: str) -> dict[str, str]: ...
         def _post(self, name: str, body: bytes, headers: Mapping[str, str], *, instance: str | None = None,
                   timeout: float = 120) -> tuple[int, bytes]: ...
         def ensure_image(self, desired: Resource, progress: Progress) -> Any: ...
@@ -131,9 +132,11 @@ class Applying:
                 self.cluster.delete(kind, name, self.namespace)
 
     def _live_service(self, live: Live) -> manifests.Service:
-        """The objects of the version ``live`` describes (its spec, image digest and keys), to put them back."""
+        """The objects of the version ``live`` describes (its spec, image digest and keys), to put them back.
+        The keys are this machine's, else the key Secret's (their digest is in the pod template)."""
         name = live.address.name
-        keys = self.keys.load(name) if live.spec.get("deploy", {}).get("auth") == "key" else {}
+        keys = (self.keys.load(name) or self._cluster_keys(name)) if live.spec.get("deploy", {}).get("auth") == "key" \
+            else {}
         spec = {k: v for k, v in live.spec.items() if k != "drift"}
         return self._service(name, spec, image=str(live.details["image"]), model_dir=str(live.details["model_dir"]),
                              entry_script=str(live.details["entry_script"]),

@@ -22,18 +22,21 @@ shared between the two:
 Where the rollout stands is the ``mlops.dev/rollout`` annotation (``RolloutState`` JSON) on the
 stable Deployment, written with a field manager of its own (``mlops-rollout``) so the objects
 apply sends (manager ``mlops``) never erase it, and so scaling during a rollout never takes a
-field away from the service's own apply.
+field away from the service's own apply. Beside it, ``mlops.dev/rollout-stable`` keeps what the stable
+version's objects are made of for the rollout's lifetime: a promote rewrites the stable Deployment, and
+when it fails (or is killed) the way back must not depend on what the caller still holds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from planner.core.resources import spec_fingerprint
+from planner.core.resources import Live, spec_fingerprint
 
 from . import manifests
 from .manifests import CANARY, SERVICE_PORT, canary_name, label
@@ -42,7 +45,12 @@ ROLLOUT = label("rollout")
 """Annotation of the stable Deployment: the ``RolloutState`` JSON."""
 TOTAL = label("rollout-replicas")
 """Annotation of the stable Deployment: the replica count the rollout shares (set at its start)."""
+STABLE = label("rollout-stable")
+"""Annotation of the stable Deployment: what rebuilds the stable version's objects (``stable_record``), so
+a promote that rewrote the Deployment and then failed, or was killed, can put that version back."""
 MANAGER = "mlops-rollout"
+RECORDED = ("image", "model_dir", "entry_script", "fingerprint_label", "git")
+"""The ``Live.details`` the stable version's objects are rebuilt from (with its spec and sensitive keys)."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,27 @@ def first_step(policy: Mapping[str, Any] | None, deploy: Mapping[str, Any], *, r
 
 def version_of(deployment: Mapping[str, Any]) -> str:
     """The spec fingerprint of what a Deployment of ours runs (from the spec annotation apply wrote)."""
-    import json
-
     spec = (deployment.get("metadata", {}).get("annotations") or {}).get(label("spec"))
     return spec_fingerprint(json.loads(spec)) if spec else ""
+
+
+def stable_record(live: Live) -> str:
+    """The ``STABLE`` annotation for the version ``live`` describes: its spec and what its objects are made of."""
+    spec = {k: v for k, v in live.spec.items() if k != "drift"}
+    return json.dumps({"spec": spec, "details": {k: live.details.get(k) for k in RECORDED},
+                       "sensitive": sorted(live.sensitive)}, sort_keys=True, separators=(",", ":"))
+
+
+def from_record(live: Live, record: str) -> Live:
+    """``live`` made to describe the version a ``stable_record`` kept (to rebuild that version's objects)."""
+    kept = json.loads(record)
+    return dataclasses.replace(live, spec=kept["spec"], details={**live.details, **kept["details"]},
+                               sensitive=frozenset(kept["sensitive"]))
+
+
+def live_version(live: Live) -> str:
+    """The spec fingerprint of the version ``live`` describes (drift, a reading's note, left out)."""
+    return spec_fingerprint({k: v for k, v in live.spec.items() if k != "drift"})
 
 
 def is_canary(deployment: Mapping[str, Any]) -> bool:

@@ -15,6 +15,12 @@ How the share is made (replica ratio, or a Gateway API HTTPRoute's weights and m
   (its name, Service and keys stay): a rolling update (maxUnavailable 0) brings the stable
   Deployment to the candidate at full size while the canary still serves; only then does the route
   go back to the stable Service alone and the canary Deployment go away.
+- **A failed promote puts the stable version back.** When the stable Deployment does not become
+  the candidate (or the call is cancelled once it was rewritten), the stable version's objects and
+  its replica count are applied again before the call fails, so the rollout stands where it stood;
+  ``abort`` checks the same (a promote killed midway) and restores the stable version first. What
+  that version is made of is kept on the stable Deployment from the rollout's start
+  (``canary.STABLE``), not taken from the caller's reading, which may postdate the rewrite.
 - **With autoscale** the HPA is set aside during the rollout (the replica count it had, at least
   ``min_replicas``, is what the two versions share) and comes back with promote or abort.
 """
@@ -36,6 +42,7 @@ from . import canary, manifests
 from .applying import RolloutFailed
 from .client import NotFound
 from .manifests import canary_name
+from .reading import _rollout_state
 
 if TYPE_CHECKING:
     from ..base import Progress
@@ -124,7 +131,8 @@ class TrafficSplitting(SplitsTraffic):
                 f"({split.canary} of {total} replicas)")
         self._apply_objects([o for o in manifests.objects(svc) if o["kind"] == "Secret"], ev)
         self._apply_objects(canary.objects(svc, split.canary, weight=state.weight, mirror=state.mirror), ev)
-        self._keep(name, state, total, max(split.stable, self._replicas(stable)))
+        record = canary.stable_record(live) if canary.live_version(live) == state.stable else None
+        self._keep(name, state, total, max(split.stable, self._replicas(stable)), record=record)
         self._set_hpa_aside(name, live)   # only once the state says a rollout runs: abort brings it back
         if split.canary:
             self._wait_candidate(name, desired_limit(live, desired), ev)
@@ -175,13 +183,23 @@ class TrafficSplitting(SplitsTraffic):
         objects = manifests.objects(svc)
         ev.step(f"promoting: {name} rolls to the candidate at {total} replicas while the candidate serves")
         later = ("HTTPRoute", "HorizontalPodAutoscaler")
-        self._apply_objects([o for o in objects if o["kind"] not in later], ev)
-        self._scale(name, total, annotations=_annotations(stable))   # the HPA's count too, before it returns
         try:
+            self._apply_objects([o for o in objects if o["kind"] not in later], ev)
+            self._scale(name, total, annotations=_annotations(stable))   # the HPA's count too, before it returns
             self._wait_rollout(desired, ev)
-        except RolloutFailed as exc:
-            raise ProviderError(f"{desired.address}: promoting failed ({exc.state}: {exc}); the candidate keeps "
-                                f"serving beside it, see `mlops status`") from None
+        except (ProviderError, CancelledError) as exc:   # RolloutFailed, the API refused, or cancelled
+            cause = f"{exc.state}: {exc}" if isinstance(exc, RolloutFailed) else \
+                "cancelled" if isinstance(exc, CancelledError) else str(exc)
+            ev.step(f"promoting failed ({cause}); putting the stable version back on {name}")
+            try:
+                self._restore_stable(live, stable)
+            except ProviderError as again:
+                raise ProviderError(f"{desired.address}: promoting failed ({cause}) and putting the stable version "
+                                    f"back failed too ({again}); see `mlops status`") from None
+            if isinstance(exc, CancelledError):
+                raise
+            raise ProviderError(f"{desired.address}: promoting failed ({cause}); the stable version is back on "
+                                f"{name} and the candidate keeps serving beside it, see `mlops status`") from None
         self._apply_objects([o for o in objects if o["kind"] in later], ev)
         self._remove_candidate(name)
         self._prune_parts(svc)
@@ -195,11 +213,15 @@ class TrafficSplitting(SplitsTraffic):
         stable = self.cluster.get("Deployment", name, self.namespace)
         total = _kept_total(stable) or self._total(live, stable)
         kept = dataclasses.replace(state, phase="aborted", weight=0.0, mirror=0.0, updated=time.time())
+        back = live
+        if canary.version_of(stable) != state.stable:   # a promote killed after it rewrote the stable Deployment
+            back = self._stable_live(live, stable, state.stable)
+            self._restore_stable(back, stable, replicas=total)
         self._keep(name, kept, total, total)
         self._settle(name)
-        # The stable Deployment itself never changed but for its count: only what was set aside comes back
-        # (the HPA; the route's whole share), never its Secrets (this machine may not hold the keys).
-        svc = self._live_service(live)
+        # The stable Deployment now runs the stable version: only what was set aside comes back (the HPA;
+        # the route's whole share), never its Secrets (this machine may not hold the keys).
+        svc = self._live_service(back)
         self._apply_objects([o for o in manifests.objects(svc) if o["kind"] in ("HorizontalPodAutoscaler",
                                                                                   "HTTPRoute")], None)
         self._remove_candidate(name)
@@ -250,14 +272,45 @@ class TrafficSplitting(SplitsTraffic):
                            manager=canary.MANAGER)
 
     def _keep(self, name: str, state: RolloutState, total: int, stable_replicas: int, *,
-              state_too: bool = True) -> None:
-        """The stable Deployment's replicas and (``state_too``) the rollout state, in one apply."""
-        annotations = {canary.ROLLOUT: json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")),
-                       canary.TOTAL: str(total)}
-        if not state_too:
-            current = _annotations(self.cluster.get("Deployment", name, self.namespace))
+              state_too: bool = True, record: str | None = None) -> None:
+        """The stable Deployment's replicas and (``state_too``) the rollout state, in one apply; the stable
+        version's record (``canary.STABLE``) is ``record`` when given, else the one it has."""
+        current = _annotations(self.cluster.get("Deployment", name, self.namespace))
+        if state_too:
+            annotations = {**current, canary.ROLLOUT: json.dumps(state.to_json(), sort_keys=True,
+                                                                 separators=(",", ":")), canary.TOTAL: str(total)}
+        else:
             annotations = current or {canary.TOTAL: str(total)}
+        if record is not None:
+            annotations[canary.STABLE] = record
         self._scale(name, stable_replicas, annotations)
+
+    def _stable_live(self, live: Live, stable: Mapping[str, Any], version: str) -> Live:
+        """The stable ``version`` as a ``Live`` to rebuild its objects from: ``live`` when it describes that
+        version, else the record the rollout's start kept on the stable Deployment."""
+        if canary.live_version(live) == version:
+            return live
+        record = _annotations(stable).get(canary.STABLE)
+        if record:
+            back = canary.from_record(live, record)
+            if canary.live_version(back) == version:
+                return back
+        runs = canary.version_of(stable)[:12] or "nothing"
+        raise ProviderError(f"{live.address}: the stable Deployment runs {runs}, not the stable version "
+                            f"{version[:12]}, and no record of that version is kept on it; "
+                            "apply the stable version's manifest without a rollout block to put it back")
+
+    def _restore_stable(self, live: Live, stable: Mapping[str, Any], replicas: int | None = None) -> None:
+        """Put the stable version back on the stable Deployment (what a promote rewrote): its Deployment and
+        Service, the replica count ``stable`` had (or ``replicas``) and the rollout's annotations, waited for
+        (bounded). The HPA and the route stay as the rollout has them; Secrets stay (same keys)."""
+        name = live.address.name
+        state = _rollout_state(stable.get("metadata", {}).get("annotations") or {})
+        back = self._stable_live(live, stable, state.stable) if state is not None else live
+        objects = manifests.objects(self._live_service(back))
+        self._apply_objects([o for o in objects if o["kind"] in ("Deployment", "Service")], None)
+        self._scale(name, self._replicas(stable) if replicas is None else replicas, _annotations(stable))
+        self._settle(name)
 
     def _wait_candidate(self, name: str, limit: float, events: Any) -> None:
         try:
@@ -276,7 +329,7 @@ class TrafficSplitting(SplitsTraffic):
 def _annotations(deployment: Mapping[str, Any]) -> dict[str, str]:
     """The rollout's own annotations on the stable Deployment (what the rollout manager keeps)."""
     found = deployment.get("metadata", {}).get("annotations") or {}
-    return {k: found[k] for k in (canary.ROLLOUT, canary.TOTAL) if k in found}
+    return {k: found[k] for k in (canary.ROLLOUT, canary.TOTAL, canary.STABLE) if k in found}
 
 
 def _kept_total(deployment: Mapping[str, Any]) -> int:
