@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from k8s_fixtures import engine_and_registry_or_skip, running_double
 from kubernetes import client, config
-from support import echo_manifest, make_project, run_cli
+from support import ECHO_SCORE, echo_manifest, make_project, run_cli
 
 from planner.core.events import Events
 from planner.core.resources import RolloutState, spec_fingerprint
@@ -159,6 +160,9 @@ def test_canary_lifecycle_start_steps_resume_abort_clear_and_promote(double, app
         assert answers.count("v2") == 4 and answers.count("v1") == 8, answers   # the double's round robin
         text = provider.metrics(live, v2)
         assert text and f'version="{v2}"' in text and f'version="{v1}"' not in text
+        instances = {re.search(r'instance="([^"]*)"', line).group(1) for line in text.splitlines()
+                     if line.startswith("mlops_")}
+        assert instances and instances <= set(live.details["serving"][v2]), "each series names its pod"
         served = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                      if line.startswith("mlops_requests_total{") and 'code="2xx"' in line)
         assert served >= 4
@@ -284,6 +288,61 @@ def test_with_autoscale_the_hpa_is_set_aside_for_the_rollout_and_comes_back(doub
         promoted = provider.promote(live, desired, Events())
         assert hpas() == ["echo-api"] and _replicas(apps, "echo-api") == 3 and promoted.health.ready == 3
         assert promoted.rollout is None
+
+
+CANNOT_ANSWER = ECHO_SCORE.replace('    return {"model": prefix, "echo": json.loads(raw_data)}',
+                                  '    raise RuntimeError(prefix + " cannot answer")')
+
+
+def _stable_version(apps) -> str:
+    """Which version the stable Deployment itself is (its spec annotation), whatever the rollout state says."""
+    annotations = apps.read_namespaced_deployment("echo-api", NS).metadata.annotations or {}
+    return spec_fingerprint(json.loads(annotations[manifests.label("spec")]))
+
+
+def test_a_failed_promote_puts_the_stable_version_back_and_abort_restores_one_a_killed_promote_left(
+        double, apps, tmp_path: Path):
+    """The candidate's pods are Ready (a canary at 50 %) but it answers no request, so promote's sample
+    request fails once the stable Deployment was rewritten: promote puts the stable version back before
+    it fails, and abort (what the driver calls next) finds the stable version there. A promote killed
+    after its rewrite (simulated: the candidate's Deployment applied to the stable name) is undone by
+    abort from the record the rollout's start kept, though the caller's reading says the candidate."""
+    with applied(tmp_path / "repo", manifest_text(f"rp-{uuid.uuid4().hex[:6]}", replicas=2)) as (manifest, _f):
+        (manifest.parent / "src" / "score.py").write_text(CANNOT_ANSWER)
+        stable_live, provider, desired = _stable_then_second_model(manifest)
+        v1, v2 = spec_fingerprint(stable_live.spec), spec_fingerprint(desired.spec)
+        state = RolloutState(candidate=v2, stable=v1, phase="canary", step=0, weight=50.0,
+                             policy={"strategy": "canary"})
+        live = provider.start_candidate(desired, stable_live, state, Events())
+        live = provider.set_traffic(live, state, Events())
+        assert (_replicas(apps, "echo-api"), _replicas(apps, "echo-api-canary")) == (1, 1)
+
+        with pytest.raises(ProviderError, match=r"promoting failed \(Unhealthy: sample request answered 5\d\d") \
+                as failed:
+            provider.promote(live, desired, Events())
+        assert _stable_version(apps) == v1, "the stable Deployment must not be left rolling to the candidate"
+        assert "the stable version is back" in str(failed.value)
+        assert (_replicas(apps, "echo-api"), _replicas(apps, "echo-api-canary")) == (1, 1)
+        after = _live(provider)
+        assert after.rollout == state and [v.spec_fingerprint for v in after.versions] == [v1, v2]
+        aborted = provider.abort(after, dataclasses.replace(state, phase="aborted", reason="promote failed"),
+                                 Events())
+        assert [v.spec_fingerprint for v in aborted.versions] == [v1] and _replicas(apps, "echo-api") == 2
+        _settle_pods(apps, 2)
+        assert set(_answers(provider, _live(provider), 4)) == {"v1"}
+
+        # Killed midway through a promote: the stable Deployment already says the candidate.
+        live = provider.start_candidate(desired, provider.clear(aborted, Events()), state, Events())
+        live = provider.set_traffic(live, state, Events())
+        svc = provider._desired_service(desired, provider._pushed_image(desired, Events()), provider._keys(desired))
+        provider._apply_objects([o for o in manifests.objects(svc) if o["kind"] == "Deployment"], None)
+        killed = _live(provider)
+        assert _stable_version(apps) == v2 and spec_fingerprint(killed.spec) == v2 and killed.rollout == state
+        aborted = provider.abort(killed, dataclasses.replace(state, phase="aborted", reason="test"), Events())
+        assert _stable_version(apps) == v1 and [v.spec_fingerprint for v in aborted.versions] == [v1]
+        assert aborted.status == "Healthy" and aborted.health.ready == 2
+        _settle_pods(apps, 2)
+        assert set(_answers(provider, aborted, 4)) == {"v1"}
 
 
 def test_validate_refuses_shadow_without_a_gateway_in_one_line(tmp_path: Path, monkeypatch):

@@ -23,10 +23,12 @@ from k8s_fixtures import engine_and_registry_or_skip
 from kubernetes import client, config
 from real_cluster import shared_cluster
 from support import ROOT
-from test_kubernetes_rollout import _live, _stable_then_second_model, applied, manifest_text
+from test_kubernetes_rollout import CANNOT_ANSWER, _live, _stable_then_second_model, applied, manifest_text
 
 from planner.core.events import Events
 from planner.core.resources import RolloutState, spec_fingerprint
+from planner.errors import ProviderError
+from providers.kubernetes import manifests
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -107,6 +109,9 @@ def test_replica_ratio_canary_metrics_and_abort_on_the_real_control_plane(kube, 
         for version in (v1, v2):
             text = provider.metrics(live, version)
             assert text and f'version="{version}"' in text and "mlops_request_duration_seconds_bucket" in text
+            named = {line.split('instance="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+                     if line.startswith("mlops_")}
+            assert named and named <= set(live.details["serving"][version]), "each series names its pod"
 
         aborted = provider.abort(live, dataclasses.replace(step, phase="aborted", reason="error rate 20% > 1%"),
                                  Events())
@@ -114,6 +119,39 @@ def test_replica_ratio_canary_metrics_and_abort_on_the_real_control_plane(kube, 
         assert _replicas(apps, namespace, "echo-api") == 3 and aborted.status == "Healthy"
         assert [v.spec_fingerprint for v in aborted.versions] == [v1]
         assert "echo-api-canary" not in {d.metadata.name for d in apps.list_namespaced_deployment(namespace).items}
+
+
+def test_a_failed_promote_leaves_the_stable_deployment_the_stable_version_on_the_real_control_plane(
+        kube, tmp_path: Path):
+    """Promote rewrites the stable Deployment to a candidate that is Ready but answers nothing: the real
+    Deployment controller must take it back to the stable version's ReplicaSet before promote fails, and
+    abort then leaves the stable version alone serving."""
+    namespace, apps, _core, _custom, _api = kube
+
+    def stable_version() -> str:
+        annotations = apps.read_namespaced_deployment("echo-api", namespace).metadata.annotations
+        return spec_fingerprint(json.loads(annotations[manifests.label("spec")]))
+
+    with applied(tmp_path / "repo", _manifest(namespace, replicas=2)) as (manifest, _f):
+        (manifest.parent / "src" / "score.py").write_text(CANNOT_ANSWER)
+        stable_live, provider, desired = _stable_then_second_model(manifest)
+        v1, v2 = spec_fingerprint(stable_live.spec), spec_fingerprint(desired.spec)
+        state = RolloutState(candidate=v2, stable=v1, phase="canary", step=0, weight=50.0)
+        live = provider.start_candidate(desired, stable_live, state, Events())
+        live = provider.set_traffic(live, state, Events())
+        with pytest.raises(ProviderError, match=r"promoting failed \(Unhealthy: sample request answered 5\d\d"):
+            provider.promote(live, desired, Events())
+        assert stable_version() == v1
+        after = _live(provider)
+        assert after.rollout == state and [v.spec_fingerprint for v in after.versions] == [v1, v2]
+        assert after.versions[0].health.state == "Healthy" and _replicas(apps, namespace, "echo-api") == 1
+        aborted = provider.abort(after, dataclasses.replace(state, phase="aborted", reason="promote failed"),
+                                 Events())
+        assert stable_version() == v1 and [v.spec_fingerprint for v in aborted.versions] == [v1]
+        assert aborted.status == "Healthy" and aborted.health.ready == 2
+        for _ in range(6):
+            status, body, _where = provider.call(aborted, b'{"x": 1}')
+            assert status == 200 and json.loads(body)["model"] == "v1", body
 
 
 def test_httproute_weights_and_mirror_pass_the_real_crd_then_promote(kube, httproute_crd, tmp_path: Path):
