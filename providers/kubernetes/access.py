@@ -18,8 +18,8 @@ from planner.errors import ProviderError
 from planner.resources import Live, Resource
 
 from ..base import Endpoint, Reachable
+from ..exposition import relabel
 from . import manifests
-from .exposition import relabel
 
 if TYPE_CHECKING:
     from ..keys import KeyStore

@@ -149,9 +149,13 @@ class TrafficSplitting(SplitsTraffic):
         total = _kept_total(stable) or self._total(live, stable)
         split = canary.split(total, state.weight, state.mirror, routed=self._routed())
         stable_now, canary_now = self._replicas(stable), self._replicas(candidate)
-        mirrored = f", {state.mirror:g}% mirrored" if state.mirror else ""
-        ev.step(f"traffic {state.weight:g}% to the candidate{mirrored}: {split.canary} candidate and "
-                f"{split.stable} stable replicas")
+        moves = (split.stable, split.canary) != (stable_now, canary_now)
+        if moves or _kept_share(stable) != (state.weight, state.mirror):
+            # Said when something moves; the driver also calls this after every analysis interval to keep
+            # the counts, which moves nothing (it printed this line every 2 s for ten minutes).
+            mirrored = f", {state.mirror:g}% mirrored" if state.mirror else ""
+            ev.step(f"traffic {state.weight:g}% to the candidate{mirrored}: {split.canary} candidate and "
+                    f"{split.stable} stable replicas")
         if split.canary > canary_now:
             self._scale(canary_name(name), split.canary)
         if split.stable > stable_now:
@@ -330,6 +334,16 @@ def _annotations(deployment: Mapping[str, Any]) -> dict[str, str]:
     """The rollout's own annotations on the stable Deployment (what the rollout manager keeps)."""
     found = deployment.get("metadata", {}).get("annotations") or {}
     return {k: found[k] for k in (canary.ROLLOUT, canary.TOTAL, canary.STABLE) if k in found}
+
+
+def _kept_share(deployment: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(weight, mirror) of the rollout state kept on the stable Deployment; None without a readable one."""
+    text = (deployment.get("metadata", {}).get("annotations") or {}).get(canary.ROLLOUT)
+    try:
+        data = json.loads(text) if text else None
+        return (float(data["weight"]), float(data["mirror"])) if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _kept_total(deployment: Mapping[str, Any]) -> int:

@@ -49,6 +49,7 @@ from ..base import (
     as_events,
 )
 from ..bundle import runtime_version
+from ..exposition import with_instance_label
 from ..http import is_ready, smoke_test
 from . import processes, routefile, scrape, startlog
 from .ports import Keeper, PortKeepers
@@ -377,11 +378,13 @@ class LocalEngine(Reachable, SplitsTraffic, Provider):
         return self._read_service(live.address.name)
 
     def metrics(self, live: Live, version: str) -> str | None:
-        urls = [str(live.details["metrics_url"])] if live.details.get("metrics_url") else []
+        # Each runtime's series carry its own instance label, so the analysis differences each one's
+        # counters apart: a sum would drop when one scrape fails, and a drop reads as a counter reset.
+        urls = [("stable", str(live.details["metrics_url"]))] if live.details.get("metrics_url") else []
         candidate = routefile.candidate_of(routefile.read(self._route_path(live.address.name)))
         if candidate and not candidate.get("stopped") and candidate.get("port"):
-            urls.append(f"http://{HOST}:{candidate['port']}/metrics")
-        texts = [text for url in urls if (text := scrape.fetch(url)) is not None]
+            urls.append(("candidate", f"http://{HOST}:{candidate['port']}/metrics"))
+        texts = [with_instance_label(text, who) for who, url in urls if (text := scrape.fetch(url)) is not None]
         return scrape.merge(texts, version) if texts else None
 
     def drop_rollout(self, live: Live, progress: Progress) -> None:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from planner.rollout.analysis import _SAMPLE, _labels, parse_metrics
-from providers.kubernetes.exposition import relabel, with_instance
+from providers.exposition import relabel, with_instance
 
 SCRAPE = """\
 # HELP mlops_requests_total Scoring requests by status class.

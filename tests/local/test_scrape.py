@@ -71,3 +71,21 @@ def test_no_answer_is_a_failed_scrape():
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
     assert scrape.fetch(f"http://127.0.0.1:{port}/metrics") is None
+
+
+def test_each_runtime_speaking_of_a_version_is_its_own_instance():
+    """The candidate's runtime and the stable runtime (what it forwarded there without an answer) both speak
+    of the candidate. Summed, one failed scrape of either dropped the sum and the analysis read the drop as a
+    reset (the whole history counted as one interval); labelled, each is differenced on its own."""
+    from planner.rollout.analysis import delta_instances, parse_instances
+    from providers.exposition import with_instance_label
+
+    own = 'mlops_requests_total{version="v2",code="2xx"} 500\nmlops_requests_total{version="v2",code="5xx"} 0\n'
+    forwarded = 'mlops_requests_total{version="v2",code="5xx"} 3\nmlops_requests_total{version="v1",code="2xx"} 9\n'
+    both = scrape.merge([with_instance_label(own, "candidate"), with_instance_label(forwarded, "stable")], "v2")
+    assert 'mlops_requests_total{version="v2",code="5xx",instance="stable"} 3' in both
+    assert 'version="v1"' not in both
+    before = parse_instances(both)["v2"]
+    later = 'mlops_requests_total{version="v2",code="2xx"} 510\nmlops_requests_total{version="v2",code="5xx"} 10\n'
+    stable_unread = parse_instances(scrape.merge([with_instance_label(later, "candidate")], "v2"))["v2"]
+    assert delta_instances(before, stable_unread).codes == {"2xx": 10, "5xx": 10}   # not 510 good answers

@@ -1,4 +1,8 @@
-"""One pod's Prometheus text, labelled with what only the scraper knows (pure functions).
+"""One runtime's Prometheus text, labelled with what only the scraper knows (pure functions).
+
+Shared by the targets that gather a version's metrics from several runtimes: Kubernetes (one text
+per pod) and the local engines (the candidate's own text and the stable runtime's count of the
+requests it forwarded to the candidate without an answer).
 
 The runtime's ``/metrics`` names the version a pod started as; which version a pod runs is its
 Deployment's to say (a change of the replica count alone changes the spec's fingerprint without
@@ -29,6 +33,11 @@ def relabel(text: str, version: str, instance: str) -> str:
         out.append(with_instance(line, instance))
     joined = "\n".join(out)
     return joined if joined.endswith("\n") or not joined else joined + "\n"
+
+
+def with_instance_label(text: str, instance: str) -> str:
+    """Every sample line of ``text`` with ``instance="<instance>"`` (see ``with_instance``)."""
+    return "\n".join(with_instance(line, instance) for line in text.split("\n"))
 
 
 def with_instance(line: str, instance: str) -> str:
